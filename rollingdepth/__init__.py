@@ -1,0 +1,20 @@
+"""RollingDepth: temporally consistent video depth from a single-image diffusion model."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["RollingDepthOutput", "RollingDepthPipeline", "CrossFrameAttnProcessor", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy imports: torch/diffusers take seconds to import, `run-video --help` should not.
+    if name in ("RollingDepthPipeline", "RollingDepthOutput"):
+        from . import rollingdepth_pipeline
+
+        return getattr(rollingdepth_pipeline, name)
+    if name == "CrossFrameAttnProcessor":
+        from .cross_frame_attention import CrossFrameAttnProcessor
+
+        return CrossFrameAttnProcessor
+    raise AttributeError(f"module 'rollingdepth' has no attribute {name!r}")

@@ -1,0 +1,293 @@
+"""Co-alignment: one scale and shift per snippet so that all snippets agree, then a merge.
+
+The objective (the reference's, see ``docs/coalign.md``): snippets are shifted by their
+global minimum, cropped by 2 pixels and subsampled ``[::10, ::10]``; with ``y = s*x + t``
+per snippet, every frame's target is the mean of ``y`` over the snippet frames showing it
+(and likewise for ``1/clip(y, 1e-3)``); the loss is
+
+    mean over a dense [sum n, N, P] layout of |y - target| / mean_p|target|
+  + the same in inverse space
+  + sum over dilation groups of 0.1 * mean(max(0, 1-s)^2) + 10 * mean(t^2)
+
+``mode="reference"`` runs the reference optimiser exactly (Adam, lr 1e-3, betas
+(0.5, 0.9), 2000 iterations, on the dense layout). ``mode="fast"`` minimises the same loss
+on a compact per-snippet layout (memory grows with the snippets, not with N times them)
+with a short Adam schedule and decaying step size, keeping the best point it visits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .snippets import snippet_indices
+
+__all__ = ["COALIGN_MODES", "CoalignProblem", "coalign", "coalign_loss", "merge_snippets"]
+
+COALIGN_MODES = ("fast", "reference")
+
+# Constants of the reference optimisation.
+BORDER = 2
+SUBSAMPLE = 10
+INV_CLIP = 1e-3
+DEPTH_LOSS_WEIGHT = 1.0
+SCALE_REG = 0.1
+SHIFT_REG = 10.0
+REF_LR = 1e-3
+REF_BETAS = (0.5, 0.9)
+REF_ITERATIONS = 2000
+
+
+@dataclass
+class CoalignProblem:
+    """The subsampled snippets and their frame indices, ready for optimisation."""
+
+    x: list[torch.Tensor]  # per group: [S, n, P] min-shifted, cropped, subsampled
+    idx: list[torch.Tensor]  # per group: [S, n] int64 frame index
+    num_frames: int
+    count: torch.Tensor  # [N] how many snippet frames show each frame
+    min_value: float
+
+    @property
+    def slots(self) -> int:
+        """Number of rows of the reference's dense layout (sum of snippet lengths)."""
+        return sum(int(i.shape[1]) for i in self.idx)
+
+    @property
+    def pixels(self) -> int:
+        return int(self.x[0].shape[-1])
+
+
+def _as_tensor(a) -> torch.Tensor:
+    return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
+
+
+def _check(snippets: Sequence, dilations: Sequence[int], num_frames: int | None) -> int:
+    if len(snippets) == 0:
+        raise ValueError("snippets: need at least one group of snippets")
+    if len(snippets) != len(dilations):
+        raise ValueError(
+            f"dilations: got {len(dilations)} values for {len(snippets)} snippet groups"
+        )
+    shapes = set()
+    frames = set()
+    for snip, d in zip(snippets, dilations):
+        if snip.ndim != 4:
+            raise ValueError(f"snippets: expected [S, n, H, W] arrays, got shape {tuple(snip.shape)}")
+        if int(d) < 1:
+            raise ValueError(f"dilations: must be >= 1, got {d}")
+        s, n = int(snip.shape[0]), int(snip.shape[1])
+        shapes.add(tuple(snip.shape[2:]))
+        frames.add(s + (n - 1) * int(d))
+    if len(shapes) != 1:
+        raise ValueError(f"snippets: all groups need the same H x W, got {sorted(shapes)}")
+    if num_frames is None:
+        if len(frames) != 1:
+            raise ValueError(f"snippets: groups imply different frame counts {sorted(frames)}")
+        num_frames = frames.pop()
+    elif frames != {num_frames}:
+        raise ValueError(f"snippets: groups imply {sorted(frames)} frames, expected {num_frames}")
+    return num_frames
+
+
+def build_problem(
+    snippets: Sequence,
+    dilations: Sequence[int],
+    num_frames: int | None = None,
+    device: torch.device | str | None = None,
+) -> CoalignProblem:
+    """Min-shift, crop and subsample the snippets (float32), and index their frames."""
+    num_frames = _check(snippets, dilations, num_frames)
+    device = torch.device(device or "cpu")
+    min_value = min(float(_as_tensor(s).min()) for s in snippets)
+    xs, idxs = [], []
+    count = torch.zeros(num_frames, dtype=torch.float32, device=device)
+    for snip, d in zip(snippets, dilations):
+        t = _as_tensor(snip)
+        s, n, h, w = t.shape
+        sub = t[:, :, BORDER : h - BORDER, BORDER : w - BORDER][..., ::SUBSAMPLE, ::SUBSAMPLE]
+        sub = sub.to(device=device, dtype=torch.float32).reshape(s, n, -1) - min_value
+        xs.append(sub.contiguous())
+        idx = torch.from_numpy(snippet_indices(num_frames, n, int(d))).to(device)
+        idxs.append(idx)
+        count.index_add_(0, idx.reshape(-1), torch.ones(idx.numel(), device=device))
+    if xs[0].shape[-1] == 0:
+        raise ValueError("snippets: frames are too small to co-align (need more than 4 x 4 pixels)")
+    return CoalignProblem(xs, idxs, num_frames, count, min_value)
+
+
+def _regulariser(scales: list[torch.Tensor], shifts: list[torch.Tensor]) -> torch.Tensor:
+    reg = 0.0
+    for s, t in zip(scales, shifts):
+        reg = reg + SCALE_REG * torch.clamp(1.0 - s, min=0.0).pow(2).mean() + SHIFT_REG * t.pow(2).mean()
+    return reg
+
+
+def _compact_terms(
+    problem: CoalignProblem, scales: list[torch.Tensor], shifts: list[torch.Tensor]
+) -> torch.Tensor:
+    """The data terms of the loss on the compact layout; targets carry no gradient."""
+    n_frames, pixels = problem.num_frames, problem.pixels
+    ys = [x * s[:, None, None] + t[:, None, None] for x, s, t in zip(problem.x, scales, shifts)]
+    invs = [1.0 / y.clamp(min=INV_CLIP) for y in ys]
+    with torch.no_grad():
+        acc = torch.zeros(2, n_frames, pixels, device=ys[0].device)
+        for y, inv, idx in zip(ys, invs, problem.idx):
+            flat = idx.reshape(-1)
+            acc[0].index_add_(0, flat, y.reshape(-1, pixels))
+            acc[1].index_add_(0, flat, inv.reshape(-1, pixels))
+        target = acc / problem.count[None, :, None]  # [2, N, P]
+        norm = target.abs().mean(-1)  # [2, N]
+    total = 0.0
+    for y, inv, idx in zip(ys, invs, problem.idx):
+        total = total + ((y - target[0][idx]).abs() / norm[0][idx][..., None]).sum()
+        total = total + DEPTH_LOSS_WEIGHT * ((inv - target[1][idx]).abs() / norm[1][idx][..., None]).sum()
+    return total / (problem.slots * n_frames * pixels)
+
+
+def _dense_terms(
+    problem: CoalignProblem, scales: list[torch.Tensor], shifts: list[torch.Tensor]
+) -> torch.Tensor:
+    """The data terms on the reference's dense ``[sum n, N, P]`` layout."""
+    n_frames, pixels, device = problem.num_frames, problem.pixels, problem.x[0].device
+    shape = (problem.slots, n_frames, pixels)
+    dense = torch.zeros(shape, device=device)
+    dense_inv = torch.zeros(shape, device=device)
+    filled = torch.zeros(shape, device=device)
+    row = 0
+    for x, s, t, idx in zip(problem.x, scales, shifts, problem.idx):
+        n = idx.shape[1]
+        rows = torch.arange(row, row + n, device=device)[:, None]  # [n, 1]
+        y = (x * s[:, None, None] + t[:, None, None]).permute(1, 0, 2)  # [n, S, P]
+        dense[rows, idx.T] = y
+        dense_inv[rows, idx.T] = y.clamp(min=INV_CLIP) ** -1
+        filled[rows, idx.T] = 1.0
+        row += n
+    covered = filled.sum(0)
+    with torch.no_grad():
+        target = dense.sum(0) / covered
+        target_inv = dense_inv.sum(0) / covered
+        norm = target.abs().mean(-1, keepdim=True)
+        norm_inv = target_inv.abs().mean(-1, keepdim=True)
+    loss = torch.abs((dense - target) * filled / norm).mean()
+    loss_inv = torch.abs((dense_inv - target_inv) * filled / norm_inv).mean()
+    return loss + DEPTH_LOSS_WEIGHT * loss_inv
+
+
+def coalign_loss(
+    problem: CoalignProblem, scales: Sequence, shifts: Sequence, dense: bool = False
+) -> float:
+    """The reference's loss at the given scales and shifts (one array of S per group)."""
+    s = [_as_tensor(v).to(problem.x[0].device, torch.float32).reshape(-1) for v in scales]
+    t = [_as_tensor(v).to(problem.x[0].device, torch.float32).reshape(-1) for v in shifts]
+    with torch.no_grad():
+        terms = _dense_terms(problem, s, t) if dense else _compact_terms(problem, s, t)
+        return float(terms + _regulariser(s, t))
+
+
+@torch.enable_grad()
+def _solve_reference(problem: CoalignProblem, iterations: int = REF_ITERATIONS):
+    device = problem.x[0].device
+    scales = [torch.ones(x.shape[0], device=device, requires_grad=True) for x in problem.x]
+    shifts = [torch.zeros(x.shape[0], device=device, requires_grad=True) for x in problem.x]
+    optimiser = torch.optim.Adam(scales + shifts, lr=REF_LR, betas=REF_BETAS)
+    for _ in range(iterations):
+        optimiser.zero_grad()
+        loss = _dense_terms(problem, scales, shifts) + _regulariser(scales, shifts)
+        loss.backward()
+        optimiser.step()
+    return [s.detach() for s in scales], [t.detach() for t in shifts]
+
+
+@torch.enable_grad()
+def _solve_fast(
+    problem: CoalignProblem,
+    iterations: int = 120,
+    lr: float = 2e-2,
+    final_lr: float = 2e-4,
+):
+    """Adam on the compact layout with a cosine-decaying step; returns the best point seen."""
+    device = problem.x[0].device
+    scales = [torch.ones(x.shape[0], device=device, requires_grad=True) for x in problem.x]
+    shifts = [torch.zeros(x.shape[0], device=device, requires_grad=True) for x in problem.x]
+    optimiser = torch.optim.Adam(scales + shifts, lr=lr, betas=REF_BETAS)
+    best = (math.inf, None)
+    for i in range(iterations + 1):
+        optimiser.zero_grad()
+        loss = _compact_terms(problem, scales, shifts) + _regulariser(scales, shifts)
+        value = loss.item()  # the loss at the current point: targets are its own means
+        if value < best[0]:
+            best = (value, ([s.detach().clone() for s in scales], [t.detach().clone() for t in shifts]))
+        if i == iterations:
+            break
+        loss.backward()
+        for group in optimiser.param_groups:
+            group["lr"] = final_lr + 0.5 * (lr - final_lr) * (1 + math.cos(math.pi * i / iterations))
+        optimiser.step()
+    return best[1]
+
+
+def merge_snippets(
+    snippets: Sequence,
+    dilations: Sequence[int],
+    scales: Sequence,
+    shifts: Sequence,
+    min_value: float,
+    num_frames: int,
+) -> np.ndarray:
+    """Every frame: the mean of ``s*(x - min) + t`` over the snippet frames that show it."""
+    h, w = snippets[0].shape[-2:]
+    acc = torch.zeros(num_frames, h, w, dtype=torch.float32)
+    count = torch.zeros(num_frames, dtype=torch.float32)
+    for snip, d, s, t in zip(snippets, dilations, scales, shifts):
+        x = _as_tensor(snip).to("cpu", torch.float32)
+        s = _as_tensor(s).to("cpu", torch.float32).reshape(-1, 1, 1, 1)
+        t = _as_tensor(t).to("cpu", torch.float32).reshape(-1, 1, 1, 1)
+        idx = torch.from_numpy(snippet_indices(num_frames, x.shape[1], int(d))).reshape(-1)
+        acc.index_add_(0, idx, ((x - min_value) * s + t).reshape(-1, h, w))
+        count.index_add_(0, idx, torch.ones(idx.numel()))
+    return (acc / count[:, None, None]).numpy()
+
+
+def coalign(
+    snippets: Sequence,
+    dilations: Sequence[int],
+    mode: str = "fast",
+    *,
+    num_frames: int | None = None,
+    device: torch.device | str | None = None,
+    iterations: int | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Co-align snippets (list per dilation of float32 ``[S, n, H, W]``) into one video.
+
+    Returns the merged depth ``[N, H, W]`` (before re-normalisation) and
+    ``{"loss", "scales", "shifts", "min_value", "mode", "iterations"}``, with one array of S
+    scales and one of S shifts per dilation, applied to the min-shifted snippets.
+    ``iterations`` overrides the mode's default (for benchmarks).
+    """
+    if mode not in COALIGN_MODES:
+        raise ValueError(f"coalign: unknown mode {mode!r}; expected one of {COALIGN_MODES}")
+    problem = build_problem(snippets, dilations, num_frames, device)
+    if mode == "reference":
+        iters = REF_ITERATIONS if iterations is None else iterations
+        scales, shifts = _solve_reference(problem, iters)
+    else:
+        iters = 120 if iterations is None else iterations
+        scales, shifts = _solve_fast(problem, iters)
+    loss = coalign_loss(problem, scales, shifts)
+    scales = [s.cpu().numpy() for s in scales]
+    shifts = [t.cpu().numpy() for t in shifts]
+    depth = merge_snippets(snippets, dilations, scales, shifts, problem.min_value, problem.num_frames)
+    info = {
+        "loss": loss,
+        "scales": scales,
+        "shifts": shifts,
+        "min_value": problem.min_value,
+        "mode": mode,
+        "iterations": iters,
+    }
+    return depth, info

@@ -1,0 +1,62 @@
+"""Choosing the device and dtype: CUDA, then MPS, then CPU; fp16 falls back to fp32 on CPU."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+__all__ = ["DTYPES", "default_device", "resolve_device", "resolve_dtype"]
+
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or ``"auto"`` picks :func:`default_device`; anything else is checked."""
+    if device is None or (isinstance(device, str) and device.lower() == "auto"):
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: {device!r} is not a device name (cuda, cuda:1, mps, cpu)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} asked for, but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device: {device!r} does not exist ({torch.cuda.device_count()} GPUs)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device: {device!r} asked for, but MPS is not available here")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """Map a name to a dtype; fp16 on CPU is slow and imprecise, so use fp32 there (one warning)."""
+    if isinstance(dtype, torch.dtype):
+        resolved = dtype
+    else:
+        key = str(dtype).lower()
+        if key not in DTYPES:
+            raise ValueError(f"dtype: unknown value {dtype!r}; expected fp16, bf16 or fp32")
+        resolved = DTYPES[key]
+    if resolved not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"dtype: {resolved} is not supported; expected fp16, bf16 or fp32")
+    if resolved == torch.float16 and torch.device(device).type == "cpu":
+        warnings.warn("fp16 on CPU is slow and imprecise: running in fp32 instead", stacklevel=2)
+        return torch.float32
+    return resolved

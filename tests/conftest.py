@@ -1,0 +1,47 @@
+"""Shared fixtures: the tiny offline checkpoint and small synthetic clips."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Tests never touch the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY_CHECKPOINT = FIXTURES / "tiny-rollingdepth"
+GOLDEN_A = FIXTURES / "golden" / "case_a"
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    """The tiny random checkpoint, fp32 on CPU, loaded once per session."""
+    import torch
+
+    from rollingdepth import RollingDepthPipeline
+
+    torch.manual_seed(0)
+    return RollingDepthPipeline.from_pretrained(str(TINY_CHECKPOINT), torch_dtype=torch.float32)
+
+
+def make_clip(num_frames: int, height: int = 24, width: int = 32, seed: int = 0) -> np.ndarray:
+    """A smooth moving pattern plus texture: uint8 ``[N, H, W, 3]``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    texture = rng.uniform(0, 40, size=(height, width, 3)).astype(np.float32)
+    frames = []
+    for i in range(num_frames):
+        phase = 0.3 * i
+        base = 110 + 80 * np.sin(xx / 5.0 + phase)[..., None] * np.cos(yy / 7.0)[..., None]
+        frames.append(np.clip(base + texture + np.array([0, 20, 40]), 0, 255))
+    return np.stack(frames).astype(np.uint8)
+
+
+@pytest.fixture
+def clip():
+    return make_clip
