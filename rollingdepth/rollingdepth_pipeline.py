@@ -228,6 +228,14 @@ class RollingDepthPipeline(DiffusionPipeline):
             return frames
         return F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
 
+    @staticmethod
+    def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Bilinear resize of float32 ``[N, H, W]`` to ``size`` (to restore the input size)."""
+        if tuple(depth.shape[-2:]) == tuple(size):
+            return depth
+        t = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[:, None]  # [N, 1, H, W]
+        return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[:, 0].numpy()
+
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         """Pad ``[B, C, H, W]`` right/bottom (edge values) to a multiple of the VAE factor."""
         f = self.vae_scale_factor

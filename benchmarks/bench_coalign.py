@@ -1,0 +1,111 @@
+"""Co-alignment speed and loss: the reference optimiser against our fast solver.
+
+Synthetic but realistic snippets: one smooth depth video (moving blobs over a slanted
+plane, in [-1, 1] like the decoder's output), cut into snippets for each dilation, each
+snippet with its own random scale and shift plus noise. Prints seconds and final loss for
+both modes and their ratio. The reference may run fewer than its 2000 iterations
+(``--ref-iterations``): its time is then extrapolated linearly and marked as such.
+
+    python benchmarks/bench_coalign.py                      # 250 frames, 432 x 768
+    python benchmarks/bench_coalign.py --ref-iterations 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from rollingdepth.coalign import REF_ITERATIONS, build_problem, coalign, coalign_loss
+from rollingdepth.snippets import snippet_indices
+
+
+def depth_video(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy /= height
+    xx /= width
+    video = np.empty((num_frames, height, width), np.float32)
+    centres = rng.uniform(0.2, 0.8, size=(4, 2))
+    speeds = rng.uniform(-0.002, 0.002, size=(4, 2))
+    for i in range(num_frames):
+        v = 0.6 * yy + 0.1 * np.sin(6 * xx + 0.02 * i)
+        for (cy, cx), (vy, vx) in zip(centres, speeds):
+            v += 0.5 * np.exp(-(((yy - cy - vy * i) ** 2) + ((xx - cx - vx * i) ** 2)) / 0.01)
+        video[i] = v
+    return (video - video.min()) / (video.max() - video.min()) * 2 - 1
+
+
+def make_snippets(video: np.ndarray, dilations, length: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    groups = []
+    for d in dilations:
+        idx = snippet_indices(video.shape[0], length, d)  # [S, n]
+        s = rng.uniform(0.7, 1.3, size=(len(idx), 1, 1, 1)).astype(np.float32)
+        t = rng.normal(0, 0.1, size=(len(idx), 1, 1, 1)).astype(np.float32)
+        snip = video[idx] * s + t
+        snip += rng.normal(0, 0.01, size=snip.shape).astype(np.float32)
+        groups.append(snip)
+    return groups
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=250)
+    p.add_argument("--height", type=int, default=432)
+    p.add_argument("--width", type=int, default=768)
+    p.add_argument("--dilations", type=int, nargs="+", default=[1, 10, 25])
+    p.add_argument("--snippet-len", type=int, default=3)
+    p.add_argument("--ref-iterations", type=int, default=100, help="reference iterations actually run")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = p.parse_args()
+
+    video = depth_video(args.frames, args.height, args.width)
+    snippets = make_snippets(video, args.dilations, args.snippet_len)
+    mb = sum(s.nbytes for s in snippets) / 2**20
+    print(f"{args.frames} frames, {args.height}x{args.width}, dilations {args.dilations}, "
+          f"snippet length {args.snippet_len}: {sum(len(s) for s in snippets)} snippets ({mb:.0f} MB)")
+    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {args.device}")
+
+    results = {}
+    for mode, iters in (("fast", None), ("reference", args.ref_iterations)):
+        t0 = time.perf_counter()
+        _, info = coalign(snippets, args.dilations, mode=mode, device=args.device, iterations=iters)
+        seconds = time.perf_counter() - t0
+        results[mode] = {"seconds": seconds, "loss": info["loss"], "iterations": info["iterations"]}
+
+    # Extrapolate the reference's time to its 2000 iterations: fixed cost (problem build,
+    # merge) plus per-iteration cost measured from the iterations run.
+    ref = results["reference"]
+    t0 = time.perf_counter()
+    problem = build_problem(snippets, args.dilations, device=args.device)
+    fixed = time.perf_counter() - t0
+    ones = [np.ones(len(s)) for s in snippets]
+    zeros = [np.zeros(len(s)) for s in snippets]
+    t0 = time.perf_counter()
+    coalign_loss(problem, ones, zeros)
+    fixed += time.perf_counter() - t0  # the final loss evaluation
+    extrapolated = ref["iterations"] < REF_ITERATIONS
+    per_iter = max(ref["seconds"] - fixed, 0.0) / max(ref["iterations"], 1)
+    ref_full = fixed + per_iter * REF_ITERATIONS if extrapolated else ref["seconds"]
+    ref["seconds_2000"] = ref_full
+    ref["extrapolated"] = extrapolated
+
+    fast = results["fast"]
+    mark = f" (extrapolated from {ref['iterations']} iterations)" if extrapolated else ""
+    loss_mark = f" (after {ref['iterations']} of 2000 iterations)" if extrapolated else ""
+    print(f"reference: {ref_full:8.1f} s{mark}, loss {ref['loss']:.6f}{loss_mark}")
+    print(f"fast     : {fast['seconds']:8.1f} s ({fast['iterations']} iterations), loss {fast['loss']:.6f}")
+    print(f"speed-up : {ref_full / fast['seconds']:.1f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

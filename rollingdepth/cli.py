@@ -1,0 +1,307 @@
+"""``run-video``: depth for videos, folders of videos, lists of videos and image sequences.
+
+A thin layer: it parses options, merges them over a preset, shows progress and a summary,
+and leaves the work to :mod:`rollingdepth.runner` and the pipeline.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__
+
+app = typer.Typer(
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+IN, MODEL, INFER, OUT, RUN = "Input", "Model", "Inference", "Output", "Run"
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"rollingdepth {__version__}")
+        raise typer.Exit()
+
+
+def _ints(values: list[str] | None, option: str) -> list[int] | None:
+    """``["1,10", "25"]`` -> ``[1, 10, 25]``: comma lists and repeated options alike."""
+    if not values:
+        return None
+    out = []
+    for value in values:
+        for part in str(value).replace(" ", ",").split(","):
+            if part == "":
+                continue
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise ValueError(f"{option}: {part!r} is not an integer") from None
+    return out
+
+
+def _strs(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [p for v in values for p in str(v).split(",") if p]
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second of the task (frames, snippets, videos)."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:6.1f}/s" if speed else "       ", style="progress.data.speed")
+
+
+class _Display:
+    """rich progress: one bar over videos and one for the current stage; quiet prints errors only."""
+
+    def __init__(self, console: Console, quiet: bool, total: int):
+        self.console = console
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _RateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+            transient=False,
+        )
+        self.videos = self.progress.add_task("videos", total=total)
+        self.stage = self.progress.add_task("", total=1, visible=False)
+        self._stage_name = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def start_video(self, name: str):
+        self._stage_name = None
+        self.progress.update(self.videos, description=f"videos ({Path(name).name[:12]})")
+
+    def stage_update(self, stage: str, done: int, total: int):
+        if stage != self._stage_name:
+            self._stage_name = stage
+            self.progress.reset(self.stage, total=max(total, 1), completed=0, description=stage, visible=True)
+        self.progress.update(self.stage, completed=done, total=max(total, 1))
+
+    def end_video(self):
+        self.progress.update(self.stage, visible=False)
+        self.progress.advance(self.videos)
+
+    def log(self, message: str):
+        if not self.quiet:
+            self.progress.console.print(message)
+
+
+def _summary(console: Console, results) -> None:
+    table = Table(title="run-video summary", show_lines=False)
+    for col in ("video", "frames", "seconds", "s/frame", "outputs or error"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        if r.skipped:
+            status = "[dim]skipped: outputs complete[/]"
+        elif r.ok:
+            stem = Path(r.outputs[-1]).name.removesuffix("_run.json") if r.outputs else ""
+            status = f"{stem}" + " ".join(o.removeprefix(stem) for o in r.outputs)
+        else:
+            status = f"[red]{r.error}[/]"
+        spf = f"{r.seconds / r.frames:.3f}" if r.frames and r.seconds else "-"
+        table.add_row(Path(r.name).name, str(r.frames or "-"), f"{r.seconds:.1f}" if r.seconds else "-", spf, status)
+    console.print(table)
+
+
+@app.command(no_args_is_help=True)
+def run_video(
+    input_path: Annotated[Optional[str], typer.Argument(
+        metavar="INPUT", show_default=False,
+        help="A video, a folder of videos, a .txt list of paths, or a folder / glob of images (frames of one video).")] = None,
+    input_video: Annotated[Optional[str], typer.Option("-i", "--input-video", metavar="PATH", help="Same as INPUT.", rich_help_panel=IN)] = None,
+    start_frame: Annotated[Optional[int], typer.Option("--from", "--start-frame", metavar="INT", help="Skip this many frames first.", rich_help_panel=IN)] = None,
+    frame_count: Annotated[Optional[int], typer.Option("--frames", "--frame-count", metavar="INT", help="Process at most this many frames (0 = to the end).", rich_help_panel=IN)] = None,
+    checkpoint: Annotated[Optional[str], typer.Option("-c", "--checkpoint", metavar="ID|PATH", help="Hub id or local folder. (default: prs-eth/rollingdepth-v1-0)", rich_help_panel=MODEL)] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", metavar="fp16|bf16|fp32", help="fp16, bf16 or fp32 (fp16 becomes fp32 on CPU).", rich_help_panel=MODEL)] = None,
+    device: Annotated[Optional[str], typer.Option("--device", metavar="NAME", help="cuda, cuda:1, mps or cpu. (default: best available)", rich_help_panel=MODEL)] = None,
+    preset: Annotated[Optional[str], typer.Option("-p", "--preset", metavar="NAME|YAML", help="fast, fast1024, full, paper, none, or a YAML file; options given here win. (default: fast)", rich_help_panel=INFER)] = None,
+    processing_res: Annotated[Optional[int], typer.Option("--res", "--processing-resolution", metavar="INT", help="Longer edge for processing; 0 keeps the size.", rich_help_panel=INFER)] = None,
+    dilations: Annotated[Optional[list[str]], typer.Option("-d", "--dilations", metavar="D[,D..]", help="Snippet dilations, e.g. -d 1,10,25 or -d 1 -d 25; must include 1.", rich_help_panel=INFER)] = None,
+    snippet_lengths: Annotated[Optional[list[str]], typer.Option("--snippet-lengths", "--snip-len", metavar="N[,N..]", help="Frames per snippet (num_view): one value or one per dilation.", rich_help_panel=INFER)] = None,
+    cap_dilation: Annotated[Optional[bool], typer.Option("--cap-dilation/--no-cap-dilation", help="Shrink dilations that do not fit short videos.", rich_help_panel=INFER, show_default=False)] = None,
+    refine_step: Annotated[Optional[int], typer.Option("--refine-step", metavar="INT", help="Coarse-to-fine refinement steps (0 = none).", rich_help_panel=INFER)] = None,
+    refine_snippet_len: Annotated[Optional[int], typer.Option("--refine-snippet-len", metavar="INT", help="Snippet length during refinement.", rich_help_panel=INFER)] = None,
+    refine_start_dilation: Annotated[Optional[int], typer.Option("--refine-start-dilation", metavar="INT", help="First refinement dilation.", rich_help_panel=INFER)] = None,
+    coalign: Annotated[Optional[str], typer.Option("--coalign", metavar="fast|reference", help="Co-alignment solver: fast or reference.", rich_help_panel=INFER)] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", metavar="INT", help="Seed of the initial noise. (default: 0)", rich_help_panel=INFER)] = None,
+    max_vae_bs: Annotated[Optional[int], typer.Option("--max-vae-bs", metavar="INT", help="Frames per VAE call. (default: 4)", rich_help_panel=INFER)] = None,
+    unet_batch_size: Annotated[Optional[int], typer.Option("--unet-batch-size", metavar="INT", help="Snippets per UNet call. (default: from free memory)", rich_help_panel=INFER)] = None,
+    output_dir: Annotated[Path, typer.Option("-o", "--output-dir", metavar="DIR", help="Where outputs go.", rich_help_panel=OUT)] = Path("output"),
+    output_fps: Annotated[Optional[float], typer.Option("--fps", "--output-fps", metavar="FPS", help="Frame rate of output videos (0 = the input's).", rich_help_panel=OUT)] = None,
+    restore_res: Annotated[Optional[bool], typer.Option("--restore-res/--no-restore-res", help="Outputs at the input's size.", rich_help_panel=OUT, show_default=False)] = None,
+    cmap: Annotated[Optional[list[str]], typer.Option("--cmap", metavar="NAME[,NAME..]", help="Colour maps (matplotlib names), one video each. (default: Spectral_r, Greys_r)", rich_help_panel=OUT)] = None,
+    save_npy: Annotated[Optional[bool], typer.Option("--save-npy/--no-save-npy", help="{stem}_pred.npy, float32 [N, H, W]. (default: on)", rich_help_panel=OUT, show_default=False)] = None,
+    save_sbs: Annotated[Optional[bool], typer.Option("--save-sbs/--no-save-sbs", help="{stem}_rgbd.mp4, input and depth side by side. (default: on)", rich_help_panel=OUT, show_default=False)] = None,
+    save_snippets: Annotated[Optional[bool], typer.Option("--save-snippets/--no-save-snippets", help="{stem}_snippets.npz. (default: off)", rich_help_panel=OUT, show_default=False)] = None,
+    save_png16: Annotated[Optional[bool], typer.Option("--save-png16/--no-save-png16", help="{stem}_depth16/000000.png ..., 16-bit PNG per frame. (default: off)", rich_help_panel=OUT, show_default=False)] = None,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip videos whose outputs are complete (resume a batch).", rich_help_panel=RUN)] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.", rich_help_panel=RUN)] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show tracebacks of errors.", rich_help_panel=RUN)] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.", rich_help_panel=RUN)] = None,
+) -> None:
+    """Predict temporally consistent depth (affine-invariant inverse depth) for videos with RollingDepth.
+
+    Example: [bold]run-video input.mp4 --snippet-lengths 3 --dtype fp16[/]
+    """
+    from .config import RunConfig
+    from .runner import VideoResult, load_pipeline, outputs_complete, process_video
+    from .video_io import InputError, load_source, open_source
+
+    err = Console(stderr=True, highlight=False)
+    out = Console(highlight=False)
+
+    def fail(message: str, code: int = EXIT_USAGE):
+        err.print(f"[red]Error:[/] {message}", soft_wrap=True)
+        raise typer.Exit(code)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        err.print(f"[yellow]Warning:[/] {message}", soft_wrap=True)
+
+    warnings.showwarning = show_warning
+
+    if input_path and input_video and input_path != input_video:
+        fail("give the input once: as INPUT or as -i/--input-video")
+    source_spec = input_path or input_video
+    if not source_spec:
+        fail("no INPUT given (a video, a folder, a .txt list or a glob of images)")
+    try:
+        overrides = dict(
+            checkpoint=checkpoint, processing_res=processing_res, dilations=_ints(dilations, "--dilations"),
+            snippet_lengths=_ints(snippet_lengths, "--snippet-lengths"), cap_dilation=cap_dilation,
+            refine_step=refine_step, refine_snippet_len=refine_snippet_len,
+            refine_start_dilation=refine_start_dilation, dtype=dtype, device=device, seed=seed,
+            max_vae_bs=max_vae_bs, unet_batch_size=unet_batch_size, coalign=coalign,
+            start_frame=start_frame, frame_count=frame_count, output_fps=output_fps,
+            restore_res=restore_res, cmaps=_strs(cmap), save_npy=save_npy, save_sbs=save_sbs,
+            save_snippets=save_snippets, save_png16=save_png16,
+        )
+        cfg = RunConfig.build(preset, overrides)
+        if cfg.device is not None:
+            from .device import resolve_device
+
+            resolve_device(cfg.device)
+        entries = open_source(source_spec)
+    except ValueError as exc:  # InputError is a ValueError
+        fail(str(exc))
+
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".run-video-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        fail(f"--output-dir {output_dir}: cannot write there ({exc.strerror or exc})")
+
+    results: list = []
+    pipe = None
+    interrupted = False
+    with _Display(err, quiet, len(entries)) as display:
+        for entry in entries:
+            name = str(entry[0] if isinstance(entry, tuple) else entry)
+            display.start_video(name)
+            try:
+                source = load_source(entry)
+                if skip_existing and outputs_complete(output_dir, source.stem, cfg):
+                    results.append(VideoResult(name=name, skipped=True))
+                    display.end_video()
+                    continue
+                if pipe is None:
+                    display.stage_update(f"loading {Path(cfg.checkpoint).name[:13]}", 0, 1)
+                    pipe = load_pipeline(cfg.checkpoint, cfg.dtype, cfg.device)
+                    pipe.set_progress_bar_config(disable=True)
+                result = process_video(pipe, source, output_dir, cfg, display.stage_update)
+                result.name = name
+                results.append(result)
+            except KeyboardInterrupt:
+                interrupted = True
+                results.append(VideoResult(name=name, error="interrupted"))
+                break
+            except Exception as exc:  # one failing video does not stop the others
+                message = str(exc) if isinstance(exc, (InputError, ValueError)) else f"{type(exc).__name__}: {exc}"
+                message = " ".join(message.split()) or type(exc).__name__
+                if verbose:
+                    err.print(traceback.format_exc())
+                results.append(VideoResult(name=name, error=message))
+                if isinstance(exc, InputError) and str(exc).startswith("checkpoint"):
+                    # the model cannot be loaded: every other video would fail the same way
+                    display.end_video()
+                    err.print(f"[red]Error:[/] {message}", soft_wrap=True)
+                    raise typer.Exit(EXIT_FAILED)
+                err.print(f"[red]Error:[/] {message}", soft_wrap=True)
+            display.end_video()
+
+    if not quiet:
+        _summary(out, results)
+    if interrupted:
+        err.print("[red]Interrupted.[/] Finished videos are complete; no partial output file was left.")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: usage errors become one line and exit code 2."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = app(args=args, prog_name="run-video", standalone_mode=False)
+    except typer.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[red]Interrupted.[/]")
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        # click's usage errors (typer vendors its own click in recent releases: match the shape)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            message = " ".join(exc.format_message().split())
+            param = getattr(exc, "param", None)
+            if param is not None and getattr(param, "opts", None) and param.opts[0] not in message:
+                message = f"{param.opts[0]}: {message}"
+            Console(stderr=True, highlight=False).print(f"[red]Error:[/] {message}", soft_wrap=True)
+            sys.exit(exc.exit_code or EXIT_USAGE)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""run-video end to end with the tiny checkpoint: outputs, presets, inputs, bad inputs, batches."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from rollingdepth import cli
+from rollingdepth.video_io import VideoWriter, natural_key
+
+from .conftest import TINY_CHECKPOINT, make_clip
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "data" / "samples" / "synthetic_scene.mp4"
+BASE = ["-c", str(TINY_CHECKPOINT), "--res", "32", "--dtype", "fp32"]
+FAST = [*BASE, "-d", "1,4"]
+
+
+def run(args, capsys):
+    """Run the command in-process; return (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def write_clip(path: Path, frames: np.ndarray, fps: float = 12.0) -> Path:
+    with VideoWriter(path, fps, frames.shape[1:3]) as w:
+        for f in frames:
+            w.write(f)
+    return path
+
+
+def read_video(path: Path):
+    gen = imageio_ffmpeg.read_frames(str(path))
+    meta = next(gen)
+    frames = [np.frombuffer(b, np.uint8) for b in gen]
+    return meta, len(frames)
+
+
+def assert_no_partial_files(folder: Path):
+    leftovers = [p.name for p in folder.rglob("*") if ".partial" in p.name]
+    assert not leftovers, leftovers
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    write_clip(folder / "a.mp4", make_clip(7, 24, 32, seed=1))
+    write_clip(folder / "b.mp4", make_clip(5, 24, 32, seed=2))
+    return folder
+
+
+# ----------------------------------------------------------------------------- smoke run
+def test_smoke_run_on_sample_clip(tmp_path, capsys):
+    """The CI smoke run: every output, read back."""
+    assert SAMPLE.exists() and SAMPLE.stat().st_size < 1_000_000
+    out_dir = tmp_path / "out"
+    code, out, err = run([SAMPLE, *FAST, "--res", "48", "--frames", "16", "--save-png16", "--save-snippets", "-o", out_dir], capsys)
+    assert code == 0, err
+    stem = "synthetic_scene"
+    report = json.loads((out_dir / f"{stem}_run.json").read_text())
+    h, w = report["output_size"]
+    assert (h, w) == (28, 48)  # 192x320 -> longer edge 48
+    depth = np.load(out_dir / f"{stem}_pred.npy")
+    assert depth.shape == (16, h, w) and depth.dtype == np.float32
+    for name, width in ((f"{stem}_Spectral_r.mp4", w), (f"{stem}_Greys_r.mp4", w), (f"{stem}_rgbd.mp4", 2 * w + 16)):
+        meta, count = read_video(out_dir / name)
+        assert count == 16, name
+        assert meta["fps"] == 24.0
+        assert meta["size"] == (width, h)
+        assert meta["codec"].startswith("h264")
+    pngs = sorted((out_dir / f"{stem}_depth16").iterdir())
+    assert [p.name for p in pngs][:2] == ["000000.png", "000001.png"] and len(pngs) == 16
+    png = cv2.imread(str(pngs[3]), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint16 and png.shape == (h, w)
+    lo, hi = report["depth_range"]
+    np.testing.assert_allclose(lo + png / 65535 * (hi - lo), depth[3], atol=(hi - lo) / 65535)
+    snippets = np.load(out_dir / f"{stem}_snippets.npz")
+    assert snippets["dilations"].tolist() == [1, 4]
+    assert snippets["snippets_0"].shape == (14, 3, h, w)
+    assert report["frames"] == 16 and report["settings"]["dilations"] == [1, 4]
+    assert set(report["timings"]) >= {"read", "encode", "snippets", "decode", "coalign", "write"}
+    assert report["seconds_per_frame"] > 0 and report["peak_memory"]["host_mb"] > 0
+    assert "torch" in report["versions"] and "diffusers" in report["versions"]
+    assert "run-video summary" in out
+    assert_no_partial_files(out_dir)
+
+
+def test_restore_res_and_fps(tmp_path, capsys, clips):
+    code, _, err = run([clips / "a.mp4", *FAST, "--restore-res", "--fps", "5", "--cmap", "inferno", "--no-save-sbs", "-o", tmp_path], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "a_pred.npy").shape == (7, 24, 32)
+    meta, count = read_video(tmp_path / "a_inferno.mp4")
+    assert count == 7 and meta["fps"] == 5.0 and meta["size"] == (32, 24)
+    assert not (tmp_path / "a_rgbd.mp4").exists() and not (tmp_path / "a_Spectral_r.mp4").exists()
+
+
+def test_from_and_frames(tmp_path, capsys, clips):
+    code, _, err = run([clips / "a.mp4", *FAST, "--from", "2", "--frames", "4", "-o", tmp_path], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "a_pred.npy").shape[0] == 4
+
+
+# ----------------------------------------------------------------------------- presets
+def test_preset_and_overrides(tmp_path, capsys, clips):
+    code, _, err = run([clips / "a.mp4", "-p", "paper", "-c", TINY_CHECKPOINT, "--res", "32", "--cap-dilation",
+                        "--refine-step", "1", "--snip-len", "2", "-o", tmp_path], capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "a_run.json").read_text())["settings"]
+    assert s["coalign"] == "reference"  # from the preset
+    assert s["cap_dilation"] is True and s["refine_step"] == 1 and s["snippet_lengths"] == [2, 2, 2][: len(s["dilations"])]
+    assert s["processing_res"] == 32 and s["dtype"] == "float32"
+    # 7 frames, n = 2: dilations 1, 10, 25 all cap to floor(7/2) - 1 = 2 -> [1, 2]
+    assert s["dilations"] == [1, 2]
+
+
+def test_yaml_preset_file(tmp_path, capsys, clips):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("processing_res: 32\ndilations: [1, 3]\ncmaps: [viridis]\nsave_sbs: false\n")
+    code, _, err = run([clips / "b.mp4", "-p", preset, "-c", TINY_CHECKPOINT, "-d", "1", "-o", tmp_path / "o"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "b_run.json").read_text())
+    assert report["settings"]["dilations"] == [1]  # the command line wins
+    assert report["settings"]["cmaps"] == ["viridis"] and report["outputs"][1] == "b_viridis.mp4"
+
+
+def test_repeated_and_comma_options_agree():
+    assert cli._ints(["1,10,25"], "-d") == cli._ints(["1", "10", "25"], "-d") == [1, 10, 25]
+
+
+# ----------------------------------------------------------------------------- input kinds
+def test_folder_of_videos_and_list_file(tmp_path, capsys, clips):
+    code, out, err = run([clips, *FAST, "-o", tmp_path / "folder"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "folder" / "a_run.json").exists() and (tmp_path / "folder" / "b_run.json").exists()
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# my clips\n\n{clips / 'b.mp4'}\n  # a.mp4 is skipped\n")
+    code, _, err = run([listing, *FAST, "-o", tmp_path / "list"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "list").glob("*_run.json")) == ["b_run.json"]
+
+
+def test_image_folder_and_glob(tmp_path, capsys):
+    frames = make_clip(11, 24, 32)
+    folder = tmp_path / "shot"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"frame{i}.png"), f[..., ::-1])
+    code, _, err = run(["-i", folder, *FAST, "-o", tmp_path / "o1"], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "o1" / "shot_pred.npy").shape == (11, 24, 32)
+    code, _, err = run([str(folder / "frame*.png"), *FAST, "-o", tmp_path / "o2"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "o2" / "shot_run.json").read_text())
+    assert report["frames"] == 11
+
+
+def test_natural_sort():
+    names = ["frame10.png", "frame2.png", "frame1.png"]
+    assert sorted(names, key=natural_key) == ["frame1.png", "frame2.png", "frame10.png"]
+
+
+def test_grayscale_and_rotated_video(tmp_path, capsys):
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    src = write_clip(tmp_path / "src.mp4", make_clip(4, 24, 40))
+    gray = tmp_path / "gray.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-i", src, "-pix_fmt", "gray", "-c:v", "ffv1", gray], check=True)
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-display_rotation", "90", "-i", src, "-c", "copy", rotated], check=True)
+    code, _, err = run([gray, *FAST, "--res", "0", "-o", tmp_path / "o"], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "o" / "gray_pred.npy").shape == (4, 24, 40)
+    code, _, err = run([rotated, *FAST, "--res", "0", "-o", tmp_path / "o"], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "o" / "rotated_pred.npy").shape == (4, 40, 24)  # portrait after rotation
+
+
+# ----------------------------------------------------------------------------- bad input
+def _bad_inputs(tmp_path, clips):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "notes.mp4").write_text("this is not a video\n")
+    good = (clips / "a.mp4").read_bytes()
+    (tmp_path / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    (tmp_path / "a_file").write_text("x")
+    return [
+        ([tmp_path / "missing.mp4", *FAST], "no such file"),
+        ([tmp_path / "empty_dir", *FAST], "no videos"),
+        ([tmp_path / "notes.mp4", *FAST], "not a readable video"),
+        ([tmp_path / "truncated.mp4", *FAST], "not a readable video"),
+        ([tmp_path / "zero.mp4", *FAST], "empty file"),
+        ([clips / "a.mp4", *FAST, "--from", "50"], "beyond the end"),
+        ([clips / "a.mp4", *FAST, "--snippet-lengths", "0"], "--snippet-lengths"),
+        ([clips / "a.mp4", *BASE, "-d", "1,-1"], "--dilations"),
+        ([clips / "a.mp4", *BASE, "-d", "2"], "--dilations"),
+        ([clips / "a.mp4", *FAST, "-p", "turbo"], "--preset"),
+        ([clips / "a.mp4", *FAST, "--cmap", "not_a_map"], "--cmap"),
+        ([clips / "a.mp4", *FAST, "--dtype", "fp8"], "--dtype"),
+        ([clips / "a.mp4", *FAST, "--res", "abc"], "--res"),
+        ([clips / "a.mp4", *FAST, "--coalign", "slow"], "--coalign"),
+        ([clips / "a.mp4", *FAST, "-o", tmp_path / "a_file" / "sub"], "--output-dir"),
+        ([clips / "a.mp4", "-c", tmp_path / "nowhere"], "-c PATH"),
+        ([clips / "a.mp4", "-c", "no-such-org/no-such-model"], "Hugging Face Hub"),
+        ([clips / "a.mp4", "-c", tmp_path / "empty_dir"], "not a RollingDepth checkpoint"),
+    ]
+
+
+def test_bad_inputs_one_line_no_traceback_no_output(tmp_path, capsys, clips, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for args, message in _bad_inputs(tmp_path, clips):
+        out_dir = tmp_path / "out"
+        if "-o" not in args:
+            args = [*args, "-o", out_dir]
+        code, out, err = run(args, capsys)
+        text = " ".join((out + err).split())
+        assert code not in (0, None), (args, text)
+        assert message in text, (args, text)
+        assert "Traceback" not in text, text
+        if out_dir.exists():
+            assert not [p for p in out_dir.iterdir()], (args, list(out_dir.iterdir()))
+
+
+def test_verbose_shows_traceback(tmp_path, capsys):
+    (tmp_path / "notes.mp4").write_text("not a video")
+    code, out, err = run([tmp_path / "notes.mp4", *FAST, "-v", "-o", tmp_path / "o"], capsys)
+    assert code == 1 and "Traceback" in err
+
+
+def test_zero_frame_video(tmp_path, capsys):
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    src = write_clip(tmp_path / "src.mp4", make_clip(3, 24, 32))
+    empty = tmp_path / "noframes.mp4"
+    # keep the container and stream, drop every frame
+    subprocess.run([ffmpeg, "-v", "error", "-i", src, "-frames:v", "0", "-c", "copy", empty], check=True)
+    code, out, err = run([empty, *FAST, "-o", tmp_path / "o"], capsys)
+    assert code == 1
+    assert "no frames" in " ".join(err.split())
+    assert not list((tmp_path / "o").iterdir())
+
+
+# ----------------------------------------------------------------------------- batches
+def test_batch_with_a_corrupt_file(tmp_path, capsys, clips):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (folder / name).write_bytes((clips / name).read_bytes())
+    (folder / "broken.mp4").write_bytes(b"\x00" * 1000)
+    code, out, err = run([folder, *FAST, "-o", tmp_path / "o"], capsys)
+    assert code == 1
+    assert (tmp_path / "o" / "a_run.json").exists() and (tmp_path / "o" / "b_run.json").exists()
+    assert not list((tmp_path / "o").glob("broken*"))
+    summary = " ".join(out.split())
+    assert "broken.mp4" in summary and "not a readable video" in summary
+
+
+def test_skip_existing_resumes(tmp_path, capsys, clips):
+    code, _, err = run([clips, *FAST, "-o", tmp_path], capsys)
+    assert code == 0, err
+    stamp = (tmp_path / "a_pred.npy").stat().st_mtime_ns
+    (tmp_path / "b_run.json").unlink()  # b was interrupted before its report
+    code, out, err = run([clips, *FAST, "-o", tmp_path, "--skip-existing"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "a_pred.npy").stat().st_mtime_ns == stamp
+    assert "skipped" in out
+    assert (tmp_path / "b_run.json").exists()
+
+
+def test_interrupt_leaves_no_partial_file(tmp_path, capsys, clips, monkeypatch):
+    from rollingdepth import video_io
+
+    calls = {"n": 0}
+    original = video_io.VideoWriter.write
+
+    def interrupt_midway(self, frame):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, frame)
+
+    monkeypatch.setattr(video_io.VideoWriter, "write", interrupt_midway)
+    code, out, err = run([clips / "a.mp4", *FAST, "-o", tmp_path], capsys)
+    assert code == 130
+    assert not (tmp_path / "a_Spectral_r.mp4").exists() and not (tmp_path / "a_run.json").exists()
+    assert_no_partial_files(tmp_path)
+
+
+def test_quiet_prints_only_errors(tmp_path, capsys, clips):
+    code, out, err = run([clips / "b.mp4", *FAST, "-q", "-o", tmp_path], capsys)
+    assert code == 0 and out == "" and err == ""
+
+
+# ----------------------------------------------------------------------------- entry points
+@pytest.mark.parametrize("argv", [["-m", "rollingdepth"], [str(REPO / "scripts" / "run_video.py")]])
+def test_entry_points(argv):
+    proc = subprocess.run([sys.executable, *argv, "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("rollingdepth ")
+    proc = subprocess.run([sys.executable, *argv, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--snippet-lengths" in proc.stdout
