@@ -62,16 +62,28 @@ def main() -> None:
     p.add_argument("--snippet-len", type=int, default=3)
     p.add_argument("--ref-iterations", type=int, default=100, help="reference iterations actually run")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--snippets-npz", default=None,
+                   help="use snippets_0, snippets_1, ... of this .npz (e.g. tests/fixtures/golden/case_a/reference.npz) "
+                        "with --dilations instead of synthetic ones")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args()
 
-    video = depth_video(args.frames, args.height, args.width)
-    snippets = make_snippets(video, args.dilations, args.snippet_len)
+    if args.snippets_npz:
+        data = np.load(args.snippets_npz)
+        snippets = [data[f"snippets_{i}"].reshape(data[f"snippets_{i}"].shape[:2] + data[f"snippets_{i}"].shape[-2:])
+                    for i in range(len(args.dilations))]
+        args.frames = snippets[0].shape[0] + (snippets[0].shape[1] - 1) * args.dilations[0]
+        args.height, args.width = snippets[0].shape[-2:]
+        args.snippet_len = snippets[0].shape[1]
+    else:
+        video = depth_video(args.frames, args.height, args.width)
+        snippets = make_snippets(video, args.dilations, args.snippet_len)
     mb = sum(s.nbytes for s in snippets) / 2**20
     print(f"{args.frames} frames, {args.height}x{args.width}, dilations {args.dilations}, "
           f"snippet length {args.snippet_len}: {sum(len(s) for s in snippets)} snippets ({mb:.0f} MB)")
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, device {args.device}")
 
+    coalign(snippets, args.dilations, mode="fast", device=args.device, iterations=2)  # warm-up
     results = {}
     for mode, iters in (("fast", None), ("reference", args.ref_iterations)):
         t0 = time.perf_counter()

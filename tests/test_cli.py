@@ -302,3 +302,11 @@ def test_entry_points(argv):
     assert proc.returncode == 0 and proc.stdout.startswith("rollingdepth ")
     proc = subprocess.run([sys.executable, *argv, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--snippet-lengths" in proc.stdout
+
+
+def test_batch_script(tmp_path, clips):
+    env = {**__import__("os").environ, "OUT": str(tmp_path / "out"), "CHECKPOINT": str(TINY_CHECKPOINT),
+           "ARGS": "--res 32 --dtype fp32 -d 1,2 -q", "PATH": f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "batch_run.sh"), str(clips)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / clips.name).glob("*_run.json")) == ["a_run.json", "b_run.json"]
