@@ -280,11 +280,11 @@ def run_video(
         raise typer.Exit(EXIT_FAILED)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: usage errors become one line and exit code 2."""
+def run_app(typer_app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> None:
+    """Run a Typer app; usage errors become one line and exit code 2, Ctrl-C exits 130."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        code = app(args=args, prog_name="run-video", standalone_mode=False)
+        code = typer_app(args=args, prog_name=prog_name, standalone_mode=False)
     except typer.Abort:
         sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
@@ -294,13 +294,15 @@ def main(argv: list[str] | None = None) -> None:
         # click's usage errors (typer vendors its own click in recent releases: match the shape)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             message = " ".join(exc.format_message().split())
-            param = getattr(exc, "param", None)
-            if param is not None and getattr(param, "opts", None) and param.opts[0] not in message:
-                message = f"{param.opts[0]}: {message}"
             Console(stderr=True, highlight=False).print(f"[red]Error:[/] {message}", soft_wrap=True)
             sys.exit(exc.exit_code or EXIT_USAGE)
         raise
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``run-video``."""
+    run_app(app, "run-video", argv)
 
 
 if __name__ == "__main__":

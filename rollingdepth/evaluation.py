@@ -1,0 +1,204 @@
+"""Scoring depth videos against ground truth: alignment, accuracy metrics, temporal consistency.
+
+Protocol (``docs/evaluation.md``): the prediction (affine-invariant inverse depth) is resized
+to the ground truth's size, fitted to ``1 / GT`` by least squares with one scale and shift per
+video (or per frame, or in depth space), turned into depth, clipped to the depth range and
+scored on valid pixels. Temporal consistency is the optical-flow warping error (OPW).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "ALIGN_MODES",
+    "EvalResult",
+    "align_prediction",
+    "depth_metrics",
+    "evaluate_video",
+    "optical_flow_warping_error",
+    "resize_prediction",
+    "valid_mask",
+]
+
+ALIGN_MODES = ("video", "frame", "depth")
+# Forward-backward consistency test for occlusions (Sundaram et al. 2010).
+FB_ALPHA = 0.01
+FB_BETA = 0.5
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one video; ``per_frame`` holds arrays over frames (NaN where undefined)."""
+
+    metrics: dict[str, float]
+    per_frame: dict[str, np.ndarray] = field(default_factory=dict)
+    scale_shift: list = field(default_factory=list)
+
+
+def resize_prediction(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of ``[N, h, w]`` to ``size`` (H, W)."""
+    import cv2
+
+    if pred.shape[1:] == tuple(size):
+        return pred.astype(np.float64)
+    return np.stack([cv2.resize(f.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                     for f in pred]).astype(np.float64)
+
+
+def valid_mask(gt: np.ndarray, min_depth: float, max_depth: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """Pixels with finite GT inside ``(min_depth, max_depth)`` (and inside ``mask``)."""
+    valid = np.isfinite(gt) & (gt > min_depth) & (gt < max_depth)
+    if mask is not None:
+        valid &= mask.astype(bool)
+    return valid
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``a, b`` with ``a*x + b ~ y``."""
+    if x.size < 2:
+        raise ValueError("too few valid pixels to fit a scale and shift")
+    a_mat = np.stack([x, np.ones_like(x)], axis=1)
+    (a, b), *_ = np.linalg.lstsq(a_mat, y, rcond=None)
+    return float(a), float(b)
+
+
+def align_prediction(
+    pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, mode: str, min_depth: float, max_depth: float
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Aligned depth ``[N, H, W]`` and the fitted ``(scale, shift)`` pairs.
+
+    ``video``/``frame``: fit ``a*pred + b`` to ``1/GT`` (disparity) per video or per frame,
+    then depth = 1 / disparity. ``depth``: fit ``a*pred + b`` to GT directly.
+    """
+    if mode not in ALIGN_MODES:
+        raise ValueError(f"align: unknown mode {mode!r}; expected one of {ALIGN_MODES}")
+    target = gt if mode == "depth" else np.where(valid, 1.0 / np.where(valid, gt, 1.0), 0.0)
+    if mode == "frame":
+        params = []
+        for f in range(pred.shape[0]):
+            if valid[f].sum() < 2:
+                params.append((np.nan, np.nan))
+                continue
+            params.append(_fit(pred[f][valid[f]], target[f][valid[f]]))
+    else:
+        params = [_fit(pred[valid], target[valid])]
+    aligned = np.empty_like(pred, dtype=np.float64)
+    for f in range(pred.shape[0]):
+        a, b = params[f] if mode == "frame" else params[0]
+        aligned[f] = a * pred[f] + b
+    if mode != "depth":
+        disparity = np.clip(aligned, 1.0 / max_depth, 1.0 / min_depth)
+        aligned = 1.0 / disparity
+    return np.clip(aligned, min_depth, max_depth), params
+
+
+def depth_metrics(depth: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    """AbsRel, RMSE and delta1..3 over the valid pixels (pooled)."""
+    d, g = depth[valid].astype(np.float64), gt[valid].astype(np.float64)
+    if d.size == 0:
+        return {k: float("nan") for k in ("abs_rel", "rmse", "delta1", "delta2", "delta3")}
+    ratio = np.maximum(d / g, g / d)
+    return {
+        "abs_rel": float(np.mean(np.abs(d - g) / g)),
+        "rmse": float(np.sqrt(np.mean((d - g) ** 2))),
+        "delta1": float(np.mean(ratio < 1.25)),
+        "delta2": float(np.mean(ratio < 1.25**2)),
+        "delta3": float(np.mean(ratio < 1.25**3)),
+    }
+
+
+def _flow(a: np.ndarray, b: np.ndarray):
+    import cv2
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return dis.calc(a, b, None)  # [H, W, 2], a(x) ~ b(x + flow(x))
+
+
+def _warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``image(x + flow(x))`` (bilinear) and where ``x + flow(x)`` lies inside the image."""
+    import cv2
+
+    h, w = flow.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    map_x, map_y = xx + flow[..., 0], yy + flow[..., 1]
+    warped = cv2.remap(image.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
+    return warped, inside
+
+
+def optical_flow_warping_error(
+    rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """OPW: mean |D_t - warp(D_t+1)| over non-occluded (valid) pixels; per-pair values too.
+
+    ``rgb`` uint8 ``[N, H, W, 3]`` at the depth's size. Flow is OpenCV's DIS on grayscale,
+    forward and backward; a pixel counts when the forward-backward check passes
+    (``|f + b(x+f)|^2 < 0.01 (|f|^2 + |b(x+f)|^2) + 0.5``), the flow stays inside the image,
+    and (when given) GT is valid at both ends.
+    """
+    import cv2
+
+    n = depth.shape[0]
+    if rgb.shape[0] != n or rgb.shape[1:3] != depth.shape[1:]:
+        raise ValueError(f"rgb: {rgb.shape[:3]} frames do not match the depth's {depth.shape}")
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]
+    per_pair = np.full(max(n - 1, 0), np.nan)
+    for t in range(n - 1):
+        fw = _flow(gray[t], gray[t + 1])
+        bw = _flow(gray[t + 1], gray[t])
+        bw_at, inside = _warp(bw, fw)
+        lhs = np.sum((fw + bw_at) ** 2, axis=-1)
+        rhs = FB_ALPHA * (np.sum(fw**2, axis=-1) + np.sum(bw_at**2, axis=-1)) + FB_BETA
+        ok = inside & (lhs < rhs)
+        warped, _ = _warp(depth[t + 1], fw)
+        if valid is not None:
+            valid_next, _ = _warp(valid[t + 1].astype(np.float32), fw)
+            ok &= valid[t] & (valid_next > 0.999)
+        if ok.any():
+            per_pair[t] = float(np.mean(np.abs(depth[t] - warped)[ok]))
+    value = float(np.nanmean(per_pair)) if np.isfinite(per_pair).any() else float("nan")
+    return value, per_pair
+
+
+def evaluate_video(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    rgb: np.ndarray | None = None,
+    align: str = "video",
+    min_depth: float = 1e-3,
+    max_depth: float = 80.0,
+) -> EvalResult:
+    """Score one prediction ``[N, h, w]`` against GT depth ``[N, H, W]``."""
+    if pred.ndim != 3 or gt.ndim != 3:
+        raise ValueError(f"expected [N, H, W] arrays, got prediction {pred.shape} and ground truth {gt.shape}")
+    if pred.shape[0] != gt.shape[0]:
+        raise ValueError(f"frame counts differ: prediction has {pred.shape[0]}, ground truth {gt.shape[0]}")
+    if mask is not None and mask.shape != gt.shape:
+        raise ValueError(f"mask shape {mask.shape} does not match the ground truth's {gt.shape}")
+    if not 0 < min_depth < max_depth:
+        raise ValueError(f"depth range: need 0 < min-depth < max-depth, got {min_depth}, {max_depth}")
+    pred = resize_prediction(pred, gt.shape[1:])
+    valid = valid_mask(gt, min_depth, max_depth, mask)
+    if valid.sum() < 2:
+        raise ValueError("no valid ground-truth pixels in the depth range")
+    depth, params = align_prediction(pred, gt, valid, align, min_depth, max_depth)
+    metrics = depth_metrics(depth, gt, valid)
+    per_frame_absrel = np.array([
+        np.mean(np.abs(depth[f][valid[f]] - gt[f][valid[f]]) / gt[f][valid[f]]) if valid[f].any() else np.nan
+        for f in range(gt.shape[0])
+    ])
+    per_frame = {"abs_rel": per_frame_absrel}
+    if rgb is not None:
+        import cv2
+
+        if rgb.shape[0] != gt.shape[0]:
+            raise ValueError(f"frame counts differ: RGB has {rgb.shape[0]}, ground truth {gt.shape[0]}")
+        if rgb.shape[1:3] != gt.shape[1:]:
+            rgb = np.stack([cv2.resize(f, (gt.shape[2], gt.shape[1]), interpolation=cv2.INTER_AREA) for f in rgb])
+        metrics["opw"], per_frame["opw"] = optical_flow_warping_error(rgb, depth, valid)
+    return EvalResult(metrics=metrics, per_frame=per_frame, scale_shift=params)

@@ -1,0 +1,170 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from rollingdepth.evaluation import depth_metrics, evaluate_video, optical_flow_warping_error
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+from make_synthetic_scene import render  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scene():
+    rgb, depth = render(num_frames=8, height=48, width=80)
+    return rgb, depth
+
+
+def test_synthetic_scene_has_exact_depth(scene):
+    rgb, depth = scene
+    assert rgb.shape == (8, 48, 80, 3) and rgb.dtype == np.uint8
+    assert depth.shape == (8, 48, 80) and np.isfinite(depth).all()
+    assert 1.0 < depth.min() < depth.max() < 40.0
+    again_rgb, again_depth = render(num_frames=8, height=48, width=80)
+    np.testing.assert_array_equal(again_rgb, rgb)  # deterministic
+
+
+@pytest.mark.parametrize("scale,shift", [(1.0, 0.0), (3.5, -0.2), (0.01, 7.0)])
+def test_perfect_prediction_scores_perfectly(scene, scale, shift):
+    _, gt = scene
+    pred = scale / gt.astype(np.float64) + shift  # float64: float32 would round 7 + 0.001 itself
+    m = evaluate_video(pred, gt, max_depth=100).metrics
+    assert m["abs_rel"] == pytest.approx(0, abs=1e-6)
+    assert m["rmse"] == pytest.approx(0, abs=1e-5)
+    assert m["delta1"] == pytest.approx(1, abs=1e-6)
+
+
+def test_known_error_gives_hand_computed_absrel():
+    gt = np.full((2, 4, 4), 2.0)
+    pred = gt.copy()
+    pred[0] *= 1.1  # 10 % too far
+    pred[1] *= 1.3  # 30 % too far
+    valid = np.ones_like(gt, bool)
+    m = depth_metrics(pred, gt, valid)
+    assert m["abs_rel"] == pytest.approx(0.2)
+    assert m["rmse"] == pytest.approx(np.sqrt((0.2**2 + 0.6**2) / 2))
+    assert m["delta1"] == pytest.approx(0.5)  # 1.3 > 1.25
+    assert m["delta2"] == pytest.approx(1.0)
+
+
+def test_invalid_pixels_are_ignored(scene):
+    _, gt = scene
+    pred = 1.0 / gt
+    gt_holes = gt.copy()
+    gt_holes[:, :10, :10] = 0.0  # invalid: no depth
+    gt_holes[:, -5:, -5:] = np.nan
+    pred_noisy = pred.copy()
+    pred_noisy[:, :10, :10] = 1e3  # garbage where GT is invalid
+    pred_noisy[:, -5:, -5:] = -50
+    mask = np.ones_like(gt, bool)
+    mask[:, 20:30, 40:50] = False
+    pred_noisy[:, 20:30, 40:50] = 99.0  # garbage outside the mask
+    m = evaluate_video(pred_noisy.astype(np.float32), gt_holes, mask=mask).metrics
+    assert m["abs_rel"] == pytest.approx(0, abs=1e-6)
+
+
+def test_depth_instead_of_disparity_scores_badly(scene):
+    _, gt = scene
+    good = evaluate_video((1.0 / gt).astype(np.float32), gt).metrics
+    flipped = evaluate_video(gt.astype(np.float32), gt).metrics
+    assert good["abs_rel"] < 1e-6 and flipped["abs_rel"] > 0.1 and flipped["delta1"] < 0.99
+
+
+def test_per_frame_and_depth_space_alignment(scene):
+    _, gt = scene
+    pred = np.stack([(1 + i) / gt[i] + 0.1 * i for i in range(len(gt))]).astype(np.float32)  # per-frame affine
+    assert evaluate_video(pred, gt, align="frame").metrics["abs_rel"] == pytest.approx(0, abs=1e-6)
+    assert evaluate_video(pred, gt, align="video").metrics["abs_rel"] > 1e-3
+    assert evaluate_video((2 * gt + 1).astype(np.float32), gt, align="depth").metrics["abs_rel"] == pytest.approx(0, abs=1e-6)
+
+
+def test_prediction_is_resized_to_gt(scene):
+    _, gt = scene
+    small = np.stack([cv2.resize((1 / g).astype(np.float32), (40, 24), interpolation=cv2.INTER_AREA) for g in gt])
+    m = evaluate_video(small, gt).metrics
+    assert m["delta1"] > 0.9
+
+
+def test_opw_zero_for_static_constant_and_grows_with_flicker():
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), (5, 5), 1.5)
+    rgb = np.repeat(texture[None], 6, axis=0)  # static scene
+    depth = np.repeat(np.linspace(1, 3, 64)[None, None].repeat(48, 1), 6, axis=0)  # same prediction each frame
+    value, per_pair = optical_flow_warping_error(rgb, depth)
+    assert value == pytest.approx(0, abs=1e-6) and per_pair.shape == (5,)
+    errors = []
+    for amplitude in (0.05, 0.2, 0.5):
+        flicker = depth + amplitude * rng.standard_normal((6, 1, 1))
+        errors.append(optical_flow_warping_error(rgb, flicker)[0])
+    assert 0 < errors[0] < errors[1] < errors[2]
+
+
+def test_mismatches_give_clear_errors(scene):
+    _, gt = scene
+    with pytest.raises(ValueError, match="frame counts differ"):
+        evaluate_video(np.ones((3, 48, 80), np.float32), gt)
+    with pytest.raises(ValueError, match="mask shape"):
+        evaluate_video((1 / gt).astype(np.float32), gt, mask=np.ones((8, 10, 10), bool))
+    with pytest.raises(ValueError, match="frame counts differ"):
+        evaluate_video((1 / gt).astype(np.float32), gt, rgb=np.zeros((2, 48, 80, 3), np.uint8))
+    with pytest.raises(ValueError, match="align"):
+        evaluate_video((1 / gt).astype(np.float32), gt, align="median")
+
+
+def _eval(args, capsys):
+    from rollingdepth import eval_cli
+
+    with pytest.raises(SystemExit) as info:
+        eval_cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def test_eval_cli_pngs_with_gt_scale_and_errors(tmp_path, scene, capsys):
+    _, gt = scene
+    png_dir = tmp_path / "gt_png"
+    png_dir.mkdir()
+    for i, g in enumerate(gt):
+        cv2.imwrite(str(png_dir / f"{i:04d}.png"), np.round(g * 5000).astype(np.uint16))
+    pred = tmp_path / "scene_pred.npy"
+    np.save(pred, (1 / gt).astype(np.float32))
+    code, out, err = _eval(["--pred", pred, "--gt", png_dir, "--gt-scale", 5000, "-o", tmp_path / "e"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert report["videos"]["scene"]["abs_rel"] < 1e-4  # PNG quantisation only
+    assert set(report["mean"]) == {"abs_rel", "rmse", "delta1", "delta2", "delta3"}
+    np.save(tmp_path / "short_pred.npy", np.ones((3, 48, 80), np.float32))
+    code, out, err = _eval(["--pred", tmp_path / "short_pred.npy", "--gt", png_dir, "-o", tmp_path / "e2"], capsys)
+    assert code == 1 and "frame counts differ" in " ".join(err.split()) and "Traceback" not in err
+    code, out, err = _eval(["--pred", tmp_path / "missing.npy", "--gt", png_dir], capsys)
+    assert code == 2 and "no such file" in err
+
+
+def test_run_video_then_eval_depth_end_to_end(tmp_path, capsys):
+    """The synthetic clip through run-video (tiny random checkpoint) and eval-depth."""
+    from rollingdepth import cli
+
+    from .conftest import TINY_CHECKPOINT
+
+    clip, gt_path = tmp_path / "scene.mp4", tmp_path / "gt" / "scene.npy"
+    gt_path.parent.mkdir()
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic_scene.py"), clip, "--frames", "10",
+                    "--size", "48x80", "--depth-out", gt_path], check=True, capture_output=True)
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(clip), "-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,3", "--dtype", "fp32",
+                  "-o", str(tmp_path / "pred"), "-q"])
+    assert info.value.code == 0
+    code, out, err = _eval(["--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--rgb", tmp_path, "-o", tmp_path / "eval"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    metrics = report["videos"]["scene"]
+    assert set(metrics) == {"abs_rel", "rmse", "delta1", "delta2", "delta3", "opw"}
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert (tmp_path / "eval" / "metrics.csv").read_text().splitlines()[0] == "video,abs_rel,rmse,delta1,delta2,delta3,opw"
+    assert (tmp_path / "eval" / "scene_per_frame.png").stat().st_size > 1000
+    assert "eval-depth" in out
