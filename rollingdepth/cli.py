@@ -7,6 +7,7 @@ and leaves the work to :mod:`rollingdepth.runner` and the pipeline.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -81,9 +82,11 @@ class _RateColumn(ProgressColumn):
 class _Display:
     """rich progress: one bar over videos and one for the current stage; quiet prints errors only."""
 
-    def __init__(self, console: Console, quiet: bool, total: int):
+    def __init__(self, console: Console, quiet: bool, total: int, count_done=None):
         self.console = console
         self.quiet = quiet
+        self._count_done = count_done  # counts videos finished by any rank (distributed runs)
+        self._last_poll = 0.0
         self.progress = Progress(
             TextColumn("[bold]{task.description:<22}"),
             BarColumn(),
@@ -112,6 +115,7 @@ class _Display:
         self.progress.update(self.videos, description=f"videos ({Path(name).name[:12]})")
 
     def stage_update(self, stage: str, done: int, total: int):
+        self._poll()
         if stage != self._stage_name:
             self._stage_name = stage
             self.progress.reset(self.stage, total=max(total, 1), completed=0, description=stage, visible=True)
@@ -119,7 +123,19 @@ class _Display:
 
     def end_video(self):
         self.progress.update(self.stage, visible=False)
-        self.progress.advance(self.videos)
+        if self._count_done is None:
+            self.progress.advance(self.videos)
+        else:
+            self._poll(force=True)
+
+    def _poll(self, force: bool = False):
+        """In a distributed run, the videos bar counts what every rank has finished."""
+        import time
+
+        if self._count_done is None or (not force and time.monotonic() - self._last_poll < 2.0):
+            return
+        self._last_poll = time.monotonic()
+        self.progress.update(self.videos, completed=self._count_done())
 
     def log(self, message: str):
         if not self.quiet:
@@ -184,8 +200,8 @@ def run_video(
     Example: [bold]run-video input.mp4 --snippet-lengths 3 --dtype fp16[/]
     """
     from .config import RunConfig
-    from .runner import VideoResult, load_pipeline, outputs_complete, process_video
-    from .video_io import InputError, load_source, open_source
+    from .distributed import init_distributed
+    from .video_io import open_source
 
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False)
@@ -232,12 +248,84 @@ def run_video(
     except OSError as exc:
         fail(f"--output-dir {output_dir}: cannot write there ({exc.strerror or exc})")
 
+    dist = init_distributed()
+    interrupted, clean = False, False
+    try:
+        mine = _my_share(entries, dist)
+        if dist.enabled and dist.is_main and not quiet:
+            err.print(f"{dist.world_size} processes: {len(entries)} videos, balanced by frame count")
+        started = time.time()
+        count_done = None
+        if dist.enabled:
+            stems = [_entry_stem(e) for e in entries]
+            count_done = lambda: sum(  # noqa: E731
+                1 for st in stems if _finished_since(output_dir / f"{st}_run.json", started))
+        show = not quiet and dist.is_main
+        results, interrupted = _process_all(
+            mine, output_dir, cfg, dist, skip_existing, verbose, err,
+            _Display(err, not show, len(entries), count_done),
+        )
+        all_results = results if interrupted else [r for part in dist.all_gather(results) for r in part]
+        clean = not interrupted
+    finally:
+        dist.close(barrier=clean)  # after an error or Ctrl-C, do not wait for the others
+
+    if show:
+        _summary(out, all_results)
+    if interrupted:
+        err.print("[red]Interrupted.[/] Finished videos are complete; no partial output file was left.")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if any(not r.ok for r in all_results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _entry_stem(entry) -> str:
+    return entry[0].name if isinstance(entry, tuple) else Path(entry).stem
+
+
+def _finished_since(path: Path, since: float) -> bool:
+    try:
+        return path.stat().st_mtime >= since
+    except OSError:
+        return False
+
+
+def _my_share(entries: list, dist) -> list:
+    """This process's videos: all of them, or a share balanced by frame count."""
+    if not dist.enabled:
+        return entries
+    from .distributed import balanced_shards
+    from .video_io import load_source
+
+    def frames(entry) -> int:
+        try:
+            return load_source(entry).frame_count
+        except Exception:  # the rank that gets it reports the error
+            return 0
+
+    probed = {i: frames(entries[i]) for i in range(dist.rank, len(entries), dist.world_size)}
+    counts = {}
+    for part in dist.all_gather(probed):
+        counts.update(part)
+    shards = balanced_shards([counts[i] for i in range(len(entries))], dist.world_size)
+    return [entries[i] for i in shards[dist.rank]]
+
+
+def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, display):
+    """Run every video of this process; return the results and whether Ctrl-C stopped it."""
+    from .runner import VideoResult, load_pipeline, outputs_complete, process_video
+    from .video_io import InputError, load_source
+
+    prefix = f"[rank {dist.rank}] " if dist.enabled else ""
     results: list = []
     pipe = None
-    interrupted = False
-    with _Display(err, quiet, len(entries)) as display:
+    load_error = None
+    with display:
         for entry in entries:
             name = str(entry[0] if isinstance(entry, tuple) else entry)
+            if load_error is not None:  # the model cannot be loaded: every video fails alike
+                results.append(VideoResult(name=name, error=load_error))
+                continue
             display.start_video(name)
             try:
                 source = load_source(entry)
@@ -247,37 +335,26 @@ def run_video(
                     continue
                 if pipe is None:
                     display.stage_update(f"loading {Path(cfg.checkpoint).name[:13]}", 0, 1)
-                    pipe = load_pipeline(cfg.checkpoint, cfg.dtype, cfg.device)
+                    pipe = load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device))
                     pipe.set_progress_bar_config(disable=True)
-                result = process_video(pipe, source, output_dir, cfg, display.stage_update)
+                report = {"rank": dist.rank, "world_size": dist.world_size} if dist.enabled else {}
+                result = process_video(pipe, source, output_dir, cfg, display.stage_update, report)
                 result.name = name
                 results.append(result)
             except KeyboardInterrupt:
-                interrupted = True
                 results.append(VideoResult(name=name, error="interrupted"))
-                break
+                return results, True
             except Exception as exc:  # one failing video does not stop the others
                 message = str(exc) if isinstance(exc, (InputError, ValueError)) else f"{type(exc).__name__}: {exc}"
                 message = " ".join(message.split()) or type(exc).__name__
                 if verbose:
                     err.print(traceback.format_exc())
                 results.append(VideoResult(name=name, error=message))
-                if isinstance(exc, InputError) and str(exc).startswith("checkpoint"):
-                    # the model cannot be loaded: every other video would fail the same way
-                    display.end_video()
-                    err.print(f"[red]Error:[/] {message}", soft_wrap=True)
-                    raise typer.Exit(EXIT_FAILED)
-                err.print(f"[red]Error:[/] {message}", soft_wrap=True)
+                err.print(f"[red]Error:[/] {prefix}{message}", soft_wrap=True)
+                if isinstance(exc, InputError) and message.startswith("checkpoint"):
+                    load_error = message
             display.end_video()
-
-    if not quiet:
-        _summary(out, results)
-    if interrupted:
-        err.print("[red]Interrupted.[/] Finished videos are complete; no partial output file was left.")
-        raise typer.Exit(EXIT_INTERRUPTED)
-    failed = [r for r in results if not r.ok]
-    if failed:
-        raise typer.Exit(EXIT_FAILED)
+    return results, False
 
 
 def run_app(typer_app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> None:

@@ -137,8 +137,10 @@ def _versions() -> dict:
     }
 
 
-def process_video(pipe, source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress) -> VideoResult:
-    """Predict depth for one video and write every requested output."""
+def process_video(
+    pipe, source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
+) -> VideoResult:
+    """Predict depth for one video and write every requested output (``report_extra`` goes into run.json)."""
     import torch
 
     started = time.perf_counter()
@@ -231,6 +233,7 @@ def process_video(pipe, source: VideoSource, out_dir: Path, cfg: RunConfig, prog
         "peak_memory": _peak_memory(),
         "versions": _versions(),
         "outputs": [p.name for p in written],
+        **(report_extra or {}),
     }
     final = out_dir / f"{stem}_run.json"
     with atomic_path(final) as tmp:
