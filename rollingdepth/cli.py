@@ -65,6 +65,28 @@ def _ints(values: list[str] | None, option: str) -> list[int] | None:
     return out
 
 
+def _lengths(values: list[str] | None) -> list[int] | str | None:
+    if values and [v.strip().lower() for v in values] == ["auto"]:
+        return "auto"
+    return _ints(values, "--snippet-lengths")
+
+
+def _spans(value: str | None) -> dict | None:
+    """``"coarse=3,medium=3,fine=2"`` -> ``{"coarse": 3, "medium": 3, "fine": 2}``."""
+    if not value:
+        return None
+    spans = {}
+    for part in value.split(","):
+        level, sep, k = part.partition("=")
+        try:
+            spans[level.strip()] = int(k)
+        except ValueError:
+            raise ValueError(f"--num-view-per-level: expected LEVEL=K pairs like fine=2, got {part!r}") from None
+        if not sep:
+            raise ValueError(f"--num-view-per-level: expected LEVEL=K pairs like fine=2, got {part!r}")
+    return spans
+
+
 def _strs(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
@@ -173,7 +195,8 @@ def run_video(
     preset: Annotated[Optional[str], typer.Option("-p", "--preset", metavar="NAME|YAML", help="fast, fast1024, full, paper, none, or a YAML file; options given here win. (default: fast)", rich_help_panel=INFER)] = None,
     processing_res: Annotated[Optional[int], typer.Option("--res", "--processing-resolution", metavar="INT", help="Longer edge for processing; 0 keeps the size.", rich_help_panel=INFER)] = None,
     dilations: Annotated[Optional[list[str]], typer.Option("-d", "--dilations", metavar="D[,D..]", help="Snippet dilations, e.g. -d 1,10,25 or -d 1 -d 25; must include 1.", rich_help_panel=INFER)] = None,
-    snippet_lengths: Annotated[Optional[list[str]], typer.Option("--snippet-lengths", "--snip-len", metavar="N[,N..]", help="Frames per snippet (num_view): one value or one per dilation.", rich_help_panel=INFER)] = None,
+    snippet_lengths: Annotated[Optional[list[str]], typer.Option("--snippet-lengths", "--snip-len", metavar="N[,N..]", help="Frames per snippet (num_view): one value, one per dilation, or auto (from motion and free memory).", rich_help_panel=INFER)] = None,
+    num_view_per_level: Annotated[Optional[str], typer.Option("--num-view-per-level", metavar="LEVEL=K,..", help="Experimental: attention span per UNet level, e.g. coarse=3,medium=3,fine=2 (frames attend to frames less than K apart).", rich_help_panel=INFER)] = None,
     cap_dilation: Annotated[Optional[bool], typer.Option("--cap-dilation/--no-cap-dilation", help="Shrink dilations that do not fit short videos.", rich_help_panel=INFER, show_default=False)] = None,
     refine_step: Annotated[Optional[int], typer.Option("--refine-step", metavar="INT", help="Coarse-to-fine refinement steps (0 = none).", rich_help_panel=INFER)] = None,
     refine_snippet_len: Annotated[Optional[int], typer.Option("--refine-snippet-len", metavar="INT", help="Snippet length during refinement.", rich_help_panel=INFER)] = None,
@@ -223,7 +246,7 @@ def run_video(
     try:
         overrides = dict(
             checkpoint=checkpoint, processing_res=processing_res, dilations=_ints(dilations, "--dilations"),
-            snippet_lengths=_ints(snippet_lengths, "--snippet-lengths"), cap_dilation=cap_dilation,
+            snippet_lengths=_lengths(snippet_lengths), attn_span=_spans(num_view_per_level), cap_dilation=cap_dilation,
             refine_step=refine_step, refine_snippet_len=refine_snippet_len,
             refine_start_dilation=refine_start_dilation, dtype=dtype, device=device, seed=seed,
             max_vae_bs=max_vae_bs, unet_batch_size=unet_batch_size, coalign=coalign,
@@ -341,6 +364,8 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, di
                 result = process_video(pipe, source, output_dir, cfg, display.stage_update, report)
                 result.name = name
                 results.append(result)
+                for note in result.notes:
+                    display.log(f"{prefix}{note}")
             except KeyboardInterrupt:
                 results.append(VideoResult(name=name, error="interrupted"))
                 return results, True

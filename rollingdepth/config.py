@@ -27,7 +27,7 @@ class RunConfig:
     checkpoint: str = DEFAULT_CHECKPOINT
     processing_res: int = 768
     dilations: list[int] = field(default_factory=lambda: [1, 25])
-    snippet_lengths: list[int] = field(default_factory=lambda: [3])
+    snippet_lengths: list[int] | str = field(default_factory=lambda: [3])  # or "auto"
     cap_dilation: bool = True
     refine_step: int = 0
     refine_snippet_len: int = 3
@@ -47,6 +47,7 @@ class RunConfig:
     save_sbs: bool = True
     save_snippets: bool = False
     save_png16: bool = False
+    attn_span: dict | None = None  # experimental: {"fine": 2, ...}
 
     def validate(self) -> "RunConfig":
         """Raise ``ValueError`` naming the option for any value that cannot work."""
@@ -63,8 +64,11 @@ class RunConfig:
         positive_ints("dilations", self.dilations)
         if 1 not in self.dilations:
             raise ValueError(f"--dilations: must include 1, got {self.dilations}")
-        positive_ints("snippet-lengths", self.snippet_lengths, 1, MAX_SNIPPET_LEN)
-        if len(self.snippet_lengths) not in (1, len(self.dilations)):
+        if self.snippet_lengths != "auto":
+            if isinstance(self.snippet_lengths, str):
+                raise ValueError(f"--snippet-lengths: {self.snippet_lengths!r} is neither integers nor 'auto'")
+            positive_ints("snippet-lengths", self.snippet_lengths, 1, MAX_SNIPPET_LEN)
+        if self.snippet_lengths != "auto" and len(self.snippet_lengths) not in (1, len(self.dilations)):
             raise ValueError(
                 f"--snippet-lengths: give one value or one per dilation ({len(self.dilations)}), got {self.snippet_lengths}"
             )
@@ -85,6 +89,12 @@ class RunConfig:
             raise ValueError(f"--coalign: unknown mode {self.coalign!r}; expected fast or reference")
         if not isinstance(self.output_fps, (int, float)) or self.output_fps < 0:
             raise ValueError(f"--fps: {self.output_fps!r} must be >= 0 (0 = the input's)")
+        if self.attn_span is not None:
+            from .cross_frame_attention import ATTENTION_LEVELS
+
+            if not isinstance(self.attn_span, dict) or not set(self.attn_span) <= set(ATTENTION_LEVELS):
+                raise ValueError(f"--num-view-per-level: levels are {', '.join(ATTENTION_LEVELS)}, got {self.attn_span}")
+            positive_ints("num-view-per-level", list(self.attn_span.values()), 1, MAX_SNIPPET_LEN)
         if not self.cmaps:
             raise ValueError("--cmap: give at least one colour map")
         for name in self.cmaps:
@@ -100,13 +110,14 @@ class RunConfig:
             processing_res=self.processing_res,
             dilations=list(self.dilations),
             cap_dilation=self.cap_dilation,
-            snippet_lengths=list(self.snippet_lengths),
+            snippet_lengths=self.snippet_lengths if self.snippet_lengths == "auto" else list(self.snippet_lengths),
             refine_step=self.refine_step,
             refine_snippet_len=self.refine_snippet_len,
             refine_start_dilation=self.refine_start_dilation,
             coalign=self.coalign,
             max_vae_bs=self.max_vae_bs,
             unet_batch_size=self.unet_batch_size,
+            attn_span=self.attn_span,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +151,6 @@ def load_preset(preset: str | Path) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"--preset: {path} has unknown settings {unknown}; known: {sorted(known)}")
     for key in ("dilations", "snippet_lengths", "cmaps"):
-        if key in data and not isinstance(data[key], list):
+        if key in data and not isinstance(data[key], list) and data[key] != "auto":
             data[key] = [data[key]]
     return data

@@ -16,7 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CrossFrameAttnProcessor", "set_cross_frame_attention"]
+__all__ = ["ATTENTION_LEVELS", "CrossFrameAttnProcessor", "attention_level", "set_cross_frame_attention"]
+
+# UNet resolutions, finest first: "fine" sees (H/8)(W/8) tokens per frame at SD2 scale,
+# "medium" a quarter of that, "coarse" a sixteenth (and the mid block a 64th).
+ATTENTION_LEVELS = ("fine", "medium", "coarse")
 
 
 class CrossFrameAttnProcessor:
@@ -26,7 +30,19 @@ class CrossFrameAttnProcessor:
     ``torch.nn.functional.scaled_dot_product_attention`` (PyTorch picks the flash or
     memory-efficient kernel where it can). Every custom keyword is named in ``__call__``
     so that diffusers' ``Attention.forward`` passes it through without a warning.
+
+    Args:
+        level: the UNet level of the layer (``fine``, ``medium``, ``coarse``), for per-level spans.
+        backend: ``"sdpa"`` (default) or ``"math"``, a plain attention that materialises the
+            softmax matrix (for measuring what SDPA saves; same result).
     """
+
+    def __init__(self, level: str | None = None, backend: str = "sdpa"):
+        if backend not in ("sdpa", "math"):
+            raise ValueError(f"backend: expected 'sdpa' or 'math', got {backend!r}")
+        self.level = level
+        self.backend = backend
+        self._masks: dict = {}
 
     def __call__(
         self,
@@ -36,7 +52,10 @@ class CrossFrameAttnProcessor:
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
         num_view: int | None = None,
+        attn_span: dict | None = None,
     ) -> torch.Tensor:
+        """``attn_span`` (experimental) maps a level name to a span ``k``: frames attend only to
+        frames less than ``k`` apart in the snippet; ``k >= num_view`` is plain joint attention."""
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -50,7 +69,12 @@ class CrossFrameAttnProcessor:
         n = 1 if num_view is None else int(num_view)
         if n < 1:
             raise ValueError(f"num_view must be >= 1, got {num_view}")
-        join = is_self_attention and n > 1
+        span = n
+        if attn_span and self.level in attn_span:
+            span = int(attn_span[self.level])
+            if span < 1:
+                raise ValueError(f"attn_span: spans must be >= 1, got {attn_span}")
+        join = is_self_attention and n > 1 and span > 1  # span 1: every frame on its own
 
         total, tokens, channels = hidden_states.shape  # [(b n), hw, c]
         if join:
@@ -64,8 +88,9 @@ class CrossFrameAttnProcessor:
             # so this is a view of the same memory.
             hidden_states = hidden_states.reshape(total // n, n * tokens, channels)
         batch = hidden_states.shape[0]
-
-        if attention_mask is not None:
+        if join and span < n:
+            attention_mask = self._span_mask(n, tokens, span, hidden_states.device)  # [nhw, nhw] bool
+        elif attention_mask is not None:
             kv_len = tokens if encoder_hidden_states is None else encoder_hidden_states.shape[1]
             attention_mask = attn.prepare_attention_mask(attention_mask, kv_len, batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
@@ -102,9 +127,12 @@ class CrossFrameAttnProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        hidden_states = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
-        )  # [B, heads, L, d]
+        if self.backend == "math":
+            hidden_states = _plain_attention(query, key, value, attention_mask)
+        else:
+            hidden_states = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+            )  # [B, heads, L, d]
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
         hidden_states = hidden_states.to(query.dtype)
 
@@ -121,12 +149,47 @@ class CrossFrameAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-def set_cross_frame_attention(unet: torch.nn.Module) -> CrossFrameAttnProcessor:
-    """Install one :class:`CrossFrameAttnProcessor` on every attention layer of ``unet``.
+    def _span_mask(self, n: int, tokens: int, span: int, device) -> torch.Tensor:
+        """Boolean ``[n*hw, n*hw]``: token of frame i may attend to frame j iff |i - j| < span."""
+        key = (n, tokens, span, str(device))
+        mask = self._masks.get(key)
+        if mask is None:
+            frame = torch.arange(n, device=device).repeat_interleave(tokens)  # [n*hw]
+            mask = (frame[:, None] - frame[None, :]).abs() < span
+            self._masks = {key: mask}  # keep one: masks are large
+        return mask
 
-    Every layer then accepts ``num_view`` in ``cross_attention_kwargs``, so diffusers logs
-    no "unexpected kwargs" warning on any of them. Returns the installed processor.
+
+def _plain_attention(query, key, value, mask):
+    """softmax(q k^T / sqrt(d)) v with the weight matrix materialised: [B, heads, L, L]."""
+    scores = query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return torch.softmax(scores, dim=-1) @ value
+
+
+def attention_level(name: str, num_levels: int) -> str:
+    """Level of an attention layer from its name in a UNet with ``num_levels`` resolutions."""
+    parts = name.split(".")
+    if parts[0] == "mid_block":
+        index = num_levels - 1
+    elif parts[0] == "down_blocks":
+        index = int(parts[1])
+    elif parts[0] == "up_blocks":
+        index = num_levels - 1 - int(parts[1])
+    else:
+        index = 0
+    return ATTENTION_LEVELS[min(index, len(ATTENTION_LEVELS) - 1)]
+
+
+def set_cross_frame_attention(unet: torch.nn.Module, backend: str = "sdpa") -> dict:
+    """Install a :class:`CrossFrameAttnProcessor` on every attention layer of ``unet``.
+
+    Every layer then accepts ``num_view`` (and ``attn_span``) in ``cross_attention_kwargs``,
+    so diffusers logs no "unexpected kwargs" warning on any of them. Each processor knows its
+    UNet level. Returns ``{layer name: level}``.
     """
-    processor = CrossFrameAttnProcessor()
-    unet.set_attn_processor(processor)
-    return processor
+    num_levels = len(unet.config.block_out_channels)
+    levels = {name: attention_level(name, num_levels) for name in unet.attn_processors}
+    unet.set_attn_processor({name: CrossFrameAttnProcessor(level, backend) for name, level in levels.items()})
+    return levels

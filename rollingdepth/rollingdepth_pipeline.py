@@ -23,8 +23,9 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from .coalign import COALIGN_MODES
 from .coalign import coalign as coalign_snippets
-from .cross_frame_attention import set_cross_frame_attention
+from .cross_frame_attention import ATTENTION_LEVELS, set_cross_frame_attention
 from .device import resolve_device, resolve_dtype
+from .num_view import choose_num_view
 from .snippets import MAX_SNIPPET_LEN, plan_snippets, refine_dilations, snippet_indices
 
 __all__ = ["RollingDepthOutput", "RollingDepthPipeline"]
@@ -124,6 +125,7 @@ class RollingDepthPipeline(DiffusionPipeline):
         set_cross_frame_attention(self.unet)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self._empty_text_embed: torch.Tensor | None = None
+        self._attn_span: dict | None = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -168,8 +170,10 @@ class RollingDepthPipeline(DiffusionPipeline):
         coalign_mode: str,
         max_vae_bs: int,
         unet_batch_size: int | None,
-    ) -> tuple[list[int], list[int]]:
-        """Validate every argument; return dilations and one snippet length per dilation."""
+        attn_span: dict | None = None,
+    ) -> tuple[list[int], list[int] | None]:
+        """Validate every argument; return dilations and one snippet length per dilation
+        (``None`` for ``"auto"``)."""
         if not isinstance(frames, (np.ndarray, torch.Tensor)):
             raise ValueError(f"frames: expected a numpy array or torch tensor, got {type(frames).__name__}")
         if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -183,7 +187,8 @@ class RollingDepthPipeline(DiffusionPipeline):
         if processing_res < 0:
             raise ValueError(f"processing_res: must be >= 0 (0 keeps the size), got {processing_res}")
         dilations = _as_list(dilations, "dilations")
-        lengths = _as_list(snippet_lengths, "snippet_lengths")
+        auto = isinstance(snippet_lengths, str) and snippet_lengths == "auto"
+        lengths = [3] if auto else _as_list(snippet_lengths, "snippet_lengths")
         if min(dilations) < 1:
             raise ValueError(f"dilations: every dilation must be >= 1, got {dilations}")
         if 1 not in dilations:
@@ -210,7 +215,12 @@ class RollingDepthPipeline(DiffusionPipeline):
             raise ValueError(f"max_vae_bs: must be >= 1, got {max_vae_bs}")
         if unet_batch_size is not None and unet_batch_size < 1:
             raise ValueError(f"unet_batch_size: must be >= 1, got {unet_batch_size}")
-        return dilations, lengths
+        if attn_span is not None:
+            if not isinstance(attn_span, dict) or not set(attn_span) <= set(ATTENTION_LEVELS):
+                raise ValueError(f"attn_span: expected a dict with keys among {ATTENTION_LEVELS}, got {attn_span!r}")
+            if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in attn_span.values()):
+                raise ValueError(f"attn_span: spans must be integers >= 1, got {attn_span}")
+        return dilations, (None if auto else lengths)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -294,11 +304,14 @@ class RollingDepthPipeline(DiffusionPipeline):
     ) -> torch.Tensor:
         """One denoising step of B snippets of n frames: the scheduler's ``prev_sample``."""
         unet_input = torch.cat([rgb_latents, depth_latents], dim=1)  # [B*n, 8, h, w]
+        attention_kwargs = {"num_view": num_view}
+        if self._attn_span:
+            attention_kwargs["attn_span"] = self._attn_span
         model_output = self.unet(
             unet_input,
             timestep.expand(unet_input.shape[0]),
             encoder_hidden_states=self.empty_text_embedding(),
-            cross_attention_kwargs={"num_view": num_view},
+            cross_attention_kwargs=attention_kwargs,
             return_dict=False,
         )[0]
         return self.scheduler.step(model_output, timestep, depth_latents).prev_sample
@@ -327,6 +340,7 @@ class RollingDepthPipeline(DiffusionPipeline):
         unet_batch_size: int | None = None,
         generator: torch.Generator | None = None,
         callback: ProgressCallback | None = None,
+        attn_span: dict | None = None,
     ) -> RollingDepthOutput:
         """Predict depth for ``frames`` (uint8 RGB ``[N, H, W, 3]``, numpy or torch).
 
@@ -334,7 +348,8 @@ class RollingDepthPipeline(DiffusionPipeline):
             processing_res: longer edge for processing; 0 keeps the input size.
             dilations: frame gaps of the snippet groups; must include 1.
             cap_dilation: cap dilations that do not fit the video (``floor(N/n) - 1``).
-            snippet_lengths: frames per snippet (num_view), one value or one per dilation.
+            snippet_lengths: frames per snippet (num_view), one value or one per dilation, or
+                ``"auto"`` to choose from the clip's motion and free memory (``num_view.py``).
             refine_step: coarse-to-fine refinement steps (0 = none).
             refine_snippet_len, refine_start_dilation: refinement snippets.
             coalign: ``"fast"`` (our solver) or ``"reference"`` (the reference optimiser).
@@ -342,6 +357,8 @@ class RollingDepthPipeline(DiffusionPipeline):
             unet_batch_size: snippets per UNet call; ``None`` picks one from free memory.
             generator: seeds the one initial noise shared by every frame.
             callback: ``callback(stage, done, total)`` for progress display.
+            attn_span: experimental per-level attention span, e.g. ``{"fine": 2}``: at that UNet
+                level a frame attends only to frames less than k apart (k >= n: unchanged).
         """
         timings: dict[str, float] = {}
         notify = callback or (lambda stage, done, total: None)
@@ -349,21 +366,28 @@ class RollingDepthPipeline(DiffusionPipeline):
         # 1. Check inputs
         dilations, lengths = self.check_inputs(
             frames, processing_res, dilations, snippet_lengths, refine_step,
-            refine_snippet_len, refine_start_dilation, coalign, max_vae_bs, unet_batch_size,
+            refine_snippet_len, refine_start_dilation, coalign, max_vae_bs, unet_batch_size, attn_span,
         )
+        self._attn_span = dict(attn_span) if attn_span else None
         if self.unet.device.type == "cpu" and self.dtype == torch.float16:
             warnings.warn("fp16 on CPU is slow and imprecise: running in fp32 instead", stacklevel=2)
             self.to(dtype=torch.float32)
         device = self.unet.device
         num_frames, in_h, in_w = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
         size = self.processing_size(in_h, in_w, processing_res)
-        plan = plan_snippets(num_frames, dilations, lengths, cap_dilation)
+        if lengths is not None:  # fail on a dilation that does not fit before any heavy work
+            plan = plan_snippets(num_frames, dilations, lengths, cap_dilation)
 
         # 2. Resize, normalise and encode every frame once
         t0 = time.perf_counter()
         rgb_latents = self._encode_frames(frames, size, max_vae_bs, notify)  # [N, 4, h, w]
         latent_hw = tuple(rgb_latents.shape[-2:])
         timings["encode"] = time.perf_counter() - t0
+        auto_choice = None
+        if lengths is None:
+            n_auto, auto_choice = choose_num_view(frames, device, latent_hw, self.dtype)
+            lengths = [n_auto] * len(dilations)
+            plan = plan_snippets(num_frames, dilations, lengths, cap_dilation)
 
         # 3. One initial noise for every frame
         noise = self._noise((1, 4, *latent_hw), generator)  # [1, 4, h, w]
@@ -427,6 +451,8 @@ class RollingDepthPipeline(DiffusionPipeline):
             "unet_batch_size": batch_sizes,
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(device),
+            "attn_span": self._attn_span,
+            "num_view_auto": auto_choice,
         }
         return RollingDepthOutput(
             depth=depth,

@@ -37,6 +37,7 @@ class VideoResult:
     outputs: list[str] = field(default_factory=list)
     error: str | None = None
     skipped: bool = False
+    notes: list[str] = field(default_factory=list)  # decisions worth telling the user
 
     @property
     def ok(self) -> bool:
@@ -107,6 +108,29 @@ def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=interp) for f in frames])
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if t)
+    text = str(exc).lower()
+    return isinstance(exc, oom_types) or "out of memory" in text or "can't allocate memory" in text
+
+
+def _oom_advice(pipe, shape, cfg: RunConfig) -> str:
+    """One line: what ran out of memory, with this run's numbers, and what to lower."""
+    h, w = pipe.processing_size(shape[1], shape[2], cfg.processing_res)
+    n = cfg.snippet_lengths if cfg.snippet_lengths == "auto" else max(cfg.snippet_lengths)
+    dtype = str(pipe.dtype).replace("torch.", "")
+    tips = [f"a lower --res (now {cfg.processing_res}, {w}x{h})"]
+    if dtype == "float32":
+        tips.append("--dtype bf16 or fp16 (now fp32)")
+    tips.append(f"--unet-batch-size 1 (now {cfg.unet_batch_size or 'auto'})")
+    tips.append(f"--max-vae-bs 1 (now {cfg.max_vae_bs})" if cfg.max_vae_bs > 1 else "")
+    if n == "auto" or n > 2:
+        tips.append(f"--snippet-lengths 2 (now {n})")
+    return f"out of memory at {w}x{h}, {dtype}, num_view {n}: try " + ", ".join(t for t in tips if t)
+
+
 def _peak_memory() -> dict:
     import torch
 
@@ -155,8 +179,16 @@ def process_video(
 
     device = pipe.unet.device
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    out = pipe(frames, generator=generator, callback=progress, **cfg.pipeline_kwargs())
+    try:
+        out = pipe(frames, generator=generator, callback=progress, **cfg.pipeline_kwargs())
+    except Exception as exc:
+        if _is_out_of_memory(exc):
+            raise RuntimeError(_oom_advice(pipe, frames.shape, cfg)) from None
+        raise
     timings.update(out.timings)
+    auto = out.settings.get("num_view_auto")
+    if auto:
+        result.notes.append(f"{stem}: --snippet-lengths auto chose {auto['num_view']} ({auto['reason']})")
 
     t0 = time.perf_counter()
     depth = out.depth  # [N, h, w]
