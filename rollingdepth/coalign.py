@@ -27,7 +27,8 @@ import torch
 
 from .snippets import snippet_indices
 
-__all__ = ["COALIGN_MODES", "CoalignProblem", "coalign", "coalign_loss", "merge_snippets"]
+__all__ = ["COALIGN_MODES", "CoalignProblem", "coalign", "coalign_loss", "merge_snippets",
+           "problem_from_subsampled", "solve", "subsample"]
 
 COALIGN_MODES = ("fast", "reference")
 
@@ -105,22 +106,48 @@ def build_problem(
 ) -> CoalignProblem:
     """Min-shift, crop and subsample the snippets (float32), and index their frames."""
     num_frames = _check(snippets, dilations, num_frames)
-    device = torch.device(device or "cpu")
     min_value = min(float(_as_tensor(s).min()) for s in snippets)
+    subsampled = [subsample(_as_tensor(s).to(torch.float32)) for s in snippets]
+    return problem_from_subsampled(subsampled, dilations, num_frames, min_value, device)
+
+
+def subsample(maps: torch.Tensor) -> torch.Tensor:
+    """The pixels the optimisation sees: crop 2 at each border, every 10th: ``[..., P]``."""
+    h, w = maps.shape[-2:]
+    sub = maps[..., BORDER : h - BORDER, BORDER : w - BORDER][..., ::SUBSAMPLE, ::SUBSAMPLE]
+    return sub.reshape(*maps.shape[:-2], -1)
+
+
+def problem_from_subsampled(
+    subsampled: Sequence, dilations: Sequence[int], num_frames: int, min_value: float, device=None
+) -> CoalignProblem:
+    """A problem from already subsampled snippets (``[S, n, P]`` per group, not min-shifted)."""
+    device = torch.device(device or "cpu")
     xs, idxs = [], []
     count = torch.zeros(num_frames, dtype=torch.float32, device=device)
-    for snip, d in zip(snippets, dilations):
-        t = _as_tensor(snip)
-        s, n, h, w = t.shape
-        sub = t[:, :, BORDER : h - BORDER, BORDER : w - BORDER][..., ::SUBSAMPLE, ::SUBSAMPLE]
-        sub = sub.to(device=device, dtype=torch.float32).reshape(s, n, -1) - min_value
-        xs.append(sub.contiguous())
-        idx = torch.from_numpy(snippet_indices(num_frames, n, int(d))).to(device)
+    for sub, d in zip(subsampled, dilations):
+        t = _as_tensor(sub).to(device=device, dtype=torch.float32)
+        xs.append((t - min_value).contiguous())
+        idx = torch.from_numpy(snippet_indices(num_frames, t.shape[1], int(d))).to(device)
         idxs.append(idx)
         count.index_add_(0, idx.reshape(-1), torch.ones(idx.numel(), device=device))
     if xs[0].shape[-1] == 0:
         raise ValueError("snippets: frames are too small to co-align (need more than 4 x 4 pixels)")
     return CoalignProblem(xs, idxs, num_frames, count, min_value)
+
+
+def solve(problem: CoalignProblem, mode: str = "fast", iterations: int | None = None):
+    """Scales and shifts (one float32 array of S per group), the loss, and the iterations run."""
+    if mode not in COALIGN_MODES:
+        raise ValueError(f"coalign: unknown mode {mode!r}; expected one of {COALIGN_MODES}")
+    if mode == "reference":
+        iters = REF_ITERATIONS if iterations is None else iterations
+        scales, shifts = _solve_reference(problem, iters)
+    else:
+        iters = FAST_ITERATIONS if iterations is None else iterations
+        scales, shifts = _solve_fast(problem, iters)
+    loss = coalign_loss(problem, scales, shifts)
+    return [s.cpu().numpy() for s in scales], [t.cpu().numpy() for t in shifts], loss, iters
 
 
 def _regulariser(scales: list[torch.Tensor], shifts: list[torch.Tensor]) -> torch.Tensor:
@@ -317,15 +344,7 @@ def coalign(
     if mode not in COALIGN_MODES:
         raise ValueError(f"coalign: unknown mode {mode!r}; expected one of {COALIGN_MODES}")
     problem = build_problem(snippets, dilations, num_frames, device)
-    if mode == "reference":
-        iters = REF_ITERATIONS if iterations is None else iterations
-        scales, shifts = _solve_reference(problem, iters)
-    else:
-        iters = FAST_ITERATIONS if iterations is None else iterations
-        scales, shifts = _solve_fast(problem, iters)
-    loss = coalign_loss(problem, scales, shifts)
-    scales = [s.cpu().numpy() for s in scales]
-    shifts = [t.cpu().numpy() for t in shifts]
+    scales, shifts, loss, iters = solve(problem, mode, iterations)
     depth = merge_snippets(snippets, dilations, scales, shifts, problem.min_value, problem.num_frames)
     info = {
         "loss": loss,

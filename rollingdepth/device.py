@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-__all__ = ["DTYPES", "default_device", "resolve_device", "resolve_dtype"]
+__all__ = ["DTYPES", "default_device", "is_out_of_memory", "resolve_device", "resolve_dtype"]
 
 DTYPES = {
     "fp32": torch.float32,
@@ -60,3 +60,10 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
         warnings.warn("fp16 on CPU is slow and imprecise: running in fp32 instead", stacklevel=2)
         return torch.float32
     return resolved
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an accelerator's (or the host allocator's) out-of-memory error."""
+    oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if t)
+    text = str(exc).lower()
+    return isinstance(exc, oom_types) or "out of memory" in text or "can't allocate memory" in text

@@ -24,7 +24,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from .coalign import COALIGN_MODES
 from .coalign import coalign as coalign_snippets
 from .cross_frame_attention import ATTENTION_LEVELS, set_cross_frame_attention
-from .device import resolve_device, resolve_dtype
+from .device import is_out_of_memory, resolve_device, resolve_dtype
 from .num_view import choose_num_view
 from .snippets import MAX_SNIPPET_LEN, plan_snippets, refine_dilations, snippet_indices
 
@@ -126,6 +126,8 @@ class RollingDepthPipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self._empty_text_embed: torch.Tensor | None = None
         self._attn_span: dict | None = None
+        self._snippet_cap: int | None = None  # lowered after an out-of-memory error
+        self._warned_oom = False
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -222,6 +224,13 @@ class RollingDepthPipeline(DiffusionPipeline):
                 raise ValueError(f"attn_span: spans must be integers >= 1, got {attn_span}")
         return dilations, (None if auto else lengths)
 
+    def prepare(self, attn_span: dict | None = None) -> None:
+        """Before a run: fp16 on CPU becomes fp32 (one warning); remember the attention spans."""
+        self._attn_span = dict(attn_span) if attn_span else None
+        if self.unet.device.type == "cpu" and self.dtype == torch.float16:
+            warnings.warn("fp16 on CPU is slow and imprecise: running in fp32 instead", stacklevel=3)
+            self.to(dtype=torch.float32)
+
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def processing_size(height: int, width: int, processing_res: int) -> tuple[int, int]:
@@ -302,7 +311,49 @@ class RollingDepthPipeline(DiffusionPipeline):
         timestep: torch.Tensor,
         num_view: int,
     ) -> torch.Tensor:
-        """One denoising step of B snippets of n frames: the scheduler's ``prev_sample``."""
+        """One denoising step of B snippets of n frames; on out-of-memory, fewer snippets per call.
+
+        The cap is halved (logged once) down to 1 snippet, then the error goes up.
+        """
+        snippets = rgb_latents.shape[0] // num_view
+        cap = self._snippet_cap or snippets
+        while True:
+            try:
+                if snippets <= cap:
+                    return self._unet_call(rgb_latents, depth_latents, timestep, num_view)
+                parts = []
+                for i in range(0, snippets, cap):
+                    sl = slice(i * num_view, (i + cap) * num_view)
+                    parts.append(self._unet_call(rgb_latents[sl], depth_latents[sl], timestep, num_view))
+                return torch.cat(parts)
+            except Exception as exc:
+                if not is_out_of_memory(exc) or min(cap, snippets) <= 1:
+                    raise
+                cap = max(1, min(cap, snippets) // 2)
+                self._snippet_cap = cap
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if not self._warned_oom:
+                    warnings.warn(f"out of memory in the UNet: {cap} snippets per call from now on", stacklevel=2)
+                    self._warned_oom = True
+
+    def decode_depth_safe(self, latents: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """:meth:`decode_depth`, split in halves on out-of-memory (down to one frame)."""
+        try:
+            return self.decode_depth(latents, size)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or latents.shape[0] <= 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if not self._warned_oom:
+                warnings.warn("out of memory in the VAE: decoding in smaller batches", stacklevel=2)
+                self._warned_oom = True
+            half = latents.shape[0] // 2
+            return torch.cat([self.decode_depth_safe(latents[:half], size), self.decode_depth_safe(latents[half:], size)])
+
+    def _unet_call(self, rgb_latents, depth_latents, timestep, num_view) -> torch.Tensor:
+        """One UNet call and scheduler step (no splitting)."""
         unet_input = torch.cat([rgb_latents, depth_latents], dim=1)  # [B*n, 8, h, w]
         attention_kwargs = {"num_view": num_view}
         if self._attn_span:
@@ -368,10 +419,7 @@ class RollingDepthPipeline(DiffusionPipeline):
             frames, processing_res, dilations, snippet_lengths, refine_step,
             refine_snippet_len, refine_start_dilation, coalign, max_vae_bs, unet_batch_size, attn_span,
         )
-        self._attn_span = dict(attn_span) if attn_span else None
-        if self.unet.device.type == "cpu" and self.dtype == torch.float16:
-            warnings.warn("fp16 on CPU is slow and imprecise: running in fp32 instead", stacklevel=2)
-            self.to(dtype=torch.float32)
+        self.prepare(attn_span)
         device = self.unet.device
         num_frames, in_h, in_w = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
         size = self.processing_size(in_h, in_w, processing_res)
@@ -502,7 +550,7 @@ class RollingDepthPipeline(DiffusionPipeline):
         flat = latents.reshape(-1, *latents.shape[-3:])
         out = np.empty((flat.shape[0], *size), dtype=np.float32)
         for start in range(0, flat.shape[0], max_vae_bs):
-            decoded = self.decode_depth(flat[start : start + max_vae_bs], size)
+            decoded = self.decode_depth_safe(flat[start : start + max_vae_bs], size)
             out[start : start + decoded.shape[0]] = decoded.float().cpu().numpy()
             notify(stage, min(start + max_vae_bs, flat.shape[0]), flat.shape[0])
         return out.reshape(*lead, *size)

@@ -7,6 +7,7 @@ Every output file is written under a temporary name and renamed when complete; t
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import sys
@@ -19,6 +20,7 @@ import numpy as np
 
 from . import __version__
 from .config import RunConfig
+from .device import is_out_of_memory
 from .video_io import InputError, VideoSource, VideoWriter, atomic_dir, atomic_path
 from .visualize import SBS_GAP, colorize, side_by_side, to_uint16
 
@@ -108,14 +110,6 @@ def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=interp) for f in frames])
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if t)
-    text = str(exc).lower()
-    return isinstance(exc, oom_types) or "out of memory" in text or "can't allocate memory" in text
-
-
 def _oom_advice(pipe, shape, cfg: RunConfig) -> str:
     """One line: what ran out of memory, with this run's numbers, and what to lower."""
     h, w = pipe.processing_size(shape[1], shape[2], cfg.processing_res)
@@ -161,116 +155,224 @@ def _versions() -> dict:
     }
 
 
+def _prefetch(iterable, depth: int = 8):
+    """Iterate in a background thread (decoding overlaps the accelerator's work)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # hand the error to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 def process_video(
     pipe, source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
 ) -> VideoResult:
-    """Predict depth for one video and write every requested output (``report_extra`` goes into run.json)."""
+    """Predict depth for one video, streaming, and write every requested output.
+
+    Frames stream from the file; spilled data live in a work folder inside ``out_dir`` that is
+    removed afterwards, also after an error or Ctrl-C. ``report_extra`` goes into run.json.
+    """
+    import shutil
+    import tempfile
+
     import torch
 
+    from .streaming import predict_streaming
+
     started = time.perf_counter()
-    timings = {}
     stem = source.stem
     result = VideoResult(name=str(source.path))
-
-    t0 = time.perf_counter()
-    frames = source.read(cfg.start_frame, cfg.frame_count)  # [N, H, W, 3] uint8
-    timings["read"] = time.perf_counter() - t0
-    result.frames = int(frames.shape[0])
-
-    device = pipe.unet.device
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{stem}.work-", dir=out_dir))
+    partial: list[Path] = []  # temporary output files, removed unless renamed
     try:
-        out = pipe(frames, generator=generator, callback=progress, **cfg.pipeline_kwargs())
-    except Exception as exc:
-        if _is_out_of_memory(exc):
-            raise RuntimeError(_oom_advice(pipe, frames.shape, cfg)) from None
-        raise
-    timings.update(out.timings)
-    auto = out.settings.get("num_view_auto")
-    if auto:
-        result.notes.append(f"{stem}: --snippet-lengths auto chose {auto['num_view']} ({auto['reason']})")
+        generator = torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed)
+        expected = source.frame_count - cfg.start_frame
+        if cfg.frame_count > 0:
+            expected = min(expected, cfg.frame_count)
+        if source.frame_count and expected <= 0:
+            raise InputError(f"{source.path}: --from {cfg.start_frame} is beyond the end of the video ({source.frame_count} frames)")
 
-    t0 = time.perf_counter()
-    depth = out.depth  # [N, h, w]
-    if cfg.restore_res:
-        depth = pipe.resize_depth(depth, tuple(frames.shape[1:3]))
-    size = depth.shape[1:]
-    vmin, vmax = float(depth.min()), float(depth.max())
-    fps = cfg.output_fps or source.fps
-    written = []
-    n = depth.shape[0]
-    total_steps = n * (len(cfg.cmaps) + int(cfg.save_sbs)) + 1
-    step = 0
+        def make_output(n, h, w):
+            if cfg.save_npy and not cfg.restore_res:
+                path = out_dir / f".{stem}_pred.partial.npy"
+                partial.append(path)
+            else:
+                path = workdir / "prediction.npy"
+            return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, h, w))
 
-    def tick(k=1):
-        nonlocal step
-        step += k
-        progress("write", step, total_steps)
+        snippet_files = {}
 
-    if cfg.save_npy:
-        final = out_dir / f"{stem}_pred.npy"
-        with atomic_path(final) as tmp:
-            np.save(tmp, depth.astype(np.float32))
-        written.append(final)
-    tick()
-    for cmap in cfg.cmaps:
-        final = out_dir / f"{stem}_{cmap}.mp4"
-        with atomic_path(final) as tmp:
-            with VideoWriter(tmp, fps, size) as writer:
-                for frame in depth:
-                    writer.write(colorize(frame, cmap, vmin, vmax))
+        def snippet_output(group, shape):
+            path = workdir / f"snippets_{group}.npy"
+            snippet_files[group] = path
+            return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+
+        outputs = {}
+
+        def keep(n, h, w):
+            outputs["pred"] = make_output(n, h, w)
+            return outputs["pred"]
+
+        frames = _prefetch(source.frames(cfg.start_frame, cfg.frame_count))
+        try:
+            stream = predict_streaming(
+                pipe, frames, keep, workdir=workdir, generator=generator, callback=progress,
+                num_frames_hint=expected or None, snippets_output=snippet_output if cfg.save_snippets else None,
+                **cfg.pipeline_kwargs(),
+            )
+        except ValueError as exc:
+            if "no frames" in str(exc):
+                raise InputError(f"{source.path}: the video has no frames") from None
+            raise
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise RuntimeError(_oom_advice(pipe, (0, *source.size), cfg)) from None
+            raise
+        timings = dict(stream.timings)
+        result.frames = stream.num_frames
+        auto = stream.settings.get("num_view_auto")
+        if auto:
+            result.notes.append(f"{stem}: --snippet-lengths auto chose {auto['num_view']} ({auto['reason']})")
+
+        t0 = time.perf_counter()
+        depth = outputs["pred"]  # [N, h, w] memory map at processing size
+        size = tuple(source.size) if cfg.restore_res else stream.size
+        vmin, vmax = stream.depth_range
+        fps = cfg.output_fps or source.fps
+        written = []
+        n = stream.num_frames
+        total_steps = n * (len(cfg.cmaps) + int(cfg.save_sbs) + int(cfg.save_png16) + int(cfg.restore_res and cfg.save_npy)) + 1
+        step = 0
+
+        def tick(k=1):
+            nonlocal step
+            step += k
+            progress("write", step, total_steps)
+
+        def frames_out():
+            """The prediction frame by frame at the output size."""
+            for i in range(n):
+                frame = np.asarray(depth[i])
+                yield pipe.resize_depth(frame[None], size)[0] if cfg.restore_res else frame
+
+        if cfg.save_npy:
+            final = out_dir / f"{stem}_pred.npy"
+            if cfg.restore_res:
+                tmp_path = out_dir / f".{stem}_pred.partial.npy"
+                partial.append(tmp_path)
+                restored = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.float32, shape=(n, *size))
+                for i, frame in enumerate(frames_out()):
+                    restored[i] = frame
                     tick()
-        written.append(final)
-    if cfg.save_sbs:
-        final = out_dir / f"{stem}_rgbd.mp4"
-        rgb = _resize_frames(frames, size)
-        with atomic_path(final) as tmp:
-            with VideoWriter(tmp, fps, (size[0], 2 * size[1] + SBS_GAP)) as writer:
-                for image, frame in zip(rgb, depth):
-                    writer.write(side_by_side(image, colorize(frame, cfg.cmaps[0], vmin, vmax)))
+                restored.flush()
+                del restored
+            else:
+                depth.flush()
+                tmp_path = partial[0]
+            os.replace(tmp_path, final)
+            written.append(final)
+        tick()
+        for cmap in cfg.cmaps:
+            final = out_dir / f"{stem}_{cmap}.mp4"
+            with atomic_path(final) as tmp:
+                with VideoWriter(tmp, fps, size) as writer:
+                    for frame in frames_out():
+                        writer.write(colorize(frame, cmap, vmin, vmax))
+                        tick()
+            written.append(final)
+        if cfg.save_sbs:
+            final = out_dir / f"{stem}_rgbd.mp4"
+            with atomic_path(final) as tmp:
+                with VideoWriter(tmp, fps, (size[0], 2 * size[1] + SBS_GAP)) as writer:
+                    rgb = _prefetch(source.frames(cfg.start_frame, cfg.frame_count))  # re-read the input
+                    for image, frame in zip(rgb, frames_out()):
+                        image = _resize_frames(image[None], size)[0]
+                        writer.write(side_by_side(image, colorize(frame, cfg.cmaps[0], vmin, vmax)))
+                        tick()
+            written.append(final)
+        if cfg.save_snippets:
+            import zipfile
+
+            final = out_dir / f"{stem}_snippets.npz"
+            with atomic_path(final) as tmp:
+                np.save(workdir / "dilations.npy", np.array(stream.settings["dilations"]))
+                np.save(workdir / "snippet_lengths.npy", np.array(stream.settings["snippet_lengths"]))
+                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+                    for name in ("dilations", "snippet_lengths"):
+                        z.write(workdir / f"{name}.npy", f"{name}.npy")
+                    for g, path in sorted(snippet_files.items()):
+                        z.write(path, f"snippets_{g}.npy")
+            written.append(final)
+        if cfg.save_png16:
+            import cv2
+
+            final = out_dir / f"{stem}_depth16"
+            with atomic_dir(final) as tmp:
+                for i, frame in enumerate(frames_out()):
+                    if not cv2.imwrite(str(tmp / f"{i:06d}.png"), to_uint16(frame, vmin, vmax)):
+                        raise OSError(f"could not write {final / f'{i:06d}.png'}")
                     tick()
-        written.append(final)
-    if cfg.save_snippets:
-        final = out_dir / f"{stem}_snippets.npz"
+            written.append(final)
+        timings["write"] = time.perf_counter() - t0
+
+        result.seconds = time.perf_counter() - started
+        settings = {**cfg.to_dict(), **stream.settings, "seed": cfg.seed}
+        report = {
+            "input": str(source.path),
+            "frames": result.frames,
+            "input_fps": source.fps,
+            "output_fps": fps,
+            "output_size": list(size),
+            "settings": settings,
+            "coalign_loss": stream.coalign_loss,
+            "depth_range": [vmin, vmax],
+            "png16_mapping": "depth = min + png / 65535 * (max - min), min/max = depth_range" if cfg.save_png16 else None,
+            "timings": {k: round(v, 4) for k, v in timings.items()},
+            "seconds": round(result.seconds, 3),
+            "seconds_per_frame": round(result.seconds / max(result.frames, 1), 4),
+            "peak_memory": _peak_memory(),
+            "versions": _versions(),
+            "outputs": [p.name for p in written],
+            **(report_extra or {}),
+        }
+        final = out_dir / f"{stem}_run.json"
         with atomic_path(final) as tmp:
-            arrays = {f"snippets_{i}": s for i, s in enumerate(out.snippets)}
-            np.savez(tmp, dilations=np.array(out.settings["dilations"]),
-                     snippet_lengths=np.array(out.settings["snippet_lengths"]), **arrays)
+            tmp.write_text(json.dumps(report, indent=2))
         written.append(final)
-    if cfg.save_png16:
-        import cv2
-
-        final = out_dir / f"{stem}_depth16"
-        with atomic_dir(final) as tmp:
-            for i, frame in enumerate(depth):
-                if not cv2.imwrite(str(tmp / f"{i:06d}.png"), to_uint16(frame, vmin, vmax)):
-                    raise OSError(f"could not write {final / f'{i:06d}.png'}")
-        written.append(final)
-    timings["write"] = time.perf_counter() - t0
-
-    result.seconds = time.perf_counter() - started
-    report = {
-        "input": str(source.path),
-        "frames": result.frames,
-        "input_fps": source.fps,
-        "output_fps": fps,
-        "output_size": list(size),
-        "settings": {**cfg.to_dict(), **out.settings, "seed": cfg.seed},
-        "coalign_loss": out.coalign_loss,
-        "depth_range": [vmin, vmax],
-        "png16_mapping": "depth = min + png / 65535 * (max - min), min/max = depth_range" if cfg.save_png16 else None,
-        "timings": {k: round(v, 4) for k, v in timings.items()},
-        "seconds": round(result.seconds, 3),
-        "seconds_per_frame": round(result.seconds / max(result.frames, 1), 4),
-        "peak_memory": _peak_memory(),
-        "versions": _versions(),
-        "outputs": [p.name for p in written],
-        **(report_extra or {}),
-    }
-    final = out_dir / f"{stem}_run.json"
-    with atomic_path(final) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
-    written.append(final)
-    progress("write", total_steps, total_steps)
-    result.outputs = [p.name for p in written]
-    return result
+        progress("write", total_steps, total_steps)
+        result.outputs = [p.name for p in written]
+        return result
+    finally:
+        for path in partial:
+            if path.exists():
+                path.unlink()
+        shutil.rmtree(workdir, ignore_errors=True)

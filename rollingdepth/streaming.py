@@ -1,0 +1,359 @@
+"""Depth for long videos in bounded memory: the pipeline's steps as streaming passes.
+
+Host memory grows by well under 0.5 MB per frame at 768 x 432 and accelerator memory not at
+all with the number of frames:
+
+1. Frames stream in (an iterator), are resized, normalised and encoded batch by batch; only
+   their latents stay (on the host).
+2. Snippets go through the UNet in batches and are decoded at once; what co-alignment needs
+   (every 10th pixel of each snippet frame) stays on the host, the snippets' depth latents
+   spill to a memory-mapped file in ``workdir``.
+3. Co-alignment runs on the subsampled snippets (as in memory).
+4. The merge runs frame window by frame window: the latents of the snippet frames that show
+   those frames are decoded again and averaged into the output array (a memory map).
+5. Re-normalisation and refinement work on that array in chunks.
+
+Batches are formed exactly as in :meth:`RollingDepthPipeline.__call__`, so a clip that fits
+in memory gets the same prediction either way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .coalign import problem_from_subsampled, solve, subsample
+from .num_view import choose_num_view
+from .snippets import plan_snippets, refine_dilations, snippet_indices
+
+__all__ = ["StreamResult", "predict_streaming"]
+
+MERGE_WINDOW = 32  # frames merged at a time
+
+
+@dataclass
+class StreamResult:
+    """What a streaming run used and how long it took; the depth is in the output array."""
+
+    num_frames: int
+    size: tuple[int, int]
+    settings: dict
+    timings: dict
+    coalign_loss: float
+    depth_range: tuple[float, float]
+
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _np_dtype(dtype: torch.dtype):
+    return np.float16 if dtype == torch.float16 else np.float32  # bf16 round-trips through fp32
+
+
+class _Spill:
+    """Memory-mapped arrays in a work folder (the caller creates and removes the folder)."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = Path(workdir)
+        self.count = 0
+
+    def array(self, shape, dtype) -> np.ndarray:
+        self.count += 1
+        return np.lib.format.open_memmap(self.workdir / f"spill{self.count}.npy", mode="w+", dtype=dtype, shape=tuple(shape))
+
+
+@torch.no_grad()
+def predict_streaming(
+    pipe,
+    frames: Iterable[np.ndarray],
+    make_output: Callable[[int, int, int], np.ndarray],
+    *,
+    workdir: Path,
+    processing_res: int = 768,
+    dilations=(1, 25),
+    cap_dilation: bool = True,
+    snippet_lengths=(3,),
+    refine_step: int = 0,
+    refine_snippet_len: int = 3,
+    refine_start_dilation: int = 6,
+    coalign: str = "fast",
+    max_vae_bs: int = 4,
+    unet_batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable[[str, int, int], None] | None = None,
+    attn_span: dict | None = None,
+    num_frames_hint: int | None = None,
+    snippets_output: Callable[[int, tuple], np.ndarray] | None = None,
+) -> StreamResult:
+    """Predict depth for a stream of uint8 RGB frames into ``make_output(N, H, W)`` (float32).
+
+    ``make_output`` is called once the frame count is known and returns the array the
+    prediction is written to (e.g. a ``np.lib.format.open_memmap``). ``workdir`` is an
+    existing folder for spilled data; the caller removes it. ``snippets_output(group, shape)``,
+    when given, returns an array ``[S, n, H, W]`` per dilation that receives the decoded snippets.
+    """
+    notify = callback or (lambda stage, done, total: None)
+    spill = _Spill(workdir)
+    timings: dict[str, float] = {}
+    dilations, lengths = pipe.check_inputs(
+        np.zeros((1, 1, 1, 3), np.uint8), processing_res, dilations, snippet_lengths, refine_step,
+        refine_snippet_len, refine_start_dilation, coalign, max_vae_bs, unet_batch_size, attn_span,
+    )
+    pipe.prepare(attn_span)
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+
+    # 1. Encode the frames as they stream in; keep a few low-resolution pairs for auto num_view
+    t0 = time.perf_counter()
+    latents, size, in_size, seen = [], None, None, 0
+    motion_pairs = set()
+    if lengths is None and num_frames_hint:
+        motion_pairs = {int(i) for i in np.linspace(0, max(num_frames_hint - 2, 0), 16).round()}
+    motion_frames: dict[int, np.ndarray] = {}
+    for batch in _batched(frames, max_vae_bs):
+        chunk = np.stack(batch)  # [B, H, W, 3] uint8
+        if size is None:
+            in_size = chunk.shape[1:3]
+            size = pipe.processing_size(in_size[0], in_size[1], processing_res)
+        elif chunk.shape[1:3] != in_size:
+            raise ValueError(f"frames: frame {seen} has size {chunk.shape[1:3]}, the first had {in_size}")
+        latents.append(pipe._encode_frames(chunk, size, max_vae_bs, lambda *a: None).cpu())
+        if lengths is None:
+            for k in range(len(batch)):
+                if (seen + k) in motion_pairs or (seen + k - 1) in motion_pairs or not num_frames_hint:
+                    motion_frames[seen + k] = _small(batch[k])
+        seen += len(batch)
+        notify("encode", seen, max(seen, num_frames_hint or 0))
+    if seen == 0:
+        raise ValueError("frames: the video has no frames")
+    rgb_latents = torch.cat(latents)  # [N, 4, h, w] on the host
+    del latents
+    num_frames, latent_hw = seen, tuple(rgb_latents.shape[-2:])
+    timings["encode"] = time.perf_counter() - t0
+
+    auto_choice = None
+    if lengths is None:
+        pairs = [(motion_frames[i], motion_frames[i + 1]) for i in sorted(motion_frames) if i + 1 in motion_frames]
+        n_auto, auto_choice = choose_num_view(np.zeros((num_frames, 1, 1, 3), np.uint8), device, latent_hw, dtype,
+                                              motion=_pairs_motion(pairs))
+        lengths = [n_auto] * len(dilations)
+    plan = plan_snippets(num_frames, dilations, lengths, cap_dilation)
+
+    noise = pipe._noise((1, 4, *latent_hw), generator)  # [1, 4, h, w]
+    pipe.empty_text_embedding()
+
+    # 2. Snippets: UNet in batches, decode at once (VAE batches as in memory), keep subsampled maps
+    t0 = time.perf_counter()
+    decode_seconds = 0.0
+    subsampled, spilled, min_value, batch_sizes = [], [], float("inf"), []
+    for d, n in plan:
+        idx = snippet_indices(num_frames, n, d)  # [S, n]
+        bs = unet_batch_size or pipe.default_unet_batch_size(n, latent_hw)
+        batch_sizes.append(bs)
+        sub = None
+        lat_store = spill.array((idx.size, 4, *latent_hw), _np_dtype(dtype))  # [S*n, 4, h, w]
+        full = snippets_output(len(subsampled), (len(idx), n, *size)) if snippets_output else None
+        pending: list[torch.Tensor] = []
+        done = 0  # snippet frames decoded so far (flattened order)
+
+        def flush(final: bool):
+            nonlocal pending, done, sub, min_value, decode_seconds
+            queue = torch.cat(pending) if pending else None
+            pending = []
+            while queue is not None and (len(queue) >= max_vae_bs or (final and len(queue) > 0)):
+                part, queue = queue[:max_vae_bs], queue[max_vae_bs:]
+                t1 = time.perf_counter()
+                maps = pipe.decode_depth_safe(part, size).float()  # [b, H, W]
+                decode_seconds += time.perf_counter() - t1
+                min_value = min(min_value, float(maps.min()))
+                small = subsample(maps).cpu().numpy()  # [b, P]
+                if sub is None:
+                    sub = np.empty((idx.size, small.shape[-1]), np.float32)
+                sub[done : done + len(part)] = small
+                if full is not None:
+                    full.reshape(-1, *size)[done : done + len(part)] = maps.cpu().numpy()
+                done += len(part)
+            if queue is not None and len(queue):
+                pending = [queue]
+
+        pipe.scheduler.set_timesteps(1, device=device)
+        timestep = pipe.scheduler.timesteps[0]
+        for start in range(0, len(idx), bs):
+            frame_ids = torch.from_numpy(idx[start : start + bs].reshape(-1))
+            rgb = rgb_latents[frame_ids].to(device)
+            pred = pipe._unet_step(rgb, noise.expand(len(frame_ids), -1, -1, -1), timestep, n)  # [b*n, 4, h, w]
+            lat_store[start * n : start * n + len(pred)] = pred.float().cpu().numpy()
+            pending.append(pred)
+            flush(final=False)
+            notify(f"snippets d={d}", min(start + bs, len(idx)), len(idx))
+        flush(final=True)
+        lat_store.flush()
+        subsampled.append(sub.reshape(len(idx), n, -1))
+        spilled.append(lat_store)
+    timings["snippets"] = time.perf_counter() - t0 - decode_seconds
+    timings["decode"] = decode_seconds
+
+    # 3. Co-align on the subsampled snippets
+    t0 = time.perf_counter()
+    notify("coalign", 0, 1)
+    used = [d for d, _ in plan]
+    problem = problem_from_subsampled(subsampled, used, num_frames, min_value, device)
+    scales, shifts, loss, iterations = solve(problem, coalign)
+    del problem, subsampled
+    notify("coalign", 1, 1)
+    timings["coalign"] = time.perf_counter() - t0
+
+    # 4. Merge window by window into the output (or a spill array when refinement follows)
+    t0 = time.perf_counter()
+    coaligned = make_output(num_frames, *size) if refine_step == 0 else spill.array((num_frames, *size), np.float32)
+    _merge_windows(pipe, plan, spilled, scales, shifts, min_value, num_frames, size, max_vae_bs, coaligned, dtype, device, notify)
+    lo, hi = _renormalise_in_place(coaligned)
+    timings["merge"] = time.perf_counter() - t0
+
+    # 5. Refinement
+    refine_len = min(refine_snippet_len, num_frames)
+    refine_d0 = plan_snippets(num_frames, [refine_start_dilation], [refine_len], True)[0][0]
+    schedule = refine_dilations(refine_step, refine_d0) if refine_step > 0 else []
+    depth_range = (-1.0, 1.0) if hi > lo else (0.0, 0.0)
+    if refine_step > 0:
+        t0 = time.perf_counter()
+        out = make_output(num_frames, *size)
+        depth_range = _refine_streaming(pipe, rgb_latents, noise, coaligned, refine_step, refine_len, schedule,
+                                        size, max_vae_bs, unet_batch_size, out, notify)
+        timings["refine"] = time.perf_counter() - t0
+
+    settings = {
+        "num_frames": num_frames,
+        "input_size": list(in_size),
+        "processing_size": list(size),
+        "processing_res": int(processing_res),
+        "dilations": used,
+        "snippet_lengths": [n for _, n in plan],
+        "snippets_per_dilation": [len(s) // n for s, (_, n) in zip(spilled, plan)],
+        "cap_dilation": bool(cap_dilation),
+        "refine_step": int(refine_step),
+        "refine_snippet_len": refine_len if refine_step > 0 else int(refine_snippet_len),
+        "refine_start_dilation": refine_d0 if refine_step > 0 else int(refine_start_dilation),
+        "refine_dilations": schedule,
+        "coalign": coalign,
+        "coalign_iterations": iterations,
+        "max_vae_bs": int(max_vae_bs),
+        "unet_batch_size": batch_sizes,
+        "dtype": str(dtype).replace("torch.", ""),
+        "device": str(device),
+        "attn_span": pipe._attn_span,
+        "num_view_auto": auto_choice,
+        "streaming": True,
+    }
+    return StreamResult(num_frames, tuple(size), settings, timings, float(loss), depth_range)
+
+
+def _small(frame: np.ndarray) -> np.ndarray:
+    """A copy at most 256 pixels on the longer edge, for the motion score."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    f = min(1.0, 256 / max(h, w))
+    return cv2.resize(np.asarray(frame), (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
+
+
+def _pairs_motion(pairs) -> float:
+    from .num_view import motion_score
+
+    if not pairs:
+        return 0.0
+    scores = [motion_score(np.stack([a, b])) for a, b in pairs]
+    return float(np.median(scores))
+
+
+def _merge_windows(pipe, plan, spilled, scales, shifts, min_value, num_frames, size, max_vae_bs, out, dtype, device, notify):
+    """``out[f] = mean of s*(x - min) + t`` over snippet frames showing f, decoded again window by window."""
+    order, frames_of = [], []
+    for (d, n), lat in zip(plan, spilled):
+        flat = snippet_indices(num_frames, n, d).reshape(-1)  # frame of each snippet frame
+        o = np.argsort(flat, kind="stable")
+        order.append(o)
+        frames_of.append(flat[o])
+    for f0 in range(0, num_frames, MERGE_WINDOW):
+        f1 = min(num_frames, f0 + MERGE_WINDOW)
+        acc = torch.zeros((f1 - f0, *size), dtype=torch.float32, device=device)
+        count = torch.zeros(f1 - f0, dtype=torch.float32, device=device)
+        for g, (lat, o, fr) in enumerate(zip(spilled, order, frames_of)):
+            lo, hi = np.searchsorted(fr, f0, "left"), np.searchsorted(fr, f1, "left")
+            entries = o[lo:hi]  # flat indices s*n + j
+            n = plan[g][1]
+            s_all = torch.from_numpy(np.asarray(scales[g], np.float32)).to(device)
+            t_all = torch.from_numpy(np.asarray(shifts[g], np.float32)).to(device)
+            for start in range(0, len(entries), max_vae_bs):
+                part = entries[start : start + max_vae_bs]
+                z = torch.from_numpy(np.asarray(lat[part], np.float32)).to(device, dtype)
+                maps = pipe.decode_depth_safe(z, size).float()  # [b, H, W]
+                snip = torch.from_numpy(part // n).to(device)
+                local = torch.from_numpy(fr[lo + start : lo + start + len(part)] - f0).to(device)
+                values = (maps - min_value) * s_all[snip][:, None, None] + t_all[snip][:, None, None]
+                acc.index_add_(0, local, values)
+                count.index_add_(0, local, torch.ones(len(part), device=device))
+        out[f0:f1] = (acc / count[:, None, None]).cpu().numpy()
+        notify("merge", f1, num_frames)
+
+
+def _renormalise_in_place(array: np.ndarray, chunk: int = 256) -> tuple[float, float]:
+    """``(v - min) / (max - min) * 2 - 1`` over the whole array, chunk by chunk."""
+    lo, hi = float("inf"), float("-inf")
+    for i in range(0, len(array), chunk):
+        lo, hi = min(lo, float(array[i : i + chunk].min())), max(hi, float(array[i : i + chunk].max()))
+    for i in range(0, len(array), chunk):
+        part = array[i : i + chunk]
+        array[i : i + chunk] = 0.0 if hi <= lo else ((part - lo) / (hi - lo) * 2.0 - 1.0)
+    if hasattr(array, "flush"):
+        array.flush()
+    return lo, hi
+
+
+def _refine_streaming(pipe, rgb_latents, noise, coaligned, refine_step, snippet_len, schedule, size, max_vae_bs,
+                      unet_batch_size, out, notify) -> tuple[float, float]:
+    """Refinement with every [N, ...] tensor on the host; only batches visit the device."""
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    num_frames = rgb_latents.shape[0]
+    parts = []
+    for start in range(0, num_frames, max_vae_bs):
+        d = torch.from_numpy(np.asarray(coaligned[start : start + max_vae_bs], np.float32)).to(device)
+        parts.append(pipe.encode(d[:, None].expand(-1, 3, -1, -1).to(dtype)).cpu())
+    latents = torch.cat(parts)  # [N, 4, h, w] host
+    pipe.scheduler.set_timesteps(2 * refine_step, device=device)
+    timesteps = pipe.scheduler.timesteps[refine_step:]
+    noise_host = noise.cpu()
+    latents = pipe.scheduler.add_noise(latents, noise_host.expand(num_frames, -1, -1, -1), timesteps[:1].cpu())
+    bs = unet_batch_size or pipe.default_unet_batch_size(snippet_len, tuple(latents.shape[-2:]))
+    for i, (t, dilation) in enumerate(zip(timesteps, schedule)):
+        idx = torch.from_numpy(snippet_indices(num_frames, snippet_len, dilation))
+        acc = torch.zeros(latents.shape, dtype=torch.float32)
+        count = torch.zeros(num_frames, dtype=torch.float32)
+        for start in range(0, idx.shape[0], bs):
+            frame_ids = idx[start : start + bs].reshape(-1)
+            pred = pipe._unet_step(rgb_latents[frame_ids].to(device), latents[frame_ids].to(device), t, snippet_len)
+            acc.index_add_(0, frame_ids, pred.float().cpu())
+            count.index_add_(0, frame_ids, torch.ones(len(frame_ids)))
+        latents = (acc / count[:, None, None, None]).to(dtype)
+        notify("refine", i + 1, refine_step)
+    lo, hi = float("inf"), float("-inf")
+    for start in range(0, num_frames, max_vae_bs):
+        maps = pipe.decode_depth_safe(latents[start : start + max_vae_bs].to(device), size).float().cpu().numpy()
+        out[start : start + len(maps)] = maps
+        lo, hi = min(lo, float(maps.min())), max(hi, float(maps.max()))
+        notify("refine decode", min(start + max_vae_bs, num_frames), num_frames)
+    if hasattr(out, "flush"):
+        out.flush()
+    return lo, hi
