@@ -205,6 +205,9 @@ def run_video(
     seed: Annotated[Optional[int], typer.Option("--seed", metavar="INT", help="Seed of the initial noise. (default: 0)", rich_help_panel=INFER)] = None,
     max_vae_bs: Annotated[Optional[int], typer.Option("--max-vae-bs", metavar="INT", help="Frames per VAE call. (default: 4)", rich_help_panel=INFER)] = None,
     unet_batch_size: Annotated[Optional[int], typer.Option("--unet-batch-size", metavar="INT", help="Snippets per UNet call. (default: from free memory)", rich_help_panel=INFER)] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the UNet and VAE (slow start, faster on long runs). (default: off)", rich_help_panel=MODEL, show_default=False)] = None,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format for the UNet and VAE. (default: off)", rich_help_panel=MODEL, show_default=False)] = None,
+    tf32: Annotated[Optional[bool], typer.Option("--tf32/--no-tf32", help="TF32 matmuls on Ampere and newer GPUs. (default: on)", rich_help_panel=MODEL, show_default=False)] = None,
     output_dir: Annotated[Path, typer.Option("-o", "--output-dir", metavar="DIR", help="Where outputs go.", rich_help_panel=OUT)] = Path("output"),
     output_fps: Annotated[Optional[float], typer.Option("--fps", "--output-fps", metavar="FPS", help="Frame rate of output videos (0 = the input's).", rich_help_panel=OUT)] = None,
     restore_res: Annotated[Optional[bool], typer.Option("--restore-res/--no-restore-res", help="Outputs at the input's size.", rich_help_panel=OUT, show_default=False)] = None,
@@ -224,7 +227,10 @@ def run_video(
     """
     from .config import RunConfig
     from .distributed import init_distributed
+    from .streaming import limit_heap_growth
     from .video_io import open_source
+
+    limit_heap_growth()
 
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False)
@@ -252,7 +258,8 @@ def run_video(
             max_vae_bs=max_vae_bs, unet_batch_size=unet_batch_size, coalign=coalign,
             start_frame=start_frame, frame_count=frame_count, output_fps=output_fps,
             restore_res=restore_res, cmaps=_strs(cmap), save_npy=save_npy, save_sbs=save_sbs,
-            save_snippets=save_snippets, save_png16=save_png16,
+            save_snippets=save_snippets, save_png16=save_png16, compile=compile,
+            channels_last=channels_last, tf32=tf32,
         )
         cfg = RunConfig.build(preset, overrides)
         if cfg.device is not None:
@@ -358,7 +365,8 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, di
                     continue
                 if pipe is None:
                     display.stage_update(f"loading {Path(cfg.checkpoint).name[:13]}", 0, 1)
-                    pipe = load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device))
+                    pipe = load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device), compile=cfg.compile,
+                                         channels_last=cfg.channels_last, tf32=cfg.tf32)
                     pipe.set_progress_bar_config(disable=True)
                 report = {"rank": dist.rank, "world_size": dist.world_size} if dist.enabled else {}
                 result = process_video(pipe, source, output_dir, cfg, display.stage_update, report)

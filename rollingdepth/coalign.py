@@ -42,6 +42,7 @@ SHIFT_REG = 10.0
 REF_LR = 1e-3
 REF_BETAS = (0.5, 0.9)
 REF_ITERATIONS = 2000
+CHUNK = 64  # snippets per chunk in the compact computations
 FAST_ITERATIONS = 100  # Adam steps after the best starting point
 ALS_ROUNDS = 8
 
@@ -157,26 +158,52 @@ def _regulariser(scales: list[torch.Tensor], shifts: list[torch.Tensor]) -> torc
     return reg
 
 
-def _compact_terms(
-    problem: CoalignProblem, scales: list[torch.Tensor], shifts: list[torch.Tensor]
-) -> torch.Tensor:
-    """The data terms of the loss on the compact layout; targets carry no gradient."""
+def _chunks(problem: CoalignProblem, scales, shifts):
+    """Per group and chunk of snippets: (group, slice, x [c, n, P], s [c], t [c], idx [c, n])."""
+    for g, (x, s, t, idx) in enumerate(zip(problem.x, scales, shifts, problem.idx)):
+        for a in range(0, x.shape[0], CHUNK):
+            sl = slice(a, a + CHUNK)
+            yield g, sl, x[sl], s[sl], t[sl], idx[sl]
+
+
+@torch.no_grad()
+def _compact_value_and_grad(problem: CoalignProblem, scales, shifts, grad: bool = True):
+    """The data terms of the loss, and their gradients with the targets held constant.
+
+    Works through the snippets in chunks, so that no temporary grows with the video beyond
+    the ``[N, P]`` targets. Returns ``(value, scale grads, shift grads)`` (grads ``None``
+    when ``grad`` is False).
+    """
     n_frames, pixels = problem.num_frames, problem.pixels
-    ys = [x * s[:, None, None] + t[:, None, None] for x, s, t in zip(problem.x, scales, shifts)]
-    invs = [1.0 / y.clamp(min=INV_CLIP) for y in ys]
-    with torch.no_grad():
-        acc = torch.zeros(2, n_frames, pixels, device=ys[0].device)
-        for y, inv, idx in zip(ys, invs, problem.idx):
-            flat = idx.reshape(-1)
-            acc[0].index_add_(0, flat, y.reshape(-1, pixels))
-            acc[1].index_add_(0, flat, inv.reshape(-1, pixels))
-        target = acc / problem.count[None, :, None]  # [2, N, P]
-        norm = target.abs().mean(-1)  # [2, N]
-    total = 0.0
-    for y, inv, idx in zip(ys, invs, problem.idx):
-        total = total + ((y - target[0][idx]).abs() / norm[0][idx][..., None]).sum()
-        total = total + DEPTH_LOSS_WEIGHT * ((inv - target[1][idx]).abs() / norm[1][idx][..., None]).sum()
-    return total / (problem.slots * n_frames * pixels)
+    device = problem.x[0].device
+    acc = torch.zeros(2, n_frames, pixels, device=device)
+    for _, _, x, s, t, idx in _chunks(problem, scales, shifts):
+        y = x * s[:, None, None] + t[:, None, None]  # [c, n, P]
+        flat = idx.reshape(-1)
+        acc[0].index_add_(0, flat, y.reshape(-1, pixels))
+        acc[1].index_add_(0, flat, (1.0 / y.clamp(min=INV_CLIP)).reshape(-1, pixels))
+    target = acc / problem.count[None, :, None]  # [2, N, P]
+    del acc
+    weight = 1.0 / target.abs().mean(-1)  # [2, N]
+    denom = problem.slots * n_frames * pixels
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    g_s = [torch.zeros_like(s) for s in scales] if grad else None
+    g_t = [torch.zeros_like(t) for t in shifts] if grad else None
+    for g, sl, x, s, t, idx in _chunks(problem, scales, shifts):
+        y = x * s[:, None, None] + t[:, None, None]
+        inv = 1.0 / y.clamp(min=INV_CLIP)
+        d0 = y - target[0][idx]
+        d1 = inv - target[1][idx]
+        w0 = weight[0][idx][..., None]
+        w1 = DEPTH_LOSS_WEIGHT * weight[1][idx][..., None]
+        total += (d0.abs() * w0).sum(dtype=torch.float64) + (d1.abs() * w1).sum(dtype=torch.float64)
+        if grad:
+            # d|y - T|/dy = sign; d(1/clamp(y))/dy = -1/y^2 where y >= clip, else 0
+            dinv = torch.where(y >= INV_CLIP, -inv * inv, torch.zeros_like(inv))
+            gy = torch.sign(d0) * w0 + torch.sign(d1) * w1 * dinv
+            g_s[g][sl] = (gy * x).sum(dim=(1, 2)) / denom
+            g_t[g][sl] = gy.sum(dim=(1, 2)) / denom
+    return float(total / denom), g_s, g_t
 
 
 def _dense_terms(
@@ -215,8 +242,8 @@ def coalign_loss(
     s = [_as_tensor(v).to(problem.x[0].device, torch.float32).reshape(-1) for v in scales]
     t = [_as_tensor(v).to(problem.x[0].device, torch.float32).reshape(-1) for v in shifts]
     with torch.no_grad():
-        terms = _dense_terms(problem, s, t) if dense else _compact_terms(problem, s, t)
-        return float(terms + _regulariser(s, t))
+        terms = float(_dense_terms(problem, s, t)) if dense else _compact_value_and_grad(problem, s, t, grad=False)[0]
+        return terms + float(_regulariser(s, t))
 
 
 @torch.enable_grad()
@@ -244,18 +271,21 @@ def _least_squares_alignment(problem: CoalignProblem, rounds: int = ALS_ROUNDS):
     count = [float(x.shape[1] * x.shape[2]) for x in problem.x]
     for _ in range(rounds):
         target = torch.zeros(problem.num_frames, problem.pixels, device=device)
-        for x, s, t, idx in zip(problem.x, scales, shifts, problem.idx):
+        for _, _, x, s, t, idx in _chunks(problem, scales, shifts):
             target.index_add_(0, idx.reshape(-1), (x * s[:, None, None] + t[:, None, None]).reshape(-1, problem.pixels))
         target /= problem.count[:, None]
-        for g, (x, idx) in enumerate(zip(problem.x, problem.idx)):
-            tg = target[idx]  # [S, n, P]
-            sy, sxy = tg.sum(dim=(1, 2)), (x * tg).sum(dim=(1, 2))
+        sy = [torch.zeros_like(s) for s in scales]
+        sxy = [torch.zeros_like(s) for s in scales]
+        for g, sl, x, _, _, idx in _chunks(problem, scales, shifts):
+            tg = target[idx]  # [c, n, P]
+            sy[g][sl], sxy[g][sl] = tg.sum(dim=(1, 2)), (x * tg).sum(dim=(1, 2))
+        for g in range(len(scales)):
             det = count[g] * sxx[g] - sx[g] ** 2
             ok = det.abs() > 1e-12 * count[g] ** 2
-            s_new = (count[g] * sxy - sx[g] * sy) / torch.where(ok, det, torch.ones_like(det))
-            t_new = (sy - s_new * sx[g]) / count[g]
+            s_new = (count[g] * sxy[g] - sx[g] * sy[g]) / torch.where(ok, det, torch.ones_like(det))
+            t_new = (sy[g] - s_new * sx[g]) / count[g]
             scales[g] = torch.where(ok, s_new, scales[g])
-            shifts[g] = torch.where(ok, t_new, sy / count[g] - scales[g] * sx[g] / count[g])
+            shifts[g] = torch.where(ok, t_new, sy[g] / count[g] - scales[g] * sx[g] / count[g])
     return scales, shifts
 
 
@@ -290,13 +320,16 @@ def _solve_fast(
     optimiser = torch.optim.Adam(scales + shifts, lr=lr, betas=REF_BETAS)
     for i in range(iterations + 1):
         optimiser.zero_grad()
-        loss = _compact_terms(problem, scales, shifts) + _regulariser(scales, shifts)
-        value = loss.item()  # the loss at the current point: targets are its own means
+        data, g_s, g_t = _compact_value_and_grad(problem, [s.detach() for s in scales], [t.detach() for t in shifts])
+        reg = _regulariser(scales, shifts)
+        value = data + reg.item()  # the loss at the current point: targets are its own means
         if value < best[0]:
             best = (value, ([s.detach().clone() for s in scales], [t.detach().clone() for t in shifts]))
         if i == iterations:
             break
-        loss.backward()
+        reg.backward()
+        for p, g in zip(scales + shifts, g_s + g_t):
+            p.grad += g
         for group in optimiser.param_groups:
             group["lr"] = final_lr + 0.5 * (lr - final_lr) * (1 + math.cos(math.pi * i / iterations))
         optimiser.step()

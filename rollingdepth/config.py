@@ -48,6 +48,9 @@ class RunConfig:
     save_snippets: bool = False
     save_png16: bool = False
     attn_span: dict | None = None  # experimental: {"fine": 2, ...}
+    compile: bool = False  # torch.compile the UNet and the VAE
+    channels_last: bool = False
+    tf32: bool = True  # TF32 matmuls and convolutions on Ampere and newer
 
     def validate(self) -> "RunConfig":
         """Raise ``ValueError`` naming the option for any value that cannot work."""

@@ -69,8 +69,34 @@ def outputs_complete(out_dir: Path, stem: str, cfg: RunConfig) -> bool:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def load_pipeline(checkpoint: str, dtype: str, device: str | None):
-    """Load a checkpoint folder or Hub id; ``InputError`` with a way out when it fails."""
+def load_pipeline(checkpoint: str, dtype: str, device: str | None, *, compile: bool = False,
+                  channels_last: bool = False, tf32: bool = True):
+    """Load a checkpoint folder or Hub id and set up the accelerator options.
+
+    Raises ``InputError`` with a way out when the checkpoint cannot be loaded.
+    """
+    pipe = _load_checkpoint(checkpoint, dtype, device)
+    accelerate_pipeline(pipe, compile=compile, channels_last=channels_last, tf32=tf32)
+    return pipe
+
+
+def accelerate_pipeline(pipe, *, compile: bool = False, channels_last: bool = False, tf32: bool = True) -> None:
+    """TF32 (CUDA), channels-last memory format and torch.compile of the UNet and VAE parts."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    if channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if compile:
+        pipe.unet = torch.compile(pipe.unet)
+        pipe.vae.encoder = torch.compile(pipe.vae.encoder)
+        pipe.vae.decoder = torch.compile(pipe.vae.decoder)
+
+
+def _load_checkpoint(checkpoint: str, dtype: str, device: str | None):
     from .rollingdepth_pipeline import RollingDepthPipeline
 
     path = Path(checkpoint).expanduser()
@@ -206,7 +232,7 @@ def process_video(
 
     import torch
 
-    from .streaming import predict_streaming
+    from .streaming import NpyFile, predict_streaming
 
     started = time.perf_counter()
     stem = source.stem
@@ -227,14 +253,14 @@ def process_video(
                 partial.append(path)
             else:
                 path = workdir / "prediction.npy"
-            return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, h, w))
+            return NpyFile(path, (n, h, w), np.float32)
 
         snippet_files = {}
 
         def snippet_output(group, shape):
             path = workdir / f"snippets_{group}.npy"
             snippet_files[group] = path
-            return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+            return NpyFile(path, shape, np.float32, row_ndim=2)
 
         outputs = {}
 
@@ -289,14 +315,13 @@ def process_video(
             if cfg.restore_res:
                 tmp_path = out_dir / f".{stem}_pred.partial.npy"
                 partial.append(tmp_path)
-                restored = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.float32, shape=(n, *size))
+                restored = NpyFile(tmp_path, (n, *size), np.float32)
                 for i, frame in enumerate(frames_out()):
                     restored[i] = frame
                     tick()
-                restored.flush()
-                del restored
+                restored.close()
             else:
-                depth.flush()
+                depth.flush()  # renamed while still open: reading goes on through the same file
                 tmp_path = partial[0]
             os.replace(tmp_path, final)
             written.append(final)

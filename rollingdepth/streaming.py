@@ -31,7 +31,7 @@ from .coalign import problem_from_subsampled, solve, subsample
 from .num_view import choose_num_view
 from .snippets import plan_snippets, refine_dilations, snippet_indices
 
-__all__ = ["StreamResult", "predict_streaming"]
+__all__ = ["NpyFile", "StreamResult", "limit_heap_growth", "predict_streaming"]
 
 MERGE_WINDOW = 32  # frames merged at a time
 
@@ -46,6 +46,29 @@ class StreamResult:
     timings: dict
     coalign_loss: float
     depth_range: tuple[float, float]
+
+
+def limit_heap_growth() -> bool:
+    """Keep glibc from holding freed batch buffers: large blocks go back to the system.
+
+    glibc raises its mmap threshold as big blocks are freed, after which the many batch-sized
+    buffers of a long run come from the heap and stay resident: peak RSS then grows with the
+    video although nothing is kept. Fixing the threshold (and the arena count) keeps the
+    process's memory flat (measured: ``benchmarks/bench_memory.py``). Process-wide, so the
+    command calls it, not the library. Returns False where this is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_mmap_threshold, m_arena_max = -3, -8
+        return bool(libc.mallopt(m_mmap_threshold, 64 * 1024)) and bool(libc.mallopt(m_arena_max, 2))
+    except (OSError, AttributeError):
+        return False
 
 
 def _batched(items: Iterable, size: int) -> Iterator[list]:
@@ -63,16 +86,89 @@ def _np_dtype(dtype: torch.dtype):
     return np.float16 if dtype == torch.float16 else np.float32  # bf16 round-trips through fp32
 
 
+class NpyFile:
+    """A ``.npy`` file read and written by rows with plain file I/O.
+
+    Unlike a memory map, the rows written or read do not stay mapped into the process, so
+    they do not count towards its resident memory (the page cache holds them).
+    """
+
+    def __init__(self, path: Path, shape, dtype, mode: str = "w+", row_ndim: int | None = None):
+        """``row_ndim``: rows are the trailing dims (default: all but the first); e.g. a
+        ``[S, n, H, W]`` array written by ``[H, W]`` rows."""
+        self.path, self.array_shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
+        row_ndim = len(self.array_shape) - 1 if row_ndim is None else row_ndim
+        self.shape = (int(np.prod(self.array_shape[: len(self.array_shape) - row_ndim], dtype=np.int64)),
+                      *self.array_shape[len(self.array_shape) - row_ndim :])
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        if mode == "w+":
+            with open(self.path, "wb") as f:
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.array_shape})
+                self.offset = f.tell()
+                f.truncate(self.offset + self.row_bytes * self.shape[0])
+        else:
+            with open(self.path, "rb") as f:
+                np.lib.format.read_magic(f)
+                np.lib.format.read_array_header_1_0(f)
+                self.offset = f.tell()
+        self._file = open(self.path, "r+b" if mode == "w+" else "rb")
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _rows(self, key) -> range:
+        if isinstance(key, (int, np.integer)):
+            key = slice(int(key) if key >= 0 else int(key) + self.shape[0], None)
+            r = range(*key.indices(self.shape[0]))
+            return range(r.start, r.start + 1)
+        if not isinstance(key, slice):
+            raise TypeError("NpyFile takes an int or a slice of rows (or take())")
+        r = range(*key.indices(self.shape[0]))
+        if r.step != 1:
+            raise ValueError("NpyFile slices must be contiguous")
+        return r
+
+    def __setitem__(self, key, value) -> None:
+        r = self._rows(key)
+        data = np.ascontiguousarray(np.broadcast_to(np.asarray(value, self.dtype), (len(r), *self.shape[1:])))
+        self._file.seek(self.offset + r.start * self.row_bytes)
+        self._file.write(data.tobytes())
+
+    def __getitem__(self, key) -> np.ndarray:
+        r = self._rows(key)
+        self._file.seek(self.offset + r.start * self.row_bytes)
+        data = np.frombuffer(self._file.read(len(r) * self.row_bytes), self.dtype).reshape(len(r), *self.shape[1:])
+        return data[0].copy() if isinstance(key, (int, np.integer)) else data.copy()
+
+    def take(self, rows) -> np.ndarray:
+        """Rows in the given (any) order."""
+        return np.stack([self[int(i)] for i in rows]) if len(rows) else np.empty((0, *self.shape[1:]), self.dtype)
+
+    def min_max(self, chunk: int = 64) -> tuple[float, float]:
+        lo, hi = float("inf"), float("-inf")
+        for i in range(0, len(self), chunk):
+            part = self[i : i + chunk]
+            lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+        return lo, hi
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class _Spill:
-    """Memory-mapped arrays in a work folder (the caller creates and removes the folder)."""
+    """Row-wise ``.npy`` files in a work folder (the caller creates and removes the folder)."""
 
     def __init__(self, workdir: Path):
         self.workdir = Path(workdir)
         self.count = 0
 
-    def array(self, shape, dtype) -> np.ndarray:
+    def array(self, shape, dtype) -> NpyFile:
         self.count += 1
-        return np.lib.format.open_memmap(self.workdir / f"spill{self.count}.npy", mode="w+", dtype=dtype, shape=tuple(shape))
+        return NpyFile(self.workdir / f"spill{self.count}.npy", shape, dtype)
 
 
 @torch.no_grad()
@@ -103,7 +199,8 @@ def predict_streaming(
     ``make_output`` is called once the frame count is known and returns the array the
     prediction is written to (e.g. a ``np.lib.format.open_memmap``). ``workdir`` is an
     existing folder for spilled data; the caller removes it. ``snippets_output(group, shape)``,
-    when given, returns an array ``[S, n, H, W]`` per dilation that receives the decoded snippets.
+    when given, returns an array ``[S, n, H, W]`` per dilation (or a :class:`NpyFile` written by
+    ``[H, W]`` rows) that receives the decoded snippets.
     """
     notify = callback or (lambda stage, done, total: None)
     spill = _Spill(workdir)
@@ -165,6 +262,8 @@ def predict_streaming(
         sub = None
         lat_store = spill.array((idx.size, 4, *latent_hw), _np_dtype(dtype))  # [S*n, 4, h, w]
         full = snippets_output(len(subsampled), (len(idx), n, *size)) if snippets_output else None
+        if isinstance(full, np.ndarray):
+            full = full.reshape(-1, *size)  # written by snippet-frame rows
         pending: list[torch.Tensor] = []
         done = 0  # snippet frames decoded so far (flattened order)
 
@@ -183,7 +282,7 @@ def predict_streaming(
                     sub = np.empty((idx.size, small.shape[-1]), np.float32)
                 sub[done : done + len(part)] = small
                 if full is not None:
-                    full.reshape(-1, *size)[done : done + len(part)] = maps.cpu().numpy()
+                    full[done : done + len(part)] = maps.cpu().numpy()
                 done += len(part)
             if queue is not None and len(queue):
                 pending = [queue]
@@ -298,7 +397,7 @@ def _merge_windows(pipe, plan, spilled, scales, shifts, min_value, num_frames, s
             t_all = torch.from_numpy(np.asarray(shifts[g], np.float32)).to(device)
             for start in range(0, len(entries), max_vae_bs):
                 part = entries[start : start + max_vae_bs]
-                z = torch.from_numpy(np.asarray(lat[part], np.float32)).to(device, dtype)
+                z = torch.from_numpy(np.asarray(lat.take(part), np.float32)).to(device, dtype)
                 maps = pipe.decode_depth_safe(z, size).float()  # [b, H, W]
                 snip = torch.from_numpy(part // n).to(device)
                 local = torch.from_numpy(fr[lo + start : lo + start + len(part)] - f0).to(device)

@@ -164,3 +164,17 @@ def test_thousand_frames_in_bounded_memory(tmp_path):
     # the whole process (torch, diffusers, model, 1000 frames) under 1.5 GB; the frames'
     # share is bounded by 0.5 MB x 1000 = 500 MB with lots of room
     assert peak_kb / 1024 < 1500, peak_kb
+
+
+def test_accelerator_options(monkeypatch):
+    from rollingdepth import runner
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(type(module).__name__) or module)
+    pipe = runner.load_pipeline(str(TINY_CHECKPOINT), "fp32", "cpu", compile=True, channels_last=True)
+    assert compiled == ["UNet2DConditionModel", "Encoder", "Decoder"]
+    frames = make_clip(4)
+    plain = RollingDepthPipeline.from_pretrained(str(TINY_CHECKPOINT))
+    a = pipe(frames, processing_res=0, dilations=[1], generator=torch.Generator().manual_seed(0))
+    b = plain(frames, processing_res=0, dilations=[1], generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(a.depth, b.depth, atol=1e-4)  # channels-last: same numbers
