@@ -311,3 +311,19 @@ def test_batch_script(tmp_path, clips):
     proc = subprocess.run(["bash", str(REPO / "scripts" / "batch_run.sh"), str(clips)], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "out" / clips.name).glob("*_run.json")) == ["a_run.json", "b_run.json"]
+
+
+@pytest.mark.parametrize("name,codec", [("clip.mov", "libx265"), ("clip.webm", "libvpx-vp9"), ("clip.avi", "mjpeg"), ("clip.mkv", "libx264")])
+def test_containers_and_codecs_decode(tmp_path, name, codec):
+    """The bundled ffmpeg reads HEVC, VP9 and MJPEG in mov, webm, avi and mkv; alpha becomes RGB."""
+    from rollingdepth.video_io import load_source
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    src = write_clip(tmp_path / "src.mp4", make_clip(5, 24, 32))
+    extra = ["-pix_fmt", "yuva420p"] if codec == "libvpx-vp9" else []  # VP9 with an alpha channel
+    subprocess.run([ffmpeg, "-v", "error", "-i", src, "-c:v", codec, *extra, tmp_path / name], check=True)
+    source = load_source(tmp_path / name)
+    frames = source.read()
+    assert frames.shape == (5, 24, 32, 3) and frames.dtype == np.uint8
+    assert source.frame_count == 5 and source.fps == 12.0
+    assert np.abs(frames.astype(int) - make_clip(5, 24, 32).astype(int)).mean() < 20  # the same picture
