@@ -480,28 +480,14 @@ class RollingDepthPipeline(DiffusionPipeline):
         else:
             depth = depth_coaligned
 
-        settings = {
-            "num_frames": num_frames,
-            "input_size": [in_h, in_w],
-            "processing_size": list(size),
-            "processing_res": int(processing_res),
-            "dilations": used_dilations,
-            "snippet_lengths": [n for _, n in plan],
-            "snippets_per_dilation": [int(s.shape[0]) for s in snippets],
-            "cap_dilation": bool(cap_dilation),
-            "refine_step": int(refine_step),
-            "refine_snippet_len": refine_len if refine_step > 0 else int(refine_snippet_len),
-            "refine_start_dilation": refine_d0 if refine_step > 0 else int(refine_start_dilation),
-            "refine_dilations": refine_schedule,
-            "coalign": coalign,
-            "coalign_iterations": info["iterations"],
-            "max_vae_bs": int(max_vae_bs),
-            "unet_batch_size": batch_sizes,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "device": str(device),
-            "attn_span": self._attn_span,
-            "num_view_auto": auto_choice,
-        }
+        settings = self.run_settings(
+            num_frames=num_frames, input_size=(in_h, in_w), size=size, processing_res=processing_res,
+            plan=plan, snippets_per_dilation=[int(s.shape[0]) for s in snippets], cap_dilation=cap_dilation,
+            refine_step=refine_step, refine_snippet_len=refine_snippet_len, refine_len=refine_len,
+            refine_start_dilation=refine_start_dilation, refine_d0=refine_d0, refine_schedule=refine_schedule,
+            coalign=coalign, coalign_iterations=info["iterations"], max_vae_bs=max_vae_bs,
+            unet_batch_size=batch_sizes, num_view_auto=auto_choice,
+        )
         return RollingDepthOutput(
             depth=depth,
             depth_coaligned=depth_coaligned,
@@ -510,6 +496,35 @@ class RollingDepthPipeline(DiffusionPipeline):
             settings=settings,
             timings=timings,
         )
+
+    def run_settings(
+        self, *, num_frames, input_size, size, processing_res, plan, snippets_per_dilation, cap_dilation,
+        refine_step, refine_snippet_len, refine_len, refine_start_dilation, refine_d0, refine_schedule,
+        coalign, coalign_iterations, max_vae_bs, unet_batch_size, num_view_auto,
+    ) -> dict:
+        """The values a run actually used (after capping), as reported in ``settings``."""
+        return {
+            "num_frames": num_frames,
+            "input_size": list(input_size),
+            "processing_size": list(size),
+            "processing_res": int(processing_res),
+            "dilations": [d for d, _ in plan],
+            "snippet_lengths": [n for _, n in plan],
+            "snippets_per_dilation": snippets_per_dilation,
+            "cap_dilation": bool(cap_dilation),
+            "refine_step": int(refine_step),
+            "refine_snippet_len": refine_len if refine_step > 0 else int(refine_snippet_len),
+            "refine_start_dilation": refine_d0 if refine_step > 0 else int(refine_start_dilation),
+            "refine_dilations": refine_schedule,
+            "coalign": coalign,
+            "coalign_iterations": coalign_iterations,
+            "max_vae_bs": int(max_vae_bs),
+            "unet_batch_size": unet_batch_size,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.unet.device),
+            "attn_span": self._attn_span,
+            "num_view_auto": num_view_auto,
+        }
 
     # ------------------------------------------------------------------ stages
     def _encode_frames(self, frames, size, max_vae_bs: int, notify: ProgressCallback) -> torch.Tensor:

@@ -333,29 +333,15 @@ def predict_streaming(
                                         size, max_vae_bs, unet_batch_size, out, notify)
         timings["refine"] = time.perf_counter() - t0
 
-    settings = {
-        "num_frames": num_frames,
-        "input_size": list(in_size),
-        "processing_size": list(size),
-        "processing_res": int(processing_res),
-        "dilations": used,
-        "snippet_lengths": [n for _, n in plan],
-        "snippets_per_dilation": [len(s) // n for s, (_, n) in zip(spilled, plan)],
-        "cap_dilation": bool(cap_dilation),
-        "refine_step": int(refine_step),
-        "refine_snippet_len": refine_len if refine_step > 0 else int(refine_snippet_len),
-        "refine_start_dilation": refine_d0 if refine_step > 0 else int(refine_start_dilation),
-        "refine_dilations": schedule,
-        "coalign": coalign,
-        "coalign_iterations": iterations,
-        "max_vae_bs": int(max_vae_bs),
-        "unet_batch_size": batch_sizes,
-        "dtype": str(dtype).replace("torch.", ""),
-        "device": str(device),
-        "attn_span": pipe._attn_span,
-        "num_view_auto": auto_choice,
-        "streaming": True,
-    }
+    settings = pipe.run_settings(
+        num_frames=num_frames, input_size=in_size, size=size, processing_res=processing_res, plan=plan,
+        snippets_per_dilation=[len(s) // n for s, (_, n) in zip(spilled, plan)], cap_dilation=cap_dilation,
+        refine_step=refine_step, refine_snippet_len=refine_snippet_len, refine_len=refine_len,
+        refine_start_dilation=refine_start_dilation, refine_d0=refine_d0, refine_schedule=schedule,
+        coalign=coalign, coalign_iterations=iterations, max_vae_bs=max_vae_bs, unet_batch_size=batch_sizes,
+        num_view_auto=auto_choice,
+    )
+    settings["streaming"] = True
     return StreamResult(num_frames, tuple(size), settings, timings, float(loss), depth_range)
 
 
