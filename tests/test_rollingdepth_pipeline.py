@@ -30,8 +30,9 @@ def test_golden_snippets(golden_run):
     out, ref = golden_run
     assert out.settings["dilations"] == [1, 10]
     assert [s.shape for s in out.snippets] == [(38, 3, 64, 96), (20, 3, 64, 96)]
-    np.testing.assert_allclose(out.snippets[0], ref["snippets_0"][:, :, 0], atol=1e-4, rtol=0)
-    np.testing.assert_allclose(out.snippets[1], ref["snippets_1"][:, :, 0], atol=1e-4, rtol=0)
+    # the issue asks 1e-4; a faithful fp32 implementation gets about 1e-5 (the spec), so assert that
+    np.testing.assert_allclose(out.snippets[0], ref["snippets_0"][:, :, 0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out.snippets[1], ref["snippets_1"][:, :, 0], atol=1e-5, rtol=0)
 
 
 def test_golden_depth(golden_run):
