@@ -22,7 +22,8 @@ def random_pipeline(layout: str = "sd2", dtype: torch.dtype = torch.float32, dev
 
     ``sd2``: the real checkpoint's UNet (SD2 layout, 8 input channels) and VAE (downscale 8),
     a 1-layer text encoder of width 1024. ``small``: the same structure with small channel
-    counts (VAE downscale still 8), for memory benchmarks on long clips.
+    counts (VAE downscale still 8), for memory benchmarks on long clips; ``micro``: smaller
+still, so that long clips at 768 x 432 run on a CPU.
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -34,21 +35,27 @@ def random_pipeline(layout: str = "sd2", dtype: torch.dtype = torch.float32, dev
         unet_channels, vae_channels, heads, layers, text_dim = (320, 640, 1280, 1280), (128, 256, 512, 512), [5, 10, 20, 20], 2, 1024
     elif layout == "small":
         unet_channels, vae_channels, heads, layers, text_dim = (32, 64, 64, 64), (32, 32, 32, 32), [2, 4, 4, 4], 1, 64
+    elif layout == "micro":
+        unet_channels, vae_channels, heads, layers, text_dim = (16, 16, 16, 16), (4, 4, 4, 4), [2, 2, 2, 2], 1, 64
     else:
         raise ValueError(f"layout: {layout!r}")
+    down = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+    up = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+    if layout == "micro":  # cross-frame attention only at the coarsest attention level (and the mid block)
+        down = ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+        up = ("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D")
     unet = UNet2DConditionModel(
         sample_size=96, in_channels=8, out_channels=4, layers_per_block=layers,
-        block_out_channels=unet_channels,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=unet_channels, down_block_types=down, up_block_types=up,
         cross_attention_dim=text_dim, attention_head_dim=heads, use_linear_projection=True,
-        norm_num_groups=32 if layout == "sd2" else 16,
+        norm_num_groups={"sd2": 32, "small": 16}.get(layout, 8),
     )
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, layers_per_block=layers,
         block_out_channels=vae_channels,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        norm_num_groups=32 if layout == "sd2" else 16,
+        norm_num_groups={"sd2": 32, "small": 16}.get(layout, 4),
+        mid_block_add_attention=layout != "micro",
     )
     text = CLIPTextModel(CLIPTextConfig(hidden_size=text_dim, num_hidden_layers=1, num_attention_heads=8,
                                         intermediate_size=64, vocab_size=1000, max_position_embeddings=77,

@@ -120,15 +120,23 @@ def subsample(maps: torch.Tensor) -> torch.Tensor:
 
 
 def problem_from_subsampled(
-    subsampled: Sequence, dilations: Sequence[int], num_frames: int, min_value: float, device=None
+    subsampled: Sequence, dilations: Sequence[int], num_frames: int, min_value: float, device=None,
+    inplace: bool = False,
 ) -> CoalignProblem:
-    """A problem from already subsampled snippets (``[S, n, P]`` per group, not min-shifted)."""
+    """A problem from already subsampled snippets (``[S, n, P]`` per group, not min-shifted).
+
+    ``inplace``: shift contiguous float32 arrays already on ``device`` in place and keep them,
+    rather than holding a second copy (the caller's arrays are changed).
+    """
     device = torch.device(device or "cpu")
     xs, idxs = [], []
     count = torch.zeros(num_frames, dtype=torch.float32, device=device)
     for sub, d in zip(subsampled, dilations):
-        t = _as_tensor(sub).to(device=device, dtype=torch.float32)
-        xs.append((t - min_value).contiguous())
+        t = _as_tensor(sub)
+        if inplace and t.dtype == torch.float32 and t.device == device and t.is_contiguous():
+            xs.append(t.sub_(min_value))
+        else:
+            xs.append((t.to(device=device, dtype=torch.float32) - min_value).contiguous())
         idx = torch.from_numpy(snippet_indices(num_frames, t.shape[1], int(d))).to(device)
         idxs.append(idx)
         count.index_add_(0, idx.reshape(-1), torch.ones(idx.numel(), device=device))
@@ -182,8 +190,7 @@ def _compact_value_and_grad(problem: CoalignProblem, scales, shifts, grad: bool 
         flat = idx.reshape(-1)
         acc[0].index_add_(0, flat, y.reshape(-1, pixels))
         acc[1].index_add_(0, flat, (1.0 / y.clamp(min=INV_CLIP)).reshape(-1, pixels))
-    target = acc / problem.count[None, :, None]  # [2, N, P]
-    del acc
+    target = acc.div_(problem.count[None, :, None])  # [2, N, P], in place
     weight = 1.0 / target.abs().mean(-1)  # [2, N]
     denom = problem.slots * n_frames * pixels
     total = torch.zeros((), device=device, dtype=torch.float64)
@@ -267,7 +274,7 @@ def _least_squares_alignment(problem: CoalignProblem, rounds: int = ALS_ROUNDS):
     shifts = [torch.zeros(x.shape[0], device=device) for x in problem.x]
     # per-snippet sums of x and x^2 do not change between rounds
     sx = [x.sum(dim=(1, 2)) for x in problem.x]  # [S]
-    sxx = [x.pow(2).sum(dim=(1, 2)) for x in problem.x]
+    sxx = [torch.cat([c.pow(2).sum(dim=(1, 2)) for c in x.split(CHUNK)]) for x in problem.x]  # chunked: no [S, n, P] temporary
     count = [float(x.shape[1] * x.shape[2]) for x in problem.x]
     for _ in range(rounds):
         target = torch.zeros(problem.num_frames, problem.pixels, device=device)

@@ -77,15 +77,23 @@ def snippet_memory_bytes(num_view: int, latent_hw: tuple[int, int], dtype: torch
 
 
 def choose_num_view(
-    frames: np.ndarray,
+    frames: np.ndarray | None,
     device: torch.device,
     latent_hw: tuple[int, int],
     dtype: torch.dtype,
     *,
     free_bytes: int | None = None,
     motion: float | None = None,
+    num_frames: int | None = None,
 ) -> tuple[int, dict]:
-    """num_view for this clip and the reasons: ``(n, {"motion_score", "free_memory_gb", ...})``."""
+    """num_view for this clip and the reasons: ``(n, {"motion_score", "free_memory_gb", ...})``.
+
+    ``frames`` (uint8 ``[N, H, W, 3]``) give the motion score; a streaming caller that scored
+    the motion itself passes ``motion`` and ``num_frames`` instead (``frames=None``).
+    """
+    if frames is None and (motion is None or num_frames is None):
+        raise ValueError("frames: needed unless both motion and num_frames are given")
+    num_frames = int(frames.shape[0]) if num_frames is None else int(num_frames)
     score = motion_score(frames) if motion is None else float(motion)
     free = free_memory_bytes(device) if free_bytes is None else int(free_bytes)
     reasons = []
@@ -103,7 +111,7 @@ def choose_num_view(
         n -= 1
         reasons.append(f"memory: {n + 1} frames need ~{snippet_memory_bytes(n + 1, latent_hw, dtype) / 2**30:.1f} GB "
                        f"of {free / 2**30:.1f} GB free")
-    n = min(n, frames.shape[0]) if frames.shape[0] > 0 else n
+    n = min(n, num_frames) if num_frames > 0 else n
     return n, {
         "num_view": n,
         "motion_score": round(score, 6),

@@ -6,6 +6,7 @@ Every output file is written under a temporary name and renamed when complete; t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
+from .background import BackgroundQueue, prefetch
 from .config import RunConfig
 from .device import is_out_of_memory
 from .video_io import InputError, VideoSource, VideoWriter, atomic_dir, atomic_path
@@ -181,44 +183,6 @@ def _versions() -> dict:
     }
 
 
-def _prefetch(iterable, depth: int = 8):
-    """Iterate in a background thread (decoding overlaps the accelerator's work)."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def work():
-        try:
-            for item in iterable:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as exc:  # hand the error to the consumer
-            q.put(exc)
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-
-
 def process_video(
     pipe, source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
 ) -> VideoResult:
@@ -268,7 +232,7 @@ def process_video(
             outputs["pred"] = make_output(n, h, w)
             return outputs["pred"]
 
-        frames = _prefetch(source.frames(cfg.start_frame, cfg.frame_count))
+        frames = prefetch(source.frames(cfg.start_frame, cfg.frame_count))
         try:
             stream = predict_streaming(
                 pipe, frames, keep, workdir=workdir, generator=generator, callback=progress,
@@ -310,40 +274,58 @@ def process_video(
                 frame = np.asarray(depth[i])
                 yield pipe.resize_depth(frame[None], size)[0] if cfg.restore_res else frame
 
-        if cfg.save_npy:
-            final = out_dir / f"{stem}_pred.npy"
-            if cfg.restore_res:
+        # One pass over the prediction feeds every per-frame output; each output is encoded in
+        # its own thread (the video encoders run side by side).
+        with contextlib.ExitStack() as stack:
+            sinks: list[tuple[Path, Callable]] = []  # (final path, write(i, frame, image))
+            if cfg.save_npy and cfg.restore_res:
                 tmp_path = out_dir / f".{stem}_pred.partial.npy"
                 partial.append(tmp_path)
                 restored = NpyFile(tmp_path, (n, *size), np.float32)
+                stack.callback(restored.close)
+                sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, image: restored.__setitem__(i, frame)))
+            for cmap in cfg.cmaps:
+                final = out_dir / f"{stem}_{cmap}.mp4"
+                video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, size))
+                sinks.append((final, lambda i, frame, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
+            if cfg.save_sbs:
+                final = out_dir / f"{stem}_rgbd.mp4"
+                sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP)))
+                sinks.append((final, lambda i, frame, image: sbs.write(
+                    side_by_side(_resize_frames(image[None], size)[0], colorize(frame, cfg.cmaps[0], vmin, vmax)))))
+            if cfg.save_png16:
+                import cv2
+
+                final = out_dir / f"{stem}_depth16"
+                png_dir = stack.enter_context(atomic_dir(final))
+
+                def write_png(i, frame, image, final=final):
+                    if not cv2.imwrite(str(png_dir / f"{i:06d}.png"), to_uint16(frame, vmin, vmax)):
+                        raise OSError(f"could not write {final / f'{i:06d}.png'}")
+
+                sinks.append((final, write_png))
+            if sinks:
+                queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{p.name}")) for p, _ in sinks]
+                rgb = prefetch(source.frames(cfg.start_frame, cfg.frame_count)) if cfg.save_sbs else None  # re-read the input
                 for i, frame in enumerate(frames_out()):
-                    restored[i] = frame
-                    tick()
-                restored.close()
-            else:
+                    image = next(rgb, None) if rgb is not None else None
+                    if rgb is not None and image is None:
+                        raise InputError(f"{source.path}: the video gave fewer frames on a second read ({i} of {n})")
+                    for q, (_, write) in zip(queues, sinks):
+                        q.submit(write, i, frame, image)
+                    tick(len(sinks))
+                for q in queues:
+                    q.drain()
+        # every file is complete (and renamed) here
+        if cfg.save_npy:
+            final = out_dir / f"{stem}_pred.npy"
+            if not cfg.restore_res:
                 depth.flush()  # renamed while still open: reading goes on through the same file
-                tmp_path = partial[0]
-            os.replace(tmp_path, final)
+            os.replace(partial[-1] if cfg.restore_res else partial[0], final)
             written.append(final)
         tick()
-        for cmap in cfg.cmaps:
-            final = out_dir / f"{stem}_{cmap}.mp4"
-            with atomic_path(final) as tmp:
-                with VideoWriter(tmp, fps, size) as writer:
-                    for frame in frames_out():
-                        writer.write(colorize(frame, cmap, vmin, vmax))
-                        tick()
-            written.append(final)
-        if cfg.save_sbs:
-            final = out_dir / f"{stem}_rgbd.mp4"
-            with atomic_path(final) as tmp:
-                with VideoWriter(tmp, fps, (size[0], 2 * size[1] + SBS_GAP)) as writer:
-                    rgb = _prefetch(source.frames(cfg.start_frame, cfg.frame_count))  # re-read the input
-                    for image, frame in zip(rgb, frames_out()):
-                        image = _resize_frames(image[None], size)[0]
-                        writer.write(side_by_side(image, colorize(frame, cfg.cmaps[0], vmin, vmax)))
-                        tick()
-            written.append(final)
+        written += [out_dir / f"{stem}_{cmap}.mp4" for cmap in cfg.cmaps]
+        written += [out_dir / f"{stem}_rgbd.mp4"] if cfg.save_sbs else []
         if cfg.save_snippets:
             import zipfile
 
@@ -357,16 +339,7 @@ def process_video(
                     for g, path in sorted(snippet_files.items()):
                         z.write(path, f"snippets_{g}.npy")
             written.append(final)
-        if cfg.save_png16:
-            import cv2
-
-            final = out_dir / f"{stem}_depth16"
-            with atomic_dir(final) as tmp:
-                for i, frame in enumerate(frames_out()):
-                    if not cv2.imwrite(str(tmp / f"{i:06d}.png"), to_uint16(frame, vmin, vmax)):
-                        raise OSError(f"could not write {final / f'{i:06d}.png'}")
-                    tick()
-            written.append(final)
+        written += [out_dir / f"{stem}_depth16"] if cfg.save_png16 else []
         timings["write"] = time.perf_counter() - t0
 
         result.seconds = time.perf_counter() - started

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
+from .background import HostWriter, prefetch
 from .coalign import problem_from_subsampled, solve, subsample
 from .num_view import choose_num_view
 from .snippets import plan_snippets, refine_dilations, snippet_indices
@@ -34,6 +36,10 @@ from .snippets import plan_snippets, refine_dilations, snippet_indices
 __all__ = ["NpyFile", "StreamResult", "limit_heap_growth", "predict_streaming"]
 
 MERGE_WINDOW = 32  # frames merged at a time
+# Co-alignment runs on the accelerator only while its problem (about 3x the subsampled maps)
+# fits in this many bytes; longer videos co-align on the host, so that accelerator memory has
+# a ceiling that does not depend on the video's length.
+COALIGN_DEVICE_BYTES = 1 << 30
 
 
 @dataclass
@@ -235,82 +241,90 @@ def predict_streaming(
         notify("encode", seen, max(seen, num_frames_hint or 0))
     if seen == 0:
         raise ValueError("frames: the video has no frames")
-    rgb_latents = torch.cat(latents)  # [N, 4, h, w] on the host
-    del latents
+    rgb_latents = _concat_consuming(latents)  # [N, 4, h, w] on the host
     num_frames, latent_hw = seen, tuple(rgb_latents.shape[-2:])
     timings["encode"] = time.perf_counter() - t0
 
     auto_choice = None
     if lengths is None:
         pairs = [(motion_frames[i], motion_frames[i + 1]) for i in sorted(motion_frames) if i + 1 in motion_frames]
-        n_auto, auto_choice = choose_num_view(np.zeros((num_frames, 1, 1, 3), np.uint8), device, latent_hw, dtype,
-                                              motion=_pairs_motion(pairs))
+        n_auto, auto_choice = choose_num_view(None, device, latent_hw, dtype, motion=_pairs_motion(pairs),
+                                              num_frames=num_frames)
         lengths = [n_auto] * len(dilations)
     plan = plan_snippets(num_frames, dilations, lengths, cap_dilation)
 
     noise = pipe._noise((1, 4, *latent_hw), generator)  # [1, 4, h, w]
     pipe.empty_text_embedding()
 
-    # 2. Snippets: UNet in batches, decode at once (VAE batches as in memory), keep subsampled maps
+    # 2. Snippets: UNet in batches, decode at once (VAE batches as in memory), keep subsampled maps.
+    # Host copies and file writes run in a background thread (no device sync in the loop).
     t0 = time.perf_counter()
     decode_seconds = 0.0
-    subsampled, spilled, min_value, batch_sizes = [], [], float("inf"), []
-    for d, n in plan:
-        idx = snippet_indices(num_frames, n, d)  # [S, n]
-        bs = unet_batch_size or pipe.default_unet_batch_size(n, latent_hw)
-        batch_sizes.append(bs)
-        sub = None
-        lat_store = spill.array((idx.size, 4, *latent_hw), _np_dtype(dtype))  # [S*n, 4, h, w]
-        full = snippets_output(len(subsampled), (len(idx), n, *size)) if snippets_output else None
-        if isinstance(full, np.ndarray):
-            full = full.reshape(-1, *size)  # written by snippet-frame rows
-        pending: list[torch.Tensor] = []
-        done = 0  # snippet frames decoded so far (flattened order)
+    subsampled, spilled, batch_sizes = [], [], []
+    min_value = torch.full((), float("inf"), device=device)
+    pixels = subsample(torch.empty(1, *size)).shape[-1]
+    with HostWriter() as writer:
+        for d, n in plan:
+            idx = snippet_indices(num_frames, n, d)  # [S, n]
+            bs = unet_batch_size or pipe.default_unet_batch_size(n, latent_hw)
+            batch_sizes.append(bs)
+            sub = np.empty((idx.size, pixels), np.float32)  # [S*n, P]
+            lat_store = spill.array((idx.size, 4, *latent_hw), _np_dtype(dtype))  # [S*n, 4, h, w]
+            full = snippets_output(len(subsampled), (len(idx), n, *size)) if snippets_output else None
+            if isinstance(full, np.ndarray):
+                full = full.reshape(-1, *size)  # written by snippet-frame rows
+            pending: list[torch.Tensor] = []
+            done = 0  # snippet frames decoded so far (flattened order)
 
-        def flush(final: bool):
-            nonlocal pending, done, sub, min_value, decode_seconds
-            queue = torch.cat(pending) if pending else None
-            pending = []
-            while queue is not None and (len(queue) >= max_vae_bs or (final and len(queue) > 0)):
-                part, queue = queue[:max_vae_bs], queue[max_vae_bs:]
-                t1 = time.perf_counter()
-                maps = pipe.decode_depth_safe(part, size).float()  # [b, H, W]
-                decode_seconds += time.perf_counter() - t1
-                min_value = min(min_value, float(maps.min()))
-                small = subsample(maps).cpu().numpy()  # [b, P]
-                if sub is None:
-                    sub = np.empty((idx.size, small.shape[-1]), np.float32)
-                sub[done : done + len(part)] = small
-                if full is not None:
-                    full[done : done + len(part)] = maps.cpu().numpy()
-                done += len(part)
-            if queue is not None and len(queue):
-                pending = [queue]
+            def flush(final: bool):
+                nonlocal pending, done, min_value, decode_seconds
+                queue = torch.cat(pending) if pending else None
+                pending = []
+                while queue is not None and (len(queue) >= max_vae_bs or (final and len(queue) > 0)):
+                    part, queue = queue[:max_vae_bs], queue[max_vae_bs:]
+                    t1 = time.perf_counter()
+                    maps = pipe.decode_depth_safe(part, size).float()  # [b, H, W]
+                    decode_seconds += time.perf_counter() - t1
+                    min_value = torch.minimum(min_value, maps.min())
+                    rows = slice(done, done + len(part))
+                    writer.put(partial(_set_rows, sub, rows), subsample(maps))
+                    if full is not None:
+                        writer.put(partial(_set_rows, full, rows), maps)
+                    done += len(part)
+                if queue is not None and len(queue):
+                    pending = [queue]
 
-        pipe.scheduler.set_timesteps(1, device=device)
-        timestep = pipe.scheduler.timesteps[0]
-        for start in range(0, len(idx), bs):
-            frame_ids = torch.from_numpy(idx[start : start + bs].reshape(-1))
-            rgb = rgb_latents[frame_ids].to(device)
-            pred = pipe._unet_step(rgb, noise.expand(len(frame_ids), -1, -1, -1), timestep, n)  # [b*n, 4, h, w]
-            lat_store[start * n : start * n + len(pred)] = pred.float().cpu().numpy()
-            pending.append(pred)
-            flush(final=False)
-            notify(f"snippets d={d}", min(start + bs, len(idx)), len(idx))
-        flush(final=True)
-        lat_store.flush()
-        subsampled.append(sub.reshape(len(idx), n, -1))
-        spilled.append(lat_store)
+            pipe.scheduler.set_timesteps(1, device=device)
+            timestep = pipe.scheduler.timesteps[0]
+            for start in range(0, len(idx), bs):
+                frame_ids = torch.from_numpy(idx[start : start + bs].reshape(-1))
+                rgb = rgb_latents[frame_ids].to(device)
+                pred = pipe._unet_step(rgb, noise.expand(len(frame_ids), -1, -1, -1), timestep, n)  # [b*n, 4, h, w]
+                writer.put(partial(_set_rows, lat_store, slice(start * n, start * n + len(pred))), pred.float())
+                pending.append(pred)
+                flush(final=False)
+                notify(f"snippets d={d}", min(start + bs, len(idx)), len(idx))
+            flush(final=True)
+            subsampled.append(sub.reshape(len(idx), n, pixels))
+            spilled.append(lat_store)
+        writer.drain()
+    for lat in spilled:
+        lat.flush()
+    min_value = float(min_value)
     timings["snippets"] = time.perf_counter() - t0 - decode_seconds
     timings["decode"] = decode_seconds
 
-    # 3. Co-align on the subsampled snippets
+    # 3. Co-align on the subsampled snippets (shifted in place: no second copy). On the
+    # accelerator while the problem fits its fixed budget, so its memory stays bounded.
     t0 = time.perf_counter()
     notify("coalign", 0, 1)
     used = [d for d, _ in plan]
-    problem = problem_from_subsampled(subsampled, used, num_frames, min_value, device)
+    problem_bytes = sum(x.nbytes for x in subsampled) * 3  # x, plus targets and temporaries
+    coalign_device = device if problem_bytes <= COALIGN_DEVICE_BYTES else torch.device("cpu")
+    problem = problem_from_subsampled(subsampled, used, num_frames, min_value, coalign_device, inplace=True)
+    del subsampled
     scales, shifts, loss, iterations = solve(problem, coalign)
-    del problem, subsampled
+    del problem
     notify("coalign", 1, 1)
     timings["coalign"] = time.perf_counter() - t0
 
@@ -345,6 +359,22 @@ def predict_streaming(
     return StreamResult(num_frames, tuple(size), settings, timings, float(loss), depth_range)
 
 
+def _set_rows(array, rows: slice, values) -> None:
+    array[rows] = values
+
+
+def _concat_consuming(chunks: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(chunks)``, freeing each chunk once copied (no second full copy)."""
+    out = torch.empty((sum(len(c) for c in chunks), *chunks[0].shape[1:]), dtype=chunks[0].dtype)
+    start = 0
+    chunks.reverse()
+    while chunks:
+        c = chunks.pop()
+        out[start : start + len(c)] = c
+        start += len(c)
+    return out
+
+
 def _small(frame: np.ndarray) -> np.ndarray:
     """A copy at most 256 pixels on the longer edge, for the motion score."""
     import cv2
@@ -364,34 +394,47 @@ def _pairs_motion(pairs) -> float:
 
 
 def _merge_windows(pipe, plan, spilled, scales, shifts, min_value, num_frames, size, max_vae_bs, out, dtype, device, notify):
-    """``out[f] = mean of s*(x - min) + t`` over snippet frames showing f, decoded again window by window."""
+    """``out[f] = mean of s*(x - min) + t`` over snippet frames showing f, decoded again window by window.
+
+    The next windows' latents are read from the spill files in a background thread, and the
+    merged frames are written to ``out`` in another, while the device decodes.
+    """
     order, frames_of = [], []
     for (d, n), lat in zip(plan, spilled):
         flat = snippet_indices(num_frames, n, d).reshape(-1)  # frame of each snippet frame
         o = np.argsort(flat, kind="stable")
         order.append(o)
         frames_of.append(flat[o])
-    for f0 in range(0, num_frames, MERGE_WINDOW):
-        f1 = min(num_frames, f0 + MERGE_WINDOW)
-        acc = torch.zeros((f1 - f0, *size), dtype=torch.float32, device=device)
-        count = torch.zeros(f1 - f0, dtype=torch.float32, device=device)
-        for g, (lat, o, fr) in enumerate(zip(spilled, order, frames_of)):
-            lo, hi = np.searchsorted(fr, f0, "left"), np.searchsorted(fr, f1, "left")
-            entries = o[lo:hi]  # flat indices s*n + j
-            n = plan[g][1]
-            s_all = torch.from_numpy(np.asarray(scales[g], np.float32)).to(device)
-            t_all = torch.from_numpy(np.asarray(shifts[g], np.float32)).to(device)
-            for start in range(0, len(entries), max_vae_bs):
-                part = entries[start : start + max_vae_bs]
-                z = torch.from_numpy(np.asarray(lat.take(part), np.float32)).to(device, dtype)
+    s_all = [torch.from_numpy(np.asarray(s, np.float32)).to(device) for s in scales]
+    t_all = [torch.from_numpy(np.asarray(t, np.float32)).to(device) for t in shifts]
+
+    def windows():
+        """Per window: (f0, f1, [(group, flat indices, frame in window, latents [b, 4, h, w])])."""
+        for f0 in range(0, num_frames, MERGE_WINDOW):
+            f1 = min(num_frames, f0 + MERGE_WINDOW)
+            batches = []
+            for g, (lat, o, fr) in enumerate(zip(spilled, order, frames_of)):
+                lo, hi = np.searchsorted(fr, f0, "left"), np.searchsorted(fr, f1, "left")
+                for start in range(lo, hi, max_vae_bs):
+                    part = o[start : min(hi, start + max_vae_bs)]  # flat indices s*n + j
+                    batches.append((g, part, fr[start : start + len(part)] - f0, lat.take(part)))
+            yield f0, f1, batches
+
+    with HostWriter() as writer:
+        for f0, f1, batches in prefetch(windows(), depth=2):
+            acc = torch.zeros((f1 - f0, *size), dtype=torch.float32, device=device)
+            count = torch.zeros(f1 - f0, dtype=torch.float32, device=device)
+            for g, part, local, z in batches:
+                n = plan[g][1]
+                z = torch.from_numpy(np.asarray(z, np.float32)).to(device, dtype)
                 maps = pipe.decode_depth_safe(z, size).float()  # [b, H, W]
                 snip = torch.from_numpy(part // n).to(device)
-                local = torch.from_numpy(fr[lo + start : lo + start + len(part)] - f0).to(device)
-                values = (maps - min_value) * s_all[snip][:, None, None] + t_all[snip][:, None, None]
+                local = torch.from_numpy(local).to(device)
+                values = (maps - min_value) * s_all[g][snip][:, None, None] + t_all[g][snip][:, None, None]
                 acc.index_add_(0, local, values)
                 count.index_add_(0, local, torch.ones(len(part), device=device))
-        out[f0:f1] = (acc / count[:, None, None]).cpu().numpy()
-        notify("merge", f1, num_frames)
+            writer.put(partial(_set_rows, out, slice(f0, f1)), acc / count[:, None, None])
+            notify("merge", f1, num_frames)
 
 
 def _renormalise_in_place(array: np.ndarray, chunk: int = 256) -> tuple[float, float]:
@@ -409,36 +452,50 @@ def _renormalise_in_place(array: np.ndarray, chunk: int = 256) -> tuple[float, f
 
 def _refine_streaming(pipe, rgb_latents, noise, coaligned, refine_step, snippet_len, schedule, size, max_vae_bs,
                       unet_batch_size, out, notify) -> tuple[float, float]:
-    """Refinement with every [N, ...] tensor on the host; only batches visit the device."""
+    """Refinement with every [N, ...] tensor on the host; only batches visit the device.
+
+    Host memory: the frame latents, the current depth latents and one accumulator, each
+    ``[N, 4, h, w]``. Accumulation and output writes run in a background thread.
+    """
     device, dtype = pipe.unet.device, pipe.unet.dtype
     num_frames = rgb_latents.shape[0]
     parts = []
     for start in range(0, num_frames, max_vae_bs):
         d = torch.from_numpy(np.asarray(coaligned[start : start + max_vae_bs], np.float32)).to(device)
         parts.append(pipe.encode(d[:, None].expand(-1, 3, -1, -1).to(dtype)).cpu())
-    latents = torch.cat(parts)  # [N, 4, h, w] host
+    latents = _concat_consuming(parts)  # [N, 4, h, w] host
     pipe.scheduler.set_timesteps(2 * refine_step, device=device)
     timesteps = pipe.scheduler.timesteps[refine_step:]
     noise_host = noise.cpu()
-    latents = pipe.scheduler.add_noise(latents, noise_host.expand(num_frames, -1, -1, -1), timesteps[:1].cpu())
+    for start in range(0, num_frames, 256):  # in place, chunk by chunk (element-wise)
+        chunk = latents[start : start + 256]
+        chunk.copy_(pipe.scheduler.add_noise(chunk, noise_host.expand(len(chunk), -1, -1, -1), timesteps[:1].cpu()))
     bs = unet_batch_size or pipe.default_unet_batch_size(snippet_len, tuple(latents.shape[-2:]))
-    for i, (t, dilation) in enumerate(zip(timesteps, schedule)):
-        idx = torch.from_numpy(snippet_indices(num_frames, snippet_len, dilation))
-        acc = torch.zeros(latents.shape, dtype=torch.float32)
-        count = torch.zeros(num_frames, dtype=torch.float32)
-        for start in range(0, idx.shape[0], bs):
-            frame_ids = idx[start : start + bs].reshape(-1)
-            pred = pipe._unet_step(rgb_latents[frame_ids].to(device), latents[frame_ids].to(device), t, snippet_len)
-            acc.index_add_(0, frame_ids, pred.float().cpu())
-            count.index_add_(0, frame_ids, torch.ones(len(frame_ids)))
-        latents = (acc / count[:, None, None, None]).to(dtype)
-        notify("refine", i + 1, refine_step)
-    lo, hi = float("inf"), float("-inf")
-    for start in range(0, num_frames, max_vae_bs):
-        maps = pipe.decode_depth_safe(latents[start : start + max_vae_bs].to(device), size).float().cpu().numpy()
-        out[start : start + len(maps)] = maps
-        lo, hi = min(lo, float(maps.min())), max(hi, float(maps.max()))
-        notify("refine decode", min(start + max_vae_bs, num_frames), num_frames)
+    with HostWriter() as writer:
+        for i, (t, dilation) in enumerate(zip(timesteps, schedule)):
+            idx = torch.from_numpy(snippet_indices(num_frames, snippet_len, dilation))
+            acc = torch.zeros(latents.shape, dtype=torch.float32)
+            count = torch.zeros(num_frames, dtype=torch.float32)
+            for start in range(0, idx.shape[0], bs):
+                frame_ids = idx[start : start + bs].reshape(-1)
+                pred = pipe._unet_step(rgb_latents[frame_ids].to(device), latents[frame_ids].to(device), t, snippet_len)
+                writer.put(partial(_accumulate, acc, count, frame_ids), pred.float(), as_numpy=False)
+            writer.drain()
+            latents = acc.div_(count[:, None, None, None]).to(dtype)  # no copy in fp32
+            del acc
+            notify("refine", i + 1, refine_step)
+        lo = torch.full((), float("inf"), device=device)
+        hi = torch.full((), float("-inf"), device=device)
+        for start in range(0, num_frames, max_vae_bs):
+            maps = pipe.decode_depth_safe(latents[start : start + max_vae_bs].to(device), size).float()
+            writer.put(partial(_set_rows, out, slice(start, start + len(maps))), maps)
+            lo, hi = torch.minimum(lo, maps.min()), torch.maximum(hi, maps.max())
+            notify("refine decode", min(start + max_vae_bs, num_frames), num_frames)
     if hasattr(out, "flush"):
         out.flush()
-    return lo, hi
+    return float(lo), float(hi)
+
+
+def _accumulate(acc: torch.Tensor, count: torch.Tensor, frame_ids: torch.Tensor, pred: torch.Tensor) -> None:
+    acc.index_add_(0, frame_ids, pred)
+    count.index_add_(0, frame_ids, torch.ones(len(frame_ids)))

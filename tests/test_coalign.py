@@ -141,3 +141,18 @@ def test_accepts_torch_tensors():
     d1, _ = coalign([torch.from_numpy(snippets[0])], [1], mode="fast")
     d2, _ = coalign(snippets, [1], mode="fast")
     np.testing.assert_allclose(d1, d2, atol=1e-6)
+
+
+def test_problem_from_subsampled_in_place_shares_and_matches():
+    from rollingdepth.coalign import problem_from_subsampled, solve
+
+    rng = np.random.default_rng(3)
+    subs = [rng.random((s, 3, 20)).astype(np.float32) + 0.5 for s in (8, 4)]  # 10 frames, dilations 1 and 3
+    copies = [s.copy() for s in subs]
+    expected = problem_from_subsampled(copies, [1, 3], 10, 0.25)
+    shared = problem_from_subsampled(subs, [1, 3], 10, 0.25, inplace=True)
+    for x, s in zip(shared.x, subs):
+        assert np.shares_memory(x.numpy(), s)  # no second copy
+    for a, b in zip(shared.x, expected.x):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    np.testing.assert_array_equal(solve(shared)[0][0], solve(expected)[0][0])
