@@ -3,8 +3,9 @@
 Runs the same synthetic clip (a textured pan, generated frame by frame: no file is held) at
 N = 300, 1000 and 3000 frames through ``predict_streaming`` (writing its ``.npy`` as run-video
 does) with a randomly initialised model of the real structure (VAE downscale 8, small channel
-counts), each N in a fresh process. Prints peak host RSS (and peak CUDA memory where there
-is a GPU), the slope in MB per frame, that slope at a 768 x 432 processing size, and the
+counts), each N in a fresh process. Prints peak host RSS during the run (the
+high-water mark is reset once the model is loaded, on Linux), peak CUDA memory where there
+is a GPU, the slope in MB per frame, that slope at a 768 x 432 processing size, and the
 projected peak for 10,000 frames. With several ``--size`` values the slope is fitted as a
 fixed part plus a part proportional to pixels, so that 768 x 432 is not reached by scaling
 everything with pixels (which overstates it).
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import machine, peak_rss_mb, random_pipeline, write_reports
+from common import current_rss_mb, machine, peak_rss_mb, random_pipeline, reset_peak_rss, write_reports
 
 
 def frames(n: int, h: int, w: int):
@@ -46,7 +47,9 @@ def worker(args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = random_pipeline(args.layout, torch.float32, device)
     h, w = args.size
-    base = peak_rss_mb()
+    # the high-water mark starts here (model loaded), so that loading's own peak cannot hide the run's
+    reset = reset_peak_rss()
+    base = current_rss_mb() if reset else peak_rss_mb()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -62,6 +65,7 @@ def worker(args) -> dict:
         "seconds": time.perf_counter() - t0,
         "peak_rss_mb": peak_rss_mb(),
         "rss_before_mb": base,
+        "peak_reset": reset,
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
         "processing_size": list(result.size),
     }
@@ -80,6 +84,8 @@ def main() -> None:
     p.add_argument("--no-heap-limit", action="store_true", help="leave glibc's malloc settings alone (to see its growth)")
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.n is None and len(set(args.frames)) < 2:
+        p.error("--frames: give at least two lengths (the slope is fitted)")
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.size]
     if args.n is not None:
         args.size = sizes[0]
@@ -99,9 +105,10 @@ def main() -> None:
                 raise SystemExit(proc.stderr[-3000:])
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             per_size.append(r)
-            rows.append([f"{h}x{w}", n, f"{r['seconds']:.1f}", f"{r['peak_rss_mb']:.0f}",
+            rows.append([f"{h}x{w}", n, f"{r['seconds']:.1f}", f"{r['rss_before_mb']:.0f}", f"{r['peak_rss_mb']:.0f}",
                          "-" if r["peak_cuda_mb"] is None else f"{r['peak_cuda_mb']:.0f}"])
-            print(f"{h}x{w} N={n}: peak RSS {r['peak_rss_mb']:.0f} MB, {r['seconds']:.1f} s", flush=True)
+            print(f"{h}x{w} N={n}: RSS {r['rss_before_mb']:.0f} MB before the run, peak {r['peak_rss_mb']:.0f} MB; "
+                  f"{r['seconds']:.1f} s", flush=True)
         results += per_size
         ns = np.array([r["frames"] for r in per_size], float)
         slope, intercept = np.polyfit(ns, np.array([r["peak_rss_mb"] for r in per_size]), 1)
@@ -128,7 +135,7 @@ def main() -> None:
     title = (f"Peak memory vs. frames: streaming, random {args.layout} model (VAE /8), dilations "
              f"{'/'.join(map(str, args.dilations))}, n=3, refine {args.refine_step}; {machine()}")
     write_reports(args.out, "bench_memory", {"title": title, "results": results, "summary": summary},
-                  ["size", "frames", "seconds", "peak RSS MB", "peak CUDA MB"], rows)
+                  ["size", "frames", "seconds", "RSS before run MB", "peak RSS MB", "peak CUDA MB"], rows)
 
 
 if __name__ == "__main__":

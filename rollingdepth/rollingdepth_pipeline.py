@@ -353,14 +353,14 @@ class RollingDepthPipeline(DiffusionPipeline):
             return torch.cat([self.decode_depth_safe(latents[:half], size), self.decode_depth_safe(latents[half:], size)])
 
     def _unet_call(self, rgb_latents, depth_latents, timestep, num_view) -> torch.Tensor:
-        """One UNet call and scheduler step (no splitting)."""
+        """One UNet call and scheduler step (no splitting); ``timestep`` lives on the host."""
         unet_input = torch.cat([rgb_latents, depth_latents], dim=1)  # [B*n, 8, h, w]
         attention_kwargs = {"num_view": num_view}
         if self._attn_span:
             attention_kwargs["attn_span"] = self._attn_span
         model_output = self.unet(
             unet_input,
-            timestep.expand(unet_input.shape[0]),
+            timestep.to(unet_input.device, non_blocking=True).expand(unet_input.shape[0]),
             encoder_hidden_states=self.empty_text_embedding(),
             cross_attention_kwargs=attention_kwargs,
             return_dict=False,
@@ -546,7 +546,7 @@ class RollingDepthPipeline(DiffusionPipeline):
         self, rgb_latents, noise, dilation: int, n: int, batch_size: int, notify: ProgressCallback
     ) -> torch.Tensor:
         """Depth latents ``[S, n, 4, h, w]`` of every snippet of one dilation."""
-        self.scheduler.set_timesteps(1, device=rgb_latents.device)
+        self.scheduler.set_timesteps(1)  # on the host: the scheduler's step then never syncs
         timestep = self.scheduler.timesteps[0]
         idx = torch.from_numpy(snippet_indices(rgb_latents.shape[0], n, dilation)).to(rgb_latents.device)
         num_snippets = idx.shape[0]
@@ -592,7 +592,7 @@ class RollingDepthPipeline(DiffusionPipeline):
             depth_latents.append(self.encode(d[:, None].expand(-1, 3, -1, -1).to(dtype)))
         latents = torch.cat(depth_latents)  # [N, 4, h, w]
 
-        self.scheduler.set_timesteps(2 * refine_step, device=device)
+        self.scheduler.set_timesteps(2 * refine_step)  # on the host
         timesteps = self.scheduler.timesteps[refine_step:]
         frame_noise = noise.expand(num_frames, -1, -1, -1)
         latents = self.scheduler.add_noise(latents, frame_noise, timesteps[:1])

@@ -294,7 +294,7 @@ def predict_streaming(
                 if queue is not None and len(queue):
                     pending = [queue]
 
-            pipe.scheduler.set_timesteps(1, device=device)
+            pipe.scheduler.set_timesteps(1)  # on the host: the scheduler's step then never syncs
             timestep = pipe.scheduler.timesteps[0]
             for start in range(0, len(idx), bs):
                 frame_ids = torch.from_numpy(idx[start : start + bs].reshape(-1))
@@ -464,12 +464,12 @@ def _refine_streaming(pipe, rgb_latents, noise, coaligned, refine_step, snippet_
         d = torch.from_numpy(np.asarray(coaligned[start : start + max_vae_bs], np.float32)).to(device)
         parts.append(pipe.encode(d[:, None].expand(-1, 3, -1, -1).to(dtype)).cpu())
     latents = _concat_consuming(parts)  # [N, 4, h, w] host
-    pipe.scheduler.set_timesteps(2 * refine_step, device=device)
+    pipe.scheduler.set_timesteps(2 * refine_step)  # on the host
     timesteps = pipe.scheduler.timesteps[refine_step:]
     noise_host = noise.cpu()
     for start in range(0, num_frames, 256):  # in place, chunk by chunk (element-wise)
         chunk = latents[start : start + 256]
-        chunk.copy_(pipe.scheduler.add_noise(chunk, noise_host.expand(len(chunk), -1, -1, -1), timesteps[:1].cpu()))
+        chunk.copy_(pipe.scheduler.add_noise(chunk, noise_host.expand(len(chunk), -1, -1, -1), timesteps[:1]))
     bs = unet_batch_size or pipe.default_unet_batch_size(snippet_len, tuple(latents.shape[-2:]))
     with HostWriter() as writer:
         for i, (t, dilation) in enumerate(zip(timesteps, schedule)):
