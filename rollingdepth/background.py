@@ -98,9 +98,13 @@ class BackgroundQueue:
         self._raise()
         self._queue.put(lambda: fn(*args))
 
-    def drain(self) -> None:
-        """Wait until everything queued so far is done."""
-        self._queue.join()
+    def drain(self, cancel: threading.Event | None = None) -> None:
+        """Wait until everything queued so far is done; ``KeyboardInterrupt`` once ``cancel`` is set."""
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                if cancel is not None and cancel.is_set():
+                    raise KeyboardInterrupt
+                self._queue.all_tasks_done.wait(0.1)
         self._raise()
 
     def close(self, abort: bool = False) -> None:

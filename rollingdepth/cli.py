@@ -123,6 +123,7 @@ class _Display:
         )
         self.videos = self.progress.add_task("videos", total=total)
         self.stage = self.progress.add_task("", total=1, visible=False)
+        self.writing = self.progress.add_task("", total=1, visible=False)
         self._stage_name = None
 
     def __enter__(self):
@@ -143,12 +144,29 @@ class _Display:
             self.progress.reset(self.stage, total=max(total, 1), completed=0, description=stage, visible=True)
         self.progress.update(self.stage, completed=done, total=max(total, 1))
 
-    def end_video(self):
+    def end_video(self, advance: bool = True):
+        """The current video's prediction is over; ``advance``: it is finished (else when written)."""
         self.progress.update(self.stage, visible=False)
+        if advance:
+            self._advance()
+
+    def _advance(self):
         if self._count_done is None:
             self.progress.advance(self.videos)
         else:
             self._poll(force=True)
+
+    def start_write(self, name: str, frames: int):
+        self.progress.reset(self.writing, total=1, completed=0, visible=True,
+                            description=f"writing {Path(name).name[:14]}")
+
+    def write_update(self, stage: str, done: int, total: int):
+        """Progress of the outputs being written (called from the writing thread)."""
+        self.progress.update(self.writing, completed=done, total=max(total, 1))
+
+    def end_write(self):
+        self.progress.update(self.writing, visible=False)
+        self._advance()
 
     def _poll(self, force: bool = False):
         """In a distributed run, the videos bar counts what every rank has finished."""
@@ -342,51 +360,104 @@ def _my_share(entries: list, dist) -> list:
 
 
 def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, display):
-    """Run every video of this process; return the results and whether Ctrl-C stopped it."""
-    from .runner import VideoResult, load_pipeline, outputs_complete, process_video
+    """Run every video of this process; return the results and whether Ctrl-C stopped it.
+
+    A video's outputs are written in a background thread while the next video's prediction
+    runs (at most one video waits to be written).
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .runner import VideoResult, load_pipeline, outputs_complete, predict_video
     from .video_io import InputError, load_source
 
     prefix = f"[rank {dist.rank}] " if dist.enabled else ""
     results: list = []
     pipe = None
     load_error = None
-    with display:
-        for entry in entries:
-            name = str(entry[0] if isinstance(entry, tuple) else entry)
-            if load_error is not None:  # the model cannot be loaded: every video fails alike
-                results.append(VideoResult(name=name, error=load_error))
-                continue
-            display.start_video(name)
-            try:
-                source = load_source(entry)
-                if skip_existing and outputs_complete(output_dir, source.stem, cfg):
-                    results.append(VideoResult(name=name, skipped=True))
+    cancel = threading.Event()
+    writing = None  # (index in results, future) of the video being written
+
+    def failed(name: str, exc: BaseException, trace: str | None = None) -> VideoResult:
+        message = str(exc) if isinstance(exc, (InputError, ValueError)) else f"{type(exc).__name__}: {exc}"
+        message = " ".join(message.split()) or type(exc).__name__
+        if verbose and trace:
+            err.print(trace)
+        err.print(f"[red]Error:[/] {prefix}{message}", soft_wrap=True)
+        return VideoResult(name=name, error=message)
+
+    def collect() -> None:
+        """Wait for the video being written and record how it went."""
+        nonlocal writing
+        if writing is None:
+            return
+        slot, future = writing
+        name = results[slot].name
+        try:
+            result = future.result()
+            result.name = name
+            results[slot] = result
+        except KeyboardInterrupt:
+            if not future.done():
+                raise  # Ctrl-C while waiting: the caller cancels the writing and collects again
+            results[slot] = VideoResult(name=name, error="interrupted")
+            writing = None
+            raise
+        except Exception as exc:
+            results[slot] = failed(name, exc, "".join(traceback.format_exception(exc)))
+        writing = None
+        display.end_write()
+
+    with display, ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollingdepth-outputs") as pool:
+        try:
+            for entry in entries:
+                name = str(entry[0] if isinstance(entry, tuple) else entry)
+                if load_error is not None:  # the model cannot be loaded: every video fails alike
+                    results.append(VideoResult(name=name, error=load_error))
+                    continue
+                display.start_video(name)
+                try:
+                    source = load_source(entry)
+                    if skip_existing and outputs_complete(output_dir, source.stem, cfg):
+                        results.append(VideoResult(name=name, skipped=True))
+                        display.end_video()
+                        continue
+                    if pipe is None:
+                        display.stage_update(f"loading {Path(cfg.checkpoint).name[:13]}", 0, 1)
+                        pipe = load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device), compile=cfg.compile,
+                                             channels_last=cfg.channels_last, tf32=cfg.tf32)
+                        pipe.set_progress_bar_config(disable=True)
+                    report = {"rank": dist.rank, "world_size": dist.world_size} if dist.enabled else {}
+                    pending = predict_video(pipe, source, output_dir, cfg, display.stage_update, report)
+                except KeyboardInterrupt:
+                    results.append(VideoResult(name=name, error="interrupted"))
+                    raise
+                except Exception as exc:  # one failing video does not stop the others
+                    results.append(failed(name, exc, traceback.format_exc()))
+                    if isinstance(exc, InputError) and str(exc).startswith("checkpoint"):
+                        load_error = results[-1].error
                     display.end_video()
                     continue
-                if pipe is None:
-                    display.stage_update(f"loading {Path(cfg.checkpoint).name[:13]}", 0, 1)
-                    pipe = load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device), compile=cfg.compile,
-                                         channels_last=cfg.channels_last, tf32=cfg.tf32)
-                    pipe.set_progress_bar_config(disable=True)
-                report = {"rank": dist.rank, "world_size": dist.world_size} if dist.enabled else {}
-                result = process_video(pipe, source, output_dir, cfg, display.stage_update, report)
-                result.name = name
-                results.append(result)
-                for note in result.notes:
+                for note in pending.notes:
                     display.log(f"{prefix}{note}")
+                display.end_video(advance=False)  # counted once written
+                try:
+                    collect()  # the previous video's outputs
+                except KeyboardInterrupt:
+                    pending.discard()
+                    results.append(VideoResult(name=name, error="interrupted"))
+                    raise
+                results.append(VideoResult(name=name))
+                display.start_write(name, pending.frames)
+                writing = (len(results) - 1, pool.submit(pending.write, display.write_update, cancel))
+            collect()
+        except KeyboardInterrupt:
+            cancel.set()  # the video being written stops at its next frame and removes its partial files
+            try:
+                collect()
             except KeyboardInterrupt:
-                results.append(VideoResult(name=name, error="interrupted"))
-                return results, True
-            except Exception as exc:  # one failing video does not stop the others
-                message = str(exc) if isinstance(exc, (InputError, ValueError)) else f"{type(exc).__name__}: {exc}"
-                message = " ".join(message.split()) or type(exc).__name__
-                if verbose:
-                    err.print(traceback.format_exc())
-                results.append(VideoResult(name=name, error=message))
-                err.print(f"[red]Error:[/] {prefix}{message}", soft_wrap=True)
-                if isinstance(exc, InputError) and message.startswith("checkpoint"):
-                    load_error = message
-            display.end_video()
+                pass
+            return results, True
     return results, False
 
 

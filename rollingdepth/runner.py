@@ -26,7 +26,8 @@ from .device import is_out_of_memory
 from .video_io import InputError, VideoSource, VideoWriter, atomic_dir, atomic_path
 from .visualize import SBS_GAP, colorize, side_by_side, to_uint16
 
-__all__ = ["VideoResult", "expected_outputs", "load_pipeline", "outputs_complete", "process_video"]
+__all__ = ["PendingOutputs", "VideoResult", "expected_outputs", "load_pipeline", "outputs_complete", "predict_video",
+           "process_video"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -191,6 +192,36 @@ def process_video(
     Frames stream from the file; spilled data live in a work folder inside ``out_dir`` that is
     removed afterwards, also after an error or Ctrl-C. ``report_extra`` goes into run.json.
     """
+    return predict_video(pipe, source, out_dir, cfg, progress, report_extra).write(progress)
+
+
+class PendingOutputs:
+    """A video whose prediction is done and whose outputs are not written yet.
+
+    It owns the video's work folder and temporary files: ``write`` writes the outputs and
+    removes them (also on error), ``discard`` just removes them. ``write`` may run in another
+    thread (the accelerator goes on with the next video meanwhile); setting ``cancel`` stops
+    it at the next frame with ``KeyboardInterrupt``, leaving no partial output.
+    """
+
+    def __init__(self, name: str, frames: int, notes: list[str], write, cleanup):
+        self.name, self.frames, self.notes = name, frames, notes
+        self._write, self._cleanup = write, cleanup
+
+    def write(self, progress: Progress, cancel=None) -> VideoResult:
+        try:
+            return self._write(progress, cancel)
+        finally:
+            self._cleanup()
+
+    def discard(self) -> None:
+        self._cleanup()
+
+
+def predict_video(
+    pipe, source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
+) -> PendingOutputs:
+    """The streaming prediction of one video (the accelerator's part of :func:`process_video`)."""
     import shutil
     import tempfile
 
@@ -203,6 +234,13 @@ def process_video(
     result = VideoResult(name=str(source.path))
     workdir = Path(tempfile.mkdtemp(prefix=f".{stem}.work-", dir=out_dir))
     partial: list[Path] = []  # temporary output files, removed unless renamed
+
+    def cleanup():
+        for path in partial:
+            if path.exists():
+                path.unlink()
+        shutil.rmtree(workdir, ignore_errors=True)
+
     try:
         generator = torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed)
         expected = source.frame_count - cfg.start_frame
@@ -253,124 +291,126 @@ def process_video(
         if auto:
             result.notes.append(f"{stem}: --snippet-lengths auto chose {auto['num_view']} ({auto['reason']})")
 
-        t0 = time.perf_counter()
-        depth = outputs["pred"]  # [N, h, w] memory map at processing size
-        size = tuple(source.size) if cfg.restore_res else stream.size
-        vmin, vmax = stream.depth_range
-        fps = cfg.output_fps or source.fps
-        written = []
-        n = stream.num_frames
-        total_steps = n * (len(cfg.cmaps) + int(cfg.save_sbs) + int(cfg.save_png16) + int(cfg.restore_res and cfg.save_npy)) + 1
-        step = 0
+        def write(progress: Progress, cancel) -> VideoResult:
+            t0 = time.perf_counter()
+            depth = outputs["pred"]  # [N, h, w] memory map at processing size
+            size = tuple(source.size) if cfg.restore_res else stream.size
+            vmin, vmax = stream.depth_range
+            fps = cfg.output_fps or source.fps
+            written = []
+            n = stream.num_frames
+            total_steps = n * (len(cfg.cmaps) + int(cfg.save_sbs) + int(cfg.save_png16) + int(cfg.restore_res and cfg.save_npy)) + 1
+            step = 0
 
-        def tick(k=1):
-            nonlocal step
-            step += k
-            progress("write", step, total_steps)
+            def tick(k=1):
+                nonlocal step
+                step += k
+                progress("write", step, total_steps)
 
-        def frames_out():
-            """The prediction frame by frame at the output size."""
-            for i in range(n):
-                frame = np.asarray(depth[i])
-                yield pipe.resize_depth(frame[None], size)[0] if cfg.restore_res else frame
+            def frames_out():
+                """The prediction frame by frame at the output size."""
+                for i in range(n):
+                    frame = np.asarray(depth[i])
+                    yield pipe.resize_depth(frame[None], size)[0] if cfg.restore_res else frame
 
-        # One pass over the prediction feeds every per-frame output; each output is encoded in
-        # its own thread (the video encoders run side by side).
-        with contextlib.ExitStack() as stack:
-            sinks: list[tuple[Path, Callable]] = []  # (final path, write(i, frame, image))
-            if cfg.save_npy and cfg.restore_res:
-                tmp_path = out_dir / f".{stem}_pred.partial.npy"
-                partial.append(tmp_path)
-                restored = NpyFile(tmp_path, (n, *size), np.float32)
-                stack.callback(restored.close)
-                sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, image: restored.__setitem__(i, frame)))
-            for cmap in cfg.cmaps:
-                final = out_dir / f"{stem}_{cmap}.mp4"
-                video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, size))
-                sinks.append((final, lambda i, frame, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
-            if cfg.save_sbs:
-                final = out_dir / f"{stem}_rgbd.mp4"
-                sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP)))
-                sinks.append((final, lambda i, frame, image: sbs.write(
-                    side_by_side(_resize_frames(image[None], size)[0], colorize(frame, cfg.cmaps[0], vmin, vmax)))))
-            if cfg.save_png16:
-                import cv2
+            # One pass over the prediction feeds every per-frame output; each output is encoded in
+            # its own thread (the video encoders run side by side).
+            with contextlib.ExitStack() as stack:
+                sinks: list[tuple[Path, Callable]] = []  # (final path, write(i, frame, image))
+                if cfg.save_npy and cfg.restore_res:
+                    tmp_path = out_dir / f".{stem}_pred.partial.npy"
+                    partial.append(tmp_path)
+                    restored = NpyFile(tmp_path, (n, *size), np.float32)
+                    stack.callback(restored.close)
+                    sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, image: restored.__setitem__(i, frame)))
+                for cmap in cfg.cmaps:
+                    final = out_dir / f"{stem}_{cmap}.mp4"
+                    video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, size))
+                    sinks.append((final, lambda i, frame, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
+                if cfg.save_sbs:
+                    final = out_dir / f"{stem}_rgbd.mp4"
+                    sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP)))
+                    sinks.append((final, lambda i, frame, image: sbs.write(
+                        side_by_side(_resize_frames(image[None], size)[0], colorize(frame, cfg.cmaps[0], vmin, vmax)))))
+                if cfg.save_png16:
+                    import cv2
 
-                final = out_dir / f"{stem}_depth16"
-                png_dir = stack.enter_context(atomic_dir(final))
+                    final = out_dir / f"{stem}_depth16"
+                    png_dir = stack.enter_context(atomic_dir(final))
 
-                def write_png(i, frame, image, final=final):
-                    if not cv2.imwrite(str(png_dir / f"{i:06d}.png"), to_uint16(frame, vmin, vmax)):
-                        raise OSError(f"could not write {final / f'{i:06d}.png'}")
+                    def write_png(i, frame, image, final=final):
+                        if not cv2.imwrite(str(png_dir / f"{i:06d}.png"), to_uint16(frame, vmin, vmax)):
+                            raise OSError(f"could not write {final / f'{i:06d}.png'}")
 
-                sinks.append((final, write_png))
-            if sinks:
-                queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{p.name}")) for p, _ in sinks]
-                rgb = prefetch(source.frames(cfg.start_frame, cfg.frame_count)) if cfg.save_sbs else None  # re-read the input
-                for i, frame in enumerate(frames_out()):
-                    image = next(rgb, None) if rgb is not None else None
-                    if rgb is not None and image is None:
-                        raise InputError(f"{source.path}: the video gave fewer frames on a second read ({i} of {n})")
-                    for q, (_, write) in zip(queues, sinks):
-                        q.submit(write, i, frame, image)
-                    tick(len(sinks))
-                for q in queues:
-                    q.drain()
-        # every file is complete (and renamed) here
-        if cfg.save_npy:
-            final = out_dir / f"{stem}_pred.npy"
-            if not cfg.restore_res:
-                depth.flush()  # renamed while still open: reading goes on through the same file
-            os.replace(partial[-1] if cfg.restore_res else partial[0], final)
-            written.append(final)
-        tick()
-        written += [out_dir / f"{stem}_{cmap}.mp4" for cmap in cfg.cmaps]
-        written += [out_dir / f"{stem}_rgbd.mp4"] if cfg.save_sbs else []
-        if cfg.save_snippets:
-            import zipfile
+                    sinks.append((final, write_png))
+                if sinks:
+                    queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{p.name}")) for p, _ in sinks]
+                    rgb = prefetch(source.frames(cfg.start_frame, cfg.frame_count)) if cfg.save_sbs else None  # re-read the input
+                    for i, frame in enumerate(frames_out()):
+                        if cancel is not None and cancel.is_set():
+                            raise KeyboardInterrupt
+                        image = next(rgb, None) if rgb is not None else None
+                        if rgb is not None and image is None:
+                            raise InputError(f"{source.path}: the video gave fewer frames on a second read ({i} of {n})")
+                        for q, (_, sink) in zip(queues, sinks):
+                            q.submit(sink, i, frame, image)
+                        tick(len(sinks))
+                    for q in queues:
+                        q.drain(cancel)
+            # every file is complete (and renamed) here
+            if cfg.save_npy:
+                final = out_dir / f"{stem}_pred.npy"
+                if not cfg.restore_res:
+                    depth.flush()  # renamed while still open: reading goes on through the same file
+                os.replace(partial[-1] if cfg.restore_res else partial[0], final)
+                written.append(final)
+            tick()
+            written += [out_dir / f"{stem}_{cmap}.mp4" for cmap in cfg.cmaps]
+            written += [out_dir / f"{stem}_rgbd.mp4"] if cfg.save_sbs else []
+            if cfg.save_snippets:
+                import zipfile
 
-            final = out_dir / f"{stem}_snippets.npz"
+                final = out_dir / f"{stem}_snippets.npz"
+                with atomic_path(final) as tmp:
+                    np.save(workdir / "dilations.npy", np.array(stream.settings["dilations"]))
+                    np.save(workdir / "snippet_lengths.npy", np.array(stream.settings["snippet_lengths"]))
+                    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+                        for name in ("dilations", "snippet_lengths"):
+                            z.write(workdir / f"{name}.npy", f"{name}.npy")
+                        for g, path in sorted(snippet_files.items()):
+                            z.write(path, f"snippets_{g}.npy")
+                written.append(final)
+            written += [out_dir / f"{stem}_depth16"] if cfg.save_png16 else []
+            timings["write"] = time.perf_counter() - t0
+
+            result.seconds = time.perf_counter() - started
+            settings = {**cfg.to_dict(), **stream.settings, "seed": cfg.seed}
+            report = {
+                "input": str(source.path),
+                "frames": result.frames,
+                "input_fps": source.fps,
+                "output_fps": fps,
+                "output_size": list(size),
+                "settings": settings,
+                "coalign_loss": stream.coalign_loss,
+                "depth_range": [vmin, vmax],
+                "png16_mapping": "depth = min + png / 65535 * (max - min), min/max = depth_range" if cfg.save_png16 else None,
+                "timings": {k: round(v, 4) for k, v in timings.items()},
+                "seconds": round(result.seconds, 3),
+                "seconds_per_frame": round(result.seconds / max(result.frames, 1), 4),
+                "peak_memory": _peak_memory(),
+                "versions": _versions(),
+                "outputs": [p.name for p in written],
+                **(report_extra or {}),
+            }
+            final = out_dir / f"{stem}_run.json"
             with atomic_path(final) as tmp:
-                np.save(workdir / "dilations.npy", np.array(stream.settings["dilations"]))
-                np.save(workdir / "snippet_lengths.npy", np.array(stream.settings["snippet_lengths"]))
-                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-                    for name in ("dilations", "snippet_lengths"):
-                        z.write(workdir / f"{name}.npy", f"{name}.npy")
-                    for g, path in sorted(snippet_files.items()):
-                        z.write(path, f"snippets_{g}.npy")
+                tmp.write_text(json.dumps(report, indent=2))
             written.append(final)
-        written += [out_dir / f"{stem}_depth16"] if cfg.save_png16 else []
-        timings["write"] = time.perf_counter() - t0
-
-        result.seconds = time.perf_counter() - started
-        settings = {**cfg.to_dict(), **stream.settings, "seed": cfg.seed}
-        report = {
-            "input": str(source.path),
-            "frames": result.frames,
-            "input_fps": source.fps,
-            "output_fps": fps,
-            "output_size": list(size),
-            "settings": settings,
-            "coalign_loss": stream.coalign_loss,
-            "depth_range": [vmin, vmax],
-            "png16_mapping": "depth = min + png / 65535 * (max - min), min/max = depth_range" if cfg.save_png16 else None,
-            "timings": {k: round(v, 4) for k, v in timings.items()},
-            "seconds": round(result.seconds, 3),
-            "seconds_per_frame": round(result.seconds / max(result.frames, 1), 4),
-            "peak_memory": _peak_memory(),
-            "versions": _versions(),
-            "outputs": [p.name for p in written],
-            **(report_extra or {}),
-        }
-        final = out_dir / f"{stem}_run.json"
-        with atomic_path(final) as tmp:
-            tmp.write_text(json.dumps(report, indent=2))
-        written.append(final)
-        progress("write", total_steps, total_steps)
-        result.outputs = [p.name for p in written]
-        return result
-    finally:
-        for path in partial:
-            if path.exists():
-                path.unlink()
-        shutil.rmtree(workdir, ignore_errors=True)
+            progress("write", total_steps, total_steps)
+            result.outputs = [p.name for p in written]
+            return result
+        return PendingOutputs(str(source.path), stream.num_frames, list(result.notes), write, cleanup)
+    except BaseException:
+        cleanup()
+        raise

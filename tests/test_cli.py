@@ -1,6 +1,7 @@
 """run-video end to end with the tiny checkpoint: outputs, presets, inputs, bad inputs, batches."""
 
 import json
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -289,6 +290,95 @@ def test_interrupt_leaves_no_partial_file(tmp_path, capsys, clips, monkeypatch):
     assert code == 130
     assert not (tmp_path / "a_Spectral_r.mp4").exists() and not (tmp_path / "a_run.json").exists()
     assert_no_partial_files(tmp_path)
+
+
+def test_outputs_are_written_while_the_next_video_is_predicted(tmp_path, capsys, clips, monkeypatch):
+    """a's outputs are written in the background: its writing waits here until b's prediction
+    has started, which can only happen if the two overlap."""
+    import threading
+
+    from rollingdepth import runner
+
+    b_started = threading.Event()
+    overlapped = []
+    predict, write = runner.predict_video, runner.PendingOutputs.write
+
+    def spy_predict(pipe, source, *a, **k):
+        if source.stem == "b":
+            b_started.set()
+        return predict(pipe, source, *a, **k)
+
+    def spy_write(self, progress, cancel=None):
+        if self.name.endswith("a.mp4"):
+            overlapped.append(b_started.wait(60))
+        return write(self, progress, cancel)
+
+    monkeypatch.setattr(runner, "predict_video", spy_predict)
+    monkeypatch.setattr(runner.PendingOutputs, "write", spy_write)
+    code, out, err = run([clips, *FAST, "-o", tmp_path], capsys)
+    assert code == 0, err
+    assert overlapped == [True]
+    for stem in ("a", "b"):
+        assert json.loads((tmp_path / f"{stem}_run.json").read_text())["frames"] > 0
+        assert np.load(tmp_path / f"{stem}_pred.npy").shape[0] == {"a": 7, "b": 5}[stem]
+
+
+def test_a_failed_background_write_fails_only_its_video(tmp_path, capsys, clips, monkeypatch):
+    from rollingdepth import video_io
+
+    original = video_io.VideoWriter.write
+
+    def disk_full_for_a(self, frame):
+        if "/a_" in str(self._path) or "/.a_" in str(self._path):
+            raise OSError("No space left on device")
+        return original(self, frame)
+
+    original_init = video_io.VideoWriter.__init__
+
+    def remember_path(self, path, *a, **k):
+        self._path = path
+        original_init(self, path, *a, **k)
+
+    monkeypatch.setattr(video_io.VideoWriter, "__init__", remember_path)
+    monkeypatch.setattr(video_io.VideoWriter, "write", disk_full_for_a)
+    code, out, err = run([clips, *FAST, "-o", tmp_path], capsys)
+    assert code == 1
+    assert "No space left on device" in " ".join(err.split())
+    assert not list(tmp_path.glob("a_*")) and (tmp_path / "b_run.json").exists()
+    assert_no_partial_files(tmp_path)
+    assert not [p for p in tmp_path.iterdir() if ".work-" in p.name]
+
+
+def test_interrupt_while_a_video_is_written_in_the_background(tmp_path, capsys, clips, monkeypatch):
+    """Ctrl-C during b's prediction while a is being written: a's writing stops too and
+    leaves nothing partial; exit 130."""
+    import threading
+
+    from rollingdepth import runner, video_io
+
+    writing = threading.Event()
+    original = video_io.VideoWriter.write
+
+    def slow_write(self, frame):
+        writing.set()
+        time.sleep(0.2)
+        return original(self, frame)
+
+    predict = runner.predict_video
+
+    def interrupt_b(pipe, source, *a, **k):
+        if source.stem == "b":
+            assert writing.wait(60)
+            raise KeyboardInterrupt
+        return predict(pipe, source, *a, **k)
+
+    monkeypatch.setattr(video_io.VideoWriter, "write", slow_write)
+    monkeypatch.setattr(runner, "predict_video", interrupt_b)
+    code, out, err = run([clips, *FAST, "-o", tmp_path], capsys)
+    assert code == 130
+    assert not (tmp_path / "a_run.json").exists() and not list(tmp_path.glob("b_*"))
+    assert_no_partial_files(tmp_path)
+    assert not [p for p in tmp_path.iterdir() if ".work-" in p.name]
 
 
 def test_quiet_prints_only_errors(tmp_path, capsys, clips):
