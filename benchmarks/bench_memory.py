@@ -52,6 +52,17 @@ def worker(args) -> dict:
     base = current_rss_mb() if reset else peak_rss_mb()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    stage_peaks: dict[str, float] = {}
+    current = ["encode"]  # the high-water mark was reset just before the run
+
+    def on_stage(stage, done, total):
+        """At each change of stage: the finished stage's peak RSS, then a new high-water mark."""
+        stage = stage.split(" d=")[0]  # "snippets d=10" -> "snippets"
+        if stage != current[0] and reset:
+            stage_peaks[current[0]] = max(stage_peaks.get(current[0], 0.0), current_rss_mb("VmHWM"))
+            reset_peak_rss()
+            current[0] = stage
+
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         def make(n, hh, ww):  # as run-video writes its .npy: by rows, with file I/O
@@ -59,11 +70,13 @@ def worker(args) -> dict:
 
         result = predict_streaming(pipe, frames(args.n, h, w), make, workdir=Path(tmp), processing_res=0,
                                    dilations=args.dilations, snippet_lengths=[3], refine_step=args.refine_step,
-                                   unet_batch_size=16, max_vae_bs=16, num_frames_hint=args.n)
+                                   unet_batch_size=16, max_vae_bs=16, num_frames_hint=args.n, callback=on_stage)
+    on_stage("end", 0, 0)
     return {
         "frames": args.n,
         "seconds": time.perf_counter() - t0,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": max(stage_peaks.values()) if stage_peaks else peak_rss_mb(),
+        "stage_peak_rss_mb": stage_peaks,
         "rss_before_mb": base,
         "peak_reset": reset,
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
@@ -112,8 +125,19 @@ def main() -> None:
         results += per_size
         ns = np.array([r["frames"] for r in per_size], float)
         slope, intercept = np.polyfit(ns, np.array([r["peak_rss_mb"] for r in per_size]), 1)
+        # the overall peak can sit in a stage whose memory does not depend on N and hide the
+        # growth of another: take the steepest stage's slope when it is steeper
+        stages = set.intersection(*(set(r.get("stage_peak_rss_mb") or {}) for r in per_size))
+        stage_slopes = {st: float(np.polyfit(ns, [r["stage_peak_rss_mb"][st] for r in per_size], 1)[0]) for st in sorted(stages)}
+        if stage_slopes:
+            print("  per-stage peak growth, kB/frame: " + ", ".join(f"{k} {v * 1024:.1f}" for k, v in stage_slopes.items()))
+            steepest = max(stage_slopes, key=stage_slopes.get)
+            if stage_slopes[steepest] > slope:
+                slope = stage_slopes[steepest]
+                intercept = float(np.polyfit(ns, [r["stage_peak_rss_mb"][steepest] for r in per_size], 1)[1])
         cuda = [r["peak_cuda_mb"] for r in per_size]
         slopes.append({"size": [h, w], "pixels": h * w, "slope_mb_per_frame": slope, "intercept_mb": intercept,
+                       "stage_slopes_mb_per_frame": stage_slopes,
                        "slope_scaled_to_768x432": slope * target / (h * w),
                        "cuda_growth_mb": (cuda[-1] - cuda[0]) if cuda[0] is not None else None})
         print(f"{h}x{w}: {slope * 1024:.1f} kB/frame; scaled by pixels to 768x432 (x{target / (h * w):.1f}): "

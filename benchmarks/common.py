@@ -96,11 +96,12 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def current_rss_mb() -> float:
+def current_rss_mb(field: str = "VmRSS") -> float:
+    """The resident set now (``VmRSS``) or its high-water mark (``VmHWM``), Linux only."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
