@@ -225,20 +225,21 @@ def predict_streaming(
     if lengths is None and num_frames_hint:
         motion_pairs = {int(i) for i in np.linspace(0, max(num_frames_hint - 2, 0), 16).round()}
     motion_frames: dict[int, np.ndarray] = {}
-    for batch in _batched(frames, max_vae_bs):
-        chunk = np.stack(batch)  # [B, H, W, 3] uint8
-        if size is None:
-            in_size = chunk.shape[1:3]
-            size = pipe.processing_size(in_size[0], in_size[1], processing_res)
-        elif chunk.shape[1:3] != in_size:
-            raise ValueError(f"frames: frame {seen} has size {chunk.shape[1:3]}, the first had {in_size}")
-        latents.append(pipe._encode_frames(chunk, size, max_vae_bs, lambda *a: None).cpu())
-        if lengths is None:
-            for k in range(len(batch)):
-                if (seen + k) in motion_pairs or (seen + k - 1) in motion_pairs or not num_frames_hint:
-                    motion_frames[seen + k] = _small(batch[k])
-        seen += len(batch)
-        notify("encode", seen, max(seen, num_frames_hint or 0))
+    with HostWriter() as writer:  # latents reach the host without the device waiting
+        for batch in _batched(frames, max_vae_bs):
+            chunk = np.stack(batch)  # [B, H, W, 3] uint8
+            if size is None:
+                in_size = chunk.shape[1:3]
+                size = pipe.processing_size(in_size[0], in_size[1], processing_res)
+            elif chunk.shape[1:3] != in_size:
+                raise ValueError(f"frames: frame {seen} has size {chunk.shape[1:3]}, the first had {in_size}")
+            writer.put(latents.append, pipe._encode_frames(chunk, size, max_vae_bs, lambda *a: None), as_numpy=False)
+            if lengths is None:
+                for k in range(len(batch)):
+                    if (seen + k) in motion_pairs or (seen + k - 1) in motion_pairs or not num_frames_hint:
+                        motion_frames[seen + k] = _small(batch[k])
+            seen += len(batch)
+            notify("encode", seen, max(seen, num_frames_hint or 0))
     if seen == 0:
         raise ValueError("frames: the video has no frames")
     rgb_latents = _concat_consuming(latents)  # [N, 4, h, w] on the host
@@ -259,7 +260,7 @@ def predict_streaming(
     # 2. Snippets: UNet in batches, decode at once (VAE batches as in memory), keep subsampled maps.
     # Host copies and file writes run in a background thread (no device sync in the loop).
     t0 = time.perf_counter()
-    decode_seconds = 0.0
+    clock = _Clock(device)  # time spent decoding, without syncing the device in the loop
     subsampled, spilled, batch_sizes = [], [], []
     min_value = torch.full((), float("inf"), device=device)
     pixels = subsample(torch.empty(1, *size)).shape[-1]
@@ -277,14 +278,14 @@ def predict_streaming(
             done = 0  # snippet frames decoded so far (flattened order)
 
             def flush(final: bool):
-                nonlocal pending, done, min_value, decode_seconds
+                nonlocal pending, done, min_value
                 queue = torch.cat(pending) if pending else None
                 pending = []
                 while queue is not None and (len(queue) >= max_vae_bs or (final and len(queue) > 0)):
                     part, queue = queue[:max_vae_bs], queue[max_vae_bs:]
-                    t1 = time.perf_counter()
+                    tick = clock.start()
                     maps = pipe.decode_depth_safe(part, size).float()  # [b, H, W]
-                    decode_seconds += time.perf_counter() - t1
+                    clock.stop(tick)
                     min_value = torch.minimum(min_value, maps.min())
                     rows = slice(done, done + len(part))
                     writer.put(partial(_set_rows, sub, rows), subsample(maps))
@@ -300,7 +301,8 @@ def predict_streaming(
                 frame_ids = torch.from_numpy(idx[start : start + bs].reshape(-1))
                 rgb = rgb_latents[frame_ids].to(device)
                 pred = pipe._unet_step(rgb, noise.expand(len(frame_ids), -1, -1, -1), timestep, n)  # [b*n, 4, h, w]
-                writer.put(partial(_set_rows, lat_store, slice(start * n, start * n + len(pred))), pred.float())
+                spill_dtype = torch.float16 if dtype == torch.float16 else torch.float32
+                writer.put(partial(_set_rows, lat_store, slice(start * n, start * n + len(pred))), pred.to(spill_dtype))
                 pending.append(pred)
                 flush(final=False)
                 notify(f"snippets d={d}", min(start + bs, len(idx)), len(idx))
@@ -311,6 +313,7 @@ def predict_streaming(
     for lat in spilled:
         lat.flush()
     min_value = float(min_value)
+    decode_seconds = clock.total()
     timings["snippets"] = time.perf_counter() - t0 - decode_seconds
     timings["decode"] = decode_seconds
 
@@ -357,6 +360,37 @@ def predict_streaming(
     )
     settings["streaming"] = True
     return StreamResult(num_frames, tuple(size), settings, timings, float(loss), depth_range)
+
+
+class _Clock:
+    """Time spent in a repeated step: CUDA events on CUDA (read once at the end, no sync in
+    between), wall time elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.seconds, self.events = 0.0, []
+
+    def start(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def stop(self, start) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events.append((start, end))
+        else:
+            self.seconds += time.perf_counter() - start
+
+    def total(self) -> float:
+        if self.events:
+            self.events[-1][1].synchronize()
+            self.seconds += sum(a.elapsed_time(b) for a, b in self.events) / 1000
+            self.events = []
+        return self.seconds
 
 
 def _set_rows(array, rows: slice, values) -> None:
