@@ -454,8 +454,8 @@ def _merge_windows(pipe, plan, spilled, scales, shifts, min_value, num_frames, s
                     batches.append((g, part, fr[start : start + len(part)] - f0, lat.take(part)))
             yield f0, f1, batches
 
-    with HostWriter() as writer:
-        for f0, f1, batches in prefetch(windows(), depth=2):
+    with HostWriter(depth=1) as writer:  # a window is 32 full-size frames: keep few of them around
+        for f0, f1, batches in prefetch(windows(), depth=1):
             acc = torch.zeros((f1 - f0, *size), dtype=torch.float32, device=device)
             count = torch.zeros(f1 - f0, dtype=torch.float32, device=device)
             for g, part, local, z in batches:
