@@ -471,7 +471,7 @@ def _merge_windows(pipe, plan, spilled, scales, shifts, min_value, num_frames, s
             notify("merge", f1, num_frames)
 
 
-def _renormalise_in_place(array: np.ndarray, chunk: int = 256) -> tuple[float, float]:
+def _renormalise_in_place(array: np.ndarray, chunk: int = MERGE_WINDOW) -> tuple[float, float]:
     """``(v - min) / (max - min) * 2 - 1`` over the whole array, chunk by chunk."""
     lo, hi = float("inf"), float("-inf")
     for i in range(0, len(array), chunk):
