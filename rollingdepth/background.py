@@ -136,8 +136,11 @@ class HostWriter(BackgroundQueue):
     def __init__(self, depth: int = 4):
         super().__init__(depth, name="rollingdepth-writer")
 
-    def put(self, fn: Callable, *tensors: torch.Tensor, as_numpy: bool = True) -> None:
-        """Queue ``fn(*host copies of tensors)``; the tensors may be reused once this returns."""
+    def put(self, fn: Callable, *tensors: torch.Tensor, as_numpy: bool = True, copy: bool = True) -> None:
+        """Queue ``fn(*host copies of tensors)``; the tensors may be reused once this returns.
+
+        ``copy=False``: host tensors the caller will not touch again are passed as they are.
+        """
         host, on_cuda = [], False
         for t in tensors:
             t = t.detach()
@@ -147,7 +150,7 @@ class HostWriter(BackgroundQueue):
                 host.append(buf)
                 on_cuda = True
             else:
-                host.append(t.clone())  # the caller may overwrite its tensor
+                host.append(t.clone() if copy else t)  # the caller may overwrite its tensor
         event = None
         if on_cuda:
             event = torch.cuda.Event()

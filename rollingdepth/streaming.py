@@ -467,7 +467,7 @@ def _merge_windows(pipe, plan, spilled, scales, shifts, min_value, num_frames, s
                 values = (maps - min_value) * s_all[g][snip][:, None, None] + t_all[g][snip][:, None, None]
                 acc.index_add_(0, local, values)
                 count.index_add_(0, local, torch.ones(len(part), device=device))
-            writer.put(partial(_set_rows, out, slice(f0, f1)), acc / count[:, None, None])
+            writer.put(partial(_set_rows, out, slice(f0, f1)), acc / count[:, None, None], copy=False)  # fresh
             notify("merge", f1, num_frames)
 
 
