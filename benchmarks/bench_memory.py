@@ -53,13 +53,18 @@ def worker(args) -> dict:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     stage_peaks: dict[str, float] = {}
+    stage_held: dict[str, float] = {}  # resident set as each stage ends: what it keeps, without transients
     current = ["encode"]  # the high-water mark was reset just before the run
+
+    trace = []  # (seconds, stage, done, total, resident MB) at every progress call
 
     def on_stage(stage, done, total):
         """At each change of stage: the finished stage's peak RSS, then a new high-water mark."""
+        trace.append((round(time.perf_counter() - t0, 3), stage, done, total, current_rss_mb("VmRSS")))
         stage = stage.split(" d=")[0]  # "snippets d=10" -> "snippets"
         if stage != current[0] and reset:
             stage_peaks[current[0]] = max(stage_peaks.get(current[0], 0.0), current_rss_mb("VmHWM"))
+            stage_held[current[0]] = current_rss_mb("VmRSS")
             reset_peak_rss()
             current[0] = stage
 
@@ -77,6 +82,8 @@ def worker(args) -> dict:
         "seconds": time.perf_counter() - t0,
         "peak_rss_mb": max(stage_peaks.values()) if stage_peaks else peak_rss_mb(),
         "stage_peak_rss_mb": stage_peaks,
+        "stage_end_rss_mb": stage_held,
+        "rss_trace": trace,
         "rss_before_mb": base,
         "peak_reset": reset,
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
@@ -131,6 +138,10 @@ def main() -> None:
         stage_slopes = {st: float(np.polyfit(ns, [r["stage_peak_rss_mb"][st] for r in per_size], 1)[0]) for st in sorted(stages)}
         if stage_slopes:
             print("  per-stage peak growth, kB/frame: " + ", ".join(f"{k} {v * 1024:.1f}" for k, v in stage_slopes.items()))
+            held = set.intersection(*(set(r.get("stage_end_rss_mb") or {}) for r in per_size))
+            held_slopes = {st: float(np.polyfit(ns, [r["stage_end_rss_mb"][st] for r in per_size], 1)[0]) for st in sorted(held)}
+            print("  resident at each stage's end, growth kB/frame: "
+                  + ", ".join(f"{k} {v * 1024:.1f}" for k, v in held_slopes.items()))
             steepest = max(stage_slopes, key=stage_slopes.get)
             if stage_slopes[steepest] > slope:
                 slope = stage_slopes[steepest]
@@ -138,6 +149,7 @@ def main() -> None:
         cuda = [r["peak_cuda_mb"] for r in per_size]
         slopes.append({"size": [h, w], "pixels": h * w, "slope_mb_per_frame": slope, "intercept_mb": intercept,
                        "stage_slopes_mb_per_frame": stage_slopes,
+                       "stage_end_slopes_mb_per_frame": held_slopes if stage_slopes else {},
                        "slope_scaled_to_768x432": slope * target / (h * w),
                        "cuda_growth_mb": (cuda[-1] - cuda[0]) if cuda[0] is not None else None})
         print(f"{h}x{w}: {slope * 1024:.1f} kB/frame; scaled by pixels to 768x432 (x{target / (h * w):.1f}): "

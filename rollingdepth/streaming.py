@@ -310,6 +310,8 @@ def predict_streaming(
             subsampled.append(sub.reshape(len(idx), n, pixels))
             spilled.append(lat_store)
         writer.drain()
+    # the loop's names (and flush's closure) would keep the last group's maps alive to the end
+    sub = full = pred = rgb = flush = None
     for lat in spilled:
         lat.flush()
     min_value = float(min_value)
@@ -333,6 +335,8 @@ def predict_streaming(
 
     # 4. Merge window by window into the output (or a spill array when refinement follows)
     t0 = time.perf_counter()
+    if refine_step == 0:
+        del rgb_latents  # only refinement needs the frame latents again
     coaligned = make_output(num_frames, *size) if refine_step == 0 else spill.array((num_frames, *size), np.float32)
     _merge_windows(pipe, plan, spilled, scales, shifts, min_value, num_frames, size, max_vae_bs, coaligned, dtype, device, notify)
     lo, hi = _renormalise_in_place(coaligned)
