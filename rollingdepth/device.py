@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-__all__ = ["DTYPES", "default_device", "is_out_of_memory", "resolve_device", "resolve_dtype"]
+__all__ = ["DTYPES", "default_device", "is_out_of_memory", "resolve_device", "resolve_dtype", "to_device"]
 
 DTYPES = {
     "fp32": torch.float32,
@@ -67,3 +67,19 @@ def is_out_of_memory(exc: BaseException) -> bool:
     oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if t)
     text = str(exc).lower()
     return isinstance(exc, oom_types) or "out of memory" in text or "can't allocate memory" in text
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A host tensor on ``device`` (then in ``dtype``), without the host waiting for the device.
+
+    A plain host-to-CUDA copy from pageable memory synchronises with the stream: the host
+    would wait for every kernel queued so far. Staged through pinned memory, the copy is
+    queued like a kernel (PyTorch's pinned allocator keeps the buffer until the copy is done).
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        staged = tensor if tensor.is_pinned() else tensor.pin_memory()
+        tensor = staged.to(device, non_blocking=True)
+    else:
+        tensor = tensor.to(device)
+    return tensor if dtype is None else tensor.to(dtype)

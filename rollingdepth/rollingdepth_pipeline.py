@@ -24,7 +24,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from .coalign import COALIGN_MODES
 from .coalign import coalign as coalign_snippets
 from .cross_frame_attention import ATTENTION_LEVELS, set_cross_frame_attention
-from .device import is_out_of_memory, resolve_device, resolve_dtype
+from .device import is_out_of_memory, resolve_device, resolve_dtype, to_device
 from .num_view import choose_num_view
 from .snippets import MAX_SNIPPET_LEN, plan_snippets, refine_dilations, snippet_indices
 
@@ -535,7 +535,7 @@ class RollingDepthPipeline(DiffusionPipeline):
         for start in range(0, num_frames, max_vae_bs):
             chunk = frames[start : start + max_vae_bs]
             chunk = torch.from_numpy(np.ascontiguousarray(chunk)) if isinstance(chunk, np.ndarray) else chunk
-            x = chunk.to(device).permute(0, 3, 1, 2).float()  # [B, 3, H, W], 0..255
+            x = to_device(chunk, device).permute(0, 3, 1, 2).float()  # [B, 3, H, W], 0..255
             x = self.resize_frames(x, size)
             x = x / 255.0 * 2.0 - 1.0
             latents.append(self.encode(x.to(self.vae.dtype)))
@@ -588,7 +588,7 @@ class RollingDepthPipeline(DiffusionPipeline):
         # Encode the co-aligned depth like RGB (3 equal channels)
         depth_latents = []
         for start in range(0, num_frames, max_vae_bs):
-            d = torch.from_numpy(depth_coaligned[start : start + max_vae_bs]).to(device)
+            d = to_device(torch.from_numpy(depth_coaligned[start : start + max_vae_bs]), device)
             depth_latents.append(self.encode(d[:, None].expand(-1, 3, -1, -1).to(dtype)))
         latents = torch.cat(depth_latents)  # [N, 4, h, w]
 

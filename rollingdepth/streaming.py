@@ -7,10 +7,11 @@ all with the number of frames:
    their latents stay (on the host).
 2. Snippets go through the UNet in batches and are decoded at once; what co-alignment needs
    (every 10th pixel of each snippet frame) stays on the host, the snippets' depth latents
-   spill to a memory-mapped file in ``workdir``.
+   spill to ``.npy`` files in ``workdir``, written by rows (:class:`NpyFile`).
 3. Co-alignment runs on the subsampled snippets (as in memory).
 4. The merge runs frame window by frame window: the latents of the snippet frames that show
-   those frames are decoded again and averaged into the output array (a memory map).
+   those frames are decoded again and averaged into the output array (run-video's is a
+   :class:`NpyFile`). The frame latents are freed first unless refinement follows.
 5. Re-normalisation and refinement work on that array in chunks.
 
 Batches are formed exactly as in :meth:`RollingDepthPipeline.__call__`, so a clip that fits
@@ -30,6 +31,7 @@ import torch
 
 from .background import HostWriter, prefetch
 from .coalign import problem_from_subsampled, solve, subsample
+from .device import to_device
 from .num_view import choose_num_view
 from .snippets import plan_snippets, refine_dilations, snippet_indices
 
@@ -233,7 +235,8 @@ def predict_streaming(
                 size = pipe.processing_size(in_size[0], in_size[1], processing_res)
             elif chunk.shape[1:3] != in_size:
                 raise ValueError(f"frames: frame {seen} has size {chunk.shape[1:3]}, the first had {in_size}")
-            writer.put(latents.append, pipe._encode_frames(chunk, size, max_vae_bs, lambda *a: None), as_numpy=False)
+            writer.put(latents.append, pipe._encode_frames(chunk, size, max_vae_bs, lambda *a: None), as_numpy=False,
+                       copy=False)  # fresh
             if lengths is None:
                 for k in range(len(batch)):
                     if (seen + k) in motion_pairs or (seen + k - 1) in motion_pairs or not num_frames_hint:
@@ -299,7 +302,7 @@ def predict_streaming(
             timestep = pipe.scheduler.timesteps[0]
             for start in range(0, len(idx), bs):
                 frame_ids = torch.from_numpy(idx[start : start + bs].reshape(-1))
-                rgb = rgb_latents[frame_ids].to(device)
+                rgb = to_device(rgb_latents[frame_ids], device)
                 pred = pipe._unet_step(rgb, noise.expand(len(frame_ids), -1, -1, -1), timestep, n)  # [b*n, 4, h, w]
                 spill_dtype = torch.float16 if dtype == torch.float16 else torch.float32
                 writer.put(partial(_set_rows, lat_store, slice(start * n, start * n + len(pred))), pred.to(spill_dtype))
@@ -464,10 +467,10 @@ def _merge_windows(pipe, plan, spilled, scales, shifts, min_value, num_frames, s
             count = torch.zeros(f1 - f0, dtype=torch.float32, device=device)
             for g, part, local, z in batches:
                 n = plan[g][1]
-                z = torch.from_numpy(np.asarray(z, np.float32)).to(device, dtype)
+                z = to_device(torch.from_numpy(np.asarray(z, np.float32)), device, dtype)
                 maps = pipe.decode_depth_safe(z, size).float()  # [b, H, W]
-                snip = torch.from_numpy(part // n).to(device)
-                local = torch.from_numpy(local).to(device)
+                snip = to_device(torch.from_numpy(part // n), device)
+                local = to_device(torch.from_numpy(local), device)
                 values = (maps - min_value) * s_all[g][snip][:, None, None] + t_all[g][snip][:, None, None]
                 acc.index_add_(0, local, values)
                 count.index_add_(0, local, torch.ones(len(part), device=device))
@@ -498,9 +501,11 @@ def _refine_streaming(pipe, rgb_latents, noise, coaligned, refine_step, snippet_
     device, dtype = pipe.unet.device, pipe.unet.dtype
     num_frames = rgb_latents.shape[0]
     parts = []
-    for start in range(0, num_frames, max_vae_bs):
-        d = torch.from_numpy(np.asarray(coaligned[start : start + max_vae_bs], np.float32)).to(device)
-        parts.append(pipe.encode(d[:, None].expand(-1, 3, -1, -1).to(dtype)).cpu())
+    with HostWriter() as writer:  # latents reach the host without the device waiting
+        for start in range(0, num_frames, max_vae_bs):
+            d = to_device(torch.from_numpy(np.asarray(coaligned[start : start + max_vae_bs], np.float32)), device)
+            writer.put(parts.append, pipe.encode(d[:, None].expand(-1, 3, -1, -1).to(dtype)), as_numpy=False,
+                       copy=False)  # fresh
     latents = _concat_consuming(parts)  # [N, 4, h, w] host
     pipe.scheduler.set_timesteps(2 * refine_step)  # on the host
     timesteps = pipe.scheduler.timesteps[refine_step:]
@@ -516,7 +521,8 @@ def _refine_streaming(pipe, rgb_latents, noise, coaligned, refine_step, snippet_
             count = torch.zeros(num_frames, dtype=torch.float32)
             for start in range(0, idx.shape[0], bs):
                 frame_ids = idx[start : start + bs].reshape(-1)
-                pred = pipe._unet_step(rgb_latents[frame_ids].to(device), latents[frame_ids].to(device), t, snippet_len)
+                pred = pipe._unet_step(to_device(rgb_latents[frame_ids], device), to_device(latents[frame_ids], device),
+                                       t, snippet_len)
                 writer.put(partial(_accumulate, acc, count, frame_ids), pred.float(), as_numpy=False)
             writer.drain()
             latents = acc.div_(count[:, None, None, None]).to(dtype)  # no copy in fp32
@@ -525,7 +531,7 @@ def _refine_streaming(pipe, rgb_latents, noise, coaligned, refine_step, snippet_
         lo = torch.full((), float("inf"), device=device)
         hi = torch.full((), float("-inf"), device=device)
         for start in range(0, num_frames, max_vae_bs):
-            maps = pipe.decode_depth_safe(latents[start : start + max_vae_bs].to(device), size).float()
+            maps = pipe.decode_depth_safe(to_device(latents[start : start + max_vae_bs], device), size).float()
             writer.put(partial(_set_rows, out, slice(start, start + len(maps))), maps)
             lo, hi = torch.minimum(lo, maps.min()), torch.maximum(hi, maps.max())
             notify("refine decode", min(start + max_vae_bs, num_frames), num_frames)
