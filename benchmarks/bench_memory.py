@@ -39,6 +39,12 @@ def frames(n: int, h: int, w: int):
         yield base[:, x : x + w]
 
 
+# A stage whose last progress call says it is complete hands over at that call: otherwise its
+# peak would include the next stage's first batch (the next stage's first progress call comes
+# after that batch), whose fixed transient buffers can hide the finished stage's growth.
+HANDS_OVER = {"encode": "snippets", "coalign": "merge"}
+
+
 def worker(args) -> dict:
     from rollingdepth.streaming import NpyFile, limit_heap_growth, predict_streaming
 
@@ -62,6 +68,8 @@ def worker(args) -> dict:
         """At each change of stage: the finished stage's peak RSS, then a new high-water mark."""
         trace.append((round(time.perf_counter() - t0, 3), stage, done, total, current_rss_mb("VmRSS")))
         stage = stage.split(" d=")[0]  # "snippets d=10" -> "snippets"
+        if stage in HANDS_OVER and total and done >= total:
+            stage = HANDS_OVER[stage]  # finished: what follows is the next stage's first batch
         if stage != current[0] and reset:
             stage_peaks[current[0]] = max(stage_peaks.get(current[0], 0.0), current_rss_mb("VmHWM"))
             stage_held[current[0]] = current_rss_mb("VmRSS")
