@@ -143,7 +143,10 @@ def main() -> None:
         # the overall peak can sit in a stage whose memory does not depend on N and hide the
         # growth of another: take the steepest stage's slope when it is steeper
         stages = set.intersection(*(set(r.get("stage_peak_rss_mb") or {}) for r in per_size))
-        stage_slopes = {st: float(np.polyfit(ns, [r["stage_peak_rss_mb"][st] for r in per_size], 1)[0]) for st in sorted(stages)}
+        stage_fits = {st: np.polyfit(ns, [r["stage_peak_rss_mb"][st] for r in per_size], 1) for st in sorted(stages)}
+        stage_slopes = {st: float(fit[0]) for st, fit in stage_fits.items()}
+        # at 10,000 frames: the stage whose peak is then highest (not necessarily the steepest)
+        at_10000 = max((float(a * 10_000 + b) for a, b in stage_fits.values()), default=None)
         if stage_slopes:
             print("  per-stage peak growth, kB/frame: " + ", ".join(f"{k} {v * 1024:.1f}" for k, v in stage_slopes.items()))
             held = set.intersection(*(set(r.get("stage_end_rss_mb") or {}) for r in per_size))
@@ -159,6 +162,7 @@ def main() -> None:
                        "stage_slopes_mb_per_frame": stage_slopes,
                        "stage_end_slopes_mb_per_frame": held_slopes if stage_slopes else {},
                        "slope_scaled_to_768x432": slope * target / (h * w),
+                       "stages_peak_mb_10000_frames": at_10000,
                        "cuda_growth_mb": (cuda[-1] - cuda[0]) if cuda[0] is not None else None})
         print(f"{h}x{w}: {slope * 1024:.1f} kB/frame; scaled by pixels to 768x432 (x{target / (h * w):.1f}): "
               f"{slope * target / (h * w):.3f} MB/frame", flush=True)
@@ -172,6 +176,8 @@ def main() -> None:
         estimate = a + b * target
         how = f"fitted a + b * pixels over {len(slopes)} sizes: a = {a * 1024:.2f} kB, b = {b * 2**20:.3f} B/pixel"
     projected = largest["intercept_mb"] + estimate * 10_000
+    if largest["pixels"] == target and largest["stages_peak_mb_10000_frames"] is not None:
+        projected = largest["stages_peak_mb_10000_frames"]  # measured at 768x432: each stage's own line
     summary.update({"slope_mb_per_frame_at_768x432": estimate, "estimate": how,
                     "projected_peak_mb_10000_frames_at_768x432": projected})
     print(f"slope at 768x432: {estimate:.3f} MB/frame (bound 0.5; {how}); projected peak for 10,000 frames at "
