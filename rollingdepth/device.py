@@ -1,4 +1,5 @@
-"""Choosing the device and dtype: CUDA, then MPS, then CPU; fp16 falls back to fp32 on CPU."""
+"""Choosing the device and dtype (CUDA, then MPS, then CPU; fp16 falls back to fp32 on CPU),
+host-to-device copies that do not wait, and the process's heap setting for long runs."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import warnings
 
 import torch
 
-__all__ = ["DTYPES", "default_device", "is_out_of_memory", "resolve_device", "resolve_dtype", "to_device"]
+__all__ = ["DTYPES", "default_device", "is_out_of_memory", "limit_heap_growth", "resolve_device", "resolve_dtype",
+           "to_device"]
 
 DTYPES = {
     "fp32": torch.float32,
@@ -83,3 +85,26 @@ def to_device(tensor: torch.Tensor, device: torch.device | str, dtype: torch.dty
     else:
         tensor = tensor.to(device)
     return tensor if dtype is None else tensor.to(dtype)
+
+
+def limit_heap_growth() -> bool:
+    """Keep glibc from holding freed batch buffers: large blocks go back to the system.
+
+    glibc raises its mmap threshold as big blocks are freed, after which the many batch-sized
+    buffers of a long run come from the heap and stay resident: peak RSS then grows with the
+    video although nothing is kept. Fixing the threshold (and the arena count) keeps the
+    process's memory flat (measured: ``benchmarks/bench_memory.py``). Process-wide, so the
+    command calls it, not the library. Returns False where this is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_mmap_threshold, m_arena_max = -3, -8
+        return bool(libc.mallopt(m_mmap_threshold, 64 * 1024)) and bool(libc.mallopt(m_arena_max, 2))
+    except (OSError, AttributeError):
+        return False

@@ -1,18 +1,18 @@
 """RollingDepthPipeline: video depth from snippets of frames, co-aligned, optionally refined.
 
-Follows the reference inference step by step (``docs/method.md``). The pipeline takes
-frames in memory and returns arrays: it does no file I/O.
+The pipeline holds the model and the method's steps on batches (:meth:`encode_frames`,
+:meth:`denoise_snippets`, :meth:`decode_depth`, :meth:`encode_depth`); the passes over a
+whole video are :mod:`rollingdepth.driver`'s, which ``__call__`` runs over an in-memory
+store and run-video over a work folder on disk (``docs/method.md``). No file I/O here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
-import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,19 +21,13 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DCon
 from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .coalign import COALIGN_MODES
-from .coalign import coalign as coalign_snippets
-from .cross_frame_attention import ATTENTION_LEVELS, set_cross_frame_attention
+from .cross_frame_attention import set_cross_frame_attention
 from .device import is_out_of_memory, resolve_device, resolve_dtype, to_device
-from .num_view import choose_num_view
-from .snippets import MAX_SNIPPET_LEN, plan_snippets, refine_dilations, snippet_indices
+from .driver import ProgressCallback, run
+from .settings import MethodSettings
+from .stores import MemoryStore
 
 __all__ = ["RollingDepthOutput", "RollingDepthPipeline"]
-
-logger = logging.getLogger(__name__)
-
-# Called as callback(stage, done, total) while a stage runs.
-ProgressCallback = Callable[[str, int, int], None]
 
 # diffusers renamed from_pretrained's `torch_dtype` to `dtype` (the old name warns).
 _DIFFUSERS_TAKES_DTYPE = hasattr(importlib.import_module("diffusers.pipelines.pipeline_utils"), "_resolve_dtype")
@@ -50,6 +44,8 @@ class RollingDepthOutput(BaseOutput):
         coalign_loss: the co-alignment loss at the final scales and shifts.
         settings: the values actually used (dilations after capping, snippet lengths, ...).
         timings: seconds per stage.
+        counts: work done: ``vae_encodes`` and ``vae_decodes`` (frames), ``unet_calls``,
+            ``unet_frames``.
     """
 
     depth: np.ndarray
@@ -58,6 +54,7 @@ class RollingDepthOutput(BaseOutput):
     coalign_loss: float
     settings: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -81,21 +78,6 @@ def _quiet_loading():
             dlog.enable_progress_bar()
         if t_bars:
             tlog.enable_progress_bar()
-
-
-def _as_list(value, name: str) -> list[int]:
-    if isinstance(value, (int, np.integer)):
-        value = [value]
-    try:
-        values = [v for v in value]
-    except TypeError:
-        raise ValueError(f"{name}: expected an int or a list of ints, got {value!r}") from None
-    if not values:
-        raise ValueError(f"{name}: must not be empty")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise ValueError(f"{name}: expected integers, got {v!r}")
-    return [int(v) for v in values]
 
 
 class RollingDepthPipeline(DiffusionPipeline):
@@ -128,6 +110,8 @@ class RollingDepthPipeline(DiffusionPipeline):
         self._attn_span: dict | None = None
         self._snippet_cap: int | None = None  # lowered after an out-of-memory error
         self._warned_oom = False
+        self.counts: dict[str, int] = {}
+        self.reset_counts()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -160,22 +144,9 @@ class RollingDepthPipeline(DiffusionPipeline):
         return pipe.to(dev)
 
     # ------------------------------------------------------------------ checks
-    def check_inputs(
-        self,
-        frames,
-        processing_res: int,
-        dilations,
-        snippet_lengths,
-        refine_step: int,
-        refine_snippet_len: int,
-        refine_start_dilation: int,
-        coalign_mode: str,
-        max_vae_bs: int,
-        unet_batch_size: int | None,
-        attn_span: dict | None = None,
-    ) -> tuple[list[int], list[int] | None]:
-        """Validate every argument; return dilations and one snippet length per dilation
-        (``None`` for ``"auto"``)."""
+    def check_inputs(self, frames, settings: MethodSettings) -> MethodSettings:
+        """Validate the frames and every setting; return the settings normalised
+        (:meth:`MethodSettings.validate`)."""
         if not isinstance(frames, (np.ndarray, torch.Tensor)):
             raise ValueError(f"frames: expected a numpy array or torch tensor, got {type(frames).__name__}")
         if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -184,45 +155,7 @@ class RollingDepthPipeline(DiffusionPipeline):
             raise ValueError(f"frames: expected dtype uint8, got {frames.dtype}")
         if frames.shape[0] < 1 or frames.shape[1] < 1 or frames.shape[2] < 1:
             raise ValueError(f"frames: empty input of shape {tuple(frames.shape)}")
-        if isinstance(processing_res, bool) or not isinstance(processing_res, (int, np.integer)):
-            raise ValueError(f"processing_res: expected an int, got {processing_res!r}")
-        if processing_res < 0:
-            raise ValueError(f"processing_res: must be >= 0 (0 keeps the size), got {processing_res}")
-        dilations = _as_list(dilations, "dilations")
-        auto = isinstance(snippet_lengths, str) and snippet_lengths == "auto"
-        lengths = [3] if auto else _as_list(snippet_lengths, "snippet_lengths")
-        if min(dilations) < 1:
-            raise ValueError(f"dilations: every dilation must be >= 1, got {dilations}")
-        if 1 not in dilations:
-            raise ValueError(f"dilations: must include 1, got {dilations}")
-        if len(lengths) == 1:
-            lengths = lengths * len(dilations)
-        elif len(lengths) != len(dilations):
-            raise ValueError(
-                f"snippet_lengths: give one value or one per dilation ({len(dilations)}), got {lengths}"
-            )
-        for name, values in (("snippet_lengths", lengths), ("refine_snippet_len", [refine_snippet_len])):
-            if any(isinstance(v, bool) or v < 1 or v > MAX_SNIPPET_LEN for v in values):
-                raise ValueError(f"{name}: must be between 1 and {MAX_SNIPPET_LEN}, got {values}")
-        max_refine = self.scheduler.config.num_train_timesteps // 2
-        if isinstance(refine_step, bool) or not isinstance(refine_step, (int, np.integer)):
-            raise ValueError(f"refine_step: expected an int, got {refine_step!r}")
-        if refine_step < 0 or refine_step > max_refine:
-            raise ValueError(f"refine_step: must be between 0 and {max_refine}, got {refine_step}")
-        if refine_start_dilation < 1:
-            raise ValueError(f"refine_start_dilation: must be >= 1, got {refine_start_dilation}")
-        if coalign_mode not in COALIGN_MODES:
-            raise ValueError(f"coalign: unknown mode {coalign_mode!r}; expected one of {COALIGN_MODES}")
-        if max_vae_bs < 1:
-            raise ValueError(f"max_vae_bs: must be >= 1, got {max_vae_bs}")
-        if unet_batch_size is not None and unet_batch_size < 1:
-            raise ValueError(f"unet_batch_size: must be >= 1, got {unet_batch_size}")
-        if attn_span is not None:
-            if not isinstance(attn_span, dict) or not set(attn_span) <= set(ATTENTION_LEVELS):
-                raise ValueError(f"attn_span: expected a dict with keys among {ATTENTION_LEVELS}, got {attn_span!r}")
-            if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in attn_span.values()):
-                raise ValueError(f"attn_span: spans must be integers >= 1, got {attn_span}")
-        return dilations, (None if auto else lengths)
+        return settings.validate(max_refine_step=self.scheduler.config.num_train_timesteps // 2)
 
     def prepare(self, attn_span: dict | None = None) -> None:
         """Before a run: fp16 on CPU becomes fp32 (one warning); remember the attention spans."""
@@ -230,6 +163,10 @@ class RollingDepthPipeline(DiffusionPipeline):
         if self.unet.device.type == "cpu" and self.dtype == torch.float16:
             warnings.warn("fp16 on CPU is slow and imprecise: running in fp32 instead", stacklevel=3)
             self.to(dtype=torch.float32)
+
+    def reset_counts(self) -> None:
+        """Zero the work counters (frames through the VAE encoder and decoder, UNet calls)."""
+        self.counts = {"vae_encodes": 0, "vae_decodes": 0, "unet_calls": 0, "unet_frames": 0}
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -263,17 +200,33 @@ class RollingDepthPipeline(DiffusionPipeline):
             return x
         return F.pad(x, (0, pw, 0, ph), mode="replicate")
 
+    # ------------------------------------------------------------------ steps
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """VAE-encode ``[B, 3, H, W]`` in [-1, 1]: mean of the moments times 0.18215."""
         x = self._pad(images).to(device=self.vae.device, dtype=self.vae.dtype)
         moments = self.vae.quant_conv(self.vae.encoder(x))
         mean, _ = torch.chunk(moments, 2, dim=1)
+        self.counts["vae_encodes"] += int(x.shape[0])
         return mean * self.rgb_latent_scale_factor  # [B, 4, h, w]
 
-    def decode_depth(self, latents: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def encode_frames(self, frames, size: tuple[int, int]) -> torch.Tensor:
+        """uint8 RGB ``[B, H, W, 3]`` (NumPy or torch) -> latents ``[B, 4, h, w]``: resized to
+        ``size``, normalised to [-1, 1], encoded."""
+        frames = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+        x = to_device(frames, self.vae.device).permute(0, 3, 1, 2).float()  # [B, 3, H, W], 0..255
+        x = self.resize_frames(x, size)
+        x = x / 255.0 * 2.0 - 1.0
+        return self.encode(x.to(self.vae.dtype))
+
+    def encode_depth(self, depth: torch.Tensor) -> torch.Tensor:
+        """Depth ``[B, H, W]`` in [-1, 1] -> latents ``[B, 4, h, w]``, encoded like RGB (3 equal channels)."""
+        return self.encode(depth[:, None].expand(-1, 3, -1, -1).to(self.vae.dtype))
+
+    def _vae_decode(self, latents: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Decode ``[B, 4, h, w]`` depth latents to ``[B, H, W]`` (mean of 3 channels, cropped)."""
         z = self.vae.post_quant_conv(latents / self.depth_latent_scale_factor)
         image = self.vae.decoder(z)  # [B, 3, H', W']
+        self.counts["vae_decodes"] += int(latents.shape[0])
         return image.mean(dim=1)[:, : size[0], : size[1]]
 
     def empty_text_embedding(self) -> torch.Tensor:
@@ -304,16 +257,18 @@ class RollingDepthPipeline(DiffusionPipeline):
         per_frame = latent_hw[0] * latent_hw[1] * 30_000 * bytes_per_value
         return int(max(1, min(16, (free // 2) // max(1, per_frame * snippet_len))))
 
-    def _unet_step(
+    def denoise_snippets(
         self,
         rgb_latents: torch.Tensor,  # [B*n, 4, h, w]
         depth_latents: torch.Tensor,  # [B*n, 4, h, w]
         timestep: torch.Tensor,
         num_view: int,
     ) -> torch.Tensor:
-        """One denoising step of B snippets of n frames; on out-of-memory, fewer snippets per call.
+        """One denoising step of B snippets of n frames (``num_view = n``): the UNet on the RGB and
+        depth latents with cross-frame attention, then the scheduler's step; ``[B*n, 4, h, w]``.
 
-        The cap is halved (logged once) down to 1 snippet, then the error goes up.
+        On out-of-memory, fewer snippets per call: the cap is halved (logged once) down to 1
+        snippet, then the error goes up.
         """
         snippets = rgb_latents.shape[0] // num_view
         cap = self._snippet_cap or snippets
@@ -337,10 +292,11 @@ class RollingDepthPipeline(DiffusionPipeline):
                     warnings.warn(f"out of memory in the UNet: {cap} snippets per call from now on", stacklevel=2)
                     self._warned_oom = True
 
-    def decode_depth_safe(self, latents: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """:meth:`decode_depth`, split in halves on out-of-memory (down to one frame)."""
+    def decode_depth(self, latents: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Depth latents ``[B, 4, h, w]`` -> depth ``[B, H, W]`` (``size``), the mean of the
+        decoder's 3 channels; split in halves on out-of-memory (down to one frame)."""
         try:
-            return self.decode_depth(latents, size)
+            return self._vae_decode(latents, size)
         except Exception as exc:
             if not is_out_of_memory(exc) or latents.shape[0] <= 1:
                 raise
@@ -350,7 +306,7 @@ class RollingDepthPipeline(DiffusionPipeline):
                 warnings.warn("out of memory in the VAE: decoding in smaller batches", stacklevel=2)
                 self._warned_oom = True
             half = latents.shape[0] // 2
-            return torch.cat([self.decode_depth_safe(latents[:half], size), self.decode_depth_safe(latents[half:], size)])
+            return torch.cat([self.decode_depth(latents[:half], size), self.decode_depth(latents[half:], size)])
 
     def _unet_call(self, rgb_latents, depth_latents, timestep, num_view) -> torch.Tensor:
         """One UNet call and scheduler step (no splitting); ``timestep`` lives on the host."""
@@ -365,10 +321,13 @@ class RollingDepthPipeline(DiffusionPipeline):
             cross_attention_kwargs=attention_kwargs,
             return_dict=False,
         )[0]
+        self.counts["unet_calls"] += 1
+        self.counts["unet_frames"] += int(unet_input.shape[0])
         return self.scheduler.step(model_output, timestep, depth_latents).prev_sample
 
-    def _noise(self, shape, generator: torch.Generator | None) -> torch.Tensor:
-        """``torch.randn`` as the reference draws it; a generator on another device is honoured."""
+    def initial_noise(self, shape, generator: torch.Generator | None) -> torch.Tensor:
+        """The one initial noise, ``torch.randn`` as the reference draws it; a generator on
+        another device is honoured."""
         device, dtype = self.unet.device, self.unet.dtype
         if generator is not None and generator.device.type != device.type:
             return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
@@ -382,7 +341,7 @@ class RollingDepthPipeline(DiffusionPipeline):
         processing_res: int = 768,
         dilations: Sequence[int] = (1, 25),
         cap_dilation: bool = True,
-        snippet_lengths: Sequence[int] | int = (3,),
+        snippet_lengths: Sequence[int] | int | str = (3,),
         refine_step: int = 0,
         refine_snippet_len: int = 3,
         refine_start_dilation: int = 6,
@@ -393,7 +352,7 @@ class RollingDepthPipeline(DiffusionPipeline):
         callback: ProgressCallback | None = None,
         attn_span: dict | None = None,
     ) -> RollingDepthOutput:
-        """Predict depth for ``frames`` (uint8 RGB ``[N, H, W, 3]``, numpy or torch).
+        """Predict depth for ``frames`` (uint8 RGB ``[N, H, W, 3]``, numpy or torch), in memory.
 
         Args:
             processing_res: longer edge for processing; 0 keeps the input size.
@@ -411,201 +370,26 @@ class RollingDepthPipeline(DiffusionPipeline):
             attn_span: experimental per-level attention span, e.g. ``{"fine": 2}``: at that UNet
                 level a frame attends only to frames less than k apart (k >= n: unchanged).
         """
-        timings: dict[str, float] = {}
-        notify = callback or (lambda stage, done, total: None)
-
         # 1. Check inputs
-        dilations, lengths = self.check_inputs(
-            frames, processing_res, dilations, snippet_lengths, refine_step,
-            refine_snippet_len, refine_start_dilation, coalign, max_vae_bs, unet_batch_size, attn_span,
-        )
-        self.prepare(attn_span)
-        device = self.unet.device
-        num_frames, in_h, in_w = int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])
-        size = self.processing_size(in_h, in_w, processing_res)
-        if lengths is not None:  # fail on a dilation that does not fit before any heavy work
-            plan = plan_snippets(num_frames, dilations, lengths, cap_dilation)
+        settings = self.check_inputs(frames, MethodSettings(
+            processing_res=processing_res, dilations=dilations, cap_dilation=cap_dilation,
+            snippet_lengths=snippet_lengths, refine_step=refine_step, refine_snippet_len=refine_snippet_len,
+            refine_start_dilation=refine_start_dilation, coalign=coalign, max_vae_bs=max_vae_bs,
+            unet_batch_size=unet_batch_size, attn_span=attn_span,
+        ))
 
-        # 2. Resize, normalise and encode every frame once
-        t0 = time.perf_counter()
-        rgb_latents = self._encode_frames(frames, size, max_vae_bs, notify)  # [N, 4, h, w]
-        latent_hw = tuple(rgb_latents.shape[-2:])
-        timings["encode"] = time.perf_counter() - t0
-        auto_choice = None
-        if lengths is None:
-            n_auto, auto_choice = choose_num_view(frames, device, latent_hw, self.dtype)
-            lengths = [n_auto] * len(dilations)
-            plan = plan_snippets(num_frames, dilations, lengths, cap_dilation)
+        # 2. Run the method (encode, snippets, co-align, merge, re-normalise, refine) in memory
+        rows = (f.cpu().numpy() if isinstance(f, torch.Tensor) else f for f in frames)  # [H, W, 3] each
+        result = run(self, rows, MemoryStore(), settings, generator=generator, callback=callback,
+                     num_frames_hint=int(frames.shape[0]))
 
-        # 3. One initial noise for every frame
-        noise = self._noise((1, 4, *latent_hw), generator)  # [1, 4, h, w]
-        self.empty_text_embedding()
-
-        # 4. One-step inference of every snippet, batched through the UNet
-        t0 = time.perf_counter()
-        snippet_latents = []
-        batch_sizes = []
-        for d, n in plan:
-            bs = unet_batch_size or self.default_unet_batch_size(n, latent_hw)
-            batch_sizes.append(bs)
-            snippet_latents.append(self._infer_snippets(rgb_latents, noise, d, n, bs, notify))
-        timings["snippets"] = time.perf_counter() - t0
-
-        # 5. Decode the snippets' depth latents
-        t0 = time.perf_counter()
-        snippets = [self._decode_latents(lat, size, max_vae_bs, notify, "decode") for lat in snippet_latents]
-        del snippet_latents
-        timings["decode"] = time.perf_counter() - t0
-
-        # 6. Co-align and re-normalise to [-1, 1]
-        t0 = time.perf_counter()
-        notify("coalign", 0, 1)
-        used_dilations = [d for d, _ in plan]
-        merged, info = coalign_snippets(snippets, used_dilations, mode=coalign, num_frames=num_frames, device=device)
-        depth_coaligned = self._renormalise(merged)
-        notify("coalign", 1, 1)
-        timings["coalign"] = time.perf_counter() - t0
-
-        # 7. Optional coarse-to-fine refinement
-        refine_len = min(refine_snippet_len, num_frames)
-        refine_d0 = plan_snippets(num_frames, [refine_start_dilation], [refine_len], True)[0][0]
-        refine_schedule = refine_dilations(refine_step, refine_d0) if refine_step > 0 else []
-        if refine_step > 0:
-            t0 = time.perf_counter()
-            depth = self._refine(
-                rgb_latents, noise, depth_coaligned, refine_step, refine_len, refine_schedule,
-                size, max_vae_bs, unet_batch_size, notify,
-            )
-            timings["refine"] = time.perf_counter() - t0
-        else:
-            depth = depth_coaligned
-
-        settings = self.run_settings(
-            num_frames=num_frames, input_size=(in_h, in_w), size=size, processing_res=processing_res,
-            plan=plan, snippets_per_dilation=[int(s.shape[0]) for s in snippets], cap_dilation=cap_dilation,
-            refine_step=refine_step, refine_snippet_len=refine_snippet_len, refine_len=refine_len,
-            refine_start_dilation=refine_start_dilation, refine_d0=refine_d0, refine_schedule=refine_schedule,
-            coalign=coalign, coalign_iterations=info["iterations"], max_vae_bs=max_vae_bs,
-            unet_batch_size=batch_sizes, num_view_auto=auto_choice,
-        )
+        # 3. Output
         return RollingDepthOutput(
-            depth=depth,
-            depth_coaligned=depth_coaligned,
-            snippets=snippets,
-            coalign_loss=float(info["loss"]),
-            settings=settings,
-            timings=timings,
+            depth=result.depth,
+            depth_coaligned=result.depth_coaligned,
+            snippets=result.snippets,
+            coalign_loss=result.coalign_loss,
+            settings=result.settings,
+            timings=result.timings,
+            counts=result.counts,
         )
-
-    def run_settings(
-        self, *, num_frames, input_size, size, processing_res, plan, snippets_per_dilation, cap_dilation,
-        refine_step, refine_snippet_len, refine_len, refine_start_dilation, refine_d0, refine_schedule,
-        coalign, coalign_iterations, max_vae_bs, unet_batch_size, num_view_auto,
-    ) -> dict:
-        """The values a run actually used (after capping), as reported in ``settings``."""
-        return {
-            "num_frames": num_frames,
-            "input_size": list(input_size),
-            "processing_size": list(size),
-            "processing_res": int(processing_res),
-            "dilations": [d for d, _ in plan],
-            "snippet_lengths": [n for _, n in plan],
-            "snippets_per_dilation": snippets_per_dilation,
-            "cap_dilation": bool(cap_dilation),
-            "refine_step": int(refine_step),
-            "refine_snippet_len": refine_len if refine_step > 0 else int(refine_snippet_len),
-            "refine_start_dilation": refine_d0 if refine_step > 0 else int(refine_start_dilation),
-            "refine_dilations": refine_schedule,
-            "coalign": coalign,
-            "coalign_iterations": coalign_iterations,
-            "max_vae_bs": int(max_vae_bs),
-            "unet_batch_size": unet_batch_size,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "device": str(self.unet.device),
-            "attn_span": self._attn_span,
-            "num_view_auto": num_view_auto,
-        }
-
-    # ------------------------------------------------------------------ stages
-    def _encode_frames(self, frames, size, max_vae_bs: int, notify: ProgressCallback) -> torch.Tensor:
-        """uint8 ``[N, H, W, 3]`` -> latents ``[N, 4, h, w]``, one batch of frames at a time."""
-        device = self.vae.device
-        num_frames = frames.shape[0]
-        latents = []
-        for start in range(0, num_frames, max_vae_bs):
-            chunk = frames[start : start + max_vae_bs]
-            chunk = torch.from_numpy(np.ascontiguousarray(chunk)) if isinstance(chunk, np.ndarray) else chunk
-            x = to_device(chunk, device).permute(0, 3, 1, 2).float()  # [B, 3, H, W], 0..255
-            x = self.resize_frames(x, size)
-            x = x / 255.0 * 2.0 - 1.0
-            latents.append(self.encode(x.to(self.vae.dtype)))
-            notify("encode", min(start + max_vae_bs, num_frames), num_frames)
-        return torch.cat(latents)
-
-    def _infer_snippets(
-        self, rgb_latents, noise, dilation: int, n: int, batch_size: int, notify: ProgressCallback
-    ) -> torch.Tensor:
-        """Depth latents ``[S, n, 4, h, w]`` of every snippet of one dilation."""
-        self.scheduler.set_timesteps(1)  # on the host: the scheduler's step then never syncs
-        timestep = self.scheduler.timesteps[0]
-        idx = torch.from_numpy(snippet_indices(rgb_latents.shape[0], n, dilation)).to(rgb_latents.device)
-        num_snippets = idx.shape[0]
-        out = torch.empty((num_snippets, n, *rgb_latents.shape[1:]), device=rgb_latents.device, dtype=rgb_latents.dtype)
-        for start in range(0, num_snippets, batch_size):
-            frame_ids = idx[start : start + batch_size].reshape(-1)  # [B*n]
-            init = noise.expand(frame_ids.shape[0], -1, -1, -1)
-            pred = self._unet_step(rgb_latents[frame_ids], init, timestep, n)
-            out[start : start + batch_size] = pred.view(-1, n, *pred.shape[1:])
-            notify(f"snippets d={dilation}", min(start + batch_size, num_snippets), num_snippets)
-        return out
-
-    def _decode_latents(self, latents, size, max_vae_bs: int, notify: ProgressCallback, stage: str) -> np.ndarray:
-        """Decode ``[..., 4, h, w]`` latents in VAE batches to float32 ``[..., H, W]`` on the host."""
-        lead = latents.shape[:-3]
-        flat = latents.reshape(-1, *latents.shape[-3:])
-        out = np.empty((flat.shape[0], *size), dtype=np.float32)
-        for start in range(0, flat.shape[0], max_vae_bs):
-            decoded = self.decode_depth_safe(flat[start : start + max_vae_bs], size)
-            out[start : start + decoded.shape[0]] = decoded.float().cpu().numpy()
-            notify(stage, min(start + max_vae_bs, flat.shape[0]), flat.shape[0])
-        return out.reshape(*lead, *size)
-
-    @staticmethod
-    def _renormalise(depth: np.ndarray) -> np.ndarray:
-        """Whole video to [-1, 1]: ``(v - min) / (max - min) * 2 - 1`` (constant -> 0)."""
-        lo, hi = float(depth.min()), float(depth.max())
-        if hi - lo <= 0:
-            return np.zeros_like(depth, dtype=np.float32)
-        return ((depth - lo) / (hi - lo) * 2.0 - 1.0).astype(np.float32)
-
-    def _refine(
-        self, rgb_latents, noise, depth_coaligned, refine_step, snippet_len, schedule,
-        size, max_vae_bs, unet_batch_size, notify,
-    ) -> np.ndarray:
-        """Coarse-to-fine refinement of the co-aligned depth; returns the decoded prediction."""
-        device, dtype = rgb_latents.device, rgb_latents.dtype
-        num_frames = rgb_latents.shape[0]
-        # Encode the co-aligned depth like RGB (3 equal channels)
-        depth_latents = []
-        for start in range(0, num_frames, max_vae_bs):
-            d = to_device(torch.from_numpy(depth_coaligned[start : start + max_vae_bs]), device)
-            depth_latents.append(self.encode(d[:, None].expand(-1, 3, -1, -1).to(dtype)))
-        latents = torch.cat(depth_latents)  # [N, 4, h, w]
-
-        self.scheduler.set_timesteps(2 * refine_step)  # on the host
-        timesteps = self.scheduler.timesteps[refine_step:]
-        frame_noise = noise.expand(num_frames, -1, -1, -1)
-        latents = self.scheduler.add_noise(latents, frame_noise, timesteps[:1])
-        batch_size = unet_batch_size or self.default_unet_batch_size(snippet_len, tuple(latents.shape[-2:]))
-        for i, (t, dilation) in enumerate(zip(timesteps, schedule)):
-            idx = torch.from_numpy(snippet_indices(num_frames, snippet_len, dilation)).to(device)
-            acc = torch.zeros(latents.shape, device=device, dtype=torch.float32)
-            count = torch.zeros(num_frames, device=device, dtype=torch.float32)
-            for start in range(0, idx.shape[0], batch_size):
-                frame_ids = idx[start : start + batch_size].reshape(-1)
-                pred = self._unet_step(rgb_latents[frame_ids], latents[frame_ids], t, snippet_len)
-                acc.index_add_(0, frame_ids, pred.float())
-                count.index_add_(0, frame_ids, torch.ones(frame_ids.shape[0], device=device))
-            latents = (acc / count[:, None, None, None]).to(dtype)
-            notify("refine", i + 1, refine_step)
-        return self._decode_latents(latents, size, max_vae_bs, notify, "refine decode")

@@ -187,60 +187,31 @@ def _versions() -> dict:
 def process_video(
     pipe, source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
 ) -> VideoResult:
-    """Predict depth for one video, streaming, and write every requested output.
+    """Predict depth for one video and write every requested output.
 
-    Frames stream from the file; spilled data live in a work folder inside ``out_dir`` that is
-    removed afterwards, also after an error or Ctrl-C. ``report_extra`` goes into run.json.
+    Frames stream from the file; intermediate results live in a work folder (inside
+    ``out_dir``, or ``cfg.work_dir``) that is removed afterwards, also after an error or
+    Ctrl-C. ``report_extra`` goes into run.json.
     """
     return predict_video(pipe, source, out_dir, cfg, progress, report_extra).write(progress)
 
 
-class PendingOutputs:
-    """A video whose prediction is done and whose outputs are not written yet.
-
-    It owns the video's work folder and temporary files: ``write`` writes the outputs and
-    removes them (also on error), ``discard`` just removes them. ``write`` may run in another
-    thread (the accelerator goes on with the next video meanwhile); setting ``cancel`` stops
-    it at the next frame with ``KeyboardInterrupt``, leaving no partial output.
-    """
-
-    def __init__(self, name: str, frames: int, notes: list[str], write, cleanup):
-        self.name, self.frames, self.notes = name, frames, notes
-        self._write, self._cleanup = write, cleanup
-
-    def write(self, progress: Progress, cancel=None) -> VideoResult:
-        try:
-            return self._write(progress, cancel)
-        finally:
-            self._cleanup()
-
-    def discard(self) -> None:
-        self._cleanup()
-
-
 def predict_video(
     pipe, source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
-) -> PendingOutputs:
-    """The streaming prediction of one video (the accelerator's part of :func:`process_video`)."""
-    import shutil
+) -> "PendingOutputs":
+    """The prediction of one video (the accelerator's part of :func:`process_video`), run by
+    :func:`rollingdepth.driver.run` over a :class:`~rollingdepth.stores.DiskStore`."""
     import tempfile
 
     import torch
 
-    from .streaming import NpyFile, predict_streaming
+    from .driver import run
+    from .stores import DiskStore
 
     started = time.perf_counter()
-    stem = source.stem
-    result = VideoResult(name=str(source.path))
-    workdir = Path(tempfile.mkdtemp(prefix=f".{stem}.work-", dir=out_dir))
-    partial: list[Path] = []  # temporary output files, removed unless renamed
-
-    def cleanup():
-        for path in partial:
-            if path.exists():
-                path.unlink()
-        shutil.rmtree(workdir, ignore_errors=True)
-
+    work_parent = Path(cfg.work_dir).expanduser() if cfg.work_dir else out_dir
+    workdir = Path(tempfile.mkdtemp(prefix=f".{source.stem}.work-", dir=work_parent))
+    pending = PendingOutputs(source, out_dir, cfg, workdir, started, report_extra)
     try:
         generator = torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed)
         expected = source.frame_count - cfg.start_frame
@@ -248,35 +219,14 @@ def predict_video(
             expected = min(expected, cfg.frame_count)
         if source.frame_count and expected <= 0:
             raise InputError(f"{source.path}: --from {cfg.start_frame} is beyond the end of the video ({source.frame_count} frames)")
-
-        def make_output(n, h, w):
-            if cfg.save_npy and not cfg.restore_res:
-                path = out_dir / f".{stem}_pred.partial.npy"
-                partial.append(path)
-            else:
-                path = workdir / "prediction.npy"
-            return NpyFile(path, (n, h, w), np.float32)
-
-        snippet_files = {}
-
-        def snippet_output(group, shape):
-            path = workdir / f"snippets_{group}.npy"
-            snippet_files[group] = path
-            return NpyFile(path, shape, np.float32, row_ndim=2)
-
-        outputs = {}
-
-        def keep(n, h, w):
-            outputs["pred"] = make_output(n, h, w)
-            return outputs["pred"]
-
+        # the prediction is written straight to the output folder when it is the .npy output as is
+        direct = cfg.save_npy and not cfg.restore_res
+        store = pending.store = DiskStore(workdir, output_path=out_dir / f".{source.stem}_pred.partial.npy" if direct else None,
+                                          on_output=pending.partial.append if direct else None)
         frames = prefetch(source.frames(cfg.start_frame, cfg.frame_count))
         try:
-            stream = predict_streaming(
-                pipe, frames, keep, workdir=workdir, generator=generator, callback=progress,
-                num_frames_hint=expected or None, snippets_output=snippet_output if cfg.save_snippets else None,
-                **cfg.pipeline_kwargs(),
-            )
+            pending.result = run(pipe, frames, store, cfg.method_settings(), generator=generator, callback=progress,
+                                 num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
         except ValueError as exc:
             if "no frames" in str(exc):
                 raise InputError(f"{source.path}: the video has no frames") from None
@@ -285,132 +235,186 @@ def predict_video(
             if is_out_of_memory(exc):
                 raise RuntimeError(_oom_advice(pipe, (0, *source.size), cfg)) from None
             raise
-        timings = dict(stream.timings)
-        result.frames = stream.num_frames
-        auto = stream.settings.get("num_view_auto")
+        auto = pending.result.settings.get("num_view_auto")
         if auto:
-            result.notes.append(f"{stem}: --snippet-lengths auto chose {auto['num_view']} ({auto['reason']})")
-
-        def write(progress: Progress, cancel) -> VideoResult:
-            t0 = time.perf_counter()
-            depth = outputs["pred"]  # [N, h, w] memory map at processing size
-            size = tuple(source.size) if cfg.restore_res else stream.size
-            vmin, vmax = stream.depth_range
-            fps = cfg.output_fps or source.fps
-            written = []
-            n = stream.num_frames
-            total_steps = n * (len(cfg.cmaps) + int(cfg.save_sbs) + int(cfg.save_png16) + int(cfg.restore_res and cfg.save_npy)) + 1
-            step = 0
-
-            def tick(k=1):
-                nonlocal step
-                step += k
-                progress("write", step, total_steps)
-
-            def frames_out():
-                """The prediction frame by frame at the output size."""
-                for i in range(n):
-                    frame = np.asarray(depth[i])
-                    yield pipe.resize_depth(frame[None], size)[0] if cfg.restore_res else frame
-
-            # One pass over the prediction feeds every per-frame output; each output is encoded in
-            # its own thread (the video encoders run side by side).
-            with contextlib.ExitStack() as stack:
-                sinks: list[tuple[Path, Callable]] = []  # (final path, write(i, frame, image))
-                if cfg.save_npy and cfg.restore_res:
-                    tmp_path = out_dir / f".{stem}_pred.partial.npy"
-                    partial.append(tmp_path)
-                    restored = NpyFile(tmp_path, (n, *size), np.float32)
-                    stack.callback(restored.close)
-                    sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, image: restored.__setitem__(i, frame)))
-                for cmap in cfg.cmaps:
-                    final = out_dir / f"{stem}_{cmap}.mp4"
-                    video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, size))
-                    sinks.append((final, lambda i, frame, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
-                if cfg.save_sbs:
-                    final = out_dir / f"{stem}_rgbd.mp4"
-                    sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP)))
-                    sinks.append((final, lambda i, frame, image: sbs.write(
-                        side_by_side(_resize_frames(image[None], size)[0], colorize(frame, cfg.cmaps[0], vmin, vmax)))))
-                if cfg.save_png16:
-                    import cv2
-
-                    final = out_dir / f"{stem}_depth16"
-                    png_dir = stack.enter_context(atomic_dir(final))
-
-                    def write_png(i, frame, image, final=final):
-                        if not cv2.imwrite(str(png_dir / f"{i:06d}.png"), to_uint16(frame, vmin, vmax)):
-                            raise OSError(f"could not write {final / f'{i:06d}.png'}")
-
-                    sinks.append((final, write_png))
-                if sinks:
-                    queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{p.name}")) for p, _ in sinks]
-                    rgb = prefetch(source.frames(cfg.start_frame, cfg.frame_count)) if cfg.save_sbs else None  # re-read the input
-                    for i, frame in enumerate(frames_out()):
-                        if cancel is not None and cancel.is_set():
-                            raise KeyboardInterrupt
-                        image = next(rgb, None) if rgb is not None else None
-                        if rgb is not None and image is None:
-                            raise InputError(f"{source.path}: the video gave fewer frames on a second read ({i} of {n})")
-                        for q, (_, sink) in zip(queues, sinks):
-                            q.submit(sink, i, frame, image)
-                        tick(len(sinks))
-                    for q in queues:
-                        q.drain(cancel)
-            # every file is complete (and renamed) here
-            if cfg.save_npy:
-                final = out_dir / f"{stem}_pred.npy"
-                if not cfg.restore_res:
-                    depth.flush()  # renamed while still open: reading goes on through the same file
-                os.replace(partial[-1] if cfg.restore_res else partial[0], final)
-                written.append(final)
-            tick()
-            written += [out_dir / f"{stem}_{cmap}.mp4" for cmap in cfg.cmaps]
-            written += [out_dir / f"{stem}_rgbd.mp4"] if cfg.save_sbs else []
-            if cfg.save_snippets:
-                import zipfile
-
-                final = out_dir / f"{stem}_snippets.npz"
-                with atomic_path(final) as tmp:
-                    np.save(workdir / "dilations.npy", np.array(stream.settings["dilations"]))
-                    np.save(workdir / "snippet_lengths.npy", np.array(stream.settings["snippet_lengths"]))
-                    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-                        for name in ("dilations", "snippet_lengths"):
-                            z.write(workdir / f"{name}.npy", f"{name}.npy")
-                        for g, path in sorted(snippet_files.items()):
-                            z.write(path, f"snippets_{g}.npy")
-                written.append(final)
-            written += [out_dir / f"{stem}_depth16"] if cfg.save_png16 else []
-            timings["write"] = time.perf_counter() - t0
-
-            result.seconds = time.perf_counter() - started
-            settings = {**cfg.to_dict(), **stream.settings, "seed": cfg.seed}
-            report = {
-                "input": str(source.path),
-                "frames": result.frames,
-                "input_fps": source.fps,
-                "output_fps": fps,
-                "output_size": list(size),
-                "settings": settings,
-                "coalign_loss": stream.coalign_loss,
-                "depth_range": [vmin, vmax],
-                "png16_mapping": "depth = min + png / 65535 * (max - min), min/max = depth_range" if cfg.save_png16 else None,
-                "timings": {k: round(v, 4) for k, v in timings.items()},
-                "seconds": round(result.seconds, 3),
-                "seconds_per_frame": round(result.seconds / max(result.frames, 1), 4),
-                "peak_memory": _peak_memory(),
-                "versions": _versions(),
-                "outputs": [p.name for p in written],
-                **(report_extra or {}),
-            }
-            final = out_dir / f"{stem}_run.json"
-            with atomic_path(final) as tmp:
-                tmp.write_text(json.dumps(report, indent=2))
-            written.append(final)
-            progress("write", total_steps, total_steps)
-            result.outputs = [p.name for p in written]
-            return result
-        return PendingOutputs(str(source.path), stream.num_frames, list(result.notes), write, cleanup)
+            pending.notes.append(f"{source.stem}: --snippet-lengths auto chose {auto['num_view']} ({auto['reason']})")
+        return pending
     except BaseException:
-        cleanup()
+        pending.discard()
         raise
+
+
+class PendingOutputs:
+    """A video whose prediction is done and whose outputs are not written yet.
+
+    It owns the video's work folder and temporary files: :meth:`write` writes the outputs and
+    removes them (also on error), :meth:`discard` just removes them. ``write`` may run in
+    another thread (the accelerator goes on with the next video meanwhile); setting ``cancel``
+    stops it at the next frame with ``KeyboardInterrupt``, leaving no partial output.
+    """
+
+    def __init__(self, source: VideoSource, out_dir: Path, cfg: RunConfig, workdir: Path, started: float,
+                 report_extra: dict | None):
+        self.source, self.out_dir, self.cfg, self.workdir = source, out_dir, cfg, workdir
+        self.started, self.report_extra = started, report_extra or {}
+        self.name = str(source.path)
+        self.notes: list[str] = []  # decisions worth telling the user
+        self.partial: list[Path] = []  # temporary output files, removed unless renamed
+        self.result = None  # the driver's RunResult
+        self.store = None  # its DiskStore
+
+    @property
+    def frames(self) -> int:
+        return self.result.num_frames if self.result is not None else 0
+
+    def discard(self) -> None:
+        import shutil
+
+        if self.store is not None:
+            self.store.close()
+        for path in self.partial:
+            if path.exists():
+                path.unlink()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def write(self, progress: Progress, cancel=None) -> VideoResult:
+        """Write every requested output (each under a temporary name), run.json last."""
+        try:
+            t0 = time.perf_counter()
+            written = self._write_frames(progress, cancel)
+            if self.cfg.save_snippets:
+                written.append(self._write_snippets())
+            self.result.timings["write"] = time.perf_counter() - t0
+            written.append(self._write_report(written))
+            progress("write", 1, 1)
+            return VideoResult(name=self.name, frames=self.frames, seconds=self.report["seconds"],
+                               outputs=[p.name for p in written], notes=list(self.notes))
+        finally:
+            self.discard()
+
+    # ------------------------------------------------------------------ outputs
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.source.size) if self.cfg.restore_res else self.result.size
+
+    def _frames_out(self):
+        """The prediction frame by frame at the output size."""
+        from .rollingdepth_pipeline import RollingDepthPipeline
+
+        depth = self.result.depth
+        for i in range(self.result.num_frames):
+            frame = np.asarray(depth[i])
+            yield RollingDepthPipeline.resize_depth(frame[None], self.size)[0] if self.cfg.restore_res else frame
+
+    def _sinks(self, stack: contextlib.ExitStack) -> list[tuple[Path, Callable]]:
+        """One ``(final path, write(i, frame, image))`` per per-frame output, opened in ``stack``."""
+        from .stores import NpyFile
+
+        cfg, stem, size, out_dir = self.cfg, self.source.stem, self.size, self.out_dir
+        vmin, vmax = self.result.depth_range
+        fps = cfg.output_fps or self.source.fps
+        sinks: list[tuple[Path, Callable]] = []
+        if cfg.save_npy and cfg.restore_res:
+            tmp_path = out_dir / f".{stem}_pred.partial.npy"
+            self.partial.append(tmp_path)
+            restored = NpyFile(tmp_path, (self.frames, *size), np.float32)
+            stack.callback(restored.close)
+            sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, image: restored.__setitem__(i, frame)))
+        for cmap in cfg.cmaps:
+            video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(out_dir / f"{stem}_{cmap}.mp4")), fps, size))
+            sinks.append((out_dir / f"{stem}_{cmap}.mp4",
+                          lambda i, frame, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
+        if cfg.save_sbs:
+            final = out_dir / f"{stem}_rgbd.mp4"
+            sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP)))
+            sinks.append((final, lambda i, frame, image: sbs.write(
+                side_by_side(_resize_frames(image[None], size)[0], colorize(frame, cfg.cmaps[0], vmin, vmax)))))
+        if cfg.save_png16:
+            import cv2
+
+            final = out_dir / f"{stem}_depth16"
+            png_dir = stack.enter_context(atomic_dir(final))
+
+            def write_png(i, frame, image):
+                if not cv2.imwrite(str(png_dir / f"{i:06d}.png"), to_uint16(frame, vmin, vmax)):
+                    raise OSError(f"could not write {final / f'{i:06d}.png'}")
+
+            sinks.append((final, write_png))
+        return sinks
+
+    def _write_frames(self, progress: Progress, cancel) -> list[Path]:
+        """One pass over the prediction feeds every per-frame output; each output is encoded
+        in its own thread (the video encoders run side by side). Returns the final paths."""
+        cfg, n = self.cfg, self.frames
+        with contextlib.ExitStack() as stack:
+            sinks = self._sinks(stack)
+            total = n * len(sinks) + 1
+            if sinks:
+                queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{p.name}")) for p, _ in sinks]
+                rgb = prefetch(self.source.frames(cfg.start_frame, cfg.frame_count)) if cfg.save_sbs else None  # re-read
+                for i, frame in enumerate(self._frames_out()):
+                    if cancel is not None and cancel.is_set():
+                        raise KeyboardInterrupt
+                    image = next(rgb, None) if rgb is not None else None
+                    if rgb is not None and image is None:
+                        raise InputError(f"{self.source.path}: the video gave fewer frames on a second read ({i} of {n})")
+                    for q, (_, sink) in zip(queues, sinks):
+                        q.submit(sink, i, frame, image)
+                    progress("write", (i + 1) * len(sinks), total)
+                for q in queues:
+                    q.drain(cancel)
+        # every file is complete (and renamed) here but the .npy written in place
+        written = [p for p, _ in sinks if p.suffix != ".npy"]
+        if cfg.save_npy:
+            final = self.out_dir / f"{self.source.stem}_pred.npy"
+            if not cfg.restore_res:
+                self.result.depth.flush()  # renamed while still open: reading goes on through the same file
+            os.replace(self.partial[-1], final)
+            written.insert(0, final)
+        return written
+
+    def _write_snippets(self) -> Path:
+        """``{stem}_snippets.npz`` from the decoded snippet maps in the work folder (stored, no copy)."""
+        import zipfile
+
+        final = self.out_dir / f"{self.source.stem}_snippets.npz"
+        settings = self.result.settings
+        with atomic_path(final) as tmp:
+            np.save(self.workdir / "dilations.npy", np.array(settings["dilations"]))
+            np.save(self.workdir / "snippet_lengths.npy", np.array(settings["snippet_lengths"]))
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+                for name in ("dilations", "snippet_lengths"):
+                    z.write(self.workdir / f"{name}.npy", f"{name}.npy")
+                for g, maps in enumerate(self.result.snippets):
+                    maps.flush()
+                    z.write(maps.path, f"snippets_{g}.npy")
+        return final
+
+    def _write_report(self, written: list[Path]) -> Path:
+        """``{stem}_run.json``: settings used, timings, work done, memory, versions; written last."""
+        cfg, result = self.cfg, self.result
+        seconds = time.perf_counter() - self.started
+        vmin, vmax = result.depth_range
+        self.report = {
+            "input": str(self.source.path),
+            "frames": result.num_frames,
+            "input_fps": self.source.fps,
+            "output_fps": cfg.output_fps or self.source.fps,
+            "output_size": list(self.size),
+            "settings": {**cfg.to_dict(), **result.settings, "seed": cfg.seed},
+            "coalign_loss": result.coalign_loss,
+            "depth_range": [vmin, vmax],
+            "png16_mapping": "depth = min + png / 65535 * (max - min), min/max = depth_range" if cfg.save_png16 else None,
+            "counts": dict(result.counts),
+            "timings": {k: round(v, 4) for k, v in result.timings.items()},
+            "seconds": round(seconds, 3),
+            "seconds_per_frame": round(seconds / max(result.num_frames, 1), 4),
+            "peak_memory": _peak_memory(),
+            "versions": _versions(),
+            "outputs": [p.name for p in written] + [f"{self.source.stem}_run.json"],
+            **self.report_extra,
+        }
+        final = self.out_dir / f"{self.source.stem}_run.json"
+        with atomic_path(final) as tmp:
+            tmp.write_text(json.dumps(self.report, indent=2))
+        return final

@@ -58,7 +58,9 @@ def test_batched_equals_one_at_a_time(tiny_pipe, clip):
     many = tiny_pipe(frames, unet_batch_size=5, **{**kwargs, "generator": seed(1)})
     for a, b in zip(one.snippets, many.snippets):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(one.depth, many.depth, atol=1e-5, rtol=0)
+    # the fast co-alignment turns the batches' float noise in the snippets (~1e-6) into up to
+    # 1.4e-5 in the depth (measured with torch 2.13, diffusers 0.42)
+    np.testing.assert_allclose(one.depth, many.depth, atol=5e-5, rtol=0)
     assert many.settings["unet_batch_size"] == [5, 5]
 
 

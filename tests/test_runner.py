@@ -1,4 +1,4 @@
-"""Long videos in bounded memory: streaming equals in-memory, temp folders go, OOM back-off."""
+"""run-video's part around the method: work folders, bounded memory, accelerator options."""
 
 import os
 import resource
@@ -12,87 +12,10 @@ import pytest
 import torch
 
 from rollingdepth.rollingdepth_pipeline import RollingDepthPipeline
-from rollingdepth.streaming import predict_streaming
 
 from .conftest import TINY_CHECKPOINT, make_clip
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def stream(pipe, frames, workdir, **kwargs):
-    holder = {}
-
-    def make(n, h, w):
-        holder["out"] = np.zeros((n, h, w), np.float32)
-        return holder["out"]
-
-    result = predict_streaming(pipe, iter(frames), make, workdir=workdir, generator=torch.Generator().manual_seed(0), **kwargs)
-    return holder["out"], result
-
-
-@pytest.mark.parametrize("coalign", ["fast", "reference"])
-@pytest.mark.parametrize("refine_step", [0, 2])
-def test_streaming_equals_in_memory(tiny_pipe, tmp_path, coalign, refine_step):
-    frames = make_clip(21, 30, 44)
-    kwargs = dict(processing_res=0, dilations=[1, 4], snippet_lengths=[3], coalign=coalign,
-                  refine_step=refine_step, unet_batch_size=3, max_vae_bs=4)
-    in_memory = tiny_pipe(frames, generator=torch.Generator().manual_seed(0), **kwargs)
-    streamed, result = stream(tiny_pipe, frames, tmp_path, **kwargs)
-    np.testing.assert_allclose(streamed, in_memory.depth, atol=1e-5, rtol=0)
-    assert result.coalign_loss == pytest.approx(in_memory.coalign_loss, rel=1e-6)
-    assert {k: v for k, v in result.settings.items() if k != "streaming"} == in_memory.settings
-
-
-def test_streaming_snippets_output_and_mixed_lengths(tiny_pipe, tmp_path):
-    frames = make_clip(12)
-    kwargs = dict(processing_res=0, dilations=[1, 3], snippet_lengths=[2, 3], unet_batch_size=2)
-    in_memory = tiny_pipe(frames, generator=torch.Generator().manual_seed(0), **kwargs)
-    groups = {}
-    holder = {}
-
-    def make(n, h, w):
-        holder["out"] = np.zeros((n, h, w), np.float32)
-        return holder["out"]
-
-    predict_streaming(tiny_pipe, iter(frames), make, workdir=tmp_path, generator=torch.Generator().manual_seed(0),
-                      snippets_output=lambda g, shape: groups.setdefault(g, np.zeros(shape, np.float32)), **kwargs)
-    for g, snip in enumerate(in_memory.snippets):
-        np.testing.assert_array_equal(groups[g], snip)
-    np.testing.assert_allclose(holder["out"], in_memory.depth, atol=1e-5)
-
-
-def test_unet_out_of_memory_backs_off(tiny_pipe, tmp_path, monkeypatch):
-    frames = make_clip(9)
-    kwargs = dict(processing_res=0, dilations=[1, 2], snippet_lengths=[3], max_vae_bs=4)
-    one = tiny_pipe(frames, generator=torch.Generator().manual_seed(0), unet_batch_size=1, **kwargs)
-    original = RollingDepthPipeline._unet_call
-    calls = []
-
-    def flaky(self, rgb, depth, t, n):
-        calls.append(rgb.shape[0] // n)
-        if rgb.shape[0] > n:  # more than one snippet does not "fit"
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
-        return original(self, rgb, depth, t, n)
-
-    def flaky_decode(self, latents, size):
-        if latents.shape[0] > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory (VAE)")
-        return original_decode(self, latents, size)
-
-    original_decode = RollingDepthPipeline.decode_depth
-    monkeypatch.setattr(RollingDepthPipeline, "_unet_call", flaky)
-    monkeypatch.setattr(RollingDepthPipeline, "decode_depth", flaky_decode)
-    tiny_pipe._snippet_cap, tiny_pipe._warned_oom = None, False
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out, _ = stream(tiny_pipe, frames, tmp_path, unet_batch_size=4, **kwargs)
-    finally:
-        tiny_pipe._snippet_cap, tiny_pipe._warned_oom = None, False
-    assert calls[:3] == [4, 2, 1]  # halved down to one snippet per call, then kept there
-    assert set(calls[3:]) == {1}
-    assert len([w for w in caught if "out of memory" in str(w.message)]) == 1  # logged once
-    np.testing.assert_allclose(out, one.depth, atol=1e-5)
 
 
 def _run_cli(args, env_extra=None):
@@ -105,20 +28,20 @@ def _work_folders(folder: Path):
 
 
 def test_temp_folder_removed_after_success_error_and_interrupt(tmp_path, capsys, monkeypatch):
-    from rollingdepth import cli, streaming
+    from rollingdepth import cli, driver
 
     from .test_cli import write_clip
 
     write_clip(tmp_path / "a.mp4", make_clip(6))
     args = [str(tmp_path / "a.mp4"), "-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,2", "--dtype", "fp32", "-q"]
     seen = []
-    original = streaming._merge_windows
+    original = driver.merge_pass
 
     def spy(*a, **k):
         seen.extend(p.name for p in (tmp_path / "ok").iterdir() if ".work-" in p.name)
         return original(*a, **k)
 
-    monkeypatch.setattr(streaming, "_merge_windows", spy)
+    monkeypatch.setattr(driver, "merge_pass", spy)
     with pytest.raises(SystemExit) as info:
         cli.main(args + ["-o", str(tmp_path / "ok")])
     assert info.value.code == 0 and seen  # a work folder existed during the run
@@ -128,7 +51,7 @@ def test_temp_folder_removed_after_success_error_and_interrupt(tmp_path, capsys,
         def fail(*a, _exc=exc, **k):
             raise _exc
 
-        monkeypatch.setattr(streaming, "_merge_windows", fail)
+        monkeypatch.setattr(driver, "merge_pass", fail)
         out_dir = tmp_path / f"fail{code}"
         with pytest.raises(SystemExit) as info:
             cli.main(args + ["-o", str(out_dir)])

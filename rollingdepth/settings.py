@@ -1,0 +1,113 @@
+"""The method's settings, declared and checked once.
+
+``RollingDepthPipeline.__call__`` takes them as keyword arguments, ``run-video`` as options
+(``RunConfig`` holds the same fields); both validate through :meth:`MethodSettings.validate`,
+which names the offending parameter the way the caller spells it (``dilations`` for the
+Python API, ``--dilations`` on the command line: the ``option`` of each field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .coalign import COALIGN_MODES
+from .snippets import MAX_SNIPPET_LEN
+
+__all__ = ["MAX_REFINE_STEP", "MethodSettings", "method_fields"]
+
+# Half of the scheduler's 1000 training steps: refinement uses the second half of 2R steps.
+MAX_REFINE_STEP = 500
+
+
+def _opt(default, option: str, **kw):
+    """A field with its command-line spelling."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"option": option, **kw})
+    return field(default=default, metadata={"option": option, **kw})
+
+
+@dataclass
+class MethodSettings:
+    """What changes the prediction (besides the frames, the checkpoint, the dtype and the seed)."""
+
+    processing_res: int = _opt(768, "--res")  # longer edge; 0 keeps the size
+    dilations: list[int] = _opt([1, 25], "--dilations")  # must include 1
+    cap_dilation: bool = _opt(True, "--cap-dilation")
+    snippet_lengths: list[int] | str = _opt([3], "--snippet-lengths")  # per dilation, or "auto"
+    refine_step: int = _opt(0, "--refine-step")
+    refine_snippet_len: int = _opt(3, "--refine-snippet-len")
+    refine_start_dilation: int = _opt(6, "--refine-start-dilation")
+    coalign: str = _opt("fast", "--coalign")
+    max_vae_bs: int = _opt(4, "--max-vae-bs")  # frames per VAE call
+    unet_batch_size: int | None = _opt(None, "--unet-batch-size")  # snippets per UNet call
+    attn_span: dict | None = _opt(None, "--num-view-per-level")  # experimental
+
+    @property
+    def auto_num_view(self) -> bool:
+        return self.snippet_lengths == "auto"
+
+    def validate(self, name: Callable[[str], str] | None = None,
+                 max_refine_step: int = MAX_REFINE_STEP) -> "MethodSettings":
+        """Check every value; return a copy with lists of ints and one snippet length per
+        dilation (or ``"auto"``). ``name(field)`` spells the parameter in messages."""
+        name = name or (lambda f: f)
+
+        def ints(f: str, value, low: int, high: int | None = None, many: bool = False) -> list[int]:
+            values = list(value) if many and isinstance(value, (list, tuple, np.ndarray)) else [value]
+            if not values:
+                raise ValueError(f"{name(f)}: give at least one value")
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                    raise ValueError(f"{name(f)}: expected integers, got {v!r}")
+                if v < low or (high is not None and v > high):
+                    bound = f"between {low} and {high}" if high is not None else f">= {low}"
+                    raise ValueError(f"{name(f)}: {int(v)} is not an integer {bound}")
+            return [int(v) for v in values]
+
+        if isinstance(self.dilations, str):
+            raise ValueError(f"{name('dilations')}: expected integers, got {self.dilations!r}")
+        dilations = ints("dilations", self.dilations, 1, many=True)
+        if 1 not in dilations:
+            raise ValueError(f"{name('dilations')}: must include 1, got {dilations}")
+        if self.auto_num_view:
+            lengths: list[int] | str = "auto"
+        else:
+            if isinstance(self.snippet_lengths, str):
+                raise ValueError(f"{name('snippet_lengths')}: {self.snippet_lengths!r} is neither integers nor 'auto'")
+            lengths = ints("snippet_lengths", self.snippet_lengths, 1, MAX_SNIPPET_LEN, many=True)
+            if len(lengths) == 1:
+                lengths = lengths * len(dilations)
+            elif len(lengths) != len(dilations):
+                raise ValueError(
+                    f"{name('snippet_lengths')}: give one value or one per dilation ({len(dilations)}), got {lengths}")
+        ints("processing_res", self.processing_res, 0)
+        ints("refine_step", self.refine_step, 0, max_refine_step)
+        ints("refine_snippet_len", self.refine_snippet_len, 1, MAX_SNIPPET_LEN)
+        ints("refine_start_dilation", self.refine_start_dilation, 1)
+        ints("max_vae_bs", self.max_vae_bs, 1)
+        if self.unet_batch_size is not None:
+            ints("unet_batch_size", self.unet_batch_size, 1)
+        if self.coalign not in COALIGN_MODES:
+            raise ValueError(f"{name('coalign')}: unknown mode {self.coalign!r}; expected one of {', '.join(COALIGN_MODES)}")
+        if self.attn_span is not None:
+            from .cross_frame_attention import ATTENTION_LEVELS
+
+            if not isinstance(self.attn_span, dict) or not set(self.attn_span) <= set(ATTENTION_LEVELS):
+                raise ValueError(f"{name('attn_span')}: levels are {', '.join(ATTENTION_LEVELS)}, got {self.attn_span!r}")
+            ints("attn_span", list(self.attn_span.values()), 1, MAX_SNIPPET_LEN, many=True)
+        return dataclasses.replace(self, dilations=dilations, snippet_lengths=lengths,
+                                   processing_res=int(self.processing_res), cap_dilation=bool(self.cap_dilation),
+                                   attn_span=dict(self.attn_span) if self.attn_span else None)
+
+    def as_kwargs(self) -> dict:
+        """Keyword arguments of ``RollingDepthPipeline.__call__``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def method_fields() -> dict[str, str]:
+    """Field name -> command-line option, for every method setting."""
+    return {f.name: f.metadata["option"] for f in dataclasses.fields(MethodSettings)}
