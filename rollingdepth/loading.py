@@ -283,10 +283,10 @@ def _load_checkpoint(checkpoint: str, dtype: str, device: str | None, **hub_kwar
     from .device import resolve_device, resolve_dtype
     from .rollingdepth_pipeline import RollingDepthPipeline
 
-    dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
     folder = resolve_checkpoint(checkpoint, **hub_kwargs)
     check_checkpoint_folder(folder, checkpoint)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)  # after the checks: a failure is the only message
     try:
         pipe = RollingDepthPipeline.from_pretrained(str(folder), dtype=torch_dtype)
     except Exception as exc:  # the checks above passed: a file the library could not read

@@ -253,6 +253,8 @@ def _assert_said_once(code, out, err, expected: str):
     assert expected in errors[0]
     assert (out + err).count(expected) == 1
     assert "run-video summary" not in out and "videos" not in err and "1/1" not in err + out  # no table, no bar
+    others = [line for line in err.splitlines() if line.strip() and line != errors[0]]
+    assert [line.split()[:2] for line in others] == [["loading", "checkpoint"]], err  # no warning, nothing else
 
 
 @pytest.fixture
