@@ -303,6 +303,9 @@ def run_video(
     interrupted, clean = False, False
     try:
         mine = _my_share(entries, dist)
+        show = not quiet and dist.is_main
+        needed = _needs_model(mine, output_dir, cfg, skip_existing)
+        pipe = _load_model(cfg, dist, show, verbose, err) if needed else None  # before any progress bar
         if dist.enabled and dist.is_main and not quiet:
             err.print(f"{dist.world_size} processes: {len(entries)} videos, balanced by frame count")
         started = time.time()
@@ -311,10 +314,9 @@ def run_video(
             stems = [_entry_stem(e) for e in entries]
             count_done = lambda: sum(  # noqa: E731
                 1 for st in stems if _finished_since(output_dir / f"{st}_run.json", started))
-        show = not quiet and dist.is_main
         results, interrupted = _process_all(
             mine, output_dir, cfg, dist, skip_existing, verbose, err,
-            _Display(err, not show, len(entries), count_done),
+            _Display(err, not show, len(entries), count_done), pipe,
         )
         all_results = results if interrupted else [r for part in dist.all_gather(results) for r in part]
         clean = not interrupted
@@ -328,6 +330,36 @@ def run_video(
         raise typer.Exit(EXIT_INTERRUPTED)
     if any(not r.ok for r in all_results):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _needs_model(entries: list, output_dir: Path, cfg, skip_existing: bool) -> bool:
+    """Whether any video will be predicted (with --skip-existing, complete outputs need no model)."""
+    from .runner import outputs_complete
+
+    if not skip_existing:
+        return bool(entries)
+    return not all(outputs_complete(output_dir, _entry_stem(e), cfg) for e in entries)
+
+
+def _load_model(cfg, dist, show: bool, verbose: bool, err: Console):
+    """Load the checkpoint before any progress bar; when it cannot be, say so once and exit 2."""
+    from rich.markup import escape
+
+    from .loading import CheckpointError, checkpoint_error_message, load_pipeline
+
+    if show:
+        err.print(f"[dim]loading checkpoint {escape(str(cfg.checkpoint))}[/]", soft_wrap=True)
+    try:
+        pipe = load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device), compile=cfg.compile,
+                             channels_last=cfg.channels_last, tf32=cfg.tf32)
+    except CheckpointError as exc:
+        if verbose:
+            err.print(traceback.format_exc(), highlight=False, markup=False)
+        prefix = f"[rank {dist.rank}] " if dist.enabled else ""
+        err.print(f"[red]Error:[/] {prefix}{escape(checkpoint_error_message(exc, verbose))}", soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def _entry_stem(entry) -> str:
@@ -362,8 +394,9 @@ def _my_share(entries: list, dist) -> list:
     return [entries[i] for i in shards[dist.rank]]
 
 
-def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, display):
-    """Run every video of this process; return the results and whether Ctrl-C stopped it.
+def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, display, pipe=None):
+    """Run every video of this process with ``pipe`` (loaded here if None); return the results and
+    whether Ctrl-C stopped it.
 
     A video's outputs are written in a background thread while the next video's prediction
     runs (at most one video waits to be written).
@@ -376,8 +409,6 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, di
 
     prefix = f"[rank {dist.rank}] " if dist.enabled else ""
     results: list = []
-    pipe = None
-    load_error = None
     cancel = threading.Event()
     writing = None  # (index in results, future) of the video being written
 
@@ -415,9 +446,6 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, di
         try:
             for entry in entries:
                 name = str(entry[0] if isinstance(entry, tuple) else entry)
-                if load_error is not None:  # the model cannot be loaded: every video fails alike
-                    results.append(VideoResult(name=name, error=load_error))
-                    continue
                 display.start_video(name)
                 try:
                     source = load_source(entry)
@@ -425,7 +453,7 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, di
                         results.append(VideoResult(name=name, skipped=True))
                         display.end_video()
                         continue
-                    if pipe is None:
+                    if pipe is None:  # run_video loads it first; here only if its --skip-existing guess missed
                         display.stage_update(f"loading {Path(cfg.checkpoint).name[:13]}", 0, 1)
                         pipe = load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device), compile=cfg.compile,
                                              channels_last=cfg.channels_last, tf32=cfg.tf32)
@@ -436,8 +464,6 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, di
                     raise
                 except Exception as exc:  # one failing video does not stop the others
                     results.append(failed(name, exc, traceback.format_exc()))
-                    if isinstance(exc, InputError) and str(exc).startswith("checkpoint"):
-                        load_error = results[-1].error
                     display.end_video()
                     continue
                 for note in pending.notes:

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from . import __version__
 from .background import BackgroundQueue, prefetch
 from .config import RunConfig
 from .device import is_out_of_memory
+from .loading import _HUB_ID, _load_checkpoint, _one_line, accelerate_pipeline, load_pipeline  # noqa: F401
 from .video_io import InputError, VideoSource, VideoWriter, atomic_dir, atomic_path
 from .visualize import SBS_GAP, colorize, side_by_side, to_uint16
 
@@ -67,66 +67,6 @@ def expected_outputs(out_dir: Path, stem: str, cfg: RunConfig) -> list[Path]:
 
 def outputs_complete(out_dir: Path, stem: str, cfg: RunConfig) -> bool:
     return all(p.exists() for p in expected_outputs(out_dir, stem, cfg))
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def load_pipeline(checkpoint: str, dtype: str, device: str | None, *, compile: bool = False,
-                  channels_last: bool = False, tf32: bool = True):
-    """Load a checkpoint folder or Hub id and set up the accelerator options.
-
-    Raises ``InputError`` with a way out when the checkpoint cannot be loaded.
-    """
-    pipe = _load_checkpoint(checkpoint, dtype, device)
-    accelerate_pipeline(pipe, compile=compile, channels_last=channels_last, tf32=tf32)
-    return pipe
-
-
-def accelerate_pipeline(pipe, *, compile: bool = False, channels_last: bool = False, tf32: bool = True) -> None:
-    """TF32 (CUDA), channels-last memory format and torch.compile of the UNet and VAE parts."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-    if channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
-    if compile:
-        pipe.unet = torch.compile(pipe.unet)
-        pipe.vae.encoder = torch.compile(pipe.vae.encoder)
-        pipe.vae.decoder = torch.compile(pipe.vae.decoder)
-
-
-def _load_checkpoint(checkpoint: str, dtype: str, device: str | None):
-    from .rollingdepth_pipeline import RollingDepthPipeline
-
-    path = Path(checkpoint).expanduser()
-    if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise InputError(f"checkpoint {checkpoint}: the folder is not a RollingDepth checkpoint (no model_index.json)")
-        try:
-            return RollingDepthPipeline.load(str(path), dtype=dtype, device=device)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise InputError(f"checkpoint {checkpoint}: could not be loaded ({_one_line(exc)})") from None
-    if not _HUB_ID.match(checkpoint):
-        raise InputError(
-            f"checkpoint {checkpoint!r}: no such folder, and not a Hub id (owner/name); pass -c PATH to a checkpoint folder"
-        )
-    try:
-        return RollingDepthPipeline.load(checkpoint, dtype=dtype, device=device)
-    except Exception as exc:  # network, auth, missing repo: all mean the same to the user
-        raise InputError(
-            f"checkpoint {checkpoint!r} is not a local folder and could not be loaded from the Hugging Face Hub "
-            f"({_one_line(exc)[:200]}); download it (huggingface-cli download {checkpoint} --local-dir DIR) "
-            f"and pass -c DIR"
-        ) from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
