@@ -1,8 +1,8 @@
-"""Peak memory against video length for the streaming pipeline.
+"""Peak memory against video length for the method as run-video runs it.
 
 Runs the same synthetic clip (a textured pan, generated frame by frame: no file is held) at
-N = 300, 1000 and 3000 frames through ``predict_streaming`` (writing its ``.npy`` as run-video
-does) with a randomly initialised model of the real structure (VAE downscale 8, small channel
+N = 300, 1000 and 3000 frames through ``driver.run`` over a ``DiskStore`` (writing its ``.npy``
+and the decoded snippets as run-video does) with a randomly initialised model of the real structure (VAE downscale 8, small channel
 counts), each N in a fresh process. Prints peak host RSS during the run (the
 high-water mark is reset once the model is loaded, on Linux), peak CUDA memory where there
 is a GPU, the slope in MB per frame, that slope at a 768 x 432 processing size, and the
@@ -46,7 +46,10 @@ HANDS_OVER = {"encode": "snippets", "coalign": "merge"}
 
 
 def worker(args) -> dict:
-    from rollingdepth.streaming import NpyFile, limit_heap_growth, predict_streaming
+    from rollingdepth.device import limit_heap_growth
+    from rollingdepth.driver import run
+    from rollingdepth.settings import MethodSettings
+    from rollingdepth.stores import DiskStore
 
     if not args.no_heap_limit:
         limit_heap_growth()  # as run-video does
@@ -78,12 +81,11 @@ def worker(args) -> dict:
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        def make(n, hh, ww):  # as run-video writes its .npy: by rows, with file I/O
-            return NpyFile(Path(tmp) / "out.npy", (n, hh, ww), np.float32)
-
-        result = predict_streaming(pipe, frames(args.n, h, w), make, workdir=Path(tmp), processing_res=0,
-                                   dilations=args.dilations, snippet_lengths=[3], refine_step=args.refine_step,
-                                   unet_batch_size=16, max_vae_bs=16, num_frames_hint=args.n, callback=on_stage)
+        # as run-video runs it: a DiskStore in a work folder, the .npy written by rows with file I/O
+        settings = MethodSettings(processing_res=0, dilations=args.dilations, snippet_lengths=[3],
+                                  refine_step=args.refine_step, unet_batch_size=16, max_vae_bs=16).validate()
+        result = run(pipe, frames(args.n, h, w), DiskStore(Path(tmp)), settings, num_frames_hint=args.n,
+                     callback=on_stage)
     on_stage("end", 0, 0)
     return {
         "frames": args.n,
@@ -182,7 +184,7 @@ def main() -> None:
                     "projected_peak_mb_10000_frames_at_768x432": projected})
     print(f"slope at 768x432: {estimate:.3f} MB/frame (bound 0.5; {how}); projected peak for 10,000 frames at "
           f"768x432: {projected / 1024:.1f} GB (this model's {largest['intercept_mb']:.0f} MB base + frames)")
-    title = (f"Peak memory vs. frames: streaming, random {args.layout} model (VAE /8), dilations "
+    title = (f"Peak memory vs. frames: run-video's disk store, random {args.layout} model (VAE /8), dilations "
              f"{'/'.join(map(str, args.dilations))}, n=3, refine {args.refine_step}; {machine()}")
     write_reports(args.out, "bench_memory", {"title": title, "results": results, "summary": summary},
                   ["size", "frames", "seconds", "RSS before run MB", "peak RSS MB", "peak CUDA MB"], rows)

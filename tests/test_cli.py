@@ -87,7 +87,7 @@ def test_smoke_run_on_sample_clip(tmp_path, capsys):
     assert snippets["snippets_0"].shape == (14, 3, h, w)
     assert report["frames"] == 16 and report["settings"]["dilations"] == [1, 4]
     assert set(report["timings"]) >= {"encode", "snippets", "decode", "coalign", "merge", "write"}
-    assert report["settings"]["streaming"] is True
+    assert report["settings"]["store"] == "disk" and report["settings"]["decoded_maps"] == "kept"
     assert report["seconds_per_frame"] > 0 and report["peak_memory"]["host_mb"] > 0
     assert "torch" in report["versions"] and "diffusers" in report["versions"]
     assert "run-video summary" in out
