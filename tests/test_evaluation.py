@@ -168,3 +168,63 @@ def test_run_video_then_eval_depth_end_to_end(tmp_path, capsys):
     assert (tmp_path / "eval" / "metrics.csv").read_text().splitlines()[0] == "video,abs_rel,rmse,delta1,delta2,delta3,opw"
     assert (tmp_path / "eval" / "scene_per_frame.png").stat().st_size > 1000
     assert "eval-depth" in out
+
+
+# ----------------------------------------------------------------------------- TAE and averaging
+def _sliding_scene(frames: int = 4, h: int = 48, w: int = 96, f: float = 100.0, step: float = 0.2):
+    """A wall at 10 m and a card at 2 m, camera sliding sideways: every pixel moves a whole number of pixels.
+
+    Returns depth [N, H, W], intrinsics [N, 3, 3] and camera-to-world poses [N, 4, 4].
+    """
+    cx, cy = 64.0, 24.0
+    k = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]])
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    depth, poses = [], []
+    for t in range(frames):
+        cam_x = step * t
+        x_card, y_card = (xx - cx) * 2.0 / f + cam_x, (yy - cy) * 2.0 / f
+        on_card = (x_card > -0.21) & (x_card < 0.19) & (np.abs(y_card) < 0.15)
+        assert on_card[:, 0].sum() == on_card[:, -1].sum() == 0  # the card never leaves the image
+        depth.append(np.where(on_card, 2.0, 10.0))
+        pose = np.eye(4)
+        pose[0, 3] = cam_x
+        poses.append(pose)
+    return np.stack(depth), np.repeat(k[None], frames, axis=0), np.stack(poses)
+
+
+def test_tae_zero_for_exact_depth_and_poses_and_grows_with_inconsistency():
+    from rollingdepth.evaluation import temporal_alignment_error
+
+    depth, k, poses = _sliding_scene()
+    value, per_pair = temporal_alignment_error(depth, k, poses)
+    assert value == pytest.approx(0, abs=1e-12) and per_pair.shape == (3,)
+    flipped = poses.copy()
+    flipped[:, 0, 3] *= -1  # the camera moving the other way: the wrong pose convention
+    assert temporal_alignment_error(depth, k, flipped)[0] > 0.05
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((len(depth), 1, 1))
+    errors = [temporal_alignment_error(depth * (1 + a * noise), k, poses)[0] for a in (0.02, 0.05, 0.2)]
+    assert 0 < errors[0] < errors[1] < errors[2]
+    # through evaluate_video: a perfect disparity prediction, then a flickering one
+    m = evaluate_video(1.0 / depth, depth, cameras=(k, poses), max_depth=20).metrics
+    assert m["tae"] == pytest.approx(0, abs=1e-9) and m["abs_rel"] == pytest.approx(0, abs=1e-9)
+    flicker = evaluate_video((1.0 / depth) * (1 + 0.1 * noise), depth, cameras=(k, poses), max_depth=20).metrics
+    assert flicker["tae"] > 0.01
+    with pytest.raises(ValueError, match="cameras"):
+        temporal_alignment_error(depth, k[:2], poses)
+
+
+def test_frame_average_is_the_mean_of_per_frame_metrics():
+    gt = np.full((2, 2, 5), 2.0)
+    depth = gt.copy()
+    depth[0, 0, 0] = 2.2  # frame 0: one pixel 10 % off, of 10 valid
+    depth[1, 0] *= 1.5  # frame 1: 50 % off where valid (2 pixels), exact where not
+    valid = np.ones_like(gt, bool)
+    valid[1] = False
+    valid[1, 0, :2] = True
+    pixels = depth_metrics(depth, gt, valid)["abs_rel"]
+    frames = depth_metrics(depth, gt, valid, average="frames")["abs_rel"]
+    assert pixels == pytest.approx((0.1 + 2 * 0.5) / 12)
+    assert frames == pytest.approx((0.1 / 10 + 0.5) / 2)
+    with pytest.raises(ValueError, match="average"):
+        depth_metrics(depth, gt, valid, average="median")
