@@ -167,16 +167,16 @@ def _fmt(v: float) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v:.4f}"
 
 
-DS, PIPE, PROTO, RUN = "Benchmark (--dataset)", "Prediction (--dataset)", "Protocol", "Run"
+FILES, DS, PIPE, PROTO, RUN = "Files (--pred, --gt)", "Benchmark (--dataset)", "Prediction (--dataset)", "Protocol", "Run"
 
 
 @app.command(no_args_is_help=True)
 def eval_depth(
-    pred: Annotated[Optional[Path], typer.Option("--pred", metavar="PATH", help="A {stem}_pred.npy from run-video, or a folder of them.")] = None,
-    gt: Annotated[Optional[Path], typer.Option("--gt", metavar="PATH", help="GT depth: .npy [N, H, W] or a folder of 16-bit PNGs; a folder of those (by stem) for a folder of predictions.")] = None,
-    rgb: Annotated[Optional[Path], typer.Option("--rgb", metavar="PATH", help="The input video(s), for the optical-flow warping error.")] = None,
-    mask: Annotated[Optional[Path], typer.Option("--mask", metavar="PATH", help="Valid-pixel masks: .npy or a folder of PNGs (non-zero = valid).")] = None,
-    gt_scale: Annotated[float, typer.Option("--gt-scale", help="Divide GT values by this (1000 for mm, 5000 for TUM/Bonn PNGs).")] = 1.0,
+    pred: Annotated[Optional[Path], typer.Option("--pred", metavar="PATH", help="A {stem}_pred.npy from run-video, or a folder of them.", rich_help_panel=FILES)] = None,
+    gt: Annotated[Optional[Path], typer.Option("--gt", metavar="PATH", help="GT depth: .npy [N, H, W] or a folder of 16-bit PNGs; a folder of those (by stem) for a folder of predictions.", rich_help_panel=FILES)] = None,
+    rgb: Annotated[Optional[Path], typer.Option("--rgb", metavar="PATH", help="The input video(s), for the optical-flow warping error.", rich_help_panel=FILES)] = None,
+    mask: Annotated[Optional[Path], typer.Option("--mask", metavar="PATH", help="Valid-pixel masks: .npy or a folder of PNGs (non-zero = valid).", rich_help_panel=FILES)] = None,
+    gt_scale: Annotated[float, typer.Option("--gt-scale", help="Divide GT values by this (1000 for mm, 5000 for TUM/Bonn PNGs).", rich_help_panel=FILES)] = 1.0,
     dataset: Annotated[Optional[str], typer.Option("--dataset", metavar="NAME", help="Score a whole benchmark: pointodyssey, scannet, bonn, dydtof, sintel, kitti or nyuv2.", rich_help_panel=DS)] = None,
     root: Annotated[Optional[Path], typer.Option("--root", metavar="DIR", help="Where the dataset is stored, in its published layout.", rich_help_panel=DS)] = None,
     split: Annotated[Optional[str], typer.Option("--split", metavar="NAME|DIR", help="A bundled split or a folder of split CSVs. (default: the paper's)", rich_help_panel=DS)] = None,
