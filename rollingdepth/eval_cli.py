@@ -167,6 +167,21 @@ def _fmt(v: float) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v:.4f}"
 
 
+@dataclass
+class _Context:
+    """How the command reports: consoles, the one-line failure (exits), verbosity."""
+
+    err: Console
+    out: Console
+    fail: Callable
+    quiet: bool
+    verbose: bool
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message, soft_wrap=True, highlight=False)
+
+
 FILES, DS, PIPE, PROTO, RUN = "Files (--pred, --gt)", "Benchmark (--dataset)", "Prediction (--dataset)", "Protocol", "Run"
 
 
@@ -216,12 +231,12 @@ def eval_depth(
         fail(f"--align: unknown mode {align!r}; expected one of {', '.join(ALIGN_MODES)}")
     if average is not None and average not in AVERAGE_MODES:
         fail(f"--average: unknown mode {average!r}; expected one of {', '.join(AVERAGE_MODES)}")
+    ctx = _Context(err=err, out=out, fail=fail, quiet=quiet, verbose=verbose)
     if dataset is not None:
         if pred is not None or gt is not None or rgb is not None or mask is not None:
             fail("--dataset reads ground truth and frames from --root; --pred/--gt/--rgb/--mask are for single files")
         if root is None:
             fail("--dataset needs --root DIR, the folder where the dataset is stored")
-        ctx = _Context(err=err, out=out, fail=fail, quiet=quiet, verbose=verbose)
         run_benchmark(ctx, dataset, root, split, predictions, output_dir, align, average or "frames", min_depth, max_depth,
                       dict(preset=preset, checkpoint=checkpoint, processing_res=processing_res, dilations=dilations,
                            refine_step=refine_step, dtype=dtype, device=device, seed=seed))
@@ -236,14 +251,15 @@ def eval_depth(
         fail("give --pred and --gt (files or folders), or --dataset NAME --root DIR for a benchmark")
     min_depth = 1e-3 if min_depth is None else min_depth
     max_depth = 80.0 if max_depth is None else max_depth
-    score_files(err, out, fail, pred, gt, rgb, mask, output_dir, gt_scale, min_depth, max_depth, align,
-                average or "pixels", quiet, verbose)
+    score_files(ctx, pred, gt, rgb, mask, output_dir, gt_scale, min_depth, max_depth, align, average or "pixels")
 
 
-def score_files(err, out, fail, pred, gt, rgb, mask, output_dir, gt_scale, min_depth, max_depth, align, average,
-                quiet, verbose) -> None:
+def score_files(ctx: _Context, pred: Path, gt: Path, rgb: Path | None, mask: Path | None, output_dir: Path,
+                gt_scale: float, min_depth: float, max_depth: float, align: str, average: str) -> None:
     """``--pred``/``--gt`` mode: score prediction files against GT files, matched by stem."""
     from .evaluation import evaluate_video
+
+    err, out, fail, quiet, verbose = ctx.err, ctx.out, ctx.fail, ctx.quiet, ctx.verbose
 
     if gt_scale <= 0:
         fail(f"--gt-scale: must be > 0, got {gt_scale}")
@@ -316,19 +332,6 @@ PREDICTION_KEYS = ("checkpoint", "processing_res", "dilations", "snippet_lengths
                    "refine_snippet_len", "refine_start_dilation", "dtype", "seed", "coalign", "attn_span")
 
 
-@dataclass
-class _Context:
-    err: Console
-    out: Console
-    fail: Callable
-    quiet: bool
-    verbose: bool
-
-    def log(self, message: str) -> None:
-        if not self.quiet:
-            self.err.print(message, soft_wrap=True, highlight=False)
-
-
 def run_benchmark(ctx: _Context, dataset: str, root: Path, split: str | None, predictions: Path | None,
                   output_dir: Path, align: str, average: str, min_depth: float | None, max_depth: float | None,
                   run_options: dict) -> None:
@@ -345,6 +348,12 @@ def run_benchmark(ctx: _Context, dataset: str, root: Path, split: str | None, pr
     max_depth = spec.max_depth if max_depth is None else max_depth
     if not 0 < min_depth < max_depth:
         ctx.fail(f"--min-depth/--max-depth: need 0 < min < max, got {min_depth}, {max_depth}")
+    if predictions is not None:
+        given = [RUN_OPTIONS[k] for k, v in run_options.items() if v is not None]
+        if given:
+            ctx.fail(f"{given[0]}: --predictions scores existing files; the model does not run")
+        if not predictions.is_dir():
+            ctx.fail(f"--predictions {predictions}: no such folder")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -352,11 +361,6 @@ def run_benchmark(ctx: _Context, dataset: str, root: Path, split: str | None, pr
 
     failures: dict[str, str] = {}
     if predictions is not None:
-        given = [RUN_OPTIONS[k] for k, v in run_options.items() if v is not None]
-        if given:
-            ctx.fail(f"{given[0]}: --predictions scores existing files; the model does not run")
-        if not predictions.is_dir():
-            ctx.fail(f"--predictions {predictions}: no such folder")
         pred_dir, method = predictions, f"predictions in {predictions}"
     else:
         cfg = _prediction_config(ctx, run_options)
@@ -375,11 +379,8 @@ def run_benchmark(ctx: _Context, dataset: str, root: Path, split: str | None, pr
             continue
         try:
             result = _score_sequence(seq, pred_dir, align, average, min_depth, max_depth)
-        except (ValueError, OSError) as exc:
-            if ctx.verbose:
-                ctx.err.print(traceback.format_exc())
-            failures[seq.name] = " ".join(str(exc).split())
-            ctx.err.print(f"[red]Error:[/] {seq.name}: {failures[seq.name]}", soft_wrap=True)
+        except Exception as exc:  # one sequence that cannot be scored does not stop the others
+            _report_failure(ctx, failures, seq.name, exc)
             continue
         videos[seq.name], frames[seq.name] = result.metrics, len(seq)
         ctx.log(f"scored {i}/{len(sequences)} {seq.name}: AbsRel {100 * result.metrics['abs_rel']:.2f} %")
@@ -484,6 +485,7 @@ def _predict_all(ctx: _Context, sequences: list, pred_dir: Path, cfg) -> tuple[d
 
 
 def _predict_share(ctx: _Context, sequences: list, pred_dir: Path, cfg, dist) -> dict[str, str]:
+    """Run the model on each sequence not yet complete; return ``{sequence: error}``."""
     import shutil
 
     from .runner import load_pipeline, outputs_complete, process_video
@@ -491,7 +493,7 @@ def _predict_share(ctx: _Context, sequences: list, pred_dir: Path, cfg, dist) ->
     prefix = f"[rank {dist.rank}] " if dist.enabled else ""
     failures: dict[str, str] = {}
     pipe = None
-    for seq in sequences:
+    for k, seq in enumerate(sequences):
         if outputs_complete(pred_dir, seq.name, cfg):
             ctx.log(f"{prefix}{seq.name}: prediction complete, skipped")
             continue
@@ -500,7 +502,13 @@ def _predict_share(ctx: _Context, sequences: list, pred_dir: Path, cfg, dist) ->
                 pipe = load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device), compile=cfg.compile,
                                      channels_last=cfg.channels_last, tf32=cfg.tf32)
             except InputError as exc:
-                ctx.fail(str(exc))
+                if not dist.enabled:
+                    ctx.fail(str(exc))
+                # the other ranks wait for this one: report every remaining sequence instead of leaving
+                for rest in sequences[k:]:
+                    failures[rest.name] = " ".join(str(exc).split())
+                ctx.err.print(f"[red]Error:[/] {prefix}{exc}", soft_wrap=True)
+                break
             pipe.set_progress_bar_config(disable=True)
         work = pred_dir / f".{seq.name}.frames"
         started = time.perf_counter()
@@ -510,11 +518,7 @@ def _predict_share(ctx: _Context, sequences: list, pred_dir: Path, cfg, dist) ->
             if not result.ok:
                 raise RuntimeError(result.error)
         except Exception as exc:  # one failing sequence does not stop the others
-            if ctx.verbose:
-                ctx.err.print(traceback.format_exc())
-            message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-            failures[seq.name] = " ".join(message.split())
-            ctx.err.print(f"[red]Error:[/] {prefix}{seq.name}: {failures[seq.name]}", soft_wrap=True)
+            _report_failure(ctx, failures, seq.name, exc, prefix)
             continue
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -619,6 +623,15 @@ def _markdown(title, split, rows, videos, frames, failures, settings, published)
 
 
 # ----------------------------------------------------------------------------- helpers
+def _report_failure(ctx: _Context, failures: dict, name: str, exc: BaseException, prefix: str = "") -> None:
+    """Record a sequence's error as one line (and print it; the traceback with --verbose)."""
+    if ctx.verbose:
+        ctx.err.print(traceback.format_exc())
+    message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+    failures[name] = " ".join(message.split()) or type(exc).__name__
+    ctx.err.print(f"[red]Error:[/] {prefix}{name}: {failures[name]}", soft_wrap=True)
+
+
 def _load_prediction(path: Path) -> np.ndarray:
     try:
         prediction = np.load(path)

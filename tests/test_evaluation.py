@@ -334,7 +334,16 @@ def test_eval_depth_dataset_usage_errors(tmp_path, capsys):
     assert code == 2 and "--split belongs to --dataset" in err
     code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path, "--average", "median"], capsys)
     assert code == 2 and "--average: unknown mode" in err
-    assert all("Traceback" not in e for e in (out, err))
+    from .test_datasets import make_bonn
+
+    make_bonn(tmp_path / "bonn", tmp_path / "split", names=("rgbd_bonn_balloon2",), frames=1)
+    code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path / "bonn", "--split", tmp_path / "split",
+                            "-o", tmp_path / "eval", "-c", "no/such-checkpoint?"], capsys)
+    assert code == 2 and "checkpoint" in err and len(err.strip().splitlines()) == 1
+    code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path / "bonn", "--split", tmp_path / "split",
+                            "-o", tmp_path / "eval", "-p", "nonsense"], capsys)
+    assert code == 2 and "--preset" in err
+    assert "Traceback" not in out + err
 
 
 def test_eval_depth_dataset_shares_sequences_across_ranks(tmp_path, capsys, monkeypatch):
