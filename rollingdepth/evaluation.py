@@ -3,7 +3,9 @@
 Protocol (``docs/evaluation.md``): the prediction (affine-invariant inverse depth) is resized
 to the ground truth's size, fitted to ``1 / GT`` by least squares with one scale and shift per
 video (or per frame, or in depth space), turned into depth, clipped to the depth range and
-scored on valid pixels. Temporal consistency is the optical-flow warping error (OPW).
+scored on valid pixels, pooled over the video or averaged over frames. Temporal consistency
+is the optical-flow warping error (OPW) and, where camera poses and intrinsics are known, the
+temporal alignment error (TAE): each frame's depth reprojected into the next frame.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ import numpy as np
 
 __all__ = [
     "ALIGN_MODES",
+    "AVERAGE_MODES",
     "EvalResult",
     "align_prediction",
     "depth_metrics",
     "evaluate_video",
     "optical_flow_warping_error",
     "resize_prediction",
+    "temporal_alignment_error",
     "valid_mask",
 ]
 
 ALIGN_MODES = ("video", "frame", "depth")
+AVERAGE_MODES = ("pixels", "frames")  # pool all valid pixels of a video, or average per-frame values
 # Forward-backward consistency test for occlusions (Sundaram et al. 2010).
 FB_ALPHA = 0.01
 FB_BETA = 0.5
@@ -95,8 +100,20 @@ def align_prediction(
     return np.clip(aligned, min_depth, max_depth), params
 
 
-def depth_metrics(depth: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> dict[str, float]:
-    """AbsRel, RMSE and delta1..3 over the valid pixels (pooled)."""
+def depth_metrics(depth: np.ndarray, gt: np.ndarray, valid: np.ndarray, average: str = "pixels") -> dict[str, float]:
+    """AbsRel, RMSE and delta1..3 over the valid pixels of ``[N, H, W]`` arrays.
+
+    ``pixels``: pooled over all valid pixels; ``frames``: per frame, then the mean over the
+    frames that have valid pixels (RMSE too is taken per frame).
+    """
+    if average not in AVERAGE_MODES:
+        raise ValueError(f"average: unknown mode {average!r}; expected one of {AVERAGE_MODES}")
+    if average == "frames":
+        per_frame = [depth_metrics(depth[f], gt[f], valid[f]) for f in range(gt.shape[0]) if valid[f].any()]
+        keys = ("abs_rel", "rmse", "delta1", "delta2", "delta3")
+        if not per_frame:
+            return {k: float("nan") for k in keys}
+        return {k: float(np.mean([m[k] for m in per_frame])) for k in keys}
     d, g = depth[valid].astype(np.float64), gt[valid].astype(np.float64)
     if d.size == 0:
         return {k: float("nan") for k in ("abs_rel", "rmse", "delta1", "delta2", "delta3")}
@@ -163,17 +180,79 @@ def optical_flow_warping_error(
     return value, per_pair
 
 
+def _reproject(depth: np.ndarray, valid: np.ndarray, k_src: np.ndarray, k_dst: np.ndarray,
+               src_to_dst: np.ndarray) -> np.ndarray:
+    """Depth of frame ``src`` seen from camera ``dst``: ``[H, W]``, inf where nothing lands.
+
+    Each valid pixel is lifted with its depth, moved by ``src_to_dst`` (4x4), projected with
+    ``k_dst`` and rounded to the nearest pixel; where several land, the nearest wins.
+    """
+    h, w = depth.shape
+    v, u = np.nonzero(valid & (depth > 0))
+    z = depth[v, u]
+    x = (u - k_src[0, 2]) / k_src[0, 0] * z
+    y = (v - k_src[1, 2]) / k_src[1, 1] * z
+    p = src_to_dst[:3, :3] @ np.stack([x, y, z]) + src_to_dst[:3, 3:4]  # [3, M] in the dst camera
+    front = p[2] > 1e-9
+    p = p[:, front]
+    u2 = np.rint(k_dst[0, 0] * p[0] / p[2] + k_dst[0, 2]).astype(np.int64)
+    v2 = np.rint(k_dst[1, 1] * p[1] / p[2] + k_dst[1, 2]).astype(np.int64)
+    inside = (u2 >= 0) & (u2 < w) & (v2 >= 0) & (v2 < h)
+    zbuf = np.full(h * w, np.inf)
+    np.minimum.at(zbuf, v2[inside] * w + u2[inside], p[2][inside])
+    return zbuf.reshape(h, w)
+
+
+def temporal_alignment_error(
+    depth: np.ndarray, intrinsics: np.ndarray, poses: np.ndarray, valid: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """TAE: AbsRel between each frame's depth reprojected into its neighbour and the neighbour's own.
+
+    ``depth`` ``[N, H, W]`` (aligned, metric up to the GT's scale), ``intrinsics`` ``[N, 3, 3]``,
+    ``poses`` camera-to-world ``[N, 4, 4]``. For every pair ``t, t+1`` both directions count:
+    ``mean |D_dst - reproj(D_src)| / D_dst`` over pixels where something lands (and, when
+    given, GT is valid at both ends). Returns the mean over directions and pairs (a fraction;
+    Video-Depth-Anything prints it x100) and the per-pair values (NaN where undefined).
+    """
+    n = depth.shape[0]
+    if intrinsics.shape != (n, 3, 3) or poses.shape != (n, 4, 4):
+        raise ValueError(f"cameras: need intrinsics [{n}, 3, 3] and poses [{n}, 4, 4], "
+                         f"got {intrinsics.shape} and {poses.shape}")
+    ok = np.ones(depth.shape, bool) if valid is None else valid.astype(bool)
+    per_pair = np.full(max(n - 1, 0), np.nan)
+    for t in range(n - 1):
+        if not (np.isfinite(poses[t]).all() and np.isfinite(poses[t + 1]).all()):
+            continue  # ScanNet marks frames without a pose with -inf
+        errors = []
+        for a, b in ((t, t + 1), (t + 1, t)):
+            a_to_b = np.linalg.inv(poses[b]) @ poses[a]
+            proj = _reproject(depth[a], ok[a], intrinsics[a], intrinsics[b], a_to_b)
+            hit = np.isfinite(proj) & ok[b] & (depth[b] > 0)
+            if hit.any():
+                errors.append(float(np.mean(np.abs(depth[b][hit] - proj[hit]) / depth[b][hit])))
+        if errors:
+            per_pair[t] = float(np.mean(errors))
+    value = float(np.nanmean(per_pair)) if np.isfinite(per_pair).any() else float("nan")
+    return value, per_pair
+
+
 def evaluate_video(
     pred: np.ndarray,
     gt: np.ndarray,
     *,
     mask: np.ndarray | None = None,
     rgb: np.ndarray | None = None,
+    cameras: tuple[np.ndarray, np.ndarray] | None = None,
     align: str = "video",
+    average: str = "pixels",
     min_depth: float = 1e-3,
     max_depth: float = 80.0,
 ) -> EvalResult:
-    """Score one prediction ``[N, h, w]`` against GT depth ``[N, H, W]``."""
+    """Score one prediction ``[N, h, w]`` against GT depth ``[N, H, W]``.
+
+    ``rgb`` (uint8 ``[N, H, W, 3]``) adds OPW; ``cameras`` (intrinsics ``[N, 3, 3]``,
+    camera-to-world ``[N, 4, 4]``) adds TAE.
+    """
     if pred.ndim != 3 or gt.ndim != 3:
         raise ValueError(f"expected [N, H, W] arrays, got prediction {pred.shape} and ground truth {gt.shape}")
     if pred.shape[0] != gt.shape[0]:
@@ -182,12 +261,14 @@ def evaluate_video(
         raise ValueError(f"mask shape {mask.shape} does not match the ground truth's {gt.shape}")
     if not 0 < min_depth < max_depth:
         raise ValueError(f"depth range: need 0 < min-depth < max-depth, got {min_depth}, {max_depth}")
+    if average not in AVERAGE_MODES:
+        raise ValueError(f"average: unknown mode {average!r}; expected one of {AVERAGE_MODES}")
     pred = resize_prediction(pred, gt.shape[1:])
     valid = valid_mask(gt, min_depth, max_depth, mask)
     if valid.sum() < 2:
         raise ValueError("no valid ground-truth pixels in the depth range")
     depth, params = align_prediction(pred, gt, valid, align, min_depth, max_depth)
-    metrics = depth_metrics(depth, gt, valid)
+    metrics = depth_metrics(depth, gt, valid, average)
     per_frame_absrel = np.array([
         np.mean(np.abs(depth[f][valid[f]] - gt[f][valid[f]]) / gt[f][valid[f]]) if valid[f].any() else np.nan
         for f in range(gt.shape[0])
@@ -201,4 +282,6 @@ def evaluate_video(
         if rgb.shape[1:3] != gt.shape[1:]:
             rgb = np.stack([cv2.resize(f, (gt.shape[2], gt.shape[1]), interpolation=cv2.INTER_AREA) for f in rgb])
         metrics["opw"], per_frame["opw"] = optical_flow_warping_error(rgb, depth, valid)
+    if cameras is not None:
+        metrics["tae"], per_frame["tae"] = temporal_alignment_error(depth, *cameras, valid=valid)
     return EvalResult(metrics=metrics, per_frame=per_frame, scale_shift=params)

@@ -168,3 +168,223 @@ def test_run_video_then_eval_depth_end_to_end(tmp_path, capsys):
     assert (tmp_path / "eval" / "metrics.csv").read_text().splitlines()[0] == "video,abs_rel,rmse,delta1,delta2,delta3,opw"
     assert (tmp_path / "eval" / "scene_per_frame.png").stat().st_size > 1000
     assert "eval-depth" in out
+
+
+# ----------------------------------------------------------------------------- TAE and averaging
+def _sliding_scene(frames: int = 4, h: int = 48, w: int = 96, f: float = 100.0, step: float = 0.2):
+    """A wall at 10 m and a card at 2 m, camera sliding sideways: every pixel moves a whole number of pixels.
+
+    Returns depth [N, H, W], intrinsics [N, 3, 3] and camera-to-world poses [N, 4, 4].
+    """
+    cx, cy = 64.0, 24.0
+    k = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]])
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    depth, poses = [], []
+    for t in range(frames):
+        cam_x = step * t
+        x_card, y_card = (xx - cx) * 2.0 / f + cam_x, (yy - cy) * 2.0 / f
+        on_card = (x_card > -0.21) & (x_card < 0.19) & (np.abs(y_card) < 0.15)
+        assert on_card[:, 0].sum() == on_card[:, -1].sum() == 0  # the card never leaves the image
+        depth.append(np.where(on_card, 2.0, 10.0))
+        pose = np.eye(4)
+        pose[0, 3] = cam_x
+        poses.append(pose)
+    return np.stack(depth), np.repeat(k[None], frames, axis=0), np.stack(poses)
+
+
+def test_tae_zero_for_exact_depth_and_poses_and_grows_with_inconsistency():
+    from rollingdepth.evaluation import temporal_alignment_error
+
+    depth, k, poses = _sliding_scene()
+    value, per_pair = temporal_alignment_error(depth, k, poses)
+    assert value == pytest.approx(0, abs=1e-12) and per_pair.shape == (3,)
+    flipped = poses.copy()
+    flipped[:, 0, 3] *= -1  # the camera moving the other way: the wrong pose convention
+    assert temporal_alignment_error(depth, k, flipped)[0] > 0.05
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((len(depth), 1, 1))
+    errors = [temporal_alignment_error(depth * (1 + a * noise), k, poses)[0] for a in (0.02, 0.05, 0.2)]
+    assert 0 < errors[0] < errors[1] < errors[2]
+    # through evaluate_video: a perfect disparity prediction, then a flickering one
+    m = evaluate_video(1.0 / depth, depth, cameras=(k, poses), max_depth=20).metrics
+    assert m["tae"] == pytest.approx(0, abs=1e-9) and m["abs_rel"] == pytest.approx(0, abs=1e-9)
+    flicker = evaluate_video((1.0 / depth) * (1 + 0.1 * noise), depth, cameras=(k, poses), max_depth=20).metrics
+    assert flicker["tae"] > 0.01
+    with pytest.raises(ValueError, match="cameras"):
+        temporal_alignment_error(depth, k[:2], poses)
+
+
+def test_frame_average_is_the_mean_of_per_frame_metrics():
+    gt = np.full((2, 2, 5), 2.0)
+    depth = gt.copy()
+    depth[0, 0, 0] = 2.2  # frame 0: one pixel 10 % off, of 10 valid
+    depth[1, 0] *= 1.5  # frame 1: 50 % off where valid (2 pixels), exact where not
+    valid = np.ones_like(gt, bool)
+    valid[1] = False
+    valid[1, 0, :2] = True
+    pixels = depth_metrics(depth, gt, valid)["abs_rel"]
+    frames = depth_metrics(depth, gt, valid, average="frames")["abs_rel"]
+    assert pixels == pytest.approx((0.1 + 2 * 0.5) / 12)
+    assert frames == pytest.approx((0.1 / 10 + 0.5) / 2)
+    with pytest.raises(ValueError, match="average"):
+        depth_metrics(depth, gt, valid, average="median")
+
+
+# ----------------------------------------------------------------------------- eval-depth --dataset
+def _csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_eval_depth_dataset_runs_the_model_scores_and_resumes(tmp_path, capsys):
+    """ScanNet format (crop, cameras) through the tiny checkpoint; a second call only scores."""
+    from .conftest import TINY_CHECKPOINT
+    from .test_datasets import make_scannet
+
+    make_scannet(tmp_path / "scannet", tmp_path / "split", names=("scene0707_00", "scene0708_00"), frames=3,
+                 h=96, w=128)
+    args = ["--dataset", "scannet", "--root", tmp_path / "scannet", "--split", tmp_path / "split",
+            "-o", tmp_path / "eval", "-c", TINY_CHECKPOINT, "-p", "none", "--res", "32", "-d", "1", "--dtype", "fp32"]
+    code, out, err = _eval(args, capsys)
+    assert code == 0, err
+    assert "scene0708_00: 3 frames predicted" in err
+    rows = _csv_rows(tmp_path / "eval" / "metrics.csv")
+    assert [r["sequence"] for r in rows] == ["scene0707_00", "scene0708_00", "mean"]
+    assert all(float(r["abs_rel"]) >= 0 and float(r["tae"]) >= 0 and float(r["opw"]) >= 0 for r in rows)
+    assert rows[0]["frames"] == "3"
+    table = _csv_rows(tmp_path / "eval" / "table.csv")
+    assert len(table) == 1 and table[0]["sequences"] == "2/2" and table[0]["method"].startswith("ours: preset none")
+    assert float(table[0]["abs_rel_pct"]) == pytest.approx(100 * float(rows[2]["abs_rel"]), abs=0.051)
+    md = (tmp_path / "eval" / "table.md").read_text()
+    assert "| method | sequences | AbsRel (%) ↓ | δ1 (%) ↑ | OPW ↓ | TAE (%) ↓ |" in md
+    assert "| scene0707_00 | 3 |" in md and "not shown for split" in md  # a custom split: no published row
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["settings"]["min_depth"] == 1e-3 and report["settings"]["max_depth"] == 10.0
+    pred = np.load(tmp_path / "eval" / "predictions" / "scene0707_00_pred.npy")
+    assert pred.shape[0] == 3 and not list((tmp_path / "eval" / "predictions").glob(".*frames"))
+    # resumed: nothing is predicted again, the scores are the same
+    code, out, err = _eval(args, capsys)
+    assert code == 0 and err.count("prediction complete, skipped") == 2 and "predicted" not in err.replace("prediction complete", "")
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["mean"] == report["mean"]
+    # other settings do not reuse those predictions
+    code, out, err = _eval([*args[:-4], "-d", "1,2", "--dtype", "fp32"], capsys)
+    assert code == 2 and "made with other settings" in err and "dilations" in err and "Traceback" not in err
+
+
+def _bonn_paper_split(root: Path, h: int = 16, w: int = 24) -> dict[str, np.ndarray]:
+    """Files at exactly the paths of the bundled Bonn split (5 sequences x 110 frames), tiny frames."""
+    from rollingdepth.datasets import load_sequences
+
+    from .test_datasets import depth_map, rgb_image, write_png16, write_rgb
+
+    for name in ("rgbd_bonn_balloon2",):
+        (root / name).mkdir(parents=True)
+    truth = {}
+    for s, seq in enumerate(load_sequences("bonn", root)):
+        stored = {}  # one depth file may serve two frames (crowd2 pairs by nearest timestamp)
+        for i, (rgb_path, depth_path) in enumerate(zip(seq.rgb, seq.depth)):
+            write_rgb(rgb_path, rgb_image(h, w, i))
+            if depth_path not in stored:
+                stored[depth_path] = write_png16(depth_path, depth_map(h, w, s + i), 5000) / 5000
+        truth[seq.name] = np.stack([stored[p] for p in seq.depth])
+    return truth
+
+
+def test_eval_depth_scores_predictions_on_the_paper_split_beside_the_published_numbers(tmp_path, capsys):
+    truth = _bonn_paper_split(tmp_path / "bonn")
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for name, depth in truth.items():  # a perfect prediction: disparity, any scale and shift
+        np.save(preds / f"{name}_pred.npy", np.where(depth > 0, 3.0 / np.where(depth > 0, depth, 1) - 0.2, 0).astype(np.float32))
+    code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path / "bonn", "--predictions", preds,
+                            "-o", tmp_path / "eval"], capsys)
+    assert code == 0, err
+    table = {r["method"]: r for r in _csv_rows(tmp_path / "eval" / "table.csv")}
+    ours = table[f"predictions in {preds}"]
+    assert ours["sequences"] == "5/5" and float(ours["abs_rel_pct"]) == 0.0 and float(ours["delta1_pct"]) == 100.0
+    paper = table["RollingDepth, published"]  # Ke et al. 2025, Bonn: AbsRel 7.9 %, delta1 93.9 %
+    assert (paper["abs_rel_pct"], paper["delta1_pct"]) == ("7.9", "93.9") and "2411.19189" in paper["source"]
+    assert table["RollingDepth fast, published"]["abs_rel_pct"] == "n/a"
+    md = (tmp_path / "eval" / "table.md").read_text()
+    assert "| RollingDepth, published | - | 7.9 | 93.9 |" in md and "Ke et al." in md
+    assert len(_csv_rows(tmp_path / "eval" / "metrics.csv")) == 6
+    # a missing prediction fails its sequence only
+    (preds / "rgbd_bonn_crowd3_pred.npy").unlink()
+    code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path / "bonn", "--predictions", preds,
+                            "-o", tmp_path / "eval2", "-q"], capsys)
+    assert code == 1 and "rgbd_bonn_crowd3: no prediction rgbd_bonn_crowd3_pred.npy" in " ".join(err.split())
+    assert _csv_rows(tmp_path / "eval2" / "table.csv")[0]["sequences"] == "4/5"
+    # --predictions does not run the model: run options are refused, in one line
+    code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path / "bonn", "--predictions", preds, "--res", "64"], capsys)
+    assert code == 2 and "--res: --predictions scores existing files" in err and "Traceback" not in err
+
+
+def test_eval_depth_dataset_usage_errors(tmp_path, capsys):
+    code, out, err = _eval(["--dataset", "bonn"], capsys)
+    assert code == 2 and "--dataset needs --root" in err
+    code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path, "--gt", tmp_path], capsys)
+    assert code == 2 and "--pred/--gt/--rgb/--mask are for single files" in err
+    code, out, err = _eval(["--dataset", "tum", "--root", tmp_path], capsys)
+    assert code == 2 and "--dataset: unknown dataset 'tum'" in err
+    code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path, "--split", "x"], capsys)
+    assert code == 2 and "--split: unknown split 'x'" in err
+    code, out, err = _eval(["--pred", tmp_path, "--split", "x"], capsys)
+    assert code == 2 and "--split belongs to --dataset" in err
+    code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path, "--average", "median"], capsys)
+    assert code == 2 and "--average: unknown mode" in err
+    from .test_datasets import make_bonn
+
+    make_bonn(tmp_path / "bonn", tmp_path / "split", names=("rgbd_bonn_balloon2",), frames=1)
+    code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path / "bonn", "--split", tmp_path / "split",
+                            "-o", tmp_path / "eval", "-c", "no/such-checkpoint?"], capsys)
+    assert code == 2 and "checkpoint" in err and len(err.strip().splitlines()) == 1
+    code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path / "bonn", "--split", tmp_path / "split",
+                            "-o", tmp_path / "eval", "-p", "nonsense"], capsys)
+    assert code == 2 and "--preset" in err
+    assert "Traceback" not in out + err
+
+
+def test_eval_depth_dataset_shares_sequences_across_ranks(tmp_path, capsys, monkeypatch):
+    """Under torchrun each rank predicts its balanced share; only rank 0 scores."""
+    from rollingdepth import distributed, runner
+    from rollingdepth.distributed import DistContext, balanced_shards
+    from rollingdepth.runner import VideoResult
+
+    from .test_datasets import make_bonn
+
+    names = ("rgbd_bonn_balloon2", "rgbd_bonn_crowd2", "rgbd_bonn_crowd3")
+    make_bonn(tmp_path / "bonn", tmp_path / "split", names=names, frames=2)
+    for name, extra in zip(names, (0, 3, 1)):  # different lengths: 2, 5, 3 frames
+        rows = (tmp_path / "split" / f"{name}.csv").read_text().splitlines()
+        (tmp_path / "split" / f"{name}.csv").write_text("\n".join(rows + rows[1:2] * extra) + "\n")
+
+    class Rank1(DistContext):
+        def all_gather(self, obj):
+            return [{"rgbd_bonn_crowd2": "failed on rank 0"}, obj]
+
+        def close(self, barrier=True):
+            pass
+
+    predicted = []
+
+    def fake_process_video(pipe, source, out_dir, cfg, progress):
+        predicted.append(source.stem)
+        for suffix in ("_pred.npy", "_Greys_r.mp4", "_run.json"):
+            (out_dir / f"{source.stem}{suffix}").write_bytes(b"")
+        return VideoResult(name=source.stem)
+
+    class FakePipe:
+        def set_progress_bar_config(self, **kw):
+            pass
+
+    monkeypatch.setattr(distributed, "init_distributed", lambda: Rank1(rank=1, world_size=2))
+    monkeypatch.setattr(runner, "load_pipeline", lambda *a, **kw: FakePipe())
+    monkeypatch.setattr(runner, "process_video", fake_process_video)
+    code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path / "bonn", "--split", tmp_path / "split",
+                            "-o", tmp_path / "eval", "-c", tmp_path], capsys)
+    share = [sorted(names)[i] for i in balanced_shards([2, 5, 3], 2)[1]]
+    assert predicted == share and predicted  # exactly this rank's share
+    assert code == 1  # a sequence failed on another rank: every rank reports it
+    assert not (tmp_path / "eval" / "table.md").exists()  # rank 0 scores and writes the tables
