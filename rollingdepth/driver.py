@@ -183,7 +183,7 @@ def run(
     )
 
 
-def _report_settings(pipe, settings: MethodSettings, *, num_frames, input_size, size, plan, snippets_per_dilation,
+def _report_settings(pipe: "RollingDepthPipeline", settings: MethodSettings, *, num_frames, input_size, size, plan, snippets_per_dilation,
                      refine_len, refine_d0, refine_schedule, coalign_iterations, unet_batch_size,
                      num_view_auto) -> dict:
     """The values a run actually used (after capping), as reported in ``settings``."""
@@ -224,7 +224,7 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def encode_pass(pipe, frames: Iterable[np.ndarray], settings: MethodSettings, notify: ProgressCallback,
+def encode_pass(pipe: "RollingDepthPipeline", frames: Iterable[np.ndarray], settings: MethodSettings, notify: ProgressCallback,
                 num_frames_hint: int | None):
     """Latents ``[N, 4, h, w]`` (host) of every frame, the input and processing sizes, and
     the motion score (for ``snippet_lengths="auto"``, else None)."""
@@ -300,7 +300,7 @@ def _set_rows(array, rows: slice, values) -> None:
     array[rows] = values
 
 
-def snippet_pass(pipe, rgb_latents: torch.Tensor, noise: torch.Tensor, plan: list[tuple[int, int]], size,
+def snippet_pass(pipe: "RollingDepthPipeline", rgb_latents: torch.Tensor, noise: torch.Tensor, plan: list[tuple[int, int]], size,
                  settings: MethodSettings, store, notify: ProgressCallback, keep_maps: bool) -> _Snippets:
     """Every snippet of every dilation through the UNet; each snippet frame decoded once.
 
@@ -337,7 +337,7 @@ def snippet_pass(pipe, rgb_latents: torch.Tensor, noise: torch.Tensor, plan: lis
     return _Snippets(sources, keep_maps, subsampled, float(min_value), batch_sizes, clock.total())
 
 
-def _snippet_group(pipe, rgb_latents, noise, timestep, idx: np.ndarray, dilation: int, batch_size: int, size,
+def _snippet_group(pipe: "RollingDepthPipeline", rgb_latents, noise, timestep, idx: np.ndarray, dilation: int, batch_size: int, size,
                    max_vae_bs: int, target, keep_maps: bool, sub: np.ndarray, writer: HostWriter, clock: "_Clock",
                    notify: ProgressCallback) -> torch.Tensor:
     """The snippets ``idx [S, n]`` of one dilation; returns the minimum of their maps (on the device)."""
@@ -403,7 +403,7 @@ class _Clock:
 
 
 # ----------------------------------------------------------------------------------- 4. merge
-def merge_pass(pipe, plan, sources: list, decoded: bool, scales, shifts, min_value: float, size, max_vae_bs: int,
+def merge_pass(pipe: "RollingDepthPipeline", plan, sources: list, decoded: bool, scales, shifts, min_value: float, size, max_vae_bs: int,
                out, notify: ProgressCallback) -> None:
     """``out[f]`` = mean of ``s*(x - min) + t`` over the snippet frames showing frame ``f``.
 
@@ -476,7 +476,7 @@ def renormalise(array, chunk: int = MERGE_WINDOW) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------- 6. refine
-def refine_pass(pipe, rgb_latents: torch.Tensor, noise: torch.Tensor, coaligned, schedule: list[int],
+def refine_pass(pipe: "RollingDepthPipeline", rgb_latents: torch.Tensor, noise: torch.Tensor, coaligned, schedule: list[int],
                 snippet_len: int, size, settings: MethodSettings, out, notify: ProgressCallback) -> tuple[float, float]:
     """Coarse-to-fine refinement of the co-aligned depth, decoded into ``out``; returns its range.
 

@@ -11,7 +11,6 @@ in ``detail`` for ``--verbose``. Front ends (``run-video``, a web page) show
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
@@ -216,19 +215,6 @@ def hub_failure(checkpoint: str, exc: BaseException) -> CheckpointError:
                            "with an error)", f"try again later, or {_get_it(checkpoint)}", detail)
 
 
-@contextlib.contextmanager
-def _quiet_diffusers():
-    """Silence diffusers' warnings (about the Hub, the cache) while our own message says what happened."""
-    import diffusers.utils.logging as dlog
-
-    level = dlog.get_verbosity()
-    dlog.set_verbosity_error()
-    try:
-        yield
-    finally:
-        dlog.set_verbosity(level)
-
-
 def resolve_checkpoint(checkpoint: str, **hub_kwargs) -> Path:
     """The local folder of ``checkpoint``: the folder itself, or a Hub id downloaded into the Hub cache.
 
@@ -240,10 +226,10 @@ def resolve_checkpoint(checkpoint: str, **hub_kwargs) -> Path:
     if not _HUB_ID.match(checkpoint):
         raise CheckpointError(checkpoint, "no such folder, and not a Hub id (owner/name)",
                               f"pass -c PATH to a checkpoint folder, or a Hub id such as {HUB_ID}")
-    from .rollingdepth_pipeline import RollingDepthPipeline
+    from .rollingdepth_pipeline import RollingDepthPipeline, _quiet_loading
 
     try:
-        with _quiet_diffusers():
+        with _quiet_loading():
             return Path(RollingDepthPipeline.download(checkpoint, **hub_kwargs))
     except Exception as exc:  # every way a download fails becomes one of our messages
         raise hub_failure(checkpoint, exc) from exc

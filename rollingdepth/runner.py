@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from .visualize import SBS_GAP, colorize, side_by_side, to_uint16
 
 __all__ = ["PendingOutputs", "VideoResult", "expected_outputs", "load_pipeline", "outputs_complete", "predict_video",
            "process_video"]
+
+if TYPE_CHECKING:
+    from .rollingdepth_pipeline import RollingDepthPipeline
 
 Progress = Callable[[str, int, int], None]
 
@@ -79,7 +82,7 @@ def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=interp) for f in frames])
 
 
-def _oom_advice(pipe, shape, cfg: RunConfig) -> str:
+def _oom_advice(pipe: "RollingDepthPipeline", shape, cfg: RunConfig) -> str:
     """One line: what ran out of memory, with this run's numbers, and what to lower."""
     h, w = pipe.processing_size(shape[1], shape[2], cfg.processing_res)
     n = cfg.snippet_lengths if cfg.snippet_lengths == "auto" else max(cfg.snippet_lengths)
@@ -125,7 +128,7 @@ def _versions() -> dict:
 
 
 def process_video(
-    pipe, source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
+    pipe: "RollingDepthPipeline", source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
 ) -> VideoResult:
     """Predict depth for one video and write every requested output.
 
@@ -137,7 +140,7 @@ def process_video(
 
 
 def predict_video(
-    pipe, source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
+    pipe: "RollingDepthPipeline", source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
 ) -> "PendingOutputs":
     """The prediction of one video (the accelerator's part of :func:`process_video`), run by
     :func:`rollingdepth.driver.run` over a :class:`~rollingdepth.stores.DiskStore`."""
