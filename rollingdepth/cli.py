@@ -235,6 +235,9 @@ def run_video(
     save_sbs: Annotated[Optional[bool], typer.Option("--save-sbs/--no-save-sbs", help="{stem}_rgbd.mp4, input and depth side by side. (default: on)", rich_help_panel=OUT, show_default=False)] = None,
     save_snippets: Annotated[Optional[bool], typer.Option("--save-snippets/--no-save-snippets", help="{stem}_snippets.npz. (default: off)", rich_help_panel=OUT, show_default=False)] = None,
     save_png16: Annotated[Optional[bool], typer.Option("--save-png16/--no-save-png16", help="{stem}_depth16/000000.png ..., 16-bit PNG per frame. (default: off)", rich_help_panel=OUT, show_default=False)] = None,
+    resume: Annotated[Optional[bool], typer.Option("--resume/--restart", help="Continue an unfinished run of the same video and settings from its work folder, or discard that folder and start over. (default: resume)", rich_help_panel=RUN, show_default=False)] = None,
+    list_work: Annotated[Optional[Path], typer.Option("--list-work", metavar="DIR", help="List the work folders of unfinished runs in DIR (an output or --work-dir folder) with their size and age, and exit.", rich_help_panel=RUN)] = None,
+    clean_work: Annotated[Optional[Path], typer.Option("--clean-work", metavar="DIR", help="Remove the work folders of unfinished runs in DIR (only those run-video made), and exit.", rich_help_panel=RUN)] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip videos whose outputs are complete (resume a batch).", rich_help_panel=RUN)] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.", rich_help_panel=RUN)] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show tracebacks of errors.", rich_help_panel=RUN)] = False,
@@ -262,6 +265,10 @@ def run_video(
         err.print(f"[yellow]Warning:[/] {message}", soft_wrap=True)
 
     warnings.showwarning = show_warning
+    if list_work is not None or clean_work is not None:
+        _work_folders(list_work or clean_work, remove=clean_work is not None, out=out)
+        return
+    _stop_on_sigterm()
 
     if input_path and input_video and input_path != input_video:
         fail("give the input once: as INPUT or as -i/--input-video")
@@ -278,7 +285,7 @@ def run_video(
             start_frame=start_frame, frame_count=frame_count, output_fps=output_fps,
             restore_res=restore_res, cmaps=_strs(cmap), save_npy=save_npy, save_sbs=save_sbs,
             save_snippets=save_snippets, save_png16=save_png16, compile=compile,
-            channels_last=channels_last, tf32=tf32, work_dir=work_dir,
+            channels_last=channels_last, tf32=tf32, work_dir=work_dir, resume=resume,
         )
         cfg = RunConfig.build(preset, overrides)
         if cfg.device is not None:
@@ -326,10 +333,43 @@ def run_video(
     if show:
         _summary(out, all_results)
     if interrupted:
-        err.print("[red]Interrupted.[/] Finished videos are complete; no partial output file was left.")
+        err.print("[red]Interrupted.[/] Finished videos are complete and no partial output file was left; "
+                  "run the same command again to resume.", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     if any(not r.ok for r in all_results):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a job scheduler's stop, a preemption) stops like Ctrl-C: files are closed, the
+    work folder keeps what is complete, and the same command resumes."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
+def _work_folders(folder: Path, remove: bool, out: Console) -> None:
+    """``--list-work`` / ``--clean-work``: the work folders run-video left in ``folder``."""
+    import shutil
+
+    from .stores import work_folders
+
+    found = work_folders(folder)
+    if not found:
+        out.print(f"no work folders of unfinished runs in {folder}")
+        return
+    for w in found:
+        age = w["age_s"] / 3600
+        line = f"{w['path']}  {w['bytes'] / 2**20:,.1f} MB  {age:.1f} h old  after {w['stage']}  ({w['input']})"
+        if remove:
+            shutil.rmtree(w["path"])
+            line = "removed " + line
+        out.print(line, soft_wrap=True, highlight=False)
 
 
 def _needs_model(entries: list, output_dir: Path, cfg, skip_existing: bool) -> bool:

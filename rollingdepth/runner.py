@@ -20,6 +20,7 @@ import numpy as np
 
 from . import __version__
 from .background import BackgroundQueue, prefetch
+from .stores import JOURNAL
 from .config import RunConfig
 from .device import is_out_of_memory
 from .loading import _HUB_ID, _load_checkpoint, _one_line, accelerate_pipeline, load_pipeline  # noqa: F401
@@ -139,21 +140,77 @@ def process_video(
     return predict_video(pipe, source, out_dir, cfg, progress, report_extra).write(progress)
 
 
+def work_folder(out_dir: Path, stem: str, cfg: RunConfig) -> Path:
+    """The work folder of video ``stem`` written to ``out_dir``: the same on every run, so
+    that a killed run finds it again (in ``cfg.work_dir`` when given, named after both)."""
+    import hashlib
+
+    key = hashlib.sha1(str(Path(out_dir).resolve() / stem).encode()).hexdigest()[:8]
+    parent = Path(cfg.work_dir).expanduser() if cfg.work_dir else Path(out_dir)
+    return parent / f".{stem}.rollingdepth-work-{key}"
+
+
+def fingerprint(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthPipeline") -> dict:
+    """What must match for a run to resume: the input (path, size, modification time, frame
+    count) and every setting that changes the prediction, by its command-line name."""
+    from .settings import method_fields
+
+    files = [source.path] if source.images is None else source.images
+    stats = [f.stat() for f in files]
+    fp = {
+        "input": str(Path(source.path).resolve()),
+        "input bytes": sum(st.st_size for st in stats),
+        "input modified": max(st.st_mtime for st in stats),
+        "input frames": source.frame_count,
+        "--from": cfg.start_frame,
+        "--frames": cfg.frame_count,
+        "--checkpoint": cfg.checkpoint,
+        "--dtype": str(pipe.dtype).replace("torch.", ""),
+        "--device": pipe.unet.device.type,
+        "--seed": cfg.seed,
+    }
+    for name, option in method_fields().items():
+        fp[option] = getattr(cfg, name)
+    return fp
+
+
+def _no_space(workdir: Path, store) -> InputError:
+    import shutil
+
+    free = shutil.disk_usage(workdir if workdir.exists() else workdir.parent).free
+    used = sum(p.stat().st_size for p in workdir.rglob("*") if p.is_file()) if workdir.exists() else 0
+    need = max(getattr(store, "expected_bytes", 0) - used, 0)
+    return InputError(
+        f"no space left on the disk of {workdir.parent} ({free / 2**30:.1f} GiB free): this video needs about "
+        f"{need / 2**30:.1f} GiB more there; free space (or pass --work-dir on a larger disk) and run the same "
+        f"command again: it resumes where it stopped")
+
+
 def predict_video(
-    pipe: "RollingDepthPipeline", source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
+    pipe: "RollingDepthPipeline", source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress,
+    report_extra: dict | None = None
 ) -> "PendingOutputs":
     """The prediction of one video (the accelerator's part of :func:`process_video`), run by
-    :func:`rollingdepth.driver.run` over a :class:`~rollingdepth.stores.DiskStore`."""
-    import tempfile
+    :func:`rollingdepth.driver.run` over a :class:`~rollingdepth.stores.DiskStore`.
+
+    The store's work folder (:func:`work_folder`) keeps what is complete; a run of the same
+    input with the same settings resumes from it (``cfg.resume``; otherwise it is discarded
+    first). A run with other settings is refused with one line saying which.
+    """
+    import errno
+    import shutil
 
     import torch
 
     from .driver import run
-    from .stores import DiskStore
+    from .stores import DiskStore, ResumeMismatch
 
     started = time.perf_counter()
-    work_parent = Path(cfg.work_dir).expanduser() if cfg.work_dir else out_dir
-    workdir = Path(tempfile.mkdtemp(prefix=f".{source.stem}.work-", dir=work_parent))
+    workdir = work_folder(out_dir, source.stem, cfg)
+    if not cfg.resume and workdir.exists():
+        shutil.rmtree(workdir)
+    resuming = workdir.exists()
+    workdir.mkdir(parents=True, exist_ok=True)
     pending = PendingOutputs(source, out_dir, cfg, workdir, started, report_extra)
     try:
         generator = torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed)
@@ -162,10 +219,17 @@ def predict_video(
             expected = min(expected, cfg.frame_count)
         if source.frame_count and expected <= 0:
             raise InputError(f"{source.path}: --from {cfg.start_frame} is beyond the end of the video ({source.frame_count} frames)")
-        # the prediction is written straight to the output folder when it is the .npy output as is
-        direct = cfg.save_npy and not cfg.restore_res
-        store = pending.store = DiskStore(workdir, output_path=out_dir / f".{source.stem}_pred.partial.npy" if direct else None,
-                                          on_output=pending.partial.append if direct else None)
+        try:
+            store = pending.store = DiskStore(workdir, fingerprint=fingerprint(source, cfg, pipe))
+        except ResumeMismatch as exc:
+            said = "; ".join(f"{k} {_brief(old)} then, {_brief(new)} now" for k, (old, new) in exc.differences.items())
+            raise InputError(f"{source.path}: an unfinished run of it with other settings or input is in {workdir} "
+                             f"({said}); run again with --restart to discard it, or as before to resume it") from None
+        if resuming and store.journal.entries:
+            pending.notes.append(f"{source.stem}: resumed from {workdir.name} "
+                                 f"(after {store.journal.entries[-1]['stage']})")
+        for stage in store.journal.rolled_back:
+            pending.notes.append(f"{source.stem}: a damaged file of stage {stage} in {workdir.name} is computed again")
         frames = prefetch(source.frames(cfg.start_frame, cfg.frame_count))
         try:
             pending.result = run(pipe, frames, store, cfg.method_settings(), generator=generator, callback=progress,
@@ -173,6 +237,10 @@ def predict_video(
         except ValueError as exc:
             if "no frames" in str(exc):
                 raise InputError(f"{source.path}: the video has no frames") from None
+            raise
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise _no_space(workdir, store) from None
             raise
         except Exception as exc:
             if is_out_of_memory(exc):
@@ -187,13 +255,19 @@ def predict_video(
         raise
 
 
+def _brief(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 40 else "..." + text[-37:]
+
+
 class PendingOutputs:
     """A video whose prediction is done and whose outputs are not written yet.
 
     It owns the video's work folder and temporary files: :meth:`write` writes the outputs and
-    removes them (also on error), :meth:`discard` just removes them. ``write`` may run in
-    another thread (the accelerator goes on with the next video meanwhile); setting ``cancel``
-    stops it at the next frame with ``KeyboardInterrupt``, leaving no partial output.
+    removes the work folder once all is written; :meth:`discard` removes temporary files and
+    keeps the work folder only when it holds work a later run can resume from. ``write`` may
+    run in another thread (the accelerator goes on with the next video meanwhile); setting
+    ``cancel`` stops it at the next frame with ``KeyboardInterrupt``, leaving no partial output.
     """
 
     def __init__(self, source: VideoSource, out_dir: Path, cfg: RunConfig, workdir: Path, started: float,
@@ -210,7 +284,9 @@ class PendingOutputs:
     def frames(self) -> int:
         return self.result.num_frames if self.result is not None else 0
 
-    def discard(self) -> None:
+    def discard(self, finished: bool = False) -> None:
+        """Remove temporary files, and the work folder when ``finished`` or when it holds nothing
+        to resume from."""
         import shutil
 
         if self.store is not None:
@@ -218,10 +294,18 @@ class PendingOutputs:
         for path in self.partial:
             if path.exists():
                 path.unlink()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.store is not None:
+            resumable = bool(self.store.journal.entries)
+        else:  # the folder could not be opened (another run's): not ours to remove
+            resumable = (self.workdir / JOURNAL).exists()
+        if finished or not resumable:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def write(self, progress: Progress, cancel=None) -> VideoResult:
         """Write every requested output (each under a temporary name), run.json last."""
+        import errno
+
+        finished = False
         try:
             t0 = time.perf_counter()
             written = self._write_frames(progress, cancel)
@@ -229,11 +313,21 @@ class PendingOutputs:
                 written.append(self._write_snippets())
             self.result.timings["write"] = time.perf_counter() - t0
             written.append(self._write_report(written))
+            finished = True
             progress("write", 1, 1)
             return VideoResult(name=self.name, frames=self.frames, seconds=self.report["seconds"],
                                outputs=[p.name for p in written], notes=list(self.notes))
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise _no_space(self.workdir, self.store) from None
+            raise
         finally:
-            self.discard()
+            self.discard(finished)
+
+    def _written_before(self) -> set[str]:
+        """Output files a killed run of this work folder completed (recorded in its journal)."""
+        return {name for e in self.store.journal.entries if e["stage"] == "write" for name in e["state"]["files"]
+                if (self.out_dir / name).exists()}
 
     # ------------------------------------------------------------------ outputs
     @property
@@ -257,22 +351,23 @@ class PendingOutputs:
         vmin, vmax = self.result.depth_range
         fps = cfg.output_fps or self.source.fps
         sinks: list[tuple[Path, Callable]] = []
-        if cfg.save_npy and cfg.restore_res:
+        done = self._written_before()
+        if cfg.save_npy and cfg.restore_res and f"{stem}_pred.npy" not in done:
             tmp_path = out_dir / f".{stem}_pred.partial.npy"
             self.partial.append(tmp_path)
             restored = NpyFile(tmp_path, (self.frames, *size), np.float32)
             stack.callback(restored.close)
             sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, image: restored.__setitem__(i, frame)))
-        for cmap in cfg.cmaps:
+        for cmap in [c for c in cfg.cmaps if f"{stem}_{c}.mp4" not in done]:
             video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(out_dir / f"{stem}_{cmap}.mp4")), fps, size))
             sinks.append((out_dir / f"{stem}_{cmap}.mp4",
                           lambda i, frame, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
-        if cfg.save_sbs:
+        if cfg.save_sbs and f"{stem}_rgbd.mp4" not in done:
             final = out_dir / f"{stem}_rgbd.mp4"
             sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP)))
             sinks.append((final, lambda i, frame, image: sbs.write(
                 side_by_side(_resize_frames(image[None], size)[0], colorize(frame, cfg.cmaps[0], vmin, vmax)))))
-        if cfg.save_png16:
+        if cfg.save_png16 and f"{stem}_depth16" not in done:
             import cv2
 
             final = out_dir / f"{stem}_depth16"
@@ -287,14 +382,19 @@ class PendingOutputs:
 
     def _write_frames(self, progress: Progress, cancel) -> list[Path]:
         """One pass over the prediction feeds every per-frame output; each output is encoded
-        in its own thread (the video encoders run side by side). Returns the final paths."""
-        cfg, n = self.cfg, self.frames
+        in its own thread (the video encoders run side by side). Returns the final paths of
+        every output but the snippets and the report, including those a killed run finished."""
+        import shutil
+
+        cfg, n, stem = self.cfg, self.frames, self.source.stem
+        done = self._written_before()
         with contextlib.ExitStack() as stack:
             sinks = self._sinks(stack)
             total = n * len(sinks) + 1
             if sinks:
                 queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{p.name}")) for p, _ in sinks]
-                rgb = prefetch(self.source.frames(cfg.start_frame, cfg.frame_count)) if cfg.save_sbs else None  # re-read
+                sbs = any(p.name == f"{stem}_rgbd.mp4" for p, _ in sinks)
+                rgb = prefetch(self.source.frames(cfg.start_frame, cfg.frame_count)) if sbs else None  # re-read
                 for i, frame in enumerate(self._frames_out()):
                     if cancel is not None and cancel.is_set():
                         raise KeyboardInterrupt
@@ -306,21 +406,26 @@ class PendingOutputs:
                     progress("write", (i + 1) * len(sinks), total)
                 for q in queues:
                     q.drain(cancel)
-        # every file is complete (and renamed) here but the .npy written in place
-        written = [p for p, _ in sinks if p.suffix != ".npy"]
-        if cfg.save_npy:
-            final = self.out_dir / f"{self.source.stem}_pred.npy"
-            if not cfg.restore_res:
-                self.result.depth.flush()  # renamed while still open: reading goes on through the same file
-            os.replace(self.partial[-1], final)
-            written.insert(0, final)
-        return written
+        # every file is complete (and renamed) here but the .npy
+        new = [p for p, _ in sinks if p.suffix != ".npy"]
+        final = self.out_dir / f"{stem}_pred.npy"
+        if cfg.save_npy and final.name not in done:
+            if cfg.restore_res:
+                os.replace(self.partial[-1], final)
+            else:
+                self.result.depth.flush()
+                shutil.move(self.result.depth.path, final)  # a rename unless --work-dir is on another disk
+            new.insert(0, final)
+        self.store.checkpoint("write", files=sorted(done | {p.name for p in new}))
+        return [p for p in expected_outputs(self.out_dir, stem, cfg) if p.name in done or p in new]
 
     def _write_snippets(self) -> Path:
         """``{stem}_snippets.npz`` from the decoded snippet maps in the work folder (stored, no copy)."""
         import zipfile
 
         final = self.out_dir / f"{self.source.stem}_snippets.npz"
+        if final.name in self._written_before():
+            return final
         settings = self.result.settings
         with atomic_path(final) as tmp:
             np.save(self.workdir / "dilations.npy", np.array(settings["dilations"]))

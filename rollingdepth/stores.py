@@ -17,15 +17,19 @@ frames, ``[S, n, H, W]`` per dilation), ``coaligned`` (co-aligned depth before r
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import time
 import warnings
+import zlib
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-__all__ = ["DiskStore", "MemoryStore", "NpyFile", "read_rows"]
+__all__ = ["DiskStore", "Journal", "MemoryStore", "NpyFile", "ResumeMismatch", "RowLog", "read_rows", "work_folders"]
 
 # Kept free on the work folder's volume beyond what the run itself writes.
 DISK_MARGIN = 1 << 30
@@ -58,6 +62,8 @@ class NpyFile:
         self.shape = (int(np.prod(self.array_shape[: len(self.array_shape) - row_ndim], dtype=np.int64)),
                       *self.array_shape[len(self.array_shape) - row_ndim :])
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        if mode not in ("w+", "r+", "r"):
+            raise ValueError(f"mode: expected 'w+', 'r+' or 'r', got {mode!r}")
         if mode == "w+":
             with open(self.path, "wb") as f:
                 np.lib.format.write_array_header_1_0(
@@ -67,9 +73,11 @@ class NpyFile:
         else:
             with open(self.path, "rb") as f:
                 np.lib.format.read_magic(f)
-                np.lib.format.read_array_header_1_0(f)
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
                 self.offset = f.tell()
-        self._file = open(self.path, "r+b" if mode == "w+" else "rb")
+            if tuple(shape) != self.array_shape or np.dtype(dtype) != self.dtype:
+                raise ValueError(f"{self.path}: holds {dtype} {tuple(shape)}, expected {self.dtype} {self.array_shape}")
+        self._file = open(self.path, "rb" if mode == "r" else "r+b")
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -110,17 +118,84 @@ class NpyFile:
             start = end
         return out
 
-    def flush(self) -> None:
+    def flush(self, sync: bool = False) -> None:
         self._file.flush()
+        if sync:
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()
 
 
+class RowLog:
+    """An append-only file of equal rows (``row_shape``, ``dtype``), for arrays whose length
+    is not known in advance (the frame latents of a stream)."""
+
+    def __init__(self, path: Path, row_shape, dtype, keep: int = 0):
+        """Open ``path`` keeping its first ``keep`` rows (the rest is cut off), or create it."""
+        self.path, self.row_shape, self.dtype = Path(path), tuple(row_shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self._file = open(self.path, "r+b" if keep and self.path.exists() else "w+b")
+        self._file.truncate(keep * self.row_bytes)
+        self._file.seek(0, os.SEEK_END)
+        self.rows = keep
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def append(self, values: np.ndarray) -> slice:
+        data = np.ascontiguousarray(values, self.dtype)
+        self._file.write(data.tobytes())
+        start, self.rows = self.rows, self.rows + len(data)
+        return slice(start, self.rows)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        r = range(*key.indices(self.rows))
+        self._file.flush()
+        with open(self.path, "rb") as f:
+            f.seek(r.start * self.row_bytes)
+            data = f.read(len(r) * self.row_bytes)
+        return np.frombuffer(data, self.dtype).reshape(len(r), *self.row_shape).copy()
+
+    def flush(self, sync: bool = False) -> None:
+        self._file.flush()
+        if sync:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _MemoryLog:
+    """The in-memory form of :class:`RowLog`: appended chunks."""
+
+    def __init__(self):
+        self.chunks: list[np.ndarray] = []
+        self.rows = 0
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def append(self, values: np.ndarray) -> slice:
+        self.chunks.append(np.asarray(values))
+        start, self.rows = self.rows, self.rows + len(values)
+        return slice(start, self.rows)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]
+        return self.chunks[0][key]
+
+    def flush(self, sync: bool = False) -> None:
+        pass
+
+
 class MemoryStore:
-    """Everything in host memory (NumPy, float32): for clips that fit, e.g. ``pipe(frames)``."""
+    """Everything in host memory (NumPy, float32): for clips that fit, e.g. ``pipe(frames)``.
+    Nothing is kept after the run, so nothing resumes."""
 
     kind = "memory"
+    resumable = False
 
     def __init__(self):
         self.arrays: dict[str, np.ndarray] = {}
@@ -129,6 +204,24 @@ class MemoryStore:
         """A new array for ``name`` (``row_ndim`` only matters on disk)."""
         self.arrays[name] = np.zeros(shape, dtype)
         return self.arrays[name]
+
+    def rows(self, name: str, row_shape, dtype) -> _MemoryLog:
+        """An append-only array of rows (``log.append(values)``, ``log[a:b]``)."""
+        return _MemoryLog()
+
+    @staticmethod
+    def write(array, rows: slice, values) -> None:
+        array[rows] = values
+
+    @staticmethod
+    def append(log, values) -> None:
+        log.append(values)
+
+    def checkpoint(self, stage: str, **state) -> None:
+        """Nothing to record: a run in memory does not resume."""
+
+    def resumed(self, stage: str) -> dict | None:
+        return None
 
     def keep_maps(self, nbytes: int, output_bytes: int = 0) -> bool:
         """Whether decoded snippet maps of ``nbytes`` can be kept: always, here."""
@@ -147,30 +240,208 @@ class MemoryStore:
         pass
 
 
+CREATED_BY = "rollingdepth run-video"
+JOURNAL = "journal.jsonl"
+
+
+class ResumeMismatch(ValueError):
+    """The work folder belongs to a run with another input or other settings."""
+
+    def __init__(self, workdir: Path, differences: dict):
+        self.workdir, self.differences = workdir, differences
+        said = "; ".join(f"{k}: {_short(old)} then, {_short(new)} now" for k, (old, new) in differences.items())
+        super().__init__(f"{workdir} holds a run of another input or other settings ({said})")
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Journal:
+    """What a run on disk has completed: an append-only ``journal.jsonl`` in the work folder.
+
+    Line 1 is the header (who made the folder, the fingerprint of the input and of every
+    setting that changes the result). Every further line is a checkpoint, appended after the
+    data it describes was written: ``{"stage", "state", "ranges": [[file, offset, length,
+    crc32], ...]}``. A line cut short by a kill does not parse and is ignored. On opening,
+    every checkpoint's ranges are read back and checked; from the first that fails on, the
+    checkpoints are dropped (that work is done again) and the file is cut there.
+    """
+
+    def __init__(self, workdir: Path, fingerprint: dict):
+        self.workdir = Path(workdir)
+        self.path = self.workdir / JOURNAL
+        self.entries: list[dict] = []
+        self.rolled_back: list[str] = []  # stages whose checkpoints failed their checks
+        if self.path.exists():
+            self._load(fingerprint)
+        else:
+            self._start(fingerprint)
+
+    def _start(self, fingerprint: dict) -> None:
+        header = {"created_by": CREATED_BY, "created": time.time(), "fingerprint": fingerprint}
+        with open(self.path, "w") as f:
+            f.write(json.dumps(header) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _load(self, fingerprint: dict) -> None:
+        lines = self.path.read_text().split("\n")
+        try:
+            header = json.loads(lines[0])
+        except (json.JSONDecodeError, IndexError):
+            header = {}
+        if header.get("created_by") != CREATED_BY:
+            raise ValueError(f"{self.workdir}: not a work folder of run-video (no valid {JOURNAL})")
+        old = header.get("fingerprint", {})
+        differences = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
+        if differences:
+            raise ResumeMismatch(self.workdir, differences)
+        good, offset = [], len(lines[0]) + 1
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                break  # cut short by a kill
+            if not self._verify(entry):
+                self.rolled_back.append(entry["stage"])
+                break
+            good.append(entry)
+            offset += len(line) + 1
+        self.entries = good
+        with open(self.path, "r+") as f:  # later appends follow the last good checkpoint
+            f.truncate(offset)
+
+    def _verify(self, entry: dict) -> bool:
+        for name, start, length, crc in entry.get("ranges", []):
+            try:
+                with open(self.workdir / name, "rb") as f:
+                    f.seek(start)
+                    data = f.read(length)
+            except OSError:
+                return False
+            if len(data) != length or zlib.crc32(data) != crc:
+                return False
+        return True
+
+    def state(self, stage: str) -> dict | None:
+        """The state of the last verified checkpoint of ``stage``."""
+        for entry in reversed(self.entries):
+            if entry["stage"] == stage:
+                return entry["state"]
+        return None
+
+    def has_data(self, name: str) -> bool:
+        return any(r[0] == name for e in self.entries for r in e.get("ranges", []))
+
+    def record(self, stage: str, state: dict, ranges: list) -> None:
+        entry = {"stage": stage, "state": state, "ranges": ranges}
+        self.entries.append(entry)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+def work_folders(folder: Path) -> list[dict]:
+    """The work folders of run-video in ``folder``: path, bytes, age in seconds, last stage."""
+    found = []
+    for path in sorted(Path(folder).glob(".*.rollingdepth-work*")):
+        journal = path / JOURNAL
+        try:
+            lines = journal.read_text().split("\n")
+            header = json.loads(lines[0])
+        except (OSError, json.JSONDecodeError, IndexError):
+            continue
+        if header.get("created_by") != CREATED_BY:
+            continue
+        stage = None
+        for line in lines[1:]:
+            try:
+                stage = json.loads(line)["stage"]
+            except (json.JSONDecodeError, KeyError):
+                break
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        found.append({"path": path, "bytes": size, "age_s": time.time() - journal.stat().st_mtime,
+                      "stage": stage or "started", "input": header.get("fingerprint", {}).get("input")})
+    return found
+
+
 class DiskStore:
-    """Row-wise ``.npy`` files in ``workdir`` (an existing folder the caller removes).
+    """Row-wise ``.npy`` files in ``workdir`` (an existing folder the caller removes), with a
+    :class:`Journal` of what is complete, so that a killed run resumes where it stopped.
 
     ``output_path``: where the prediction goes (default: in ``workdir``). ``budget``: bytes
     the decoded snippet maps may take (default: the volume's free space, less the output and
-    a margin of 1 GiB).
+    a margin of 1 GiB). ``fingerprint``: what must match for a run to resume from this folder
+    (a mismatch raises :class:`ResumeMismatch`).
     """
 
     kind = "disk"
+    resumable = True
 
     def __init__(self, workdir: Path, output_path: Path | None = None, budget: int | None = None,
-                 on_output: Callable[[Path], None] | None = None):
+                 on_output: Callable[[Path], None] | None = None, fingerprint: dict | None = None):
         self.workdir = Path(workdir)
         self.output_path = Path(output_path) if output_path else self.workdir / "prediction.npy"
         self.budget = budget
         self.on_output = on_output  # told the output's path once it exists (to clean it up)
-        self.arrays: dict[str, NpyFile] = {}
+        self.arrays: dict[str, NpyFile | RowLog] = {}
+        self.journal = Journal(self.workdir, fingerprint or {})
+        self._ranges: list = []  # written since the last checkpoint: [file, offset, length, crc32]
+        self.expected_bytes = 0  # what the run will write here (set by the driver), for "no space" advice
+
+    def _path(self, name: str) -> Path:
+        return self.output_path if name == "output" else self.workdir / f"{name}.npy"
 
     def array(self, name: str, shape, dtype=np.float32, row_ndim: int | None = None) -> NpyFile:
-        path = self.output_path if name == "output" else self.workdir / f"{name}.npy"
-        self.arrays[name] = NpyFile(path, shape, dtype, row_ndim=row_ndim)
+        """The array ``name``: reopened when a checkpoint holds some of its rows, else new."""
+        path = self._path(name)
+        array = None
+        if path.exists() and self.journal.has_data(path.name):
+            try:
+                array = NpyFile(path, shape, dtype, mode="r+", row_ndim=row_ndim)
+            except ValueError:
+                array = None
+        if array is None:
+            array = NpyFile(path, shape, dtype, row_ndim=row_ndim)
+        self.arrays[name] = array
         if name == "output" and self.on_output is not None:
             self.on_output(path)
-        return self.arrays[name]
+        return array
+
+    def rows(self, name: str, row_shape, dtype) -> RowLog:
+        """An append-only array of rows, keeping the rows that checkpoints vouch for."""
+        path = self.workdir / f"{name}.bin"
+        keep = max((r[1] + r[2] for e in self.journal.entries for r in e.get("ranges", []) if r[0] == path.name),
+                   default=0)
+        log = RowLog(path, row_shape, dtype, keep=keep // (int(np.prod(row_shape)) * np.dtype(dtype).itemsize))
+        self.arrays[name] = log
+        return log
+
+    def write(self, array: NpyFile, rows: slice, values) -> None:
+        """``array[rows] = values``, remembered (with a checksum) for the next checkpoint."""
+        data = np.ascontiguousarray(np.asarray(values, array.dtype))
+        array[rows] = data
+        start = array.offset + rows.start * array.row_bytes
+        self._ranges.append([array.path.name, int(start), int(data.nbytes), zlib.crc32(data)])
+
+    def append(self, log: RowLog, values) -> None:
+        data = np.ascontiguousarray(np.asarray(values, log.dtype))
+        rows = log.append(data)
+        self._ranges.append([log.path.name, int(rows.start * log.row_bytes), int(data.nbytes), zlib.crc32(data)])
+
+    def checkpoint(self, stage: str, **state) -> None:
+        """Record ``state`` of ``stage`` after flushing what was written since the last one."""
+        for name in {r[0] for r in self._ranges}:
+            for array in self.arrays.values():
+                if array.path.name == name:
+                    array.flush()
+        self.journal.record(stage, state, self._ranges)
+        self._ranges = []
+
+    def resumed(self, stage: str) -> dict | None:
+        """The state of ``stage`` at its last verified checkpoint (None: start it afresh)."""
+        return self.journal.state(stage)
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.workdir).free

@@ -1,0 +1,219 @@
+"""Resuming a killed run: kills at moments spread over every stage, changed settings, damaged
+files, a full disk, leftover work folders."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rollingdepth import cli
+from rollingdepth.snippets import snippet_indices
+from rollingdepth.stores import JOURNAL, DiskStore
+
+from .conftest import TINY_CHECKPOINT, make_clip
+from .test_cli import write_clip
+
+ARGS = ["-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,4", "--dtype", "fp32", "--refine-step", "2",
+        "--max-vae-bs", "2", "--unet-batch-size", "2", "--save-snippets", "--cmap", "Greys_r", "-q"]
+FRAMES = 20
+
+
+def run_cli(args) -> int:
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(a) for a in args])
+    return info.value.code
+
+
+def journal(out: Path) -> list[dict]:
+    """The checkpoints of the (one) work folder in ``out`` that parse."""
+    [folder] = [p for p in out.iterdir() if ".rollingdepth-work-" in p.name]
+    entries = []
+    for line in (folder / JOURNAL).read_text().split("\n")[1:]:
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return entries
+
+
+def work_folders(out: Path) -> list[Path]:
+    return [p for p in out.iterdir() if ".rollingdepth-work-" in p.name]
+
+
+def unet_calls_done(entries: list[dict], report: dict) -> int:
+    """UNet calls a killed run completed, from its checkpoints (2 snippets per call)."""
+    s = report["settings"]
+    calls = 0
+    snippets = [e["state"] for e in entries if e["stage"] == "snippets"]
+    if snippets:
+        calls += sum(-(-g["snippets"] // 2) for g in snippets[-1]["groups"])
+    refine = [e["state"]["steps"] for e in entries if e["stage"] == "refine"]
+    for d in s["refine_dilations"][: refine[-1] if refine else 0]:
+        calls += -(-len(snippet_indices(FRAMES, s["refine_snippet_len"], d)) // 2)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("resume")
+    return write_clip(folder / "clip.mp4", make_clip(FRAMES, 30, 44))
+
+
+@pytest.fixture(scope="module")
+def baseline(clip, tmp_path_factory):
+    out = tmp_path_factory.mktemp("baseline")
+    assert run_cli([clip, *ARGS, "-o", out]) == 0
+    report = json.loads((out / "clip_run.json").read_text())
+    return np.load(out / "clip_pred.npy"), report, out
+
+
+# (stage, checkpoints of that stage to wait for): moments spread over every stage
+MOMENTS = [("encode", 1), ("encode", 4), ("snippets", 1), ("snippets", 6), ("snippets", 12), ("coalign", 1),
+           ("merge", 1), ("renormalise", 1), ("refine", 1), ("refine_decode", 3)]
+
+
+@pytest.mark.parametrize("stage,count", MOMENTS)
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, clip, baseline, stage, count):
+    depth, report, base_out = baseline
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "rollingdepth", clip, *ARGS, "-o", out],
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed, deadline = False, time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            reached = sum(e["stage"] == stage for e in journal(out))
+        except (FileNotFoundError, ValueError):
+            reached = 0
+        if reached >= count:
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert killed, f"the run ended before {stage} #{count}: {proc.stderr.read()[-2000:]}"
+    entries = journal(out)
+    assert not (out / "clip_pred.npy").exists() and not (out / "clip_run.json").exists()
+
+    assert run_cli([clip, *ARGS, "-o", out]) == 0
+    np.testing.assert_allclose(np.load(out / "clip_pred.npy"), depth, atol=1e-5, rtol=0)
+    resumed = json.loads((out / "clip_run.json").read_text())
+    # completed batches are not done again
+    assert resumed["counts"]["unet_calls"] == report["counts"]["unet_calls"] - unet_calls_done(entries, report)
+    if any(e["stage"] == "encode" and e["state"].get("complete") for e in entries):
+        assert resumed["counts"]["vae_encodes"] == report["counts"]["vae_encodes"] - FRAMES  # only refinement's
+    snippets_before = np.load(base_out / "clip_snippets.npz")
+    snippets_after = np.load(out / "clip_snippets.npz")
+    for key in ("snippets_0", "snippets_1"):
+        np.testing.assert_allclose(snippets_after[key], snippets_before[key], atol=1e-6)
+    assert not work_folders(out)  # removed after success
+
+
+def interrupted_run(clip, out, monkeypatch, where="merge_pass"):
+    """A run stopped by Ctrl-C when the driver reaches ``where``."""
+    from rollingdepth import driver
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(driver, where, stop)
+        assert run_cli([clip, *ARGS, "-o", out]) == 130
+    assert work_folders(out) and not list(out.glob("clip_*"))
+
+
+def test_changed_setting_is_refused_then_restart(tmp_path, clip, baseline, monkeypatch, capsys):
+    out = tmp_path / "out"
+    interrupted_run(clip, out, monkeypatch)
+    capsys.readouterr()
+    other = [a if a != "1,4" else "1,3" for a in ARGS]
+    assert run_cli([clip, *other, "-o", out]) == 1
+    err = capsys.readouterr().err
+    line = [l for l in err.splitlines() if "Error:" in l]
+    assert len(line) == 1 and "--dilations [1, 4] then, [1, 3] now" in line[0] and "--restart" in line[0], err
+    assert work_folders(out)  # nothing deleted silently
+    assert run_cli([clip, *other, "-o", out, "--restart"]) == 0
+    report = json.loads((out / "clip_run.json").read_text())
+    assert report["settings"]["dilations"] == [1, 3] and not work_folders(out)
+
+
+def test_damaged_spilled_file_is_computed_again(tmp_path, clip, baseline, monkeypatch, capsys):
+    depth, report, _ = baseline
+    out = tmp_path / "out"
+    interrupted_run(clip, out, monkeypatch)
+    [folder] = work_folders(out)
+    maps = folder / "snippets_0.npy"
+    data = bytearray(maps.read_bytes())
+    data[-100:] = b"\xff" * 100  # the last rows of the first dilation's maps
+    maps.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert run_cli([clip, *[a for a in ARGS if a != "-q"], "-o", out]) == 0
+    assert "damaged" in capsys.readouterr().err
+    np.testing.assert_allclose(np.load(out / "clip_pred.npy"), depth, atol=1e-5, rtol=0)
+    resumed = json.loads((out / "clip_run.json").read_text())
+    assert 0 < resumed["counts"]["unet_calls"] < report["counts"]["unet_calls"]  # from the damaged batch on
+
+
+def test_full_disk_one_line_no_partial_output_then_resume(tmp_path, clip, baseline, monkeypatch, capsys):
+    depth, _, _ = baseline
+    out = tmp_path / "out"
+    original, calls = DiskStore.write, []
+
+    def write(self, array, rows, values):
+        calls.append(1)
+        if len(calls) > 30:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, array, rows, values)
+
+    with monkeypatch.context() as m:
+        m.setattr(DiskStore, "write", write)
+        capsys.readouterr()
+        assert run_cli([clip, *ARGS, "-o", out]) == 1
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if "Error:" in l]
+    assert len(lines) == 1 and "no space left on the disk of" in lines[0] and "GiB more" in lines[0], err
+    assert "Traceback" not in err
+    assert not list(out.glob("clip_*")) and work_folders(out)
+    assert run_cli([clip, *ARGS, "-o", out]) == 0  # space is back: it resumes
+    np.testing.assert_allclose(np.load(out / "clip_pred.npy"), depth, atol=1e-5, rtol=0)
+
+
+def test_list_and_clean_work_folders(tmp_path, clip, monkeypatch, capsys):
+    out = tmp_path / "out"
+    interrupted_run(clip, out, monkeypatch, where="coalign_pass")
+    stranger = out / ".other.rollingdepth-work-12345678"
+    stranger.mkdir()
+    (stranger / "keep.txt").write_text("not ours")
+    capsys.readouterr()
+    assert run_cli(["--list-work", out]) == 0
+    listed = capsys.readouterr().out
+    [folder] = [p for p in work_folders(out) if p != stranger]
+    assert folder.name in listed and "MB" in listed and "h old" in listed and "after snippets" in listed
+    assert stranger.name not in listed
+    assert run_cli(["--clean-work", out]) == 0
+    assert not folder.exists() and stranger.exists()
+
+
+def test_sigterm_keeps_resumable_work_only(tmp_path, clip):
+    """SIGTERM stops like Ctrl-C: exit 130, the work folder kept with its journal (no empty one)."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "rollingdepth", clip, *ARGS, "-o", out],
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if any(e["stage"] == "snippets" for e in journal(out)):
+                break
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130, proc.stderr.read()[-2000:]
+    [folder] = work_folders(out)
+    assert (folder / JOURNAL).exists() and not list(out.glob("clip_*"))
