@@ -246,7 +246,7 @@ class Reporter:
     def video_done(self, video: str, frames: int, seconds: float | None = None, outputs: list[str] | None = None) -> None:
         with self._lock:
             if seconds is None:
-                seconds = self._seconds(video)
+                seconds = self._seconds(video) or 0.0
             self._close(video)
             self._emit(VideoDone(time=self.wall(), rank=self.rank, video=video, frames=frames, seconds=round(seconds, 3),
                                  s_per_frame=round(seconds / frames, 4) if frames else None, outputs=outputs,
