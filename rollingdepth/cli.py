@@ -15,19 +15,10 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
 from . import __version__
+from .progress import BarRenderer, Reporter, make_renderer, only_errors
 
 app = typer.Typer(
     add_completion=False,
@@ -93,93 +84,28 @@ def _strs(values: list[str] | None) -> list[str] | None:
     return [p for v in values for p in str(v).split(",") if p]
 
 
-class _RateColumn(ProgressColumn):
-    """Items per second of the task (frames, snippets, videos)."""
+def _reporter(progress: str, quiet: bool, log_every: float, err: Console) -> Reporter:
+    """The progress and messages of a command (``--progress``, ``--log-every``, ``--quiet``);
+    an invalid choice ends in one line and exit code 2."""
+    try:
+        return Reporter(make_renderer(progress, quiet, err, log_every=log_every))
+    except ValueError as exc:
+        from rich.markup import escape
 
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:6.1f}/s" if speed else "       ", style="progress.data.speed")
+        err.print(f"[red]Error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
 
 
-class _Display:
-    """rich progress: one bar over videos and one for the current stage; quiet prints errors only."""
-
-    def __init__(self, console: Console, quiet: bool, total: int, count_done=None):
-        self.console = console
-        self.quiet = quiet
-        self._count_done = count_done  # counts videos finished by any rank (distributed runs)
-        self._last_poll = 0.0
-        self.progress = Progress(
-            TextColumn("[bold]{task.description:<22}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            _RateColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=quiet,
-            transient=False,
-        )
-        self.videos = self.progress.add_task("videos", total=total)
-        self.stage = self.progress.add_task("", total=1, visible=False)
-        self.writing = self.progress.add_task("", total=1, visible=False)
-        self._stage_name = None
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
-
-    def start_video(self, name: str):
-        self._stage_name = None
-        self.progress.update(self.videos, description=f"videos ({Path(name).name[:12]})")
-
-    def stage_update(self, stage: str, done: int, total: int):
-        self._poll()
-        if stage != self._stage_name:
-            self._stage_name = stage
-            self.progress.reset(self.stage, total=max(total, 1), completed=0, description=stage, visible=True)
-        self.progress.update(self.stage, completed=done, total=max(total, 1))
-
-    def end_video(self, advance: bool = True):
-        """The current video's prediction is over; ``advance``: it is finished (else when written)."""
-        self.progress.update(self.stage, visible=False)
-        if advance:
-            self._advance()
-
-    def _advance(self):
-        if self._count_done is None:
-            self.progress.advance(self.videos)
-        else:
-            self._poll(force=True)
-
-    def start_write(self, name: str, frames: int):
-        self.progress.reset(self.writing, total=1, completed=0, visible=True,
-                            description=f"writing {Path(name).name[:14]}")
-
-    def write_update(self, stage: str, done: int, total: int):
-        """Progress of the outputs being written (called from the writing thread)."""
-        self.progress.update(self.writing, completed=done, total=max(total, 1))
-
-    def end_write(self):
-        self.progress.update(self.writing, visible=False)
-        self._advance()
-
-    def _poll(self, force: bool = False):
-        """In a distributed run, the videos bar counts what every rank has finished."""
-        import time
-
-        if self._count_done is None or (not force and time.monotonic() - self._last_poll < 2.0):
-            return
-        self._last_poll = time.monotonic()
-        self.progress.update(self.videos, completed=self._count_done())
-
-    def log(self, message: str):
-        if not self.quiet:
-            self.progress.console.print(message)
+def _start_run(report: Reporter, dist, videos: int, mine: int, count_done=None) -> None:
+    """What the reporter knows once the videos are shared out: only rank 0 shows progress
+    (other ranks print their errors), and its bar counts every rank's videos."""
+    report.videos = mine
+    if dist.enabled:
+        report.rank = dist.rank
+        if not dist.is_main:
+            report.sink = only_errors(report.sink)
+    if isinstance(report.sink, BarRenderer):
+        report.sink.set_videos(videos, count_done)
 
 
 def _summary(console: Console, results) -> None:
@@ -240,6 +166,8 @@ def run_video(
     clean_work: Annotated[Optional[Path], typer.Option("--clean-work", metavar="DIR", help="Remove the work folders of unfinished runs in DIR (only those run-video made), and exit.", rich_help_panel=RUN)] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip videos whose outputs are complete (resume a batch).", rich_help_panel=RUN)] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.", rich_help_panel=RUN)] = False,
+    progress: Annotated[str, typer.Option("--progress", metavar="auto|bar|lines|json", help="Progress on stderr: live bars, plain lines (for logs), or JSON lines (docs/progress.md); auto: bars on a terminal, else lines.", rich_help_panel=RUN)] = "auto",
+    log_every: Annotated[float, typer.Option("--log-every", metavar="SECONDS", help="With lines or json: at most one progress line per stage this often (besides its start and end).", rich_help_panel=RUN)] = 30.0,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show tracebacks of errors.", rich_help_panel=RUN)] = False,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.", rich_help_panel=RUN)] = None,
 ) -> None:
@@ -256,13 +184,14 @@ def run_video(
 
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False)
+    report = _reporter(progress, quiet, log_every, err)
 
     def fail(message: str, code: int = EXIT_USAGE):
-        err.print(f"[red]Error:[/] {message}", soft_wrap=True)
+        report.error(message)
         raise typer.Exit(code)
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
-        err.print(f"[yellow]Warning:[/] {message}", soft_wrap=True)
+        report.warning(str(message))
 
     warnings.showwarning = show_warning
     if list_work is not None or clean_work is not None:
@@ -312,19 +241,17 @@ def run_video(
         mine = _my_share(entries, dist)
         show = not quiet and dist.is_main
         needed = _needs_model(mine, output_dir, cfg, skip_existing)
-        pipe = _load_model(cfg, dist, show, verbose, err) if needed else None  # before any progress bar
-        if dist.enabled and dist.is_main and not quiet:
-            err.print(f"{dist.world_size} processes: {len(entries)} videos, balanced by frame count")
         started = time.time()
         count_done = None
         if dist.enabled:
             stems = [_entry_stem(e) for e in entries]
             count_done = lambda: sum(  # noqa: E731
                 1 for st in stems if _finished_since(output_dir / f"{st}_run.json", started))
-        results, interrupted = _process_all(
-            mine, output_dir, cfg, dist, skip_existing, verbose, err,
-            _Display(err, not show, len(entries), count_done), pipe,
-        )
+        _start_run(report, dist, len(entries), len(mine), count_done)
+        pipe = _load_model(cfg, dist, verbose, report) if needed else None  # before any progress bar
+        if dist.enabled:
+            report.info(f"{dist.world_size} processes: {len(entries)} videos, balanced by frame count")
+        results, interrupted = _process_all(mine, output_dir, cfg, dist, skip_existing, verbose, report, pipe)
         all_results = results if interrupted else [r for part in dist.all_gather(results) for r in part]
         clean = not interrupted
     finally:
@@ -332,9 +259,10 @@ def run_video(
 
     if show:
         _summary(out, all_results)
+        report.summary(all_results, time.time() - started, interrupted)
     if interrupted:
-        err.print("[red]Interrupted.[/] Finished videos are complete and no partial output file was left; "
-                  "run the same command again to resume.", soft_wrap=True)
+        report.error("Interrupted. Finished videos are complete and no partial output file was left; "
+                     "run the same command again to resume.")
         raise typer.Exit(EXIT_INTERRUPTED)
     if any(not r.ok for r in all_results):
         raise typer.Exit(EXIT_FAILED)
@@ -381,22 +309,16 @@ def _needs_model(entries: list, output_dir: Path, cfg, skip_existing: bool) -> b
     return not all(outputs_complete(output_dir, _entry_stem(e), cfg) for e in entries)
 
 
-def _load_model(cfg, dist, show: bool, verbose: bool, err: Console):
+def _load_model(cfg, dist, verbose: bool, report: Reporter):
     """Load the checkpoint before any progress bar; when it cannot be, say so once and exit 2."""
-    from rich.markup import escape
-
     from .loading import CheckpointError, checkpoint_error_message, load_pipeline
 
-    if show:
-        err.print(f"[dim]loading checkpoint {escape(str(cfg.checkpoint))}[/]", soft_wrap=True)
+    report.info(f"loading checkpoint {cfg.checkpoint}")
     try:
         pipe = load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device), compile=cfg.compile,
                              channels_last=cfg.channels_last, tf32=cfg.tf32)
     except CheckpointError as exc:
-        if verbose:
-            err.print(traceback.format_exc(), highlight=False, markup=False)
-        prefix = f"[rank {dist.rank}] " if dist.enabled else ""
-        err.print(f"[red]Error:[/] {prefix}{escape(checkpoint_error_message(exc, verbose))}", soft_wrap=True)
+        report.error(checkpoint_error_message(exc, verbose), traceback=traceback.format_exc() if verbose else None)
         raise typer.Exit(EXIT_USAGE) from None
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -434,9 +356,9 @@ def _my_share(entries: list, dist) -> list:
     return [entries[i] for i in shards[dist.rank]]
 
 
-def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, display, pipe=None):
+def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, report: Reporter, pipe=None):
     """Run every video of this process with ``pipe`` (loaded here if None); return the results and
-    whether Ctrl-C stopped it.
+    whether Ctrl-C stopped it. Progress and errors go to ``report``.
 
     A video's outputs are written in a background thread while the next video's prediction
     runs (at most one video waits to be written).
@@ -447,7 +369,6 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, di
     from .runner import VideoResult, load_pipeline, outputs_complete, predict_video
     from .video_io import InputError, load_source
 
-    prefix = f"[rank {dist.rank}] " if dist.enabled else ""
     results: list = []
     cancel = threading.Event()
     writing = None  # (index in results, future) of the video being written
@@ -455,9 +376,7 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, di
     def failed(name: str, exc: BaseException, trace: str | None = None) -> VideoResult:
         message = str(exc) if isinstance(exc, (InputError, ValueError)) else f"{type(exc).__name__}: {exc}"
         message = " ".join(message.split()) or type(exc).__name__
-        if verbose and trace:
-            err.print(trace)
-        err.print(f"[red]Error:[/] {prefix}{message}", soft_wrap=True)
+        report.video_failed(name, message, trace if verbose else None)
         return VideoResult(name=name, error=message)
 
     def collect() -> None:
@@ -471,6 +390,8 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, di
             result = future.result()
             result.name = name
             results[slot] = result
+            report.end_stage(name)
+            report.video_done(name, result.frames, result.seconds, result.outputs)
         except KeyboardInterrupt:
             if not future.done():
                 raise  # Ctrl-C while waiting: the caller cancels the writing and collects again
@@ -480,35 +401,34 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, di
         except Exception as exc:
             results[slot] = failed(name, exc, "".join(traceback.format_exception(exc)))
         writing = None
-        display.end_write()
 
-    with display, ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollingdepth-outputs") as pool:
+    with report, ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollingdepth-outputs") as pool:
         try:
             for entry in entries:
                 name = str(entry[0] if isinstance(entry, tuple) else entry)
-                display.start_video(name)
+                report.video_start(name)
+                progress = report.callback(name)
                 try:
                     source = load_source(entry)
                     if skip_existing and outputs_complete(output_dir, source.stem, cfg):
                         results.append(VideoResult(name=name, skipped=True))
-                        display.end_video()
+                        report.video_skipped(name, "outputs complete")
                         continue
                     if pipe is None:  # run_video loads it first; here only if its --skip-existing guess missed
-                        display.stage_update(f"loading {Path(cfg.checkpoint).name[:13]}", 0, 1)
+                        progress("load", 0, 1)
                         pipe = load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device), compile=cfg.compile,
                                              channels_last=cfg.channels_last, tf32=cfg.tf32)
-                    report = {"rank": dist.rank, "world_size": dist.world_size} if dist.enabled else {}
-                    pending = predict_video(pipe, source, output_dir, cfg, display.stage_update, report)
+                    extra = {"rank": dist.rank, "world_size": dist.world_size} if dist.enabled else {}
+                    pending = predict_video(pipe, source, output_dir, cfg, progress, extra)
                 except KeyboardInterrupt:
                     results.append(VideoResult(name=name, error="interrupted"))
                     raise
                 except Exception as exc:  # one failing video does not stop the others
                     results.append(failed(name, exc, traceback.format_exc()))
-                    display.end_video()
                     continue
+                report.end_stage(name)  # the prediction is over; the video counts once written
                 for note in pending.notes:
-                    display.log(f"{prefix}{note}")
-                display.end_video(advance=False)  # counted once written
+                    report.info(note, video=name)
                 try:
                     collect()  # the previous video's outputs
                 except KeyboardInterrupt:
@@ -516,8 +436,8 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, err, di
                     results.append(VideoResult(name=name, error="interrupted"))
                     raise
                 results.append(VideoResult(name=name))
-                display.start_write(name, pending.frames)
-                writing = (len(results) - 1, pool.submit(pending.write, display.write_update, cancel))
+                report.mark(name)  # its writing starts now
+                writing = (len(results) - 1, pool.submit(pending.write, progress, cancel))
             collect()
         except KeyboardInterrupt:
             cancel.set()  # the video being written stops at its next frame and removes its partial files

@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .cli import run_app
+from .cli import _reporter, run_app
+from .progress import BarRenderer, Reporter, only_errors
 from .video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, atomic_path, natural_key
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False,
@@ -169,17 +170,18 @@ def _fmt(v: float) -> str:
 
 @dataclass
 class _Context:
-    """How the command reports: consoles, the one-line failure (exits), verbosity."""
+    """How the command reports: consoles, progress and messages (``report``, the events of
+    :mod:`rollingdepth.progress`), the one-line failure (exits), verbosity."""
 
     err: Console
     out: Console
     fail: Callable
     quiet: bool
     verbose: bool
+    report: Reporter
 
     def log(self, message: str) -> None:
-        if not self.quiet:
-            self.err.print(message, soft_wrap=True, highlight=False)
+        self.report.info(message)  # shown unless --quiet
 
 
 FILES, DS, PIPE, PROTO, RUN = "Files (--pred, --gt)", "Benchmark (--dataset)", "Prediction (--dataset)", "Protocol", "Run"
@@ -210,6 +212,8 @@ def eval_depth(
     average: Annotated[Optional[str], typer.Option("--average", metavar="pixels|frames", help="Pool a video's valid pixels, or average per-frame metrics. (default: frames with --dataset, else pixels)", rich_help_panel=PROTO)] = None,
     output_dir: Annotated[Path, typer.Option("-o", "--output-dir", metavar="DIR", help="Where metrics, tables, plots (and with --dataset the predictions) go.", rich_help_panel=RUN)] = Path("eval"),
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.", rich_help_panel=RUN)] = False,
+    progress: Annotated[str, typer.Option("--progress", metavar="auto|bar|lines|json", help="Progress on stderr: live bars, plain lines (for logs), or JSON lines (docs/progress.md); auto: bars on a terminal, else lines.", rich_help_panel=RUN)] = "auto",
+    log_every: Annotated[float, typer.Option("--log-every", metavar="SECONDS", help="With lines or json: at most one progress line per stage this often (besides its start and end).", rich_help_panel=RUN)] = 30.0,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show tracebacks of errors.", rich_help_panel=RUN)] = False,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.", rich_help_panel=RUN)] = None,
 ) -> None:
@@ -222,16 +226,17 @@ def eval_depth(
 
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False)
+    report = _reporter(progress, quiet, log_every, err)
 
     def fail(message: str, code: int = 2):
-        err.print(f"[red]Error:[/] {message}", soft_wrap=True)
+        report.error(message)
         raise typer.Exit(code)
 
     if align not in ALIGN_MODES:
         fail(f"--align: unknown mode {align!r}; expected one of {', '.join(ALIGN_MODES)}")
     if average is not None and average not in AVERAGE_MODES:
         fail(f"--average: unknown mode {average!r}; expected one of {', '.join(AVERAGE_MODES)}")
-    ctx = _Context(err=err, out=out, fail=fail, quiet=quiet, verbose=verbose)
+    ctx = _Context(err=err, out=out, fail=fail, quiet=quiet, verbose=verbose, report=report)
     if dataset is not None:
         if pred is not None or gt is not None or rgb is not None or mask is not None:
             fail("--dataset reads ground truth and frames from --root; --pred/--gt/--rgb/--mask are for single files")
@@ -261,6 +266,7 @@ def score_files(ctx: _Context, pred: Path, gt: Path, rgb: Path | None, mask: Pat
 
     err, out, fail, quiet, verbose = ctx.err, ctx.out, ctx.fail, ctx.quiet, ctx.verbose
 
+    started = time.perf_counter()
     if gt_scale <= 0:
         fail(f"--gt-scale: must be > 0, got {gt_scale}")
     if not 0 < min_depth < max_depth:
@@ -284,10 +290,8 @@ def score_files(ctx: _Context, pred: Path, gt: Path, rgb: Path | None, mask: Pat
             result = evaluate_video(prediction, truth, mask=valid, rgb=frames, align=align, average=average,
                                     min_depth=min_depth, max_depth=max_depth)
         except (ValueError, OSError) as exc:
-            if verbose:
-                err.print(traceback.format_exc())
             failures[stem] = " ".join(str(exc).split())
-            err.print(f"[red]Error:[/] {stem}: {failures[stem]}", soft_wrap=True)
+            ctx.report.error(f"{stem}: {failures[stem]}", video=stem, traceback=traceback.format_exc() if verbose else None)
             continue
         videos[stem] = result.metrics
         _plot(output_dir / f"{stem}_per_frame.png", stem, result.per_frame)
@@ -319,6 +323,7 @@ def score_files(ctx: _Context, pred: Path, gt: Path, rgb: Path | None, mask: Pat
             table.add_row(stem, f"[red]{message}[/]")
         out.print(table)
         out.print(f"reports: {output_dir / 'metrics.json'}, {output_dir / 'metrics.csv'}")
+    ctx.report.summary(_results([job["stem"] for job in jobs], failures), time.perf_counter() - started, metrics=mean)
     if failures:
         raise typer.Exit(1)
 
@@ -338,6 +343,7 @@ def run_benchmark(ctx: _Context, dataset: str, root: Path, split: str | None, pr
     """``--dataset`` mode: predict every sequence of the split (resumable), score, write the tables."""
     from .datasets import DATASETS, load_sequences
 
+    started = time.perf_counter()
     try:
         sequences = load_sequences(dataset, root, split)
     except ValueError as exc:
@@ -412,6 +418,7 @@ def run_benchmark(ctx: _Context, dataset: str, root: Path, split: str | None, pr
         ctx.out.print(table)
         ctx.out.print(f"reports: {output_dir / 'table.md'}, {output_dir / 'table.csv'}, {output_dir / 'metrics.csv'}, "
                       f"{output_dir / 'metrics.json'}")
+    ctx.report.summary(_results([seq.name for seq in sequences], failures), time.perf_counter() - started, metrics=mean)
     if failures:
         raise typer.Exit(1)
 
@@ -472,9 +479,11 @@ def _predict_all(ctx: _Context, sequences: list, pred_dir: Path, cfg) -> tuple[d
         if dist.enabled:
             shards = balanced_shards([len(s) for s in sequences], dist.world_size)
             mine = [sequences[i] for i in shards[dist.rank]]
-            if dist.is_main:
-                ctx.log(f"{dist.world_size} processes: {len(sequences)} sequences, balanced by frame count")
-        failures = _predict_share(ctx, mine, pred_dir, cfg, dist)
+        _progress_of_share(ctx.report, dist, len(mine))
+        if dist.enabled:
+            ctx.log(f"{dist.world_size} processes: {len(sequences)} sequences, balanced by frame count")
+        with ctx.report:  # live bars (on a terminal) while predicting
+            failures = _predict_share(ctx, mine, pred_dir, cfg, dist)
         merged: dict[str, str] = {}
         for part in dist.all_gather(failures):
             merged.update(part)
@@ -484,18 +493,29 @@ def _predict_all(ctx: _Context, sequences: list, pred_dir: Path, cfg) -> tuple[d
     return merged, dist.is_main
 
 
+def _progress_of_share(report: Reporter, dist, videos: int) -> None:
+    """As in run-video: only rank 0 shows progress (other ranks print their errors)."""
+    report.videos = videos
+    if dist.enabled:
+        report.rank = dist.rank
+        if not dist.is_main:
+            report.sink = only_errors(report.sink)
+    if isinstance(report.sink, BarRenderer):
+        report.sink.set_videos(videos)
+
+
 def _predict_share(ctx: _Context, sequences: list, pred_dir: Path, cfg, dist) -> dict[str, str]:
     """Run the model on each sequence not yet complete; return ``{sequence: error}``."""
     import shutil
 
     from .runner import load_pipeline, outputs_complete, process_video
 
-    prefix = f"[rank {dist.rank}] " if dist.enabled else ""
+    report = ctx.report
     failures: dict[str, str] = {}
     pipe = None
     for k, seq in enumerate(sequences):
         if outputs_complete(pred_dir, seq.name, cfg):
-            ctx.log(f"{prefix}{seq.name}: prediction complete, skipped")
+            report.video_skipped(seq.name, "prediction complete")
             continue
         if pipe is None:
             try:
@@ -507,22 +527,24 @@ def _predict_share(ctx: _Context, sequences: list, pred_dir: Path, cfg, dist) ->
                 # the other ranks wait for this one: report every remaining sequence instead of leaving
                 for rest in sequences[k:]:
                     failures[rest.name] = " ".join(str(exc).split())
-                ctx.err.print(f"[red]Error:[/] {prefix}{exc}", soft_wrap=True)
+                report.error(str(exc))
                 break
             pipe.set_progress_bar_config(disable=True)
         work = pred_dir / f".{seq.name}.frames"
         started = time.perf_counter()
+        report.video_start(seq.name)
         try:
             source = _sequence_source(seq, work)
-            result = process_video(pipe, source, pred_dir, cfg, lambda stage, done, n: None)
+            result = process_video(pipe, source, pred_dir, cfg, report.callback(seq.name))
             if not result.ok:
                 raise RuntimeError(result.error)
         except Exception as exc:  # one failing sequence does not stop the others
-            _report_failure(ctx, failures, seq.name, exc, prefix)
+            _report_failure(ctx, failures, seq.name, exc, video=True)
             continue
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        ctx.log(f"{prefix}{seq.name}: {len(seq)} frames predicted in {time.perf_counter() - started:.1f} s")
+        report.end_stage(seq.name)
+        report.video_done(seq.name, len(seq), time.perf_counter() - started, getattr(result, "outputs", None) or None)
     return failures
 
 
@@ -623,13 +645,23 @@ def _markdown(title, split, rows, videos, frames, failures, settings, published)
 
 
 # ----------------------------------------------------------------------------- helpers
-def _report_failure(ctx: _Context, failures: dict, name: str, exc: BaseException, prefix: str = "") -> None:
-    """Record a sequence's error as one line (and print it; the traceback with --verbose)."""
-    if ctx.verbose:
-        ctx.err.print(traceback.format_exc())
+def _report_failure(ctx: _Context, failures: dict, name: str, exc: BaseException, video: bool = False) -> None:
+    """Record a sequence's error as one line and report it (the traceback with --verbose):
+    as the failure of its prediction (``video``), or of its scoring."""
+    trace = traceback.format_exc() if ctx.verbose else None
     message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
     failures[name] = " ".join(message.split()) or type(exc).__name__
-    ctx.err.print(f"[red]Error:[/] {prefix}{name}: {failures[name]}", soft_wrap=True)
+    if video:
+        ctx.report.video_failed(name, failures[name], trace)
+    else:
+        ctx.report.error(f"{name}: {failures[name]}", video=name, traceback=trace)
+
+
+def _results(names: list[str], failures: dict[str, str]) -> list:
+    """One result per sequence or video, for the summary event."""
+    from .runner import VideoResult
+
+    return [VideoResult(name=name, error=failures.get(name)) for name in names]
 
 
 def _load_prediction(path: Path) -> np.ndarray:
