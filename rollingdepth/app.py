@@ -127,7 +127,7 @@ class DepthService:
         self.settings = settings
         self.workspace = workspace
         self.device_lock = threading.Lock()  # one inference job at a time on the device
-        self._cancel: dict[str, threading.Event] = {}
+        self._jobs_of: dict[str, tuple[threading.Event, threading.Event]] = {}  # session -> (cancel, ended)
         self._cancel_lock = threading.Lock()
         self._log = log or (lambda message: print(f"rollingdepth-app: {message}", file=sys.stderr, flush=True))
         self._jobs = 0
@@ -181,14 +181,16 @@ class DepthService:
         return RunConfig.build(form.get("preset") or "fast", overrides)
 
     # ------------------------------------------------------------------ a job
-    def cancel(self, session: str) -> bool:
-        """Ask the session's job to stop at its next progress step; False when none runs."""
+    def cancel(self, session: str, wait_s: float = 20.0) -> bool:
+        """Stop the session's job at its next progress step and wait (bounded) until its files
+        are removed; False when the session has no job running."""
         with self._cancel_lock:
-            event = self._cancel.get(session)
-        if event is None:
+            job = self._jobs_of.get(session)
+        if job is None:
             return False
-        event.set()
-        return True
+        cancel, ended = job
+        cancel.set()
+        return ended.wait(wait_s)
 
     def run(self, session: str, upload: str | Path | None, form: dict,
             progress: Callable[[str, int, int], None] | None = None) -> JobOutcome:
@@ -197,9 +199,9 @@ class DepthService:
         Never raises for bad input: the outcome carries the one-line message. A cancelled or
         failed job leaves no files behind.
         """
-        event = threading.Event()
+        event, ended = threading.Event(), threading.Event()
         with self._cancel_lock:
-            self._cancel[session] = event
+            self._jobs_of[session] = (event, ended)
         run_dir = None
         try:
             if upload is None or str(upload) == "":
@@ -233,11 +235,12 @@ class DepthService:
                 shutil.rmtree(run_dir, ignore_errors=True)
             return outcome
         finally:
-            with self._cancel_lock:
-                if self._cancel.get(session) is event:
-                    del self._cancel[session]
             if run_dir is not None:
                 self.workspace.release(run_dir)
+            with self._cancel_lock:
+                if self._jobs_of.get(session, (None,))[0] is event:
+                    del self._jobs_of[session]
+            ended.set()
 
     def _source(self, upload: Path, run_dir: Path, cfg):
         """The upload as a video source inside the run folder, checked against the page's limits."""
@@ -308,7 +311,7 @@ class DepthService:
                 self._log(f"job {job} failed: {shown}\n{traceback.format_exc()}")
                 return JobOutcome(f"{shown}: the run failed ({type(exc).__name__}: {self._tidy(exc, run_dir, shown)})")
             finally:
-                self._log(f"job {job} finished in {time.perf_counter() - started:.1f} s")
+                self._log(f"job {job} ended after {time.perf_counter() - started:.1f} s")
         shutil.rmtree(run_dir / "input", ignore_errors=True)
 
         stem = source.stem
@@ -357,9 +360,9 @@ class DepthService:
     def shutdown(self, wait_s: float = 30.0) -> None:
         """Stop every job, wait for the device (bounded), remove every user's files."""
         with self._cancel_lock:
-            events = list(self._cancel.values())
-        for event in events:
-            event.set()
+            jobs = list(self._jobs_of.values())
+        for cancel, _ in jobs:
+            cancel.set()
         if self.device_lock.acquire(timeout=wait_s):
             self.device_lock.release()
         self.workspace.close()
@@ -475,7 +478,7 @@ def build_page(service: DepthService):
 
         def cancel(request: gr.Request):
             if service.cancel(request.session_hash):
-                return "Cancelling…"
+                return "Cancelled: the job stopped and its files were removed."
             return "Cancelled."
 
         def show_frame(index, state):
@@ -544,7 +547,12 @@ def serve(
 
 def serve_page(settings: AppSettings, host: str, port: int) -> None:
     """Load the model, build the page, serve until Ctrl-C or SIGTERM; then remove every file."""
+    import importlib.util
+
     from .config import RunConfig
+
+    if importlib.util.find_spec("gradio") is None:
+        raise ImportError("gradio is not installed")
 
     RunConfig.build("fast", {"dtype": settings.dtype})  # an unknown dtype is one line here, not a traceback
     workspace = Workspace(settings.ttl_s)
