@@ -555,6 +555,13 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
         raise ImportError("gradio is not installed")
 
     RunConfig.build("fast", {"dtype": settings.dtype})  # an unknown dtype is one line here, not a traceback
+    if settings.device is not None:
+        from .device import resolve_device
+
+        try:
+            resolve_device(settings.device)
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
     workspace = Workspace(settings.ttl_s)
     # Gradio keeps uploads and served files in its temporary folder: make that the app's root.
     os.environ["GRADIO_TEMP_DIR"] = str(workspace.root)
@@ -585,9 +592,9 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
         signal.signal(signal.SIGTERM, previous)
         if service is not None:
             service.shutdown()
+            print(f"rollingdepth-app: stopped; removed {workspace.root}", file=sys.stderr, flush=True)
         else:
             workspace.close()
-        print(f"rollingdepth-app: stopped; removed {workspace.root}", file=sys.stderr, flush=True)
 
 
 def _raise_interrupt(signum, frame):

@@ -41,7 +41,7 @@ QUEUE = re.compile(r"queue: ?\d+/\d+")
 SMALL = {"res": 32, "dilations": "1,4", "frames": 12}
 SMALL_CLI = ["--res", "32", "-d", "1,4", "--frames", "12"]
 MAX_FRAMES = 48
-MAX_UPLOAD_MB = 1
+MAX_UPLOAD_MB = 2
 
 
 def _requirement_missing(reason: str):
@@ -163,7 +163,7 @@ class App:
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def app(tmp_path_factory, request):
     pytest.importorskip("gradio")
     tmp = tmp_path_factory.mktemp("app")
     (tmp / "tmp").mkdir()
@@ -184,6 +184,7 @@ def app(tmp_path_factory):
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
+    request.getfixturevalue("reference")  # computed in this process while the app starts
     deadline = time.time() + 180
     while True:
         if proc.poll() is not None:
@@ -239,6 +240,7 @@ class Browsers:
     def close(self):
         for driver in self.open.values():
             driver.quit()
+        self.open.clear()
 
 
 @pytest.fixture(scope="module")
@@ -498,7 +500,7 @@ def test_bad_uploads_show_one_message_and_the_next_run_works(app, browser, tmp_p
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
                     "color=c=red:s=32x32:d=1", "-frames:v", "0", str(empty)], check=True)
     big = tmp_path / "big.mp4"
-    big.write_bytes(os.urandom(int(1.5 * 2**20)))
+    big.write_bytes(os.urandom(int((MAX_UPLOAD_MB + 0.5) * 2**20)))
     long = SAMPLE  # 72 frames; the app takes at most MAX_FRAMES
 
     page = browser("b")
@@ -539,11 +541,24 @@ def test_bad_uploads_show_one_message_and_the_next_run_works(app, browser, tmp_p
     assert len(app.runs()) == len(runs_before) + 1
 
 
-def test_two_browsers_at_once_run_one_after_the_other(app, browser):
+def _frames_zip(path: Path, count: int) -> Path:
+    """The sample clip's first frames as PNGs in a zip, inside a folder as people zip them."""
+    from rollingdepth.video_io import load_source
+
+    frames = load_source(SAMPLE).read(0, count)
+    with zipfile.ZipFile(path, "w") as zf:
+        for i, frame in enumerate(frames):
+            zf.writestr(f"clip/{i:04d}.png", cv2.imencode(".png", frame[..., ::-1])[1].tobytes())
+    return path
+
+
+def test_two_browsers_at_once_run_one_after_the_other(app, browser, reference, tmp_path):
+    """One job at a time: the second waits in the queue. The second person uploads a zip of frames."""
     pages = [browser("a"), browser("b")]
-    for page in pages:
+    uploads = [SAMPLE, _frames_zip(tmp_path / "clip_frames.zip", SMALL["frames"])]
+    for page, upload in zip(pages, uploads):
         _open(page, app)
-        _upload(page, SAMPLE)
+        _upload(page, upload)
         _settings(page)
     log_start = len(app.log_text())
     for page in pages:
@@ -555,16 +570,21 @@ def test_two_browsers_at_once_run_one_after_the_other(app, browser):
             seen_queue = seen_queue or bool(QUEUE.search(page.find_element("css selector", "body").text))
         time.sleep(0.15)
     statuses = [_finished(p) for p in pages]
-    assert all(s.startswith("Done: synthetic_scene.mp4, 12 frames") for s in statuses), statuses
+    assert statuses[0].startswith("Done: synthetic_scene.mp4, 12 frames at 32x19"), statuses
+    assert statuses[1].startswith("Done: clip_frames.zip, 12 frames at 32x19"), statuses
     assert seen_queue, "neither page showed its place in the queue"
     # One job at a time on the device: the second starts after the first finished.
     events = re.findall(r"job (\d+) (started|ended)", app.log_text()[log_start:])
     assert [kind for _, kind in events] == ["started", "ended", "started", "ended"], events
     assert events[0][0] == events[1][0] and events[2][0] == events[3][0] != events[0][0]
     # Each person has a folder of their own.
-    folders = {Path(urllib.parse.unquote(_download_links(p)["synthetic_scene_pred.npy"].split("file=", 1)[1])).parent.parent
-               for p in pages}
+    links = [_download_links(pages[0])["synthetic_scene_pred.npy"], _download_links(pages[1])["clip_frames_pred.npy"]]
+    folders = {Path(urllib.parse.unquote(link.split("file=", 1)[1])).parent.parent for link in links}
     assert len(folders) == 2
+    # The frames of the zip are the frames of the video: the same depth.
+    code, data = _get(links[1])
+    assert code == 200
+    assert np.abs(np.load(io.BytesIO(data)) - reference).max() <= 1e-5
 
 
 def test_cancel_stops_the_job_and_leaves_no_files(app, browser):
@@ -590,10 +610,13 @@ def test_cancel_stops_the_job_and_leaves_no_files(app, browser):
     assert not leftovers, leftovers
 
 
-def test_stopping_the_app_removes_every_file(app):
+def test_stopping_the_app_removes_every_file(app, browser):
     root = app.root
     assert any(root.rglob("*_pred.npy"))
+    browser.close()  # the pages' open connections would hold up the server's shutdown
+    started = time.time()
     app.proc.send_signal(signal.SIGTERM)
-    app.proc.wait(60)
+    assert app.proc.wait(60) == 0
+    assert time.time() - started < 30
     assert not root.exists()
     assert "stopped; removed" in app.log_text()
