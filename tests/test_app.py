@@ -231,6 +231,7 @@ class Browsers:
             options.add_argument(arg)
         options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                                   "download.prompt_for_download": False})
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # the page's requests
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         driver.set_page_load_timeout(60)
         driver.downloads = downloads
@@ -447,6 +448,15 @@ def test_sample_clip_run_matches_run_video(app, browser, reference):
     code, data = _get(links["synthetic_scene_run.json"])
     report = json.loads(data)
     assert code == 200 and report["frames"] == 12 and report["settings"]["processing_res"] == 32
+    # The page loads everything from the app: no fonts, scripts or analytics from elsewhere.
+    requested = set()
+    for entry in page.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            requested.add(message["params"]["request"]["url"])
+    assert any(u.startswith(app.url) for u in requested)
+    outside = sorted(u for u in requested if not u.startswith((app.url, "data:", "blob:")))
+    assert not outside, outside
     SHARED["links"] = links
     SHARED["first_run"] = next(iter(app.runs()))
 
