@@ -423,7 +423,7 @@ def build_page(service: DepthService):
                 sample_btn = gr.Button("Use the sample clip", size="sm", elem_id="rd-sample",
                                        visible=service.sample is not None)
                 preset = gr.Dropdown(list(PAGE_PRESETS), value="fast", label="Preset", elem_id="rd-preset")
-                res = gr.Slider(16, settings.max_res, value=first["res"], step=8, label="Resolution (longer edge)",
+                res = gr.Slider(min(16, settings.max_res), settings.max_res, value=first["res"], step=8, label="Resolution (longer edge)",
                                 elem_id="rd-res")
                 with gr.Row():
                     dilations = gr.Textbox(first["dilations"], label="Dilations", elem_id="rd-dilations")

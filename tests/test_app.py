@@ -139,6 +139,30 @@ def test_zip_of_frames_is_unpacked_flat_and_only_inside_its_folder(tmp_path):
         extract_frames(tmp_path / "text.zip", tmp_path / "out5", max_frames=10, max_bytes=10**6)
 
 
+def test_page_settings_build_the_config_run_video_builds(tmp_path):
+    from rollingdepth.app import AppSettings, DepthService, _page_message
+    from rollingdepth.app_files import Workspace
+    from rollingdepth.config import RunConfig
+
+    service = DepthService(None, AppSettings(checkpoint="ckpt", dtype="fp32", max_res=256), Workspace(60, tmp_path))
+    assert service.preset_values("full") == {"res": 256, "dilations": "1,10,25", "snippet": "3", "refine": 10}
+    form = {"preset": "full", "res": 96, "dilations": "1, 4", "snippet": "2", "refine": 2, "cmap": "inferno",
+            "frames": 12}
+    expected = RunConfig.build("full", dict(checkpoint="ckpt", dtype="fp32", processing_res=96, dilations=[1, 4],
+                                            snippet_lengths=[2], refine_step=2, cmaps=["inferno"], frame_count=12,
+                                            save_png16=True))
+    assert service.config(form) == expected
+    for change, message in (({"dilations": "2,4"}, "Dilations: must include 1, got [2, 4]"),
+                            ({"dilations": "1,x"}, "Dilations: 'x' is not an integer"),
+                            ({"res": 512}, "Resolution: 512 is outside 1..256 (the app's --max-res)"),
+                            ({"cmap": "nope"}, "Colour map: unknown colour map 'nope'"),
+                            ({"refine": -1}, "Refinement steps: -1 is not an integer between 0 and 500")):
+        with pytest.raises(ValueError) as info:
+            service.config({**form, **change})
+        assert _page_message(info.value).startswith(message), _page_message(info.value)
+    service.workspace.close()
+
+
 # ============================================================================ the app and browsers
 def _free_port() -> int:
     with socket.socket() as s:
