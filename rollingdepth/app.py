@@ -20,12 +20,12 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
 from .app_files import Workspace, check_not_truncated, extract_frames, parse_duration, safe_stem, zip_folder
-from .video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError
+from .video_io import VIDEO_EXTENSIONS, InputError
 
 __all__ = ["AppSettings", "DepthService", "JobOutcome", "build_page", "main"]
 

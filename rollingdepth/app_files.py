@@ -19,7 +19,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from .video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError
+from .video_io import IMAGE_EXTENSIONS, InputError
 
 __all__ = ["Workspace", "check_not_truncated", "extract_frames", "parse_duration", "zip_folder"]
 
@@ -233,7 +233,3 @@ def zip_folder(folder: Path, target: Path) -> Path:
                 zf.write(path, f"{folder.name}/{path.name}")
     os.replace(tmp, target)
     return target
-
-
-def is_video_name(name: str) -> bool:
-    return Path(name).suffix.lower() in VIDEO_EXTENSIONS
