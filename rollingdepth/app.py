@@ -1,0 +1,629 @@
+"""``rollingdepth-app``: a web page (Gradio) for video depth.
+
+Thin glue over the code ``run-video`` runs: the page's settings become a
+:class:`~rollingdepth.config.RunConfig` (``RunConfig.build(preset, overrides)``), the upload
+becomes a :class:`~rollingdepth.video_io.VideoSource`, and
+:func:`~rollingdepth.runner.process_video` writes the same files as ``run-video`` into the
+user's own folder; its progress callback drives the page's progress bar and stops the job
+when the user cancels. One job runs on the device at a time; the others wait in the queue.
+
+Start it with ``rollingdepth-app`` (or ``python -m rollingdepth.app``); ``--help`` lists the
+options. Needs the ``app`` extra: ``pip install ".[app]"``.
+"""
+
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from .app_files import Workspace, check_not_truncated, extract_frames, parse_duration, safe_stem, zip_folder
+from .video_io import VIDEO_EXTENSIONS, InputError
+
+__all__ = ["AppSettings", "DepthService", "JobOutcome", "build_page", "main"]
+
+PAGE_PRESETS = ("fast", "fast1024", "full", "paper")
+COLOUR_MAPS = ("Spectral_r", "Greys_r", "inferno", "magma", "viridis", "turbo", "plasma")
+SNIPPET_CHOICES = ("2", "3", "4", "auto")
+SAMPLE_NAME = "synthetic_scene.mp4"
+DEPTH_LABEL = "inverse depth (near = large)"
+
+# What the page calls the options named in RunConfig's messages.
+_FIELD_NAMES = {
+    "--dilations": "Dilations",
+    "--snippet-lengths": "Snippet length",
+    "--refine-step": "Refinement steps",
+    "--processing-resolution": "Resolution",
+    "--frames": "Frames",
+    "--cmap": "Colour map",
+    "--preset": "Preset",
+}
+
+
+class JobCancelled(Exception):
+    """Raised from the progress callback when the user pressed Cancel."""
+
+
+@dataclass
+class AppSettings:
+    """The command line of ``rollingdepth-app``."""
+
+    checkpoint: str = "prs-eth/rollingdepth-v1-0"
+    dtype: str = "fp16"
+    device: str | None = None
+    max_upload_mb: float = 200.0
+    max_frames: int = 1000
+    max_res: int = 1024
+    ttl_s: float = 3600.0
+    sample: Path | None = None
+
+
+@dataclass
+class JobOutcome:
+    """What one press of Run produced: an error message, or the outputs of a finished run."""
+
+    message: str
+    ok: bool = False
+    run_dir: Path | None = None
+    stem: str = ""
+    frames: int = 0
+    size: tuple[int, int] = (0, 0)
+    depth_range: tuple[float, float] = (0.0, 1.0)
+    cmap: str = "Spectral_r"
+    downloads: list[Path] = field(default_factory=list)
+    sbs_video: Path | None = None
+
+    def view_state(self) -> dict | None:
+        """What the frame slider needs (kept on the server, per session)."""
+        if not self.ok:
+            return None
+        return {"npy": str(self.run_dir / f"{self.stem}_pred.npy"), "frames": self.frames, "cmap": self.cmap,
+                "range": list(self.depth_range)}
+
+
+def find_sample() -> Path | None:
+    """The bundled sample clip: in the source tree, or under the current folder."""
+    for base in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        path = base / "data" / "samples" / SAMPLE_NAME
+        if path.is_file():
+            return path
+    return None
+
+
+def _parse_ints(text: str, label: str) -> list[int]:
+    values = []
+    for part in str(text or "").replace(" ", ",").split(","):
+        if part:
+            try:
+                values.append(int(part))
+            except ValueError:
+                raise ValueError(f"{label}: {part!r} is not an integer") from None
+    if not values:
+        raise ValueError(f"{label}: give at least one value, e.g. 1,25")
+    return values
+
+
+def _page_message(exc: BaseException) -> str:
+    """One line, with the command line's option names replaced by the page's labels."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for option, label in _FIELD_NAMES.items():
+        if text.startswith(option + ":"):
+            return label + text[len(option):]
+    return text
+
+
+class DepthService:
+    """The app without its page: the model, the device lock, the users' folders, cancelling."""
+
+    def __init__(self, pipe, settings: AppSettings, workspace: Workspace, log: Callable[[str], None] | None = None):
+        self.pipe = pipe
+        self.settings = settings
+        self.workspace = workspace
+        self.device_lock = threading.Lock()  # one inference job at a time on the device
+        self._jobs_of: dict[str, tuple[threading.Event, threading.Event]] = {}  # session -> (cancel, ended)
+        self._cancel_lock = threading.Lock()
+        self._log = log or (lambda message: print(f"rollingdepth-app: {message}", file=sys.stderr, flush=True))
+        self._jobs = 0
+        self.sample = None
+        if settings.sample is not None:  # a copy inside the app's folder, so the page may serve it
+            folder = workspace.root / "sample"
+            folder.mkdir(exist_ok=True)
+            self.sample = folder / settings.sample.name
+            shutil.copyfile(settings.sample, self.sample)
+
+    # ------------------------------------------------------------------ settings
+    def preset_values(self, preset: str) -> dict:
+        """The page's fields as a preset sets them (resolution capped at --max-res)."""
+        from .config import RunConfig
+
+        cfg = RunConfig.build(preset, {})
+        lengths = cfg.snippet_lengths
+        return {
+            "res": min(cfg.processing_res or self.settings.max_res, self.settings.max_res),
+            "dilations": ",".join(str(d) for d in cfg.dilations),
+            "snippet": "auto" if lengths == "auto" else str(lengths[0]),
+            "refine": cfg.refine_step,
+        }
+
+    def config(self, form: dict):
+        """The RunConfig of a Run: the preset, then the page's fields, as ``run-video`` builds it."""
+        from .config import RunConfig
+
+        res = int(form.get("res") or 0)
+        if not 1 <= res <= self.settings.max_res:
+            raise ValueError(f"Resolution: {res} is outside 1..{self.settings.max_res} (the app's --max-res)")
+        snippet = str(form.get("snippet") or "3").strip().lower()
+        frames = int(form.get("frames") or 0)
+        if frames < 0:
+            raise ValueError(f"Frames: {frames} must be 0 (the whole video) or more")
+        overrides = dict(
+            checkpoint=self.settings.checkpoint,
+            dtype=self.settings.dtype,
+            device=self.settings.device,
+            processing_res=res,
+            dilations=_parse_ints(form.get("dilations"), "Dilations"),
+            snippet_lengths="auto" if snippet == "auto" else _parse_ints(snippet, "Snippet length"),
+            refine_step=int(form.get("refine") or 0),
+            cmaps=[str(form.get("cmap") or "Spectral_r").strip()],
+            frame_count=frames,
+            save_npy=True,
+            save_sbs=True,
+            save_png16=True,
+            save_snippets=False,
+        )
+        return RunConfig.build(form.get("preset") or "fast", overrides)
+
+    # ------------------------------------------------------------------ a job
+    def cancel(self, session: str, wait_s: float = 20.0) -> bool:
+        """Stop the session's job at its next progress step and wait (bounded) until its files
+        are removed; False when the session has no job running."""
+        with self._cancel_lock:
+            job = self._jobs_of.get(session)
+        if job is None:
+            return False
+        cancel, ended = job
+        cancel.set()
+        return ended.wait(wait_s)
+
+    def run(self, session: str, upload: str | Path | None, form: dict,
+            progress: Callable[[str, int, int], None] | None = None) -> JobOutcome:
+        """One press of Run: check the upload, predict, collect the downloads.
+
+        Never raises for bad input: the outcome carries the one-line message. A cancelled or
+        failed job leaves no files behind.
+        """
+        event, ended = threading.Event(), threading.Event()
+        with self._cancel_lock:
+            self._jobs_of[session] = (event, ended)
+        run_dir = None
+        try:
+            if upload is None or str(upload) == "":
+                return JobOutcome("Choose a video or a zip of frames first (or press “Use the sample clip”).")
+            upload = Path(upload)
+            shown = upload.name
+            if not self.workspace.contains(upload):
+                return JobOutcome(f"{shown}: not a file uploaded to this page")
+            if not upload.is_file():
+                return JobOutcome(
+                    f"{shown}: the upload is no longer on the server (files are kept for "
+                    f"{_duration_text(self.settings.ttl_s)}); upload it again"
+                )
+            limit = self.settings.max_upload_mb
+            if upload.stat().st_size > limit * 2**20:
+                return JobOutcome(f"{shown}: {upload.stat().st_size / 2**20:.1f} MB is over this page's limit of {limit:g} MB")
+            try:
+                cfg = self.config(form)
+            except ValueError as exc:
+                return JobOutcome(_page_message(exc))
+            run_dir = self.workspace.new_run(session)
+            try:
+                source = self._source(upload, run_dir, cfg)
+                outcome = self._predict(source, run_dir, cfg, shown, event, progress)
+            except InputError as exc:
+                outcome = JobOutcome(self._tidy(exc, run_dir, shown))
+            except Exception as exc:
+                self._log(f"{shown}: could not be read\n{traceback.format_exc()}")
+                outcome = JobOutcome(f"{shown}: could not be read ({type(exc).__name__}: {self._tidy(exc, run_dir, shown)})")
+            if not outcome.ok:  # a failed or cancelled job leaves nothing behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            return outcome
+        finally:
+            if run_dir is not None:
+                self.workspace.release(run_dir)
+            with self._cancel_lock:
+                if self._jobs_of.get(session, (None,))[0] is event:
+                    del self._jobs_of[session]
+            ended.set()
+
+    def _source(self, upload: Path, run_dir: Path, cfg):
+        """The upload as a video source inside the run folder, checked against the page's limits."""
+        from .video_io import load_source, open_source
+
+        shown = upload.name
+        suffix = upload.suffix.lower()
+        inputs = run_dir / "input"
+        inputs.mkdir()
+        if suffix == ".zip":
+            limit = int(self.settings.max_upload_mb * 2**20 * 20)  # unpacked size guard
+            folder = extract_frames(upload, inputs / safe_stem(shown), self.settings.max_frames, limit)
+            (entry,) = open_source(folder)
+            source = load_source(entry)
+        elif suffix in VIDEO_EXTENSIONS:
+            local = inputs / f"{safe_stem(shown)}{suffix}"
+            try:
+                os.link(upload, local)
+            except OSError:
+                shutil.copyfile(upload, local)
+            source = load_source(local)
+            check_not_truncated(local, source.frame_count, shown)
+        else:
+            kinds = ", ".join(e.lstrip(".") for e in VIDEO_EXTENSIONS)
+            raise InputError(f"{shown}: neither a video ({kinds}) nor a zip of frames")
+        frames = max(source.frame_count - cfg.start_frame, 0)
+        if cfg.frame_count > 0:
+            frames = min(frames, cfg.frame_count)
+        if frames > self.settings.max_frames:
+            raise InputError(
+                f"{shown}: {frames} frames; this page processes at most {self.settings.max_frames} "
+                f"(set Frames to {self.settings.max_frames} or fewer to process the start of it)"
+            )
+        return source
+
+    def _predict(self, source, run_dir: Path, cfg, shown: str, event: threading.Event, progress) -> JobOutcome:
+        import json
+
+        from .runner import process_video
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if event.is_set():
+                raise JobCancelled
+            if progress is not None:
+                progress(stage, done, total)
+
+        if progress is not None:
+            progress("waiting for the device", 0, 1)
+        with self.device_lock:
+            self._jobs += 1
+            job = self._jobs
+            started = time.perf_counter()
+            self._log(f"job {job} started: {shown}")
+            try:
+                if event.is_set():
+                    raise JobCancelled
+                result = process_video(self.pipe, source, run_dir, cfg, on_progress)
+            except JobCancelled:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                self._log(f"job {job} cancelled: {shown}")
+                return JobOutcome("Cancelled: the job stopped and its files were removed.")
+            except (InputError, ValueError) as exc:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                self._log(f"job {job} failed: {shown}: {exc}")
+                return JobOutcome(self._tidy(exc, run_dir, shown))
+            except Exception as exc:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                self._log(f"job {job} failed: {shown}\n{traceback.format_exc()}")
+                return JobOutcome(f"{shown}: the run failed ({type(exc).__name__}: {self._tidy(exc, run_dir, shown)})")
+            finally:
+                self._log(f"job {job} ended after {time.perf_counter() - started:.1f} s")
+        shutil.rmtree(run_dir / "input", ignore_errors=True)
+
+        stem = source.stem
+        report = json.loads((run_dir / f"{stem}_run.json").read_text())
+        png_dir = run_dir / f"{stem}_depth16"
+        png_zip = zip_folder(png_dir, run_dir / f"{stem}_depth16.zip")
+        shutil.rmtree(png_dir, ignore_errors=True)
+        cmap = cfg.cmaps[0]
+        downloads = [run_dir / f"{stem}_pred.npy", png_zip, *(run_dir / f"{stem}_{c}.mp4" for c in cfg.cmaps),
+                     run_dir / f"{stem}_rgbd.mp4", run_dir / f"{stem}_run.json"]
+        h, w = report["output_size"]
+        message = (f"Done: {shown}, {result.frames} frames at {w}x{h} in {result.seconds:.1f} s. "
+                   f"Files are kept for {_duration_text(self.settings.ttl_s)}.")
+        return JobOutcome(message, ok=True, run_dir=run_dir, stem=stem, frames=result.frames, size=(h, w),
+                          depth_range=tuple(report["depth_range"]), cmap=cmap, downloads=downloads,
+                          sbs_video=run_dir / f"{stem}_rgbd.mp4")
+
+    def _tidy(self, exc: BaseException, run_dir: Path, shown: str) -> str:
+        """The message without the server's folders: the user's file by its own name."""
+        text = _page_message(exc)
+        inputs = run_dir / "input"
+        if inputs.exists():
+            for path in sorted(inputs.iterdir(), key=lambda p: -len(str(p))):
+                text = text.replace(str(path), shown)
+        return text.replace(str(self.workspace.root), "…")
+
+    # ------------------------------------------------------------------ one frame
+    @staticmethod
+    def frame_view(state: dict | None, index: int):
+        """One frame's depth in its colour map with a colour bar, as uint8 RGB (or None)."""
+        if not state:
+            return None
+        import numpy as np
+
+        from .visualize import colorize
+
+        path = Path(state["npy"])
+        if not path.is_file():
+            return None
+        depth = np.load(path, mmap_mode="r")
+        i = int(min(max(int(index or 0), 0), depth.shape[0] - 1))
+        vmin, vmax = state["range"]
+        coloured = colorize(np.asarray(depth[i]), state["cmap"], vmin, vmax)
+        return _with_colour_bar(coloured, state["cmap"], vmin, vmax, f"frame {i} of {depth.shape[0]}")
+
+    def shutdown(self, wait_s: float = 30.0) -> None:
+        """Stop every job, wait for the device (bounded), remove every user's files."""
+        with self._cancel_lock:
+            jobs = list(self._jobs_of.values())
+        for cancel, _ in jobs:
+            cancel.set()
+        if self.device_lock.acquire(timeout=wait_s):
+            self.device_lock.release()
+        self.workspace.close()
+
+
+def _with_colour_bar(image, cmap: str, vmin: float, vmax: float, title: str):
+    """Draw ``image`` with a colour bar of ``cmap`` over ``vmin..vmax`` (matplotlib, no pyplot)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    h, w = image.shape[:2]
+    width = 6.4
+    fig = Figure(figsize=(width, max(2.0, width * 0.82 * h / w + 0.7)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(image, interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    ax.set_axis_off()
+    bar = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap), ax=ax, fraction=0.05, pad=0.02)
+    bar.set_label(DEPTH_LABEL, fontsize=9)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _duration_text(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g} s"
+
+
+# ---------------------------------------------------------------------- the page
+def build_page(service: DepthService):
+    """The Gradio page over ``service`` (not launched)."""
+    import gradio as gr
+
+    settings = service.settings
+    first = service.preset_values("fast")
+    upload_types = [*VIDEO_EXTENSIONS, ".zip"]
+
+    with gr.Blocks(title="RollingDepth: video depth", analytics_enabled=False) as page:
+        gr.Markdown(
+            "## RollingDepth: depth for videos\n"
+            "Upload a video (or a zip of its frames), choose the settings and press **Run**. The result is "
+            "affine-invariant inverse depth (near = large), the same as `run-video` writes with the same options. "
+            f"Model `{Path(settings.checkpoint).name}`, {_model_text(service.pipe)}; one job runs at a time, "
+            f"others wait in the queue. Uploads up to {settings.max_upload_mb:g} MB and {settings.max_frames} frames; "
+            f"results are kept for {_duration_text(settings.ttl_s)}.",
+            elem_id="rd-intro",
+        )
+        with gr.Row():
+            with gr.Column(scale=2):
+                upload = gr.File(label="Video or zip of frames", file_types=upload_types, elem_id="rd-upload")
+                sample_btn = gr.Button("Use the sample clip", size="sm", elem_id="rd-sample",
+                                       visible=service.sample is not None)
+                preset = gr.Dropdown(list(PAGE_PRESETS), value="fast", label="Preset", elem_id="rd-preset")
+                res = gr.Slider(min(16, settings.max_res), settings.max_res, value=first["res"], step=8, label="Resolution (longer edge)",
+                                elem_id="rd-res")
+                with gr.Row():
+                    dilations = gr.Textbox(first["dilations"], label="Dilations", elem_id="rd-dilations")
+                    snippet = gr.Dropdown(list(SNIPPET_CHOICES), value=first["snippet"],
+                                          label="Snippet length (num_view)", elem_id="rd-snippet")
+                with gr.Row():
+                    refine = gr.Number(first["refine"], label="Refinement steps", minimum=0, maximum=50, precision=0,
+                                       elem_id="rd-refine")
+                    frames = gr.Number(0, label="Frames (first N, 0 = all)", minimum=0, precision=0,
+                                       elem_id="rd-frames")
+                cmap = gr.Dropdown(list(COLOUR_MAPS), value=COLOUR_MAPS[0], label="Colour map", allow_custom_value=True,
+                                   elem_id="rd-cmap")
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary", elem_id="rd-run")
+                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="rd-cancel")
+            with gr.Column(scale=3):
+                status = gr.Markdown("", elem_id="rd-status")
+                video = gr.Video(label="Input and depth", interactive=False, loop=True, elem_id="rd-video")
+                frame = gr.Slider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="rd-frame")
+                frame_image = gr.Image(label="Depth of one frame", type="numpy", format="png", interactive=False,
+                                       visible=False, elem_id="rd-frame-image")
+                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False,
+                                    elem_id="rd-downloads")
+        view = gr.State(None)
+
+        def use_sample():
+            return str(service.sample) if service.sample else None
+
+        def fill_preset(name):
+            values = service.preset_values(name)
+            return values["res"], values["dilations"], values["snippet"], values["refine"]
+
+        def clear():
+            return ("", None, gr.update(visible=False, value=0), gr.update(visible=False, value=None), None, None)
+
+        def run(upload_path, preset_name, res_value, dilation_text, snippet_value, refine_value, cmap_name,
+                frame_count, request: gr.Request, progress=gr.Progress()):
+            def report(stage, done, total):
+                progress((done, max(total, 1)), desc=f"{stage} ({done}/{total})", unit="")
+
+            form = dict(preset=preset_name, res=res_value, dilations=dilation_text, snippet=snippet_value,
+                        refine=refine_value, cmap=cmap_name, frames=frame_count)
+            outcome = service.run(request.session_hash, upload_path, form, report)
+            if not outcome.ok:
+                return (f"**Error:** {outcome.message}" if not outcome.message.startswith("Cancelled") else outcome.message,
+                        None, gr.update(visible=False), gr.update(visible=False, value=None), None, None)
+            state = outcome.view_state()
+            return (outcome.message, str(outcome.sbs_video),
+                    gr.update(visible=True, minimum=0, maximum=max(outcome.frames - 1, 1), value=0, step=1),
+                    gr.update(visible=True, value=service.frame_view(state, 0)),
+                    [str(p) for p in outcome.downloads], state)
+
+        def cancel(request: gr.Request):
+            if service.cancel(request.session_hash):
+                return "Cancelled: the job stopped and its files were removed."
+            return "Cancelled."
+
+        def show_frame(index, state):
+            return service.frame_view(state, index)
+
+        outputs = [status, video, frame, frame_image, downloads, view]
+        sample_btn.click(use_sample, outputs=upload, queue=False, api_visibility="private")
+        preset.input(fill_preset, inputs=preset, outputs=[res, dilations, snippet, refine], queue=False,
+                     api_visibility="private")
+        job = run_btn.click(clear, outputs=outputs, queue=False, api_visibility="private").then(
+            run, inputs=[upload, preset, res, dilations, snippet, refine, cmap, frames], outputs=outputs,
+            concurrency_limit=1, concurrency_id="inference", api_name="predict",
+        )
+        cancel_btn.click(cancel, outputs=status, cancels=[job], queue=False, api_visibility="private")
+        frame.change(show_frame, inputs=[frame, view], outputs=frame_image, show_progress="hidden",
+                     concurrency_limit=4, concurrency_id="view", api_visibility="private")
+    return page
+
+
+def _model_text(pipe) -> str:
+    try:
+        return f"{str(pipe.dtype).replace('torch.', '')} on {pipe.unet.device}"
+    except Exception:
+        return "loaded"
+
+
+def _theme():
+    import gradio as gr
+
+    # System fonts: the page loads nothing from outside the app.
+    return gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                          font_mono=["ui-monospace", "SFMono-Regular", "monospace"])
+
+
+# ---------------------------------------------------------------------- command line
+cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+
+@cli.command()
+def serve(
+    checkpoint: Annotated[str, typer.Option("-c", "--checkpoint", metavar="ID|PATH", help="Hub id or local checkpoint folder.")] = "prs-eth/rollingdepth-v1-0",
+    dtype: Annotated[str, typer.Option("--dtype", metavar="fp16|bf16|fp32", help="Model precision (fp16 becomes fp32 on CPU).")] = "fp16",
+    device: Annotated[Optional[str], typer.Option("--device", metavar="NAME", help="cuda, cuda:1, mps or cpu. (default: best available)")] = None,
+    host: Annotated[str, typer.Option("--host", metavar="ADDR", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="INT", help="Port to listen on.")] = 7860,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", metavar="MB", help="Largest upload accepted.")] = 200.0,
+    max_frames: Annotated[int, typer.Option("--max-frames", metavar="INT", help="Most frames one job may process.")] = 1000,
+    max_res: Annotated[int, typer.Option("--max-res", metavar="INT", help="Highest processing resolution offered.")] = 1024,
+    results_ttl: Annotated[str, typer.Option("--results-ttl", metavar="DURATION", help="How long a user's uploads and results are kept: 600, 30m, 2h, 1d.")] = "1h",
+) -> None:
+    """Serve the RollingDepth web page: upload a video, get its depth."""
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port: {port} is not a port number (1..65535)")
+    for name, value in (("--max-upload-mb", max_upload_mb), ("--max-frames", max_frames), ("--max-res", max_res)):
+        if value <= 0:
+            raise ValueError(f"{name}: {value:g} must be positive")
+    try:
+        ttl_s = parse_duration(results_ttl)
+    except ValueError as exc:
+        raise ValueError(f"--results-ttl: {exc}") from None
+    settings = AppSettings(checkpoint=checkpoint, dtype=dtype, device=device, max_upload_mb=max_upload_mb,
+                           max_frames=max_frames, max_res=max_res, ttl_s=ttl_s, sample=find_sample())
+    serve_page(settings, host, port)
+
+
+def serve_page(settings: AppSettings, host: str, port: int) -> None:
+    """Load the model, build the page, serve until Ctrl-C or SIGTERM; then remove every file."""
+    import importlib.util
+
+    from .config import RunConfig
+
+    if importlib.util.find_spec("gradio") is None:
+        raise ImportError("gradio is not installed")
+
+    RunConfig.build("fast", {"dtype": settings.dtype})  # an unknown dtype is one line here, not a traceback
+    if settings.device is not None:
+        from .device import resolve_device
+
+        try:
+            resolve_device(settings.device)
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
+    workspace = Workspace(settings.ttl_s)
+    # Gradio keeps uploads and served files in its temporary folder: make that the app's root.
+    os.environ["GRADIO_TEMP_DIR"] = str(workspace.root)
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(workspace.root / "examples")
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    service = None
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        from .runner import load_pipeline
+
+        print(f"rollingdepth-app: loading {settings.checkpoint}", file=sys.stderr, flush=True)
+        pipe = load_pipeline(settings.checkpoint, settings.dtype, settings.device)
+        pipe.set_progress_bar_config(disable=True)
+        service = DepthService(pipe, settings, workspace)
+        page = build_page(service)
+        page.queue(default_concurrency_limit=1)
+        workspace.start_sweeper()
+        try:
+            page.launch(server_name=host, server_port=port, max_file_size=int(settings.max_upload_mb * 2**20),
+                        ssr_mode=False, mcp_server=False, show_error=False, theme=_theme(), quiet=False,
+                        footer_links=[])
+        except OSError as exc:
+            raise InputError(f"--port: cannot listen on {host}:{port} ({' '.join(str(exc).split())})") from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if service is not None:
+            service.shutdown()
+            print(f"rollingdepth-app: stopped; removed {workspace.root}", file=sys.stderr, flush=True)
+        else:
+            workspace.close()
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``rollingdepth-app``: errors in one line, exit code 2."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cli(args=args, prog_name="rollingdepth-app", standalone_mode=False)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except ValueError as exc:  # InputError too
+        print(f"Error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
+    except ImportError as exc:
+        if "gradio" in str(exc):
+            print('Error: the web page needs Gradio: pip install "rollingdepth[app]" (or pip install ".[app]")',
+                  file=sys.stderr)
+            sys.exit(2)
+        raise
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors
+            print(f"Error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+            sys.exit(exc.exit_code or 2)
+        raise
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,656 @@
+"""rollingdepth-app: the web page, driven by a real headless Chromium (Debian's chromium and
+chromium-driver through Selenium), against the app started as its own process on 127.0.0.1.
+
+The unit tests at the top need neither a browser nor a server. The browser tests share one
+app process (tiny checkpoint, fp32, one torch thread) and run in file order; the last one
+stops the app and checks that it removed every file.
+"""
+
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from .conftest import TINY_CHECKPOINT
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "data" / "samples" / "synthetic_scene.mp4"
+IMAGES = REPO / "docs" / "images"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+# A stage on the progress bar, as the page labels it: "snippets d=1 (8/10)".
+STAGE = re.compile(r"\b(encode|snippets d=\d+|decode|coalign|merge|refine|write) \(\d+/\d+\)")
+QUEUE = re.compile(r"queue: ?\d+/\d+")
+
+# The page's small settings and the run-video options that mean the same.
+SMALL = {"res": 32, "dilations": "1,4", "frames": 12}
+SMALL_CLI = ["--res", "32", "-d", "1,4", "--frames", "12"]
+MAX_FRAMES = 48
+MAX_UPLOAD_MB = 2
+
+
+def _requirement_missing(reason: str):
+    """Skip on a developer's machine without the browser; fail in CI, where it must be there."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must install it: see .ci/run)")
+    pytest.skip(reason)
+
+
+# ============================================================================ no browser
+def test_durations_parse():
+    from rollingdepth.app_files import parse_duration
+
+    assert parse_duration("90") == 90
+    assert parse_duration("30m") == 1800
+    assert parse_duration("2h") == 7200
+    assert parse_duration("1.5d") == 1.5 * 86400
+    for bad in ("", "abc", "-5m", "0", "5 weeks"):
+        with pytest.raises(ValueError, match="is not a duration"):
+            parse_duration(bad)
+
+
+def test_bad_command_line_is_one_line(capsys):
+    from rollingdepth import app
+
+    for args, expected in ((["--results-ttl", "soon"], "--results-ttl: 'soon' is not a duration"),
+                           (["--max-frames", "0"], "--max-frames: 0 must be positive"),
+                           (["--port", "70000"], "--port: 70000 is not a port number"),
+                           (["--no-such-option"], "No such option")):
+        with pytest.raises(SystemExit) as info:
+            app.main(args)
+        err = capsys.readouterr().err
+        assert info.value.code == 2, args
+        assert err.startswith("Error: ") and expected in err and err.count("\n") == 1, err
+
+
+def test_workspace_keeps_results_for_their_time_to_live(tmp_path):
+    from rollingdepth.app_files import Workspace
+
+    ws = Workspace(ttl_s=600, parent=tmp_path)
+    old = ws.new_run("session-a")
+    (old / "a_pred.npy").write_bytes(b"x")
+    ws.release(old)
+    busy = ws.new_run("session-a")  # a job still running: never swept
+    fresh = ws.new_run("session-b")
+    ws.release(fresh)
+    upload = ws.root / "0123abcd"  # Gradio's upload folders live in the root too
+    upload.mkdir()
+    (upload / "clip.mp4").write_bytes(b"x")
+    assert old.parent.parent == ws.users and old.parent != fresh.parent  # one folder per user
+    assert old.parent.name not in ("session-a",) and len(old.parent.name) == 24  # random, not the session id
+
+    past = time.time() - 3600
+    for path in (old, old / "a_pred.npy", busy, upload, upload / "clip.mp4"):
+        os.utime(path, (past, past))
+    removed = ws.sweep()
+    assert set(removed) == {old, upload}
+    assert not old.exists() and not upload.exists() and busy.exists() and fresh.exists()
+    # Later than the time to live, everything not in use goes, and the emptied user folder too.
+    removed = ws.sweep(now=time.time() + 700)
+    assert fresh in removed and not fresh.parent.exists() and busy.exists()
+    ws.close()
+    assert not ws.root.exists()
+
+
+def test_zip_of_frames_is_unpacked_flat_and_only_inside_its_folder(tmp_path):
+    from rollingdepth.app_files import extract_frames
+    from rollingdepth.video_io import InputError
+
+    frame = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    archive = tmp_path / "shot.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("shot/frame2.png", frame)
+        zf.writestr("shot/frame10.png", frame)
+        zf.writestr("../../escape.png", frame)  # path traversal: lands inside the folder, flat
+        zf.writestr("/abs/rooted.png", frame)
+        zf.writestr("__MACOSX/shot/._frame2.png", b"junk")
+        zf.writestr("notes.txt", b"not a frame")
+    dest = extract_frames(archive, tmp_path / "out" / "shot", max_frames=10, max_bytes=10**6)
+    assert sorted(p.name for p in dest.iterdir()) == ["escape.png", "frame10.png", "frame2.png", "rooted.png"]
+    assert not (tmp_path / "escape.png").exists() and not Path("/abs/rooted.png").exists()
+
+    with pytest.raises(InputError, match="shot.zip: the zip holds 4 frames; this page takes at most 3"):
+        extract_frames(archive, tmp_path / "out2", max_frames=3, max_bytes=10**6)
+    with pytest.raises(InputError, match="unpack to"):
+        extract_frames(archive, tmp_path / "out3", max_frames=10, max_bytes=100)
+    twice = tmp_path / "twice.zip"
+    with zipfile.ZipFile(twice, "w") as zf:
+        zf.writestr("a/0.png", frame)
+        zf.writestr("b/0.png", frame)
+    with pytest.raises(InputError, match="two frames are named 0.png"):
+        extract_frames(twice, tmp_path / "out4", max_frames=10, max_bytes=10**6)
+    (tmp_path / "text.zip").write_text("not a zip")
+    with pytest.raises(InputError, match="text.zip: not a readable zip file"):
+        extract_frames(tmp_path / "text.zip", tmp_path / "out5", max_frames=10, max_bytes=10**6)
+
+
+def test_page_settings_build_the_config_run_video_builds(tmp_path):
+    from rollingdepth.app import AppSettings, DepthService, _page_message
+    from rollingdepth.app_files import Workspace
+    from rollingdepth.config import RunConfig
+
+    service = DepthService(None, AppSettings(checkpoint="ckpt", dtype="fp32", max_res=256), Workspace(60, tmp_path))
+    assert service.preset_values("full") == {"res": 256, "dilations": "1,10,25", "snippet": "3", "refine": 10}
+    form = {"preset": "full", "res": 96, "dilations": "1, 4", "snippet": "2", "refine": 2, "cmap": "inferno",
+            "frames": 12}
+    expected = RunConfig.build("full", dict(checkpoint="ckpt", dtype="fp32", processing_res=96, dilations=[1, 4],
+                                            snippet_lengths=[2], refine_step=2, cmaps=["inferno"], frame_count=12,
+                                            save_png16=True))
+    assert service.config(form) == expected
+    for change, message in (({"dilations": "2,4"}, "Dilations: must include 1, got [2, 4]"),
+                            ({"dilations": "1,x"}, "Dilations: 'x' is not an integer"),
+                            ({"res": 512}, "Resolution: 512 is outside 1..256 (the app's --max-res)"),
+                            ({"cmap": "nope"}, "Colour map: unknown colour map 'nope'"),
+                            ({"refine": -1}, "Refinement steps: -1 is not an integer between 0 and 500")):
+        with pytest.raises(ValueError) as info:
+            service.config({**form, **change})
+        assert _page_message(info.value).startswith(message), _page_message(info.value)
+    service.workspace.close()
+
+
+# ============================================================================ the app and browsers
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class App:
+    def __init__(self, proc, url, log, tmp):
+        self.proc, self.url, self.log, self.tmp = proc, url, log, tmp
+
+    @property
+    def root(self) -> Path:
+        (root,) = (self.tmp / "tmp").glob("rollingdepth-app-*")
+        return root
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def runs(self) -> set[Path]:
+        return set(self.root.glob("users/*/run-*"))
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, request):
+    pytest.importorskip("gradio")
+    tmp = tmp_path_factory.mktemp("app")
+    (tmp / "tmp").mkdir()
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",  # two shared cores: one torch thread is fastest
+        TMPDIR=str(tmp / "tmp"), PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+        no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost",
+    )
+    log = tmp / "app.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rollingdepth.app", "-c", str(TINY_CHECKPOINT), "--dtype", "fp32",
+             "--port", str(port), "--max-frames", str(MAX_FRAMES), "--max-upload-mb", str(MAX_UPLOAD_MB),
+             "--max-res", "256", "--results-ttl", "1h"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    request.getfixturevalue("reference")  # computed in this process while the app starts
+    deadline = time.time() + 180
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"the app exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url + "/", timeout=5) as response:
+                if response.status == 200:
+                    break
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the app did not start in time:\n{log.read_text()}")
+        time.sleep(0.5)
+    yield App(proc, url, log, tmp)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class Browsers:
+    """Headless Chromium windows, started when first asked for, closed at the end."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.open: dict[str, object] = {}
+
+    def __call__(self, name: str):
+        if name in self.open:
+            return self.open[name]
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        downloads = self.tmp / f"downloads-{name}"
+        downloads.mkdir()
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                    "--window-size=1400,1450", "--no-proxy-server", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run", "--mute-audio"):
+            options.add_argument(arg)
+        options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                                  "download.prompt_for_download": False})
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # the page's requests
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        driver.set_page_load_timeout(60)
+        driver.downloads = downloads
+        self.open[name] = driver
+        return driver
+
+    def close(self):
+        for driver in self.open.values():
+            driver.quit()
+        self.open.clear()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    pytest.importorskip("gradio")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        _requirement_missing("selenium is not installed (pip install -e '.[test]')")
+    if not CHROMIUM or not CHROMEDRIVER:
+        _requirement_missing("Debian's chromium and chromium-driver are not installed")
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not fetch a browser or a driver
+    browsers = Browsers(tmp_path_factory.mktemp("browsers"))
+    yield browsers
+    browsers.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """run-video's prediction for the sample clip with the page's small settings (in-process)."""
+    import torch
+    from typer.testing import CliRunner
+
+    from rollingdepth import cli
+
+    out = tmp_path_factory.mktemp("run-video")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = CliRunner().invoke(cli.app, [str(SAMPLE), "-c", str(TINY_CHECKPOINT), "--dtype", "fp32", "-q",
+                                              *SMALL_CLI, "-o", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    return np.load(out / "synthetic_scene_pred.npy")
+
+
+# ---------------------------------------------------------------------------- page helpers
+def _wait(predicate, timeout: float, what: str, poll: float = 0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _open(driver, app: App):
+    from selenium.webdriver.common.by import By
+
+    driver.get(app.url + "/")
+    for css in ("#rd-upload input[type=file]", "#rd-dilations textarea, #rd-dilations input", "#rd-frames input",
+                "#rd-res input[type=number]", "#rd-run"):
+        _wait(lambda: driver.find_elements(By.CSS_SELECTOR, css), 60, f"the page ({css})")
+
+
+def _text(driver, elem_id: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    found = driver.find_elements(By.ID, elem_id)
+    return found[0].text.strip() if found else ""
+
+
+def _upload(driver, path: Path):
+    from selenium.webdriver.common.by import By
+
+    _clear_upload(driver)
+    driver.find_element(By.CSS_SELECTOR, "#rd-upload input[type=file]").send_keys(str(path))
+    _wait(lambda: path.stem in _text(driver, "rd-upload"), 30, f"the upload of {path.name}")
+
+
+def _clear_upload(driver):
+    """Remove the file in the upload box (the box offers a new file input once empty)."""
+    from selenium.webdriver.common.by import By
+
+    if not driver.find_elements(By.CSS_SELECTOR, "#rd-upload input[type=file]"):
+        driver.find_element(By.CSS_SELECTOR, "#rd-upload button[aria-label=Clear]").click()
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#rd-upload input[type=file]"), 30, "an empty upload box")
+
+
+def _set(driver, css: str, value):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    field = driver.find_element(By.CSS_SELECTOR, css)
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(str(value))
+    field.send_keys(Keys.TAB)
+    driver.execute_script("document.activeElement && document.activeElement.blur()")  # no dropdown left open
+
+
+def _settings(driver, res=SMALL["res"], dilations=SMALL["dilations"], frames=SMALL["frames"]):
+    _set(driver, "#rd-res input[type=number]", res)
+    _set(driver, "#rd-dilations textarea, #rd-dilations input", dilations)
+    _set(driver, "#rd-frames input", frames)
+
+
+def _run(driver):
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "rd-run").click()
+
+
+def _finished(driver) -> str:
+    status = _text(driver, "rd-status")
+    return status if status.startswith(("Done", "Error", "Cancelled")) else ""
+
+
+def _run_and_watch(driver, timeout=120) -> tuple[str, set[str], bool]:
+    """Press Run; return the final status, the stages the progress bar showed, whether it queued."""
+    stages, queued = set(), False
+    _run(driver)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        page = driver.find_element("css selector", "body").text
+        stages.update(m.group(1) for m in STAGE.finditer(page))
+        queued = queued or bool(QUEUE.search(page))
+        status = _finished(driver)
+        if status:
+            return status, stages, queued
+        time.sleep(0.15)
+    raise AssertionError(f"no result after {timeout} s; page shows: {driver.find_element('css selector', 'body').text[:500]}")
+
+
+def _download_links(driver) -> dict[str, str]:
+    from selenium.webdriver.common.by import By
+
+    links = {}
+    for a in driver.find_elements(By.CSS_SELECTOR, "#rd-downloads a[href]"):
+        href = a.get_attribute("href")
+        links[urllib.parse.unquote(href.rsplit("/", 1)[-1])] = href
+    return links
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+# ---------------------------------------------------------------------------- browser tests
+SHARED: dict = {}  # what one browser test leaves for the next (links, the first user's folder)
+
+
+def test_sample_clip_run_matches_run_video(app, browser, reference):
+    """Upload the sample clip, run with small settings, watch the progress, get the same depth as run-video."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    page = browser("a")
+    _open(page, app)
+    _upload(page, SAMPLE)
+    _settings(page)
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    page.save_screenshot(str(IMAGES / "app-before.png"))
+
+    status, stages, _ = _run_and_watch(page)
+    assert status.startswith("Done: synthetic_scene.mp4, 12 frames at 32x19"), status
+    assert stages & {"encode", "snippets d=1", "snippets d=3", "coalign", "merge", "write"}, stages
+
+    # The input and the coloured depth side by side, as a video the browser plays.
+    video = _wait(lambda: page.execute_script(
+        "const v = document.querySelector('#rd-video video');"
+        "return v && v.readyState >= 1 && v.duration > 0 ? [v.duration, v.videoWidth, v.videoHeight] : null;"),
+        30, "a playable result video")
+    assert video[1] == 2 * 32 + 16 and video[2] in (19, 20)  # input | gap | depth, padded to even
+
+    # One frame with its colour bar; the slider moves to another frame.
+    def frame_image():
+        found = page.find_elements(By.CSS_SELECTOR, "#rd-frame-image img")
+        return found[0].get_attribute("src") if found else None
+
+    first = _wait(frame_image, 30, "the frame view")
+    slider = page.find_element(By.CSS_SELECTOR, "#rd-frame input[type=range]")
+    assert slider.get_attribute("max") == "11"
+    slider.send_keys(Keys.END)
+    _wait(lambda: page.find_element(By.CSS_SELECTOR, "#rd-frame input[type=number]").get_attribute("value") == "11",
+          10, "the slider at the last frame")
+    _wait(lambda: (src := frame_image()) and src != first, 30, "the view of another frame")
+    page.save_screenshot(str(IMAGES / "app-result.png"))
+
+    # Downloads: the prediction, the 16-bit PNGs, the colour videos, the run report.
+    links = _wait(lambda: _download_links(page) if len(_download_links(page)) == 5 else None, 30, "five downloads")
+    assert sorted(links) == sorted(["synthetic_scene_pred.npy", "synthetic_scene_depth16.zip",
+                                    "synthetic_scene_Spectral_r.mp4", "synthetic_scene_rgbd.mp4",
+                                    "synthetic_scene_run.json"])
+    page.find_element(By.XPATH, "//*[@id='rd-downloads']//a[contains(@href, '_pred.npy')]").click()
+    npy = page.downloads / "synthetic_scene_pred.npy"
+    _wait(lambda: npy.exists() and not list(page.downloads.glob("*.crdownload")), 30, "the downloaded npy")
+    depth = np.load(npy)
+    assert depth.shape == reference.shape == (12, 19, 32) and depth.dtype == np.float32
+    assert np.abs(depth - reference).max() <= 1e-5
+
+    code, data = _get(links["synthetic_scene_depth16.zip"])
+    assert code == 200
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = sorted(zf.namelist())
+        assert len(names) == 12 and names[0] == "synthetic_scene_depth16/000000.png"
+        png = cv2.imdecode(np.frombuffer(zf.read(names[0]), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint16 and png.shape == (19, 32)
+    code, data = _get(links["synthetic_scene_run.json"])
+    report = json.loads(data)
+    assert code == 200 and report["frames"] == 12 and report["settings"]["processing_res"] == 32
+    # The page loads everything from the app: no fonts, scripts or analytics from elsewhere.
+    requested = set()
+    for entry in page.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            requested.add(message["params"]["request"]["url"])
+    assert any(u.startswith(app.url) for u in requested)
+    outside = sorted(u for u in requested if not u.startswith((app.url, "data:", "blob:")))
+    assert not outside, outside
+    SHARED["links"] = links
+    SHARED["first_run"] = next(iter(app.runs()))
+
+
+def test_nothing_outside_the_app_folder_can_be_downloaded(app, browser):
+    """The app serves its users' files and nothing else: absolute paths and .. do not get out."""
+    links = SHARED.get("links")
+    if not links:
+        pytest.skip("needs the run of the first browser test")
+    code, data = _get(links["synthetic_scene_pred.npy"])
+    assert code == 200 and data[:6] == b"\x93NUMPY"  # the way in works
+
+    secret = app.tmp / "secret.txt"
+    secret.write_text("not for the browser")
+    root = app.root
+    prefix = f"{app.url}/gradio_api/file="
+    attempts = [
+        str(secret),
+        f"{root}/../secret.txt",
+        f"{root}/users/../../secret.txt",
+        f"{root}/users/%2e%2e/%2e%2e/secret.txt",
+        f"{root}%2F..%2Fsecret.txt",
+        f"{root}/..%5c..%5csecret.txt",
+        "/etc/passwd",
+        f"{root}/../../../../../../etc/passwd",
+        str(REPO / "pyproject.toml"),
+        str(TINY_CHECKPOINT / "model_index.json"),
+        str(SAMPLE),  # the page offers a copy of it, inside its own folder
+        "../../../../etc/passwd",
+    ]
+    for path in attempts:
+        for url in (prefix + path, prefix + urllib.parse.quote(path, safe="")):
+            code, data = _get(url)
+            assert code in (400, 403, 404), (url, code)
+            assert b"not for the browser" not in data and b"root:" not in data, url
+    # The paths route of older Gradio versions, the same way.
+    code, data = _get(f"{app.url}/file={secret}")
+    assert code in (400, 403, 404) and b"not for the browser" not in data
+
+
+def test_bad_uploads_show_one_message_and_the_next_run_works(app, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    import imageio_ffmpeg
+
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is a text file, not a video\n")
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(SAMPLE.read_bytes()[:30000])
+    empty = tmp_path / "empty.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "color=c=red:s=32x32:d=1", "-frames:v", "0", str(empty)], check=True)
+    big = tmp_path / "big.mp4"
+    big.write_bytes(os.urandom(int((MAX_UPLOAD_MB + 0.5) * 2**20)))
+    long = SAMPLE  # 72 frames; the app takes at most MAX_FRAMES
+
+    page = browser("b")
+    _open(page, app)
+    runs_before = app.runs()
+    cases = [
+        (text, {}, "notes.mp4: not a readable video (corrupt, truncated or not a video file)"),
+        (truncated, {}, "cut.mp4: the video is truncated or damaged: only"),
+        (empty, {}, "empty.mp4: the file has no video stream: no frames to process"),
+        (long, {"frames": 0}, f"synthetic_scene.mp4: 72 frames; this page processes at most {MAX_FRAMES}"),
+    ]
+    for path, changes, expected in cases:
+        _upload(page, path)
+        _settings(page, **{**SMALL, **changes})
+        status, _, _ = _run_and_watch(page, timeout=60)
+        assert status.startswith("Error: ") and expected in status, status
+        assert "\n" not in status and "Traceback" not in status and "rollingdepth-app-" not in status, status
+        assert app.runs() == runs_before  # a failed job leaves no folder behind
+
+    # Over the upload limit: the browser is told at once and nothing reaches the server.
+    _clear_upload(page)
+    page.find_element(By.CSS_SELECTOR, "#rd-upload input[type=file]").send_keys(str(big))
+    toast = _wait(lambda: " ".join(e.text for e in page.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]")),
+                  30, "the message about the size")
+    assert "exceed the maximum allowed size" in toast and "big.mp4" in toast, toast
+    import httpx
+
+    refused = httpx.post(f"{app.url}/gradio_api/upload", files={"files": ("big.mp4", big.read_bytes())}, timeout=30)
+    assert refused.status_code == 413, refused.status_code
+
+    # And the next request is served: the sample clip from its button.
+    _clear_upload(page)
+    page.find_element(By.ID, "rd-sample").click()
+    _wait(lambda: "synthetic_scene" in _text(page, "rd-upload"), 30, "the sample clip in the upload box")
+    _settings(page)
+    status, _, _ = _run_and_watch(page)
+    assert status.startswith("Done: synthetic_scene.mp4, 12 frames"), status
+    assert len(app.runs()) == len(runs_before) + 1
+
+
+def _frames_zip(path: Path, count: int) -> Path:
+    """The sample clip's first frames as PNGs in a zip, inside a folder as people zip them."""
+    from rollingdepth.video_io import load_source
+
+    frames = load_source(SAMPLE).read(0, count)
+    with zipfile.ZipFile(path, "w") as zf:
+        for i, frame in enumerate(frames):
+            zf.writestr(f"clip/{i:04d}.png", cv2.imencode(".png", frame[..., ::-1])[1].tobytes())
+    return path
+
+
+def test_two_browsers_at_once_run_one_after_the_other(app, browser, reference, tmp_path):
+    """One job at a time: the second waits in the queue. The second person uploads a zip of frames."""
+    pages = [browser("a"), browser("b")]
+    uploads = [SAMPLE, _frames_zip(tmp_path / "clip_frames.zip", SMALL["frames"])]
+    for page, upload in zip(pages, uploads):
+        _open(page, app)
+        _upload(page, upload)
+        _settings(page)
+    log_start = len(app.log_text())
+    for page in pages:
+        _run(page)
+    seen_queue = False
+    deadline = time.time() + 180
+    while not all(_finished(p) for p in pages) and time.time() < deadline:
+        for page in pages:
+            seen_queue = seen_queue or bool(QUEUE.search(page.find_element("css selector", "body").text))
+        time.sleep(0.15)
+    statuses = [_finished(p) for p in pages]
+    assert statuses[0].startswith("Done: synthetic_scene.mp4, 12 frames at 32x19"), statuses
+    assert statuses[1].startswith("Done: clip_frames.zip, 12 frames at 32x19"), statuses
+    assert seen_queue, "neither page showed its place in the queue"
+    # One job at a time on the device: the second starts after the first finished.
+    events = re.findall(r"job (\d+) (started|ended)", app.log_text()[log_start:])
+    assert [kind for _, kind in events] == ["started", "ended", "started", "ended"], events
+    assert events[0][0] == events[1][0] and events[2][0] == events[3][0] != events[0][0]
+    # Each person has a folder of their own.
+    links = [_download_links(pages[0])["synthetic_scene_pred.npy"], _download_links(pages[1])["clip_frames_pred.npy"]]
+    folders = {Path(urllib.parse.unquote(link.split("file=", 1)[1])).parent.parent for link in links}
+    assert len(folders) == 2
+    # The frames of the zip are the frames of the video: the same depth.
+    code, data = _get(links[1])
+    assert code == 200
+    assert np.abs(np.load(io.BytesIO(data)) - reference).max() <= 1e-5
+
+
+def test_cancel_stops_the_job_and_leaves_no_files(app, browser):
+    from selenium.webdriver.common.by import By
+
+    page = browser("a")
+    _open(page, app)
+    _upload(page, SAMPLE)
+    _settings(page, res=64, frames=MAX_FRAMES)
+    runs_before = app.runs()
+    log_start = len(app.log_text())
+    _run(page)
+    _wait(lambda: any(m.group(1).startswith("snippets") for m in STAGE.finditer(page.find_element(By.CSS_SELECTOR, "body").text)),
+          120, "the job to reach its snippets")
+    assert len(app.runs()) == len(runs_before) + 1  # its folder exists while it runs
+    page.find_element(By.ID, "rd-cancel").click()
+    status = _wait(lambda: _finished(page), 60, "the page to say it cancelled")
+    assert status == "Cancelled: the job stopped and its files were removed.", status
+    log = app.log_text()[log_start:]
+    assert re.search(r"job \d+ cancelled", log), log
+    assert app.runs() == runs_before
+    leftovers = [p for p in app.root.rglob("*") if ".work-" in p.name or ".partial" in p.name]
+    assert not leftovers, leftovers
+
+
+def test_stopping_the_app_removes_every_file(app, browser):
+    root = app.root
+    assert any(root.rglob("*_pred.npy"))
+    browser.close()  # the pages' open connections would hold up the server's shutdown
+    started = time.time()
+    app.proc.send_signal(signal.SIGTERM)
+    assert app.proc.wait(60) == 0
+    assert time.time() - started < 30
+    assert not root.exists()
+    assert "stopped; removed" in app.log_text()
