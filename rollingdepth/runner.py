@@ -22,6 +22,7 @@ from . import __version__
 from .background import BackgroundQueue, prefetch
 from .config import RunConfig
 from .device import is_out_of_memory
+from .exports import DepthMapping, PinholeCamera, point_cloud, write_exr, write_ply
 from .loading import _HUB_ID, _load_checkpoint, _one_line, accelerate_pipeline, load_pipeline  # noqa: F401
 from .video_io import InputError, VideoSource, VideoWriter, atomic_dir, atomic_path
 from .visualize import SBS_GAP, colorize, side_by_side, to_uint16
@@ -64,6 +65,10 @@ def expected_outputs(out_dir: Path, stem: str, cfg: RunConfig) -> list[Path]:
         paths.append(out_dir / f"{stem}_snippets.npz")
     if cfg.save_png16:
         paths.append(out_dir / f"{stem}_depth16")
+    if cfg.save_exr:
+        paths.append(out_dir / f"{stem}_exr")
+    if cfg.save_ply:
+        paths.append(out_dir / f"{stem}_ply")
     paths.append(out_dir / f"{stem}_run.json")
     return paths
 
@@ -249,70 +254,113 @@ class PendingOutputs:
             frame = np.asarray(depth[i])
             yield RollingDepthPipeline.resize_depth(frame[None], self.size)[0] if self.cfg.restore_res else frame
 
+    @property
+    def mapping(self) -> DepthMapping:
+        """What the npy, EXR, PNG16 and PLY outputs hold: the prediction, or depth over the chosen range."""
+        near, far = self.cfg.depth_range or (None, None)
+        return DepthMapping(self.cfg.depth_out, *self.result.depth_range, near=near, far=far)
+
+    @property
+    def camera(self) -> PinholeCamera:
+        """The point clouds' pinhole camera at the output size."""
+        return PinholeCamera.for_size(self.size, self.cfg.fov, self.cfg.focal, input_width=self.source.size[1])
+
+    @property
+    def _npy_separate(self) -> bool:
+        """Whether ``{stem}_pred.npy`` is written here (restored size, or depth values) rather than
+        being the prediction's own file, renamed."""
+        return self.cfg.restore_res or self.mapping.is_depth
+
     def _sinks(self, stack: contextlib.ExitStack) -> list[tuple[Path, Callable]]:
-        """One ``(final path, write(i, frame, image))`` per per-frame output, opened in ``stack``."""
+        """One ``(final path, write(i, frame, values, image))`` per per-frame output, opened in
+        ``stack``: ``frame`` is the prediction, ``values`` what the npy/EXR/PNG16/PLY files hold
+        (:attr:`mapping`), ``image`` the input frame at the output size (or None)."""
+        import cv2
+
         from .stores import NpyFile
 
         cfg, stem, size, out_dir = self.cfg, self.source.stem, self.size, self.out_dir
         vmin, vmax = self.result.depth_range
+        lo, hi = self.mapping.value_range
         fps = cfg.output_fps or self.source.fps
         sinks: list[tuple[Path, Callable]] = []
-        if cfg.save_npy and cfg.restore_res:
-            tmp_path = out_dir / f".{stem}_pred.partial.npy"
-            self.partial.append(tmp_path)
-            restored = NpyFile(tmp_path, (self.frames, *size), np.float32)
-            stack.callback(restored.close)
-            sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, image: restored.__setitem__(i, frame)))
+        if cfg.save_npy and self._npy_separate:
+            # beside the prediction's own partial file when that one is in the output folder too
+            self._npy_tmp = out_dir / f".{stem}_pred.{'depth.' if self.mapping.is_depth else ''}partial.npy"
+            self.partial.append(self._npy_tmp)
+            values_file = NpyFile(self._npy_tmp, (self.frames, *size), np.float32)
+            stack.callback(values_file.close)
+            sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, values, image: values_file.__setitem__(i, values)))
         for cmap in cfg.cmaps:
             video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(out_dir / f"{stem}_{cmap}.mp4")), fps, size))
             sinks.append((out_dir / f"{stem}_{cmap}.mp4",
-                          lambda i, frame, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
+                          lambda i, frame, values, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
         if cfg.save_sbs:
             final = out_dir / f"{stem}_rgbd.mp4"
             sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP)))
-            sinks.append((final, lambda i, frame, image: sbs.write(
-                side_by_side(_resize_frames(image[None], size)[0], colorize(frame, cfg.cmaps[0], vmin, vmax)))))
+            sinks.append((final, lambda i, frame, values, image: sbs.write(
+                side_by_side(image, colorize(frame, cfg.cmaps[0], vmin, vmax)))))
+
+        def per_frame_files(name: str, suffix: str, write, every: int = 1) -> None:
+            """A folder ``{stem}_{name}`` of ``000000{suffix} ...`` (frames ``i % every == 0``)."""
+            final = out_dir / f"{stem}_{name}"
+            folder = stack.enter_context(atomic_dir(final))
+
+            def sink(i, frame, values, image):
+                if i % every == 0:
+                    write(folder / f"{i:06d}{suffix}", values, image)
+
+            sinks.append((final, sink))
+
         if cfg.save_png16:
-            import cv2
+            def write_png(path: Path, values, image):
+                if not cv2.imwrite(str(path), to_uint16(values, lo, hi)):
+                    raise OSError(f"could not write {out_dir / f'{stem}_depth16' / path.name}")
 
-            final = out_dir / f"{stem}_depth16"
-            png_dir = stack.enter_context(atomic_dir(final))
-
-            def write_png(i, frame, image):
-                if not cv2.imwrite(str(png_dir / f"{i:06d}.png"), to_uint16(frame, vmin, vmax)):
-                    raise OSError(f"could not write {final / f'{i:06d}.png'}")
-
-            sinks.append((final, write_png))
+            per_frame_files("depth16", ".png", write_png)
+        if cfg.save_exr:
+            per_frame_files("exr", ".exr", lambda path, values, image: write_exr(path, values))
+        if cfg.save_ply:
+            camera, stride = self.camera, cfg.ply_stride
+            comment = f"rollingdepth {__version__}: {stem}, pinhole f={camera.focal:.6g}px, x right, y down, z forward"
+            per_frame_files("ply", ".ply", lambda path, values, image: write_ply(
+                path, point_cloud(values, image, camera, stride), comment), every=cfg.save_ply)
         return sinks
 
     def _write_frames(self, progress: Progress, cancel) -> list[Path]:
         """One pass over the prediction feeds every per-frame output; each output is encoded
         in its own thread (the video encoders run side by side). Returns the final paths."""
-        cfg, n = self.cfg, self.frames
+        cfg, n, mapping = self.cfg, self.frames, self.mapping
         with contextlib.ExitStack() as stack:
             sinks = self._sinks(stack)
             total = n * len(sinks) + 1
             if sinks:
                 queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{p.name}")) for p, _ in sinks]
-                rgb = prefetch(self.source.frames(cfg.start_frame, cfg.frame_count)) if cfg.save_sbs else None  # re-read
+                needs_rgb = cfg.save_sbs or cfg.save_ply
+                rgb = prefetch(self.source.frames(cfg.start_frame, cfg.frame_count)) if needs_rgb else None  # re-read
                 for i, frame in enumerate(self._frames_out()):
                     if cancel is not None and cancel.is_set():
                         raise KeyboardInterrupt
                     image = next(rgb, None) if rgb is not None else None
                     if rgb is not None and image is None:
                         raise InputError(f"{self.source.path}: the video gave fewer frames on a second read ({i} of {n})")
+                    if image is not None:
+                        image = _resize_frames(image[None], self.size)[0]  # [H, W, 3] at the output size
+                    values = mapping.apply(frame)
                     for q, (_, sink) in zip(queues, sinks):
-                        q.submit(sink, i, frame, image)
+                        q.submit(sink, i, frame, values, image)
                     progress("write", (i + 1) * len(sinks), total)
                 for q in queues:
                     q.drain(cancel)
-        # every file is complete (and renamed) here but the .npy written in place
+        # every file is complete (and renamed) here but the .npy
         written = [p for p, _ in sinks if p.suffix != ".npy"]
         if cfg.save_npy:
             final = self.out_dir / f"{self.source.stem}_pred.npy"
-            if not cfg.restore_res:
+            if self._npy_separate:
+                os.replace(self._npy_tmp, final)
+            else:
                 self.result.depth.flush()  # renamed while still open: reading goes on through the same file
-            os.replace(self.partial[-1], final)
+                os.replace(self.partial[-1], final)
             written.insert(0, final)
         return written
 
@@ -335,7 +383,7 @@ class PendingOutputs:
 
     def _write_report(self, written: list[Path]) -> Path:
         """``{stem}_run.json``: settings used, timings, work done, memory, versions; written last."""
-        cfg, result = self.cfg, self.result
+        cfg, result, mapping = self.cfg, self.result, self.mapping
         seconds = time.perf_counter() - self.started
         vmin, vmax = result.depth_range
         self.report = {
@@ -347,7 +395,10 @@ class PendingOutputs:
             "settings": {**cfg.to_dict(), **result.settings, "seed": cfg.seed},
             "coalign_loss": result.coalign_loss,
             "depth_range": [vmin, vmax],
-            "png16_mapping": "depth = min + png / 65535 * (max - min), min/max = depth_range" if cfg.save_png16 else None,
+            "depth_output": mapping.to_dict(),
+            "png16_range": list(mapping.value_range) if cfg.save_png16 else None,
+            "png16_mapping": "value = min + png / 65535 * (max - min), [min, max] = png16_range" if cfg.save_png16 else None,
+            "point_cloud": {"every": cfg.save_ply, "stride": cfg.ply_stride, **self.camera.to_dict()} if cfg.save_ply else None,
             "counts": dict(result.counts),
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "seconds": round(seconds, 3),
