@@ -380,7 +380,9 @@ def run_video(
     out = Console(highlight=False)
 
     def fail(message: str, code: int = EXIT_USAGE):
-        err.print(f"[red]Error:[/] {message}", soft_wrap=True)
+        from rich.markup import escape
+
+        err.print(f"[red]Error:[/] {escape(message)}", soft_wrap=True)  # messages name paths, [exr] ...
         raise typer.Exit(code)
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
@@ -644,7 +646,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args = original_argv(args)
     except ValueError as exc:
-        Console(stderr=True, highlight=False).print(f"[red]Error:[/] {exc}", soft_wrap=True)
+        Console(stderr=True, highlight=False, markup=False).print(f"Error: {exc}", soft_wrap=True)
         sys.exit(EXIT_USAGE)
     run_app(app, "run-video", args)
 

@@ -104,9 +104,11 @@ class DepthMapping:
 def check_openexr(option: str = "--save-exr") -> None:
     """Raise ``ValueError`` naming ``option`` and the extra when the OpenEXR bindings are missing."""
     try:
-        import OpenEXR  # noqa: F401
+        import OpenEXR
     except ImportError:
         raise ValueError(f"{option}: needs the OpenEXR Python bindings; install them with {EXR_EXTRA_HINT}") from None
+    if not hasattr(OpenEXR, "File"):  # the numpy API came with 3.3
+        raise ValueError(f"{option}: needs OpenEXR 3.3 or newer; install it with {EXR_EXTRA_HINT}")
 
 
 def write_exr(path: Path, depth: np.ndarray) -> None:
