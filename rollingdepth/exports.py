@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 DEPTH_OUT_MODES = ("inverse", "depth")
-EXR_CHANNEL = "Z"  # the depth channel name Nuke, Blender and After Effects look for
+EXR_CHANNEL = "Z"  # the conventional name of a depth channel in compositing
 EXR_EXTRA_HINT = "pip install 'rollingdepth[exr]'"
 
 
@@ -219,6 +219,6 @@ def write_ply(path: Path, points: np.ndarray, comment: str | None = None) -> Non
     lines += [f"property uchar {c}" for c in ("red", "green", "blue")]
     lines.append("end_header")
     with open(path, "wb") as f:
-        f.write(("\n".join(lines) + "\n").encode("ascii"))
+        f.write(("\n".join(lines) + "\n").encode("ascii", "replace"))  # a comment may name a non-ASCII file
         f.write(points.tobytes())
 
