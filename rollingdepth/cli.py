@@ -6,6 +6,7 @@ and leaves the work to :mod:`rollingdepth.runner` and the pipeline.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import traceback
@@ -84,6 +85,121 @@ def _strs(values: list[str] | None) -> list[str] | None:
     return [p for v in values for p in str(v).split(",") if p]
 
 
+def _floats(values: list[str] | None, option: str) -> list[float] | None:
+    """``["0.5,20"]`` (or ``["0.5", "20"]``) -> ``[0.5, 20.0]``."""
+    if not values:
+        return None
+    out = []
+    for part in ",".join(str(v) for v in values).replace(" ", ",").split(","):
+        if part == "":
+            continue
+        try:
+            out.append(float(part))
+        except ValueError:
+            raise ValueError(f"{option}: {part!r} is not a number") from None
+    return out
+
+
+# ----------------------------------------------------------------------------- the original's command line
+# The original run_video.py (argparse) took lists as space-separated values (nargs="+") and
+# its on/off options as words (str2bool: --save-sbs false). main() rewrites such a command line
+# into the forms declared here (repeated options, --no-save-sbs) before Typer parses it.
+_INT_LISTS = ("-d", "--dilations", "--snippet-lengths", "--snip-len")
+_FLOAT_LISTS = ("--depth-range",)
+_NAME_LISTS = ("--cmap", "--color-maps")
+_TRUE_WORDS = ("yes", "true", "t", "y", "1")
+_FALSE_WORDS = ("no", "false", "f", "n", "0")
+_OPTIONAL_INT = {"--save-ply": "1"}  # an option whose value may be left out, and what it then means
+
+
+def _is_int_list(token: str) -> bool:
+    return re.fullmatch(r"-?\d+(,-?\d+)*,?", token) is not None
+
+
+def _is_float_list(token: str) -> bool:
+    parts = [p for p in token.split(",") if p]
+    try:
+        [float(p) for p in parts]
+    except ValueError:
+        return False
+    return bool(parts)
+
+
+def _is_cmap_name(token: str) -> bool:
+    """A matplotlib colour map name (or a comma list of them); an existing path is not one."""
+    if token.startswith("-") or Path(token).exists():
+        return False
+    import matplotlib
+
+    return all(p in matplotlib.colormaps for p in token.split(",") if p)
+
+
+def _option_kinds(command) -> tuple[set[str], dict[str, str]]:
+    """The options that take a value, and ``{on/off option: its off form}`` of the command."""
+    takes_value, switches = set(), {}
+    for param in command.params:
+        if getattr(param, "param_type_name", "") != "option":
+            continue
+        if param.is_flag:
+            if param.secondary_opts:
+                for name in param.opts:
+                    switches[name] = param.secondary_opts[0]
+        else:
+            takes_value.update(param.opts)
+    return takes_value, switches
+
+
+def original_argv(args: list[str], command=None) -> list[str]:
+    """The original run_video.py's command line in this command's forms.
+
+    ``-d 1 10 25`` -> ``-d 1 -d 10 -d 25`` (likewise ``--snippet-lengths``, ``--cmap``,
+    ``--depth-range``); ``--save-sbs false`` -> ``--no-save-sbs`` and ``--save-sbs true`` ->
+    ``--save-sbs`` for every on/off option; ``--save-ply`` without a number -> ``--save-ply 1``.
+    A list stops at the first value that does not fit it, so ``-d 1 10 clip.mp4`` keeps
+    clip.mp4 as INPUT. Raises ``ValueError`` naming the option for an on/off word it does not know.
+    """
+    import typer.main
+
+    takes_value, switches = _option_kinds(command if command is not None else typer.main.get_command(app))
+    lists = {**{o: _is_int_list for o in _INT_LISTS}, **{o: _is_float_list for o in _FLOAT_LISTS},
+             **{o: _is_cmap_name for o in _NAME_LISTS}}
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token == "--":
+            out += args[i:]
+            break
+        name, eq, attached = token.partition("=") if token.startswith("--") else (token, "", "")
+        if name in lists:
+            values = [attached] if eq else args[i + 1 : i + 2]
+            i += 1 if eq else 2
+            while i < len(args) and lists[name](args[i]):
+                values.append(args[i])
+                i += 1
+            out += [part for v in values for part in (name, v)] or [name]
+            continue
+        if name in switches:
+            word = attached if eq else (args[i + 1] if i + 1 < len(args) and args[i + 1].lower() in _TRUE_WORDS + _FALSE_WORDS else None)
+            i += 1 if eq or word is None else 2
+            if word is not None and word.lower() not in _TRUE_WORDS + _FALSE_WORDS:
+                raise ValueError(f"{name}: expected true or false, got {word!r}")
+            out.append(switches[name] if word is not None and word.lower() in _FALSE_WORDS else name)
+            continue
+        if name in _OPTIONAL_INT and not eq:
+            given = i + 1 < len(args) and args[i + 1].isdigit()
+            out += [name, args[i + 1] if given else _OPTIONAL_INT[name]]
+            i += 2 if given else 1
+            continue
+        if name in takes_value and not eq:  # its value is never an option nor INPUT
+            out += args[i : i + 2]
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
 def _reporter(progress: str, quiet: bool, log_every: float, err: Console) -> Reporter:
     """The progress and messages of a command (``--progress``, ``--log-every``, ``--quiet``);
     an invalid choice ends in one line and exit code 2."""
@@ -134,16 +250,16 @@ def run_video(
     start_frame: Annotated[Optional[int], typer.Option("--from", "--start-frame", metavar="INT", help="Skip this many frames first.", rich_help_panel=IN)] = None,
     frame_count: Annotated[Optional[int], typer.Option("--frames", "--frame-count", metavar="INT", help="Process at most this many frames (0 = to the end).", rich_help_panel=IN)] = None,
     checkpoint: Annotated[Optional[str], typer.Option("-c", "--checkpoint", metavar="ID|PATH", help="Hub id or local folder. (default: prs-eth/rollingdepth-v1-0)", rich_help_panel=MODEL)] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", metavar="fp16|bf16|fp32", help="fp16, bf16 or fp32 (fp16 becomes fp32 on CPU).", rich_help_panel=MODEL)] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", "--data-type", metavar="fp16|bf16|fp32", help="fp16, bf16 or fp32 (fp16 becomes fp32 on CPU).", rich_help_panel=MODEL)] = None,
     device: Annotated[Optional[str], typer.Option("--device", metavar="NAME", help="cuda, cuda:1, mps or cpu. (default: best available)", rich_help_panel=MODEL)] = None,
     preset: Annotated[Optional[str], typer.Option("-p", "--preset", metavar="NAME|YAML", help="fast, fast1024, full, paper, none, or a YAML file; options given here win. (default: fast)", rich_help_panel=INFER)] = None,
     processing_res: Annotated[Optional[int], typer.Option("--res", "--processing-resolution", metavar="INT", help="Longer edge for processing; 0 keeps the size.", rich_help_panel=INFER)] = None,
-    dilations: Annotated[Optional[list[str]], typer.Option("-d", "--dilations", metavar="D[,D..]", help="Snippet dilations, e.g. -d 1,10,25 or -d 1 -d 25; must include 1.", rich_help_panel=INFER)] = None,
-    snippet_lengths: Annotated[Optional[list[str]], typer.Option("--snippet-lengths", "--snip-len", metavar="N[,N..]", help="Frames per snippet (num_view): one value, one per dilation, or auto (from motion and free memory).", rich_help_panel=INFER)] = None,
+    dilations: Annotated[Optional[list[str]], typer.Option("-d", "--dilations", metavar="D[,D..]", help="Snippet dilations, e.g. -d 1,10,25 or -d 1 10 25 or -d 1 -d 25; must include 1.", rich_help_panel=INFER)] = None,
+    snippet_lengths: Annotated[Optional[list[str]], typer.Option("--snippet-lengths", "--snip-len", metavar="N[,N..]", help="Frames per snippet (num_view): one value, one per dilation (3,3,3 or 3 3 3), or auto (from motion and free memory).", rich_help_panel=INFER)] = None,
     num_view_per_level: Annotated[Optional[str], typer.Option("--num-view-per-level", metavar="LEVEL=K,..", help="Experimental: attention span per UNet level, e.g. coarse=3,medium=3,fine=2 (frames attend to frames less than K apart).", rich_help_panel=INFER)] = None,
     cap_dilation: Annotated[Optional[bool], typer.Option("--cap-dilation/--no-cap-dilation", help="Shrink dilations that do not fit short videos.", rich_help_panel=INFER, show_default=False)] = None,
     refine_step: Annotated[Optional[int], typer.Option("--refine-step", metavar="INT", help="Coarse-to-fine refinement steps (0 = none).", rich_help_panel=INFER)] = None,
-    refine_snippet_len: Annotated[Optional[int], typer.Option("--refine-snippet-len", metavar="INT", help="Snippet length during refinement.", rich_help_panel=INFER)] = None,
+    refine_snippet_len: Annotated[Optional[int], typer.Option("--refine-snippet-len", "--refine-snippet-length", metavar="INT", help="Snippet length during refinement.", rich_help_panel=INFER)] = None,
     refine_start_dilation: Annotated[Optional[int], typer.Option("--refine-start-dilation", metavar="INT", help="First refinement dilation.", rich_help_panel=INFER)] = None,
     coalign: Annotated[Optional[str], typer.Option("--coalign", metavar="fast|reference", help="Co-alignment solver: fast or reference.", rich_help_panel=INFER)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", metavar="INT", help="Seed of the initial noise. (default: 0)", rich_help_panel=INFER)] = None,
@@ -155,12 +271,21 @@ def run_video(
     output_dir: Annotated[Path, typer.Option("-o", "--output-dir", metavar="DIR", help="Where outputs go.", rich_help_panel=OUT)] = Path("output"),
     work_dir: Annotated[Optional[str], typer.Option("--work-dir", metavar="DIR", help="Where a run keeps its intermediate results (decoded snippets: about 4 MB per frame at 768x432 in fp16), e.g. a fast local disk. (default: the output folder)", rich_help_panel=RUN)] = None,
     output_fps: Annotated[Optional[float], typer.Option("--fps", "--output-fps", metavar="FPS", help="Frame rate of output videos (0 = the input's).", rich_help_panel=OUT)] = None,
-    restore_res: Annotated[Optional[bool], typer.Option("--restore-res/--no-restore-res", help="Outputs at the input's size.", rich_help_panel=OUT, show_default=False)] = None,
-    cmap: Annotated[Optional[list[str]], typer.Option("--cmap", metavar="NAME[,NAME..]", help="Colour maps (matplotlib names), one video each. (default: Spectral_r, Greys_r)", rich_help_panel=OUT)] = None,
+    restore_res: Annotated[Optional[bool], typer.Option("--restore-res/--no-restore-res", "--restore-resolution", help="Outputs at the input's size (also --restore-res true|false).", rich_help_panel=OUT, show_default=False)] = None,
+    cmap: Annotated[Optional[list[str]], typer.Option("--cmap", "--color-maps", metavar="NAME[,NAME..]", help="Colour maps (matplotlib names), one video each; NAME,NAME or NAME NAME. (default: Spectral_r, Greys_r)", rich_help_panel=OUT)] = None,
     save_npy: Annotated[Optional[bool], typer.Option("--save-npy/--no-save-npy", help="{stem}_pred.npy, float32 [N, H, W]. (default: on)", rich_help_panel=OUT, show_default=False)] = None,
-    save_sbs: Annotated[Optional[bool], typer.Option("--save-sbs/--no-save-sbs", help="{stem}_rgbd.mp4, input and depth side by side. (default: on)", rich_help_panel=OUT, show_default=False)] = None,
+    save_sbs: Annotated[Optional[bool], typer.Option("--save-sbs/--no-save-sbs", "--save-side-by-side", help="{stem}_rgbd.mp4, input and depth side by side; also --save-sbs true|false, like every on/off option. (default: on)", rich_help_panel=OUT, show_default=False)] = None,
     save_snippets: Annotated[Optional[bool], typer.Option("--save-snippets/--no-save-snippets", help="{stem}_snippets.npz. (default: off)", rich_help_panel=OUT, show_default=False)] = None,
-    save_png16: Annotated[Optional[bool], typer.Option("--save-png16/--no-save-png16", help="{stem}_depth16/000000.png ..., 16-bit PNG per frame. (default: off)", rich_help_panel=OUT, show_default=False)] = None,
+    save_png16: Annotated[Optional[bool], typer.Option("--save-png16/--no-save-png16", help="{stem}_depth16/000000.png ..., 16-bit PNG per frame; range in run.json (png16_range). (default: off)", rich_help_panel=OUT, show_default=False)] = None,
+    save_exr: Annotated[Optional[bool], typer.Option("--save-exr/--no-save-exr", help="{stem}_exr/000000.exr ..., float32 EXR per frame, channel Z (needs pip install 'rollingdepth\\[exr]'). (default: off)", rich_help_panel=OUT, show_default=False)] = None,
+    depth_out: Annotated[Optional[str], typer.Option("--depth-out", metavar="inverse|depth", help="What npy, EXR, PNG16 and PLY hold: inverse = the prediction (affine-invariant inverse depth, near = large); depth = mapped onto --depth-range, one mapping for the whole video. (default: inverse)", rich_help_panel=OUT)] = None,
+    depth_range: Annotated[Optional[list[str]], typer.Option("--depth-range", metavar="NEAR,FAR", help="With --depth-out depth: the depth of the nearest and farthest point of the video, in your units (e.g. 0.5,20).", rich_help_panel=OUT)] = None,
+    save_ply: Annotated[Optional[int], typer.Option("--save-ply", metavar="[EVERY]", help="{stem}_ply/000000.ply ..., coloured point cloud (binary PLY) of every EVERY-th frame (default 1: all); needs --depth-out depth.", rich_help_panel=OUT, show_default=False)] = None,
+    fov: Annotated[Optional[float], typer.Option("--fov", metavar="DEG", help="Horizontal field of view of the point clouds' pinhole camera. (default: 60)", rich_help_panel=OUT)] = None,
+    focal: Annotated[Optional[float], typer.Option("--focal", metavar="PX", help="Or its focal length in pixels of the input video (scaled to the output size).", rich_help_panel=OUT)] = None,
+    ply_stride: Annotated[Optional[int], typer.Option("--ply-stride", metavar="PX", help="One point every PX pixels in rows and columns. (default: 2)", rich_help_panel=OUT)] = None,
+    unload_snippet: Annotated[Optional[bool], typer.Option("--unload-snippet/--no-unload-snippet", help="Accepted for the original run_video.py; no effect (snippets always wait on the host and on disk).", rich_help_panel=INFER, show_default=False)] = None,
+    resample_method: Annotated[Optional[str], typer.Option("--resample-method", metavar="BILINEAR", help="Accepted for the original run_video.py: frames are always resized with antialiased bilinear filtering.", rich_help_panel=INFER)] = None,
     resume: Annotated[Optional[bool], typer.Option("--resume/--restart", help="Continue an unfinished run of the same video and settings from its work folder, or discard that folder and start over. (default: resume)", rich_help_panel=RUN, show_default=False)] = None,
     list_work: Annotated[Optional[Path], typer.Option("--list-work", metavar="DIR", help="List the work folders of unfinished runs in DIR (an output or --work-dir folder) with their size and age, and exit.", rich_help_panel=RUN)] = None,
     clean_work: Annotated[Optional[Path], typer.Option("--clean-work", metavar="DIR", help="Remove the work folders of unfinished runs in DIR (only those run-video made), and exit.", rich_help_panel=RUN)] = None,
@@ -215,7 +340,11 @@ def run_video(
             restore_res=restore_res, cmaps=_strs(cmap), save_npy=save_npy, save_sbs=save_sbs,
             save_snippets=save_snippets, save_png16=save_png16, compile=compile,
             channels_last=channels_last, tf32=tf32, work_dir=work_dir, resume=resume,
+            save_exr=save_exr, depth_out=depth_out, depth_range=_floats(depth_range, "--depth-range"),
+            save_ply=save_ply, fov=fov, focal=focal, ply_stride=ply_stride,
         )
+        if resample_method is not None and resample_method.upper() != "BILINEAR":
+            raise ValueError(f"--resample-method: only BILINEAR (antialiased) is implemented, got {resample_method!r}")
         cfg = RunConfig.build(preset, overrides)
         if cfg.device is not None:
             from .device import resolve_device
@@ -470,8 +599,14 @@ def run_app(typer_app: typer.Typer, prog_name: str, argv: list[str] | None = Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``run-video``."""
-    run_app(app, "run-video", argv)
+    """Entry point of ``run-video``; also takes the original run_video.py's command line."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = original_argv(args)
+    except ValueError as exc:
+        Console(stderr=True, highlight=False, markup=False).print(f"Error: {exc}", soft_wrap=True)
+        sys.exit(EXIT_USAGE)
+    run_app(app, "run-video", args)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,13 @@ class RunConfig(MethodSettings):
     save_sbs: bool = True
     save_snippets: bool = False
     save_png16: bool = False
+    save_exr: bool = False  # {stem}_exr/000000.exr ..., float32 Z channel (needs the [exr] extra)
+    depth_out: str = "inverse"  # inverse: the prediction as is; depth: mapped onto depth_range
+    depth_range: list[float] | None = None  # [NEAR, FAR] in the user's units, for depth_out "depth"
+    save_ply: int = 0  # a point cloud every this many frames (0 = none); needs depth_out "depth"
+    fov: float | None = None  # horizontal field of view in degrees of the point clouds' camera (default 60)
+    focal: float | None = None  # or its focal length in pixels of the input video
+    ply_stride: int = 2  # one point every this many pixels, in rows and columns
     compile: bool = False  # torch.compile the UNet and the VAE
     channels_last: bool = False
     tf32: bool = True  # TF32 matmuls and convolutions on Ampere and newer
@@ -72,7 +79,45 @@ class RunConfig(MethodSettings):
                 check_cmap(name)
             except ValueError as exc:
                 raise ValueError(f"--{exc}") from None
+        self._validate_exports()
         return self
+
+    def _validate_exports(self) -> None:
+        """The depth mapping, EXR and point-cloud settings."""
+        import math
+
+        from .exports import DEPTH_OUT_MODES, check_openexr
+
+        def number(value) -> bool:
+            return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+        if self.depth_out not in DEPTH_OUT_MODES:
+            raise ValueError(f"--depth-out: unknown value {self.depth_out!r}; expected inverse or depth")
+        if self.depth_range is not None:
+            pair = list(self.depth_range) if isinstance(self.depth_range, (list, tuple)) else [self.depth_range]
+            if len(pair) != 2 or not all(number(v) for v in pair) or not 0 < pair[0] < pair[1]:
+                raise ValueError(f"--depth-range: expected NEAR,FAR with 0 < NEAR < FAR, got {self.depth_range!r}")
+            self.depth_range = [float(v) for v in pair]
+            if self.depth_out != "depth":
+                raise ValueError("--depth-range: applies to --depth-out depth; add --depth-out depth")
+        elif self.depth_out == "depth":
+            raise ValueError("--depth-out depth: needs --depth-range NEAR,FAR (the scene's nearest and farthest "
+                             "depth in your units, e.g. 0.5,20 for metres)")
+        if isinstance(self.save_ply, bool) or not isinstance(self.save_ply, int) or self.save_ply < 0:
+            raise ValueError(f"--save-ply: {self.save_ply!r} is not a non-negative integer (every how many frames)")
+        if self.save_ply and self.depth_out != "depth":
+            raise ValueError("--save-ply: point clouds need depth, not inverse depth: add --depth-out depth "
+                             "--depth-range NEAR,FAR")
+        if self.fov is not None and (not number(self.fov) or not 0 < self.fov < 180):
+            raise ValueError(f"--fov: {self.fov!r} must be between 0 and 180 degrees")
+        if self.focal is not None and (not number(self.focal) or self.focal <= 0):
+            raise ValueError(f"--focal: {self.focal!r} must be > 0 (pixels of the input video)")
+        if self.fov is not None and self.focal is not None:
+            raise ValueError("--focal: give --fov or --focal, not both")
+        if isinstance(self.ply_stride, bool) or not isinstance(self.ply_stride, int) or self.ply_stride < 1:
+            raise ValueError(f"--ply-stride: {self.ply_stride!r} must be an integer >= 1")
+        if self.save_exr:
+            check_openexr("--save-exr")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -35,6 +35,7 @@ app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptio
 
 METRICS = ("abs_rel", "rmse", "delta1", "delta2", "delta3", "opw")
 PRED_SUFFIX = "_pred.npy"
+PRED_FOLDERS = ("_exr", "_depth16")  # run-video's EXR and 16-bit PNG sequences
 GT_SUFFIXES = (".npy", "_depth.npy", "_gt.npy")
 
 
@@ -45,7 +46,15 @@ def _version(value: bool):
 
 
 def _pred_stem(path: Path) -> str:
-    return path.name[: -len(PRED_SUFFIX)] if path.name.endswith(PRED_SUFFIX) else path.stem
+    for suffix in (PRED_SUFFIX, *PRED_FOLDERS):
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return path.name[: -len(suffix)]
+    return path.name if path.is_dir() else path.stem
+
+
+def _is_sequence(path: Path) -> bool:
+    """A folder that is one prediction: run-video's ``{stem}_exr/`` or ``{stem}_depth16/``, or EXR frames."""
+    return path.is_dir() and (path.name.endswith(PRED_FOLDERS) or any(path.glob("*.exr")))
 
 
 def load_depth(path: Path, scale: float) -> np.ndarray:
@@ -122,11 +131,16 @@ def collect(pred: Path, gt: Path, rgb: Path | None, mask: Path | None) -> list[d
     for name, p in (("--pred", pred), ("--gt", gt), ("--rgb", rgb), ("--mask", mask)):
         if p is not None and not p.exists():
             raise InputError(f"{name} {p}: no such file or folder")
-    if pred.is_file():
+    if pred.is_file() or _is_sequence(pred):
         return [{"stem": _pred_stem(pred), "pred": pred, "gt": gt, "rgb": rgb, "mask": mask}]
-    preds = sorted(pred.glob(f"*{PRED_SUFFIX}"), key=natural_key)
+    found: dict[str, Path] = {}  # stem -> its prediction: the .npy, else the EXR, else the PNG16 sequence
+    for pattern in (f"*{PRED_SUFFIX}", *(f"*{suffix}" for suffix in PRED_FOLDERS)):
+        for p in pred.glob(pattern):
+            if p.is_file() == pattern.endswith(".npy"):
+                found.setdefault(_pred_stem(p), p)
+    preds = [found[stem] for stem in sorted(found, key=natural_key)]
     if not preds:
-        raise InputError(f"--pred {pred}: no *{PRED_SUFFIX} files in the folder")
+        raise InputError(f"--pred {pred}: no *{PRED_SUFFIX} files, *_exr/ or *_depth16/ folders in the folder")
     if not gt.is_dir():
         raise InputError(f"--gt {gt}: a folder of predictions needs a folder of ground truth (matched by name)")
     jobs = []
@@ -189,7 +203,7 @@ FILES, DS, PIPE, PROTO, RUN = "Files (--pred, --gt)", "Benchmark (--dataset)", "
 
 @app.command(no_args_is_help=True)
 def eval_depth(
-    pred: Annotated[Optional[Path], typer.Option("--pred", metavar="PATH", help="A {stem}_pred.npy from run-video, or a folder of them.", rich_help_panel=FILES)] = None,
+    pred: Annotated[Optional[Path], typer.Option("--pred", metavar="PATH", help="A run-video prediction ({stem}_pred.npy, {stem}_exr/ or {stem}_depth16/ with its run.json beside it), or a folder of them.", rich_help_panel=FILES)] = None,
     gt: Annotated[Optional[Path], typer.Option("--gt", metavar="PATH", help="GT depth: .npy [N, H, W] or a folder of 16-bit PNGs; a folder of those (by stem) for a folder of predictions.", rich_help_panel=FILES)] = None,
     rgb: Annotated[Optional[Path], typer.Option("--rgb", metavar="PATH", help="The input video(s), for the optical-flow warping error.", rich_help_panel=FILES)] = None,
     mask: Annotated[Optional[Path], typer.Option("--mask", metavar="PATH", help="Valid-pixel masks: .npy or a folder of PNGs (non-zero = valid).", rich_help_panel=FILES)] = None,
@@ -283,7 +297,7 @@ def score_files(ctx: _Context, pred: Path, gt: Path, rgb: Path | None, mask: Pat
     for job in jobs:
         stem = job["stem"]
         try:
-            prediction = _load_prediction(Path(job["pred"]))
+            prediction = load_prediction(Path(job["pred"]))
             truth = load_depth(Path(job["gt"]), gt_scale)
             valid = load_mask(Path(job["mask"])) if job["mask"] is not None else None
             frames = load_rgb(Path(job["rgb"])) if job["rgb"] is not None else None
@@ -578,7 +592,7 @@ def _score_sequence(seq, pred_dir: Path, align: str, average: str, min_depth: fl
     path = pred_dir / f"{seq.name}{PRED_SUFFIX}"
     if not path.is_file():
         raise InputError(f"no prediction {path.name} in {pred_dir}")
-    prediction = _load_prediction(path)
+    prediction = load_prediction(path)
     return evaluate_video(prediction, seq.read_depth(), mask=seq.read_mask(), rgb=seq.read_rgb(),
                           cameras=seq.read_cameras(), align=align, average=average,
                           min_depth=min_depth, max_depth=max_depth)
@@ -664,13 +678,63 @@ def _results(names: list[str], failures: dict[str, str]) -> list:
     return [VideoResult(name=name, error=failures.get(name)) for name in names]
 
 
-def _load_prediction(path: Path) -> np.ndarray:
+def _run_report(path: Path) -> dict | None:
+    """The ``{stem}_run.json`` beside a prediction, if there is one."""
+    report = path.parent / f"{_pred_stem(path)}_run.json"
+    if not report.is_file():
+        return None
     try:
-        prediction = np.load(path)
+        return json.loads(report.read_text())
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable .npy file ({exc})") from None
-    if prediction.ndim == 4 and prediction.shape[1] == 1:
-        prediction = prediction[:, 0]
+        raise InputError(f"{report}: not a readable run report ({exc})") from None
+
+
+def _read_sequence(path: Path, report: dict | None) -> np.ndarray:
+    """float ``[N, H, W]`` from a folder of EXR frames or of run-video's 16-bit PNGs."""
+    import cv2
+
+    from .exports import check_openexr, read_exr
+
+    files = sorted((p for p in path.iterdir() if p.suffix.lower() in (".exr", ".png")), key=natural_key)
+    if not files:
+        raise InputError(f"{path}: no EXR or 16-bit PNG frames in the folder")
+    if files[0].suffix.lower() == ".exr":
+        check_openexr("--pred")
+        frames = [read_exr(p) for p in files if p.suffix.lower() == ".exr"]
+    else:
+        if report is None:
+            raise InputError(f"{path}: a 16-bit PNG sequence needs its {_pred_stem(path)}_run.json beside it "
+                             f"(the value range)")
+        lo, hi = report.get("png16_range") or report["depth_range"]
+        frames = []
+        for p in files:
+            img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+            if img is None or img.ndim != 2 or img.dtype != np.uint16:
+                raise InputError(f"{p}: not a single-channel 16-bit PNG")
+            frames.append(lo + img.astype(np.float64) / 65535.0 * (hi - lo))  # png16_mapping of run.json
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise InputError(f"{path}: frames of different sizes {sorted(shapes)}")
+    return np.stack(frames)
+
+
+def load_prediction(path: Path) -> np.ndarray:
+    """A run-video prediction ``[N, H, W]``, affine in the model's inverse depth: ``{stem}_pred.npy``,
+    ``{stem}_exr/`` or ``{stem}_depth16/``. Outputs written with ``--depth-out depth`` (as the
+    ``{stem}_run.json`` beside them says) are turned back into ``1 / depth``, which is affine in
+    the prediction, so every format scores the same."""
+    report = _run_report(path)
+    if path.is_dir():
+        prediction = _read_sequence(path, report)
+    else:
+        try:
+            prediction = np.load(path)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: not a readable .npy file ({exc})") from None
+        if prediction.ndim == 4 and prediction.shape[1] == 1:
+            prediction = prediction[:, 0]
+    if ((report or {}).get("depth_output") or {}).get("mode") == "depth":
+        prediction = 1.0 / np.asarray(prediction, dtype=np.float64)
     return prediction
 
 

@@ -23,6 +23,7 @@ from .background import BackgroundQueue, prefetch
 from .stores import JOURNAL
 from .config import RunConfig
 from .device import is_out_of_memory
+from .exports import DepthMapping, PinholeCamera, point_cloud, write_exr, write_ply
 from .loading import _HUB_ID, _load_checkpoint, _one_line, accelerate_pipeline, load_pipeline  # noqa: F401
 from .video_io import InputError, VideoSource, VideoWriter, atomic_dir, atomic_path
 from .visualize import SBS_GAP, colorize, side_by_side, to_uint16
@@ -65,6 +66,10 @@ def expected_outputs(out_dir: Path, stem: str, cfg: RunConfig) -> list[Path]:
         paths.append(out_dir / f"{stem}_snippets.npz")
     if cfg.save_png16:
         paths.append(out_dir / f"{stem}_depth16")
+    if cfg.save_exr:
+        paths.append(out_dir / f"{stem}_exr")
+    if cfg.save_ply:
+        paths.append(out_dir / f"{stem}_ply")
     paths.append(out_dir / f"{stem}_run.json")
     return paths
 
@@ -343,41 +348,78 @@ class PendingOutputs:
             frame = np.asarray(depth[i])
             yield RollingDepthPipeline.resize_depth(frame[None], self.size)[0] if self.cfg.restore_res else frame
 
+    @property
+    def mapping(self) -> DepthMapping:
+        """What the npy, EXR, PNG16 and PLY outputs hold: the prediction, or depth over the chosen range."""
+        near, far = self.cfg.depth_range or (None, None)
+        return DepthMapping(self.cfg.depth_out, *self.result.depth_range, near=near, far=far)
+
+    @property
+    def camera(self) -> PinholeCamera:
+        """The point clouds' pinhole camera at the output size."""
+        return PinholeCamera.for_size(self.size, self.cfg.fov, self.cfg.focal, input_width=self.source.size[1])
+
+    @property
+    def _npy_separate(self) -> bool:
+        """Whether ``{stem}_pred.npy`` is written here (restored size, or depth values) rather than
+        being the prediction's own file, renamed."""
+        return self.cfg.restore_res or self.mapping.is_depth
+
     def _sinks(self, stack: contextlib.ExitStack) -> list[tuple[Path, Callable]]:
-        """One ``(final path, write(i, frame, image))`` per per-frame output, opened in ``stack``."""
+        """One ``(final path, write(i, frame, values, image))`` per per-frame output, opened in
+        ``stack``: ``frame`` is the prediction, ``values`` what the npy/EXR/PNG16/PLY files hold
+        (:attr:`mapping`), ``image`` the input frame at the output size (or None)."""
+        import cv2
+
         from .stores import NpyFile
 
         cfg, stem, size, out_dir = self.cfg, self.source.stem, self.size, self.out_dir
         vmin, vmax = self.result.depth_range
+        lo, hi = self.mapping.value_range
         fps = cfg.output_fps or self.source.fps
         sinks: list[tuple[Path, Callable]] = []
         done = self._written_before()
-        if cfg.save_npy and cfg.restore_res and f"{stem}_pred.npy" not in done:
-            tmp_path = out_dir / f".{stem}_pred.partial.npy"
-            self.partial.append(tmp_path)
-            restored = NpyFile(tmp_path, (self.frames, *size), np.float32)
-            stack.callback(restored.close)
-            sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, image: restored.__setitem__(i, frame)))
+        if cfg.save_npy and self._npy_separate and f"{stem}_pred.npy" not in done:
+            self._npy_tmp = self.workdir / "pred_values.npy"  # in the work folder, moved when complete
+            values_file = NpyFile(self._npy_tmp, (self.frames, *size), np.float32)
+            stack.callback(values_file.close)
+            sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, values, image: values_file.__setitem__(i, values)))
         for cmap in [c for c in cfg.cmaps if f"{stem}_{c}.mp4" not in done]:
             video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(out_dir / f"{stem}_{cmap}.mp4")), fps, size))
             sinks.append((out_dir / f"{stem}_{cmap}.mp4",
-                          lambda i, frame, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
+                          lambda i, frame, values, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
         if cfg.save_sbs and f"{stem}_rgbd.mp4" not in done:
             final = out_dir / f"{stem}_rgbd.mp4"
             sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP)))
-            sinks.append((final, lambda i, frame, image: sbs.write(
-                side_by_side(_resize_frames(image[None], size)[0], colorize(frame, cfg.cmaps[0], vmin, vmax)))))
-        if cfg.save_png16 and f"{stem}_depth16" not in done:
-            import cv2
+            sinks.append((final, lambda i, frame, values, image: sbs.write(
+                side_by_side(image, colorize(frame, cfg.cmaps[0], vmin, vmax)))))
 
-            final = out_dir / f"{stem}_depth16"
-            png_dir = stack.enter_context(atomic_dir(final))
+        def per_frame_files(name: str, suffix: str, write, every: int = 1) -> None:
+            """A folder ``{stem}_{name}`` of ``000000{suffix} ...`` (frames ``i % every == 0``)."""
+            final = out_dir / f"{stem}_{name}"
+            if final.name in done:
+                return
+            folder = stack.enter_context(atomic_dir(final))
 
-            def write_png(i, frame, image):
-                if not cv2.imwrite(str(png_dir / f"{i:06d}.png"), to_uint16(frame, vmin, vmax)):
-                    raise OSError(f"could not write {final / f'{i:06d}.png'}")
+            def sink(i, frame, values, image):
+                if i % every == 0:
+                    write(folder / f"{i:06d}{suffix}", values, image)
 
-            sinks.append((final, write_png))
+            sinks.append((final, sink))
+
+        if cfg.save_png16:
+            def write_png(path: Path, values, image):
+                if not cv2.imwrite(str(path), to_uint16(values, lo, hi)):
+                    raise OSError(f"could not write {out_dir / f'{stem}_depth16' / path.name}")
+
+            per_frame_files("depth16", ".png", write_png)
+        if cfg.save_exr:
+            per_frame_files("exr", ".exr", lambda path, values, image: write_exr(path, values))
+        if cfg.save_ply:
+            camera, stride = self.camera, cfg.ply_stride
+            comment = f"rollingdepth {__version__}: {stem}, pinhole f={camera.focal:.6g}px, x right, y down, z forward"
+            per_frame_files("ply", ".ply", lambda path, values, image: write_ply(
+                path, point_cloud(values, image, camera, stride), comment), every=cfg.save_ply)
         return sinks
 
     def _write_frames(self, progress: Progress, cancel) -> list[Path]:
@@ -386,23 +428,26 @@ class PendingOutputs:
         every output but the snippets and the report, including those a killed run finished."""
         import shutil
 
-        cfg, n, stem = self.cfg, self.frames, self.source.stem
+        cfg, n, stem, mapping = self.cfg, self.frames, self.source.stem, self.mapping
         done = self._written_before()
         with contextlib.ExitStack() as stack:
             sinks = self._sinks(stack)
             total = n * len(sinks) + 1
             if sinks:
                 queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{p.name}")) for p, _ in sinks]
-                sbs = any(p.name == f"{stem}_rgbd.mp4" for p, _ in sinks)
-                rgb = prefetch(self.source.frames(cfg.start_frame, cfg.frame_count)) if sbs else None  # re-read
+                needs_rgb = any(p.name in (f"{stem}_rgbd.mp4", f"{stem}_ply") for p, _ in sinks)
+                rgb = prefetch(self.source.frames(cfg.start_frame, cfg.frame_count)) if needs_rgb else None  # re-read
                 for i, frame in enumerate(self._frames_out()):
                     if cancel is not None and cancel.is_set():
                         raise KeyboardInterrupt
                     image = next(rgb, None) if rgb is not None else None
                     if rgb is not None and image is None:
                         raise InputError(f"{self.source.path}: the video gave fewer frames on a second read ({i} of {n})")
+                    if image is not None:
+                        image = _resize_frames(image[None], self.size)[0]  # [H, W, 3] at the output size
+                    values = mapping.apply(frame)
                     for q, (_, sink) in zip(queues, sinks):
-                        q.submit(sink, i, frame, image)
+                        q.submit(sink, i, frame, values, image)
                     progress("write", (i + 1) * len(sinks), total)
                 for q in queues:
                     q.drain(cancel)
@@ -410,8 +455,8 @@ class PendingOutputs:
         new = [p for p, _ in sinks if p.suffix != ".npy"]
         final = self.out_dir / f"{stem}_pred.npy"
         if cfg.save_npy and final.name not in done:
-            if cfg.restore_res:
-                os.replace(self.partial[-1], final)
+            if self._npy_separate:
+                shutil.move(self._npy_tmp, final)
             else:
                 self.result.depth.flush()
                 shutil.move(self.result.depth.path, final)  # a rename unless --work-dir is on another disk
@@ -440,7 +485,7 @@ class PendingOutputs:
 
     def _write_report(self, written: list[Path]) -> Path:
         """``{stem}_run.json``: settings used, timings, work done, memory, versions; written last."""
-        cfg, result = self.cfg, self.result
+        cfg, result, mapping = self.cfg, self.result, self.mapping
         seconds = time.perf_counter() - self.started
         vmin, vmax = result.depth_range
         self.report = {
@@ -452,7 +497,10 @@ class PendingOutputs:
             "settings": {**cfg.to_dict(), **result.settings, "seed": cfg.seed},
             "coalign_loss": result.coalign_loss,
             "depth_range": [vmin, vmax],
-            "png16_mapping": "depth = min + png / 65535 * (max - min), min/max = depth_range" if cfg.save_png16 else None,
+            "depth_output": mapping.to_dict(),
+            "png16_range": list(mapping.value_range) if cfg.save_png16 else None,
+            "png16_mapping": "value = min + png / 65535 * (max - min), [min, max] = png16_range" if cfg.save_png16 else None,
+            "point_cloud": {"every": cfg.save_ply, "stride": cfg.ply_stride, **self.camera.to_dict()} if cfg.save_ply else None,
             "counts": dict(result.counts),
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "seconds": round(seconds, 3),

@@ -417,3 +417,54 @@ def test_containers_and_codecs_decode(tmp_path, name, codec):
     assert frames.shape == (5, 24, 32, 3) and frames.dtype == np.uint8
     assert source.frame_count == 5 and source.fps == 12.0
     assert np.abs(frames.astype(int) - make_clip(5, 24, 32).astype(int)).mean() < 20  # the same picture
+
+
+# ----------------------------------------------------------------------------- the original's command line
+def test_original_argv_becomes_this_commands_forms(tmp_path):
+    o = cli.original_argv
+    assert o(["-d", "1", "10", "clip.mp4"]) == ["-d", "1", "-d", "10", "clip.mp4"]  # clip.mp4 stays INPUT
+    assert o(["--snippet-lengths", "3", "3", "3", "-i", "v.mp4"]) == ["--snippet-lengths", "3"] * 3 + ["-i", "v.mp4"]
+    assert o(["--snip-len", "auto", "v.mp4"]) == ["--snip-len", "auto", "v.mp4"]
+    (tmp_path / "viridis").mkdir()  # an existing path is INPUT, never a colour map
+    assert o(["--cmap", "Spectral_r", "Greys_r", str(tmp_path / "viridis")]) == \
+        ["--cmap", "Spectral_r", "--cmap", "Greys_r", str(tmp_path / "viridis")]
+    assert o(["--save-sbs", "false", "--restore-res", "true", "--cap-dilation", "False", "--unload-snippet", "1",
+              "--save-npy", "--save-snippets=no"]) == \
+        ["--no-save-sbs", "--restore-res", "--no-cap-dilation", "--unload-snippet", "--save-npy", "--no-save-snippets"]
+    assert o(["--save-ply", "clip.mp4"]) == ["--save-ply", "1", "clip.mp4"]
+    assert o(["--save-ply", "5", "--depth-range", "0.5", "20"]) == ["--save-ply", "5", "--depth-range", "0.5", "--depth-range", "20"]
+    assert o(["-o", "true", "-c", "1", "x.mp4"]) == ["-o", "true", "-c", "1", "x.mp4"]  # values of other options untouched
+    with pytest.raises(ValueError, match="--save-sbs"):
+        o(["--save-sbs=maybe"])
+
+
+def test_original_readme_commands(tmp_path, capsys):
+    """The original README's commands (python run_video.py -i ... -o ... -p fast --verbose, and
+    its space-separated and true/false options) run unchanged; only the tiny checkpoint, a small
+    --res and fp32 are added, in the original's own options."""
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    write_clip(folder / "clip.mp4", make_clip(8, 24, 32, seed=4))
+    tiny = ["-c", str(TINY_CHECKPOINT), "--res", "32", "--dtype", "fp32"]
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "run_video.py"), "-i", str(folder), "-o",
+                           str(tmp_path / "samples_fast"), "-p", "fast", "--verbose", *tiny],
+                          capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "samples_fast").iterdir()) == [
+        "clip_Greys_r.mp4", "clip_Spectral_r.mp4", "clip_pred.npy", "clip_rgbd.mp4", "clip_run.json"]
+    assert np.load(tmp_path / "samples_fast" / "clip_pred.npy").shape == (8, 24, 32)
+
+    out = tmp_path / "variants"
+    code, _, err = run(["-i", folder / "clip.mp4", "-o", out, "-p", "fast", "-d", "1", "10", "25", "--snippet-lengths",
+                        "3", "3", "3", "--refine-step", "1", "--max-vae-bs", "1", "--unload-snippet", "true",
+                        "--save-sbs", "false", "--save-npy", "true", "--save-snippets", "true", "--cap-dilation", "true",
+                        "--restore-res", "false", "--cmap", "Spectral_r", "Greys_r", "--from", "1", "--frames", "6",
+                        "--seed", "3", *tiny], capsys)
+    assert code == 0, err
+    report = json.loads((out / "clip_run.json").read_text())
+    s = report["settings"]
+    assert report["frames"] == 6 and s["seed"] == 3 and s["max_vae_bs"] == 1 and s["refine_step"] == 1
+    assert len(s["snippet_lengths"]) == len(s["dilations"]) and set(s["snippet_lengths"]) == {3}
+    assert s["cmaps"] == ["Spectral_r", "Greys_r"] and s["save_sbs"] is False and s["restore_res"] is False
+    assert (out / "clip_snippets.npz").exists() and not (out / "clip_rgbd.mp4").exists()
+    assert np.load(out / "clip_pred.npy").shape == (6, 24, 32)
