@@ -132,6 +132,65 @@ def test_yaml_preset_file(tmp_path, capsys, clips):
     assert report["settings"]["cmaps"] == ["viridis"] and report["outputs"][1] == "b_viridis.mp4"
 
 
+def _readme_preset_table() -> dict[str, dict]:
+    """The README's preset table as {name: settings}, in the keys of the preset files."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.replace(" ", "").startswith("|preset|dilations|"))
+    header = [c.strip() for c in lines[start].strip().strip("|").split("|")]
+    assert lines[start + 1].replace("|", "").replace("-", "").strip() == "", "no table separator"
+    columns = {"dilations": "dilations", "snippet length": "snippet_lengths", "dtype": "dtype",
+               "refine steps": "refine_step", "resolution": "processing_res", "cap dilation": "cap_dilation",
+               "co-alignment": "coalign"}
+    assert set(header[1:]) == set(columns), header
+    table = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = dict(zip(header, (c.strip() for c in line.strip().strip("|").split("|"))))
+        name = cells.pop("preset").split("(")[0].strip()
+        row = {}
+        for title, value in cells.items():
+            key = columns[title]
+            if key in ("dilations", "snippet_lengths"):
+                row[key] = [int(v) for v in value.split(",")]
+            elif key in ("refine_step", "processing_res"):
+                row[key] = int(value)
+            elif key == "cap_dilation":
+                row[key] = {"yes": True, "no": False}[value]
+            else:
+                row[key] = value
+        table[name] = row
+    return table
+
+
+def test_presets_in_configs_match_the_readme_and_the_package():
+    """configs/ holds real files (not a link that breaks on some clones) identical to the
+    package's; every preset the README names loads from configs/ with the README's values."""
+    from rollingdepth.config import PRESET_DIR, PRESETS, RunConfig, load_preset
+
+    top = REPO / "configs"
+    assert top.is_dir() and not top.is_symlink()
+    top_files = sorted(p.name for p in top.iterdir())
+    assert top_files == sorted(p.name for p in PRESET_DIR.glob("*.yaml")) == sorted(f"{n}.yaml" for n in PRESETS)
+    for name in top_files:
+        path = top / name
+        assert path.is_file() and not path.is_symlink(), name
+        assert path.read_bytes() == (PRESET_DIR / name).read_bytes(), f"configs/{name} differs from the package's copy"
+    table = _readme_preset_table()
+    assert set(table) == {"fast", "fast1024", "full", "paper"}
+    for name, want in table.items():
+        from_top = load_preset(top / f"{name}.yaml")
+        assert load_preset(name) == from_top
+        got = {key: from_top[key] for key in want}
+        assert got == want, name
+        cfg = RunConfig.build(top / f"{name}.yaml", {})  # valid settings, as run-video takes them
+        assert {key: getattr(cfg, key) for key in want} == want
+    readme = (REPO / "README.md").read_text()
+    assert "| fast (default) |" in readme
+    default = RunConfig.build(None, {})
+    assert {key: getattr(default, key) for key in table["fast"]} == table["fast"]
+
+
 def test_repeated_and_comma_options_agree():
     assert cli._ints(["1,10,25"], "-d") == cli._ints(["1", "10", "25"], "-d") == [1, 10, 25]
 
