@@ -550,6 +550,46 @@ def test_interrupt_leaves_no_partial_file(tmp_path, capsys, clips, monkeypatch):
     assert_no_partial_files(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def big_clip(tmp_path_factory):
+    """16 frames of 240x320: cheap to predict at --res 32, slow enough to write restored."""
+    return write_clip(tmp_path_factory.mktemp("big") / "big.mp4", make_clip(16, 240, 320, seed=3))
+
+
+@pytest.mark.parametrize("stage,marker", [("inference", "*.work-*"), ("writing", "*.partial.mp4")])
+def test_ctrl_c_in_a_real_process(tmp_path, big_clip, stage, marker):
+    """A real SIGINT to the process group of ``python -m rollingdepth`` (what Ctrl-C in a
+    terminal sends), once its work folder appears (inference) or once its first temporary
+    video appears (writing): exit code 130 and an output folder left empty."""
+    import os
+    import signal
+
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None)
+    args = [sys.executable, "-m", "rollingdepth", big_clip, *BASE, "-d", "1,4", "--restore-res", "--save-png16", "-o", out]
+    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+        proc = subprocess.Popen([str(a) for a in args], cwd=REPO, env=env, stdout=stdout, stderr=stderr,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not (out.is_dir() and any(out.glob(marker))):
+                assert proc.poll() is None, f"finished before {stage}: {(tmp_path / 'stderr').read_text()}"
+                assert time.monotonic() < deadline, f"no {marker} after 300 s"
+                time.sleep(0.002)
+            assert not (out / "big_run.json").exists()  # still running: the video is not complete
+            os.killpg(proc.pid, signal.SIGINT)
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    err = (tmp_path / "stderr").read_text()
+    assert code == 130, err
+    assert "Interrupted" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in out.iterdir()) == [], "left behind"
+
+
 def test_outputs_are_written_while_the_next_video_is_predicted(tmp_path, capsys, clips, monkeypatch):
     """a's outputs are written in the background: its writing waits here until b's prediction
     has started, which can only happen if the two overlap."""
