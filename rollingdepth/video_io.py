@@ -168,7 +168,7 @@ def _passthrough_args() -> tuple[str, ...]:
     Without them ffmpeg's rawvideo pipe holds a constant frame rate and repeats frames where
     timestamps leave a gap (a damaged file gave 25 frames of which 3 were repeats).
     ``-fps_mode`` exists since ffmpeg 5.1; older builds (imageio-ffmpeg 0.5 bundles 4.2) only
-    know ``-vsync``, which ffmpeg 8 removed.
+    know ``-vsync``, which current builds (9.0 here) reject.
     """
     import imageio_ffmpeg
 
