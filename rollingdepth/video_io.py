@@ -2,16 +2,31 @@
 
 Video decoding and encoding go through imageio-ffmpeg and its bundled ffmpeg (no system
 ffmpeg needed). Frames come out as uint8 RGB whatever the source (grayscale, alpha, 10-bit),
-with rotation metadata applied by ffmpeg.
+with rotation metadata applied by ffmpeg; every decoded frame comes out once (no frames
+duplicated or dropped to fill a constant frame rate).
+
+Images: grayscale becomes R = G = B; an alpha channel is dropped (the colour channels are
+kept as stored, not composited onto a background); 16-bit images are scaled to 8 bits,
+``round(v * 255 / 65535)``.
+
+Truncated videos: the frames that decode are compared with the count the container declares
+(:attr:`VideoSource.container_frames`); fewer is a :class:`TruncatedVideoWarning` naming both
+numbers, or an :class:`InputError` with ``strict=True``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
+import math
 import os
 import re
 import shutil
+import struct
+import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +37,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "InputError",
+    "TruncatedVideoWarning",
     "VideoSource",
     "atomic_dir",
     "atomic_path",
@@ -38,9 +54,24 @@ class InputError(ValueError):
     """An input the user gave cannot be used; the message says why, in one line."""
 
 
+class TruncatedVideoWarning(UserWarning):
+    """Fewer frames decode than the video's container declares (a truncated or damaged file)."""
+
+
 def natural_key(path: str | Path) -> list:
     """Sort key putting ``frame2`` before ``frame10``."""
     return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", str(path))]
+
+
+class _RotationNotice(logging.Filter):
+    """imageio-ffmpeg logs a warning whenever decoded frames differ in size from the coded
+    ones, which is what honouring rotation metadata does: that one message is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is different from the source frame size" not in record.getMessage()
+
+
+logging.getLogger("imageio_ffmpeg").addFilter(_RotationNotice())
 
 
 def _ffmpeg_error(path: Path, exc: BaseException) -> InputError:
@@ -65,7 +96,15 @@ class VideoSource:
     images: list[Path] | None = None
     fps: float = 0.0
     size: tuple[int, int] = (0, 0)  # (H, W) of decoded frames
-    frame_count: int = 0  # exact for images; for videos, counted by ffmpeg
+    frame_count: int = 0  # exact for images; for videos, the frames that decode (counted by ffmpeg)
+    container_frames: int | None = None  # videos: the frame count the container declares (None: unknown)
+
+    @property
+    def missing_frames(self) -> int:
+        """How many fewer frames decode than the container declares (0 when unknown)."""
+        if self.container_frames is None:
+            return 0
+        return max(0, self.container_frames - self.frame_count)
 
     @property
     def stem(self) -> str:
@@ -80,7 +119,13 @@ class VideoSource:
         if self.images is not None:
             stop = len(self.images) if count <= 0 else min(len(self.images), start + count)
             for p in self.images[start:stop]:
-                yield _read_image(p)
+                image = _read_image(p)
+                if self.size != (0, 0) and image.shape[:2] != tuple(self.size):
+                    raise InputError(
+                        f"{p}: {image.shape[1]}x{image.shape[0]} pixels, but the sequence's first image "
+                        f"has {self.size[1]}x{self.size[0]}; all frames of a sequence need one size"
+                    )
+                yield image
             return
         yield from _read_video_frames(self.path, start, count)
 
@@ -97,27 +142,64 @@ class VideoSource:
 
 
 def _read_image(path: Path) -> np.ndarray:
+    """uint8 RGB ``[H, W, 3]``: grey repeated, alpha dropped, 16 bits scaled to 8."""
     import cv2
 
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None:
         raise InputError(f"{path}: not a readable image")
     if data.dtype == np.uint16:
-        data = (data / 257).round().astype(np.uint8)
+        data = (data.astype(np.float32) * (255.0 / 65535.0)).round().astype(np.uint8)
     elif data.dtype != np.uint8:
-        raise InputError(f"{path}: unsupported image type {data.dtype}")
+        raise InputError(f"{path}: unsupported image type {data.dtype} (8- or 16-bit images only)")
+    if data.ndim == 3 and data.shape[2] in (1, 2):  # grey (+ alpha)
+        data = data[..., 0]
     if data.ndim == 2:
         return np.repeat(data[..., None], 3, axis=2)
-    if data.shape[2] == 4:
-        data = data[..., :3]
-    return np.ascontiguousarray(data[..., ::-1])  # BGR -> RGB
+    if data.ndim != 3 or data.shape[2] not in (3, 4):
+        raise InputError(f"{path}: unsupported image layout {data.shape}")
+    return np.ascontiguousarray(data[..., 2::-1])  # BGR(A) -> RGB, alpha dropped
+
+
+@functools.lru_cache(maxsize=None)
+def _passthrough_args() -> tuple[str, ...]:
+    """ffmpeg output options that pass every decoded frame on once, whatever its timestamp.
+
+    Without them ffmpeg's rawvideo pipe holds a constant frame rate and repeats frames where
+    timestamps leave a gap (a damaged file gave 25 frames of which 3 were repeats).
+    ``-fps_mode`` exists since ffmpeg 5.1; older builds (imageio-ffmpeg 0.5 bundles 4.2) only
+    know ``-vsync``, which current builds (9.0 here) reject.
+    """
+    import imageio_ffmpeg
+
+    try:
+        version = imageio_ffmpeg.get_ffmpeg_version()
+    except Exception:  # noqa: BLE001 - an unknown build: assume a current one
+        version = ""
+    match = re.match(r"n?(\d+)\.(\d+)", version)
+    if match and (int(match[1]), int(match[2])) < (5, 1):
+        return ("-vsync", "passthrough")
+    return ("-fps_mode", "passthrough")
+
+
+def _count_decoded_frames(path: Path) -> int:
+    """The frames of the first video stream that decode, with the options used for reading."""
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-progress", "pipe:1",
+           "-i", str(path), "-map", "0:v:0", *_passthrough_args(), "-f", "null", "-"]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    counts = re.findall(r"^frame=\s*(\d+)\s*$", proc.stdout, flags=re.MULTILINE)
+    if not counts:
+        raise RuntimeError(proc.stderr[-2000:] or f"ffmpeg exited with {proc.returncode}")
+    return int(counts[-1])
 
 
 def _read_video_frames(path: Path, start: int, count: int) -> Iterator[np.ndarray]:
     import imageio_ffmpeg
 
     try:
-        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-map", "0:v:0", *_passthrough_args()])
         meta = next(gen)
     except (OSError, RuntimeError, StopIteration, IndexError, AttributeError) as exc:
         raise _ffmpeg_error(path, exc) from None
@@ -144,20 +226,182 @@ def _read_video_frames(path: Path, start: int, count: int) -> Iterator[np.ndarra
         gen.close()
 
 
-def probe_video(path: Path) -> VideoSource:
-    """Frame rate, size and exact frame count of a video file (``InputError`` if unreadable)."""
+def probe_video(path: Path, strict: bool = False) -> VideoSource:
+    """Frame rate, size and exact frame count of a video file (``InputError`` if unreadable).
+
+    ``frame_count`` is what decodes; ``container_frames`` what the container declares (see
+    :func:`container_frame_count`). Fewer frames decoding than declared warns
+    (:class:`TruncatedVideoWarning`, both numbers in the message), or with ``strict`` raises
+    ``InputError``.
+    """
     import imageio_ffmpeg
 
     try:
         gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
         meta = next(gen)
         gen.close()
-        frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+        frames = _count_decoded_frames(path)
     except (OSError, RuntimeError, StopIteration, IndexError, AttributeError) as exc:
         raise _ffmpeg_error(path, exc) from None
     width, height = meta["size"]
     fps = float(meta.get("fps") or 0.0)
-    return VideoSource(path=path, fps=fps if fps > 0 else 30.0, size=(height, width), frame_count=int(frames))
+    source = VideoSource(path=path, fps=fps if fps > 0 else 30.0, size=(height, width), frame_count=int(frames))
+    declared = container_frame_count(path, meta)
+    if declared is not None:
+        source.container_frames, tolerance = declared
+        if frames > 0 and source.missing_frames > tolerance:
+            message = (
+                f"{path}: the container declares {source.container_frames} frames but only {frames} decode "
+                f"(truncated or damaged file)"
+            )
+            if strict:
+                raise InputError(f"{message}; strict mode refuses it")
+            warnings.warn(f"{message}; using the {frames} that decode", TruncatedVideoWarning, stacklevel=2)
+    return source
+
+
+# ----------------------------------------------------------------------------- declared frame count
+_MP4_EXTENSIONS = (".mp4", ".mov", ".m4v", ".3gp", ".3g2")
+_MOOV_LIMIT = 256 * 2**20  # a moov box larger than this is not read (bytes)
+
+
+def container_frame_count(path: Path, meta: dict | None = None) -> tuple[int, int] | None:
+    """``(frames the container declares for the video, tolerance)``, or None when unknown.
+
+    MP4 / MOV: the first video track's sample table (``stts``): exact (tolerance 0); when its
+    edit list shows only part of the media, that part's share (tolerance 1). Other containers, when ffmpeg reports the video
+    as the only stream: duration x frame rate from the header, rounded (tolerance 1). With
+    other streams (e.g. audio) the container's duration is not the video's: None. GIF
+    (delays in 1/100 s, so no exact frame rate): None.
+    """
+    path = Path(path)
+    if path.suffix.lower() in _MP4_EXTENSIONS:
+        try:
+            return _mp4_declared_frames(path)
+        except (OSError, ValueError, TypeError, struct.error):
+            return None
+    if path.suffix.lower() == ".gif" or meta is None:
+        return None
+    duration, fps = float(meta.get("duration") or 0.0), float(meta.get("fps") or 0.0)
+    if duration <= 0 or fps <= 0 or _stream_count(path) != 1:
+        return None
+    return round(duration * fps), 1
+
+
+def _stream_count(path: Path) -> int:
+    """How many streams ffmpeg lists in the file's header (0 when it cannot tell)."""
+    import imageio_ffmpeg
+
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+    return len(re.findall(r"^\s*Stream #\d+:\d+", proc.stderr, flags=re.MULTILINE))
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """ISO-BMFF boxes in ``data[start:end]``: ``(type, payload start, payload end)``."""
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        header = 8
+        if size == 1:
+            size = struct.unpack(">Q", data[pos + 8 : pos + 16])[0]
+            header = 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            return
+        yield kind, pos + header, pos + size
+        pos += size
+
+
+def _child(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    for k, a, b in _boxes(data, start, end):
+        if k == kind:
+            return a, b
+    return None
+
+
+def _read_moov(path: Path) -> bytes | None:
+    """The payload of the file's top-level ``moov`` box (None when there is none)."""
+    with open(path, "rb") as f:
+        size_total = os.fstat(f.fileno()).st_size
+        pos = 0
+        while pos + 8 <= size_total:
+            f.seek(pos)
+            head = f.read(16)
+            if len(head) < 8:
+                return None
+            size, kind = struct.unpack(">I4s", head[:8])
+            header = 8
+            if size == 1:
+                if len(head) < 16:
+                    return None
+                size, header = struct.unpack(">Q", head[8:16])[0], 16
+            elif size == 0:
+                size = size_total - pos
+            if size < header:
+                return None
+            if kind == b"moov":
+                if size > _MOOV_LIMIT:
+                    return None
+                f.seek(pos + header)
+                payload = f.read(size - header)
+                return payload if len(payload) == size - header else None
+            pos += size
+    return None
+
+
+def _full_box_times(data: bytes, start: int, timescale_first: bool) -> tuple[int, int]:
+    """``(timescale, duration)`` of an mvhd / mdhd box (``timescale_first``) or ``(0, duration)``
+    of a tkhd box, for version 0 and 1 boxes."""
+    version = data[start]
+    if timescale_first:
+        if version == 1:
+            return struct.unpack(">IQ", data[start + 20 : start + 32])
+        return struct.unpack(">II", data[start + 12 : start + 20])
+    if version == 1:
+        return 0, struct.unpack(">Q", data[start + 28 : start + 36])[0]
+    return 0, struct.unpack(">I", data[start + 20 : start + 24])[0]
+
+
+def _mp4_declared_frames(path: Path) -> tuple[int, int] | None:
+    """``(frames, tolerance)`` of the first video track: its sample table (exact), or, when
+    its edit list shows only part of the media, that part's share of the samples rounded
+    down (tolerance 1: the edit may start or end inside a frame)."""
+    moov = _read_moov(path)
+    if moov is None:
+        return None
+    mvhd = _child(moov, 0, len(moov), b"mvhd")
+    movie_scale = _full_box_times(moov, mvhd[0], True)[0] if mvhd else 0
+    for kind, a, b in _boxes(moov):
+        if kind != b"trak":
+            continue
+        mdia = _child(moov, a, b, b"mdia")
+        hdlr = mdia and _child(moov, *mdia, b"hdlr")
+        if not hdlr or moov[hdlr[0] + 8 : hdlr[0] + 12] != b"vide":
+            continue
+        stbl = _child(moov, *_child(moov, *mdia, b"minf") or (0, 0), b"stbl")
+        stts = stbl and _child(moov, *stbl, b"stts")
+        if not stts:
+            return None
+        (entries,) = struct.unpack(">I", moov[stts[0] + 4 : stts[0] + 8])
+        table = moov[stts[0] + 8 : stts[0] + 8 + 8 * entries]
+        if len(table) != 8 * entries:
+            return None
+        samples = sum(struct.unpack(f">{2 * entries}I", table)[0::2])
+        if samples == 0:
+            return None  # fragmented MP4: the samples are declared in the fragments
+        mdhd = _child(moov, *mdia, b"mdhd")
+        tkhd = _child(moov, a, b, b"tkhd")
+        if mdhd and tkhd and movie_scale:
+            media_scale, media_duration = _full_box_times(moov, mdhd[0], True)
+            shown = _full_box_times(moov, tkhd[0], False)[1] / movie_scale  # seconds the edit list shows
+            media = media_duration / media_scale if media_scale else 0.0
+            if media > 0 and 0 < shown < media:
+                return math.floor(samples * shown / media), 1
+        return samples, 0
+    return None
 
 
 def _image_source(path: Path, images: list[Path]) -> VideoSource:
@@ -219,8 +463,12 @@ def _glob(pattern: str) -> list[str]:
     return glob.glob(os.path.expanduser(pattern))
 
 
-def load_source(entry: Path | tuple[Path, list[Path]]) -> VideoSource:
-    """Probe one entry of :func:`open_source` (``InputError`` when it cannot be read)."""
+def load_source(entry: Path | tuple[Path, list[Path]], strict: bool = False) -> VideoSource:
+    """Probe one entry of :func:`open_source` (``InputError`` when it cannot be read).
+
+    ``strict``: a video of which fewer frames decode than its container declares is an
+    ``InputError`` rather than a :class:`TruncatedVideoWarning` (see :func:`probe_video`).
+    """
     if isinstance(entry, tuple):
         return _image_source(*entry)
     path = entry
@@ -235,7 +483,7 @@ def load_source(entry: Path | tuple[Path, list[Path]]) -> VideoSource:
         return _image_source(path.parent / path.stem, [path])
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
-    source = probe_video(path)
+    source = probe_video(path, strict=strict)
     if source.frame_count == 0:
         raise InputError(f"{path}: the video has no frames")
     return source

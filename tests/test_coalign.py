@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from rollingdepth.coalign import build_problem, coalign, coalign_loss, merge_snippets
+from rollingdepth.snippets import snippet_indices
 
 from .conftest import GOLDEN_A
 
@@ -156,3 +157,92 @@ def test_problem_from_subsampled_in_place_shares_and_matches():
     for a, b in zip(shared.x, expected.x):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     np.testing.assert_array_equal(solve(shared)[0][0], solve(expected)[0][0])
+
+
+# ----------------------------------------------------------------------------- known misalignment
+def misaligned_snippets(num_frames=24, dilations=(1, 5), n=3, size=(34, 54), seed=0, independent_shifts=False):
+    """Snippets of a known depth video V, snippet k showing ``a_k * V + b_k``.
+
+    ``a_k`` is drawn from [1/2, 1/1.4] or [1.4, 2] (every snippet 40% to 100% off in scale).
+    By default ``b_k = -1 - a_k * min(V)``: every snippet is V scaled about one common point,
+    with shifts between -2 and -1.25 that differ per snippet. That is the family the method's
+    own loss can align exactly: after its global min shift (m = -1 here) each snippet is
+    ``a_k * (V - min V)``, so scales alone align it and the shift penalty (10 mean t^2) costs
+    nothing at the truth. ``independent_shifts``: ``b_k`` drawn on its own in +-[0.5, 1], which
+    needs shifts the penalty fights (the method then trades some alignment for smaller shifts).
+    Returns the snippets, V, and per group the arrays of a_k and b_k.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]] / 10.0
+    video = np.stack([1.0 + 0.5 * np.sin(xx + 0.2 * i) * np.cos(yy - 0.1 * i) for i in range(num_frames)])
+    groups, scales, shifts = [], [], []
+    for d in dilations:
+        idx = snippet_indices(num_frames, n, d)
+        a = np.exp(rng.choice([-1.0, 1.0], len(idx)) * rng.uniform(np.log(1.4), np.log(2.0), len(idx)))
+        if independent_shifts:
+            b = rng.choice([-1.0, 1.0], len(idx)) * rng.uniform(0.5, 1.0, len(idx))
+        else:
+            b = -1.0 - a * video.min()
+        groups.append((video[idx] * a[:, None, None, None] + b[:, None, None, None]).astype(np.float32))
+        scales.append(a)
+        shifts.append(b)
+    return groups, video, scales, shifts
+
+
+def affine_error(depth, video, reduce=np.max):
+    """Max (or ``reduce``) of |V - (p * depth + q)| / range(V), with (p, q) the least-squares
+    fit over the whole video: the error left after the one global affine map the method
+    cannot know."""
+    p, q = np.polyfit(depth.ravel().astype(np.float64), video.ravel(), 1)
+    return reduce(np.abs(video - (p * depth + q))) / (video.max() - video.min())
+
+
+def no_alignment(snippets, dilations, num_frames):
+    """The merge with every scale 1 and shift 0 (what the output would be without co-alignment)."""
+    ones = [np.ones(len(s)) for s in snippets]
+    zeros = [np.zeros(len(s)) for s in snippets]
+    problem = build_problem(snippets, dilations)
+    depth = merge_snippets(snippets, dilations, ones, zeros, problem.min_value, num_frames)
+    return depth, coalign_loss(problem, ones, zeros)
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_recovers_known_misalignment(mode):
+    """Both solvers undo per-snippet scales 1.4x to 2x off and shifts of -1.25 to -2.
+
+    Compared: (1) each snippet's combined map after co-alignment, ``s_k * a_k`` (scale) and
+    ``s_k * (b_k - m) + t_k`` (offset), must be the same for every snippet: within 3% of
+    their median (offsets: of the median scale times range(V)); (2) the merged video must be
+    V up to one global affine map, within 2% of V's range, and at least 10x closer than the
+    merge without alignment (which is about 50% off); (3) the loss must fall below a tenth
+    of the loss at s = 1, t = 0.
+    """
+    dilations = [1, 5]
+    snippets, video, a, b = misaligned_snippets()
+    naive, start_loss = no_alignment(snippets, dilations, len(video))
+    depth, info = coalign(snippets, dilations, mode=mode)
+    m = info["min_value"]
+    assert m == pytest.approx(-1.0, abs=1e-6)  # the construction's common point is the global minimum
+    scale = np.concatenate([s * ak for s, ak in zip(info["scales"], a)])
+    offset = np.concatenate([s * (bk - m) + t for s, bk, t in zip(info["scales"], b, info["shifts"])])
+    c = np.median(scale)
+    assert np.abs(scale / c - 1).max() < 0.03
+    assert np.abs(offset - np.median(offset)).max() < 0.03 * c * (video.max() - video.min())
+    error, error_naive = affine_error(depth, video), affine_error(naive, video)
+    assert error < 0.02
+    assert error < 0.1 * error_naive
+    assert info["loss"] < 0.1 * start_loss
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_independent_shifts_still_far_better_than_no_alignment(mode):
+    """Shifts drawn independently of the scales (+-0.5 to 1): the shift penalty keeps the
+    method from aligning exactly (see ``misaligned_snippets``), but the merged video's mean
+    distance to V (up to one global affine map) must stay below 0.4 times that of the merge
+    without alignment, and the loss below half the loss at s = 1, t = 0."""
+    dilations = [1, 5]
+    snippets, video, _, _ = misaligned_snippets(seed=1, independent_shifts=True)
+    naive, start_loss = no_alignment(snippets, dilations, len(video))
+    depth, info = coalign(snippets, dilations, mode=mode)
+    assert affine_error(depth, video, np.mean) < 0.4 * affine_error(naive, video, np.mean)
+    assert info["loss"] < 0.5 * start_loss

@@ -13,7 +13,7 @@ import pytest
 from rollingdepth.distributed import balanced_shards
 
 from .conftest import TINY_CHECKPOINT, make_clip
-from .test_cli import write_clip
+from .test_cli import REPO, write_clip
 
 ARGS = ["-c", str(TINY_CHECKPOINT), "--res", "32", "-d", "1,3", "--dtype", "fp32", "--no-save-sbs", "--cmap", "Greys_r"]
 LENGTHS = {"c1": 3, "c2": 9, "c3": 5, "c4": 12, "c5": 7}
@@ -44,20 +44,31 @@ def _env():
     return env
 
 
-def test_torchrun_matches_single_process(tmp_path, five_clips):
+def _torchrun(clips, out, *extra):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "rollingdepth", clips, *ARGS, "-o", out, *extra],
+                          env=_env(), capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def torchrun_outputs(tmp_path_factory, five_clips):
+    """One torchrun (2 processes) over the five clips: (output folder, completed process)."""
+    out = tmp_path_factory.mktemp("multi")
+    return out, _torchrun(five_clips, out)
+
+
+def test_torchrun_matches_single_process(tmp_path, five_clips, torchrun_outputs):
     single = subprocess.run([sys.executable, "-m", "rollingdepth", five_clips, *ARGS, "-o", tmp_path / "single", "-q"],
                             env=_env(), capture_output=True, text=True)
     assert single.returncode == 0, single.stderr
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                            "-m", "rollingdepth", five_clips, *ARGS, "-o", tmp_path / "multi"],
-                           env=_env(), capture_output=True, text=True)
+    multi_dir, multi = torchrun_outputs
     assert multi.returncode == 0, multi.stderr[-3000:]
     ranks = {}
     for name in LENGTHS:
         a = (tmp_path / "single" / f"{name}_pred.npy").read_bytes()
-        b = (tmp_path / "multi" / f"{name}_pred.npy").read_bytes()
+        b = (multi_dir / f"{name}_pred.npy").read_bytes()
         assert a == b, name
-        report = json.loads((tmp_path / "multi" / f"{name}_run.json").read_text())
+        report = json.loads((multi_dir / f"{name}_run.json").read_text())
         assert report["world_size"] == 2
         ranks[name] = report["rank"]
     # each clip went to exactly the rank the balanced sharding gives it
@@ -98,3 +109,71 @@ def test_corrupt_clip_fails_every_rank_others_complete(tmp_path, five_clips):
     summary = " ".join(outputs[0][0].split())
     assert "c9_broken.mp4" in summary and "not a readable video" in summary
     assert outputs[1][0] == ""  # only rank 0 prints the summary
+
+
+def test_skip_existing_across_ranks(tmp_path, five_clips, torchrun_outputs):
+    """A distributed batch resumes like a single one: after one clip of each rank lost its
+    report, torchrun --skip-existing redoes exactly those two (each once, by the rank the
+    sharding gives it), leaves the other three untouched and reports them skipped."""
+    import shutil
+
+    multi_dir, first = torchrun_outputs
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / "out"
+    shutil.copytree(multi_dir, out)
+    names = sorted(LENGTHS)
+    shards = balanced_shards([LENGTHS[n] for n in names], 2)
+    redo = {names[shards[0][0]], names[shards[1][0]]}  # one clip of each rank
+    for name in redo:
+        (out / f"{name}_run.json").unlink()
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = _torchrun(five_clips, out, "--skip-existing")
+    assert again.returncode == 0, again.stderr[-3000:]
+    for name in names:
+        report = json.loads((out / f"{name}_run.json").read_text())
+        changed = [f for f in stamps if f.startswith(f"{name}_") and (out / f).stat().st_mtime_ns != stamps[f]]
+        if name in redo:
+            assert changed and report["rank"] == next(r for r, s in enumerate(shards) if names.index(name) in s)
+        else:
+            assert changed == [], name  # skipped: not even rewritten
+    summary = [line for line in again.stdout.splitlines() if ".mp4" in line]
+    assert again.stdout.count("run-video summary") == 1
+    for name in names:
+        rows = [line for line in summary if f"{name}.mp4" in line]
+        assert len(rows) == 1, again.stdout
+        assert ("skipped" in rows[0]) == (name not in redo), rows[0]
+
+
+def test_each_rank_takes_the_gpu_of_its_local_rank(monkeypatch):
+    """LOCAL_RANK picks the CUDA device (modulo the devices present); an explicit device or a
+    machine without CUDA keeps what was asked; without a launcher nothing changes."""
+    import torch
+    import torch.distributed as dist
+
+    from rollingdepth.distributed import init_distributed
+
+    joined = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: joined.append((backend, kw["rank"], kw["world_size"])))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    # two machines with 4 GPUs, 2 processes each: the global rank would pick the wrong GPU;
+    # last: more local processes than GPUs share them round-robin
+    for devices, rank, local_rank, want in ((4, 2, 0, "cuda:0"), (4, 3, 1, "cuda:1"), (4, 1, 1, "cuda:1"),
+                                            (2, 0, 3, "cuda:1")):
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: devices)
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+        ctx = init_distributed()
+        assert (ctx.rank, ctx.local_rank, ctx.world_size) == (rank, local_rank, 4)
+        assert joined[-1] == ("gloo", rank, 4)
+        for requested in (None, "auto", "cuda"):
+            assert ctx.device(requested) == want, (requested, local_rank)
+        assert ctx.device("cuda:1") == "cuda:1" and ctx.device("cpu") == "cpu"  # asked for explicitly
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ctx.device(None) is None and ctx.device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    plain = init_distributed()
+    assert not plain.enabled and plain.device(None) is None  # one process: the usual choice
