@@ -247,6 +247,7 @@ def run_video(
         metavar="INPUT", show_default=False,
         help="A video, a folder of videos, a .txt list of paths, or a folder / glob of images (frames of one video).")] = None,
     input_video: Annotated[Optional[str], typer.Option("-i", "--input-video", metavar="PATH", help="Same as INPUT.", rich_help_panel=IN)] = None,
+    strict: Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="Fail a video whose file decodes fewer frames than its container declares (truncated); without it, a warning gives both numbers. (default: off)", rich_help_panel=IN, show_default=False)] = None,
     start_frame: Annotated[Optional[int], typer.Option("--from", "--start-frame", metavar="INT", help="Skip this many frames first.", rich_help_panel=IN)] = None,
     frame_count: Annotated[Optional[int], typer.Option("--frames", "--frame-count", metavar="INT", help="Process at most this many frames (0 = to the end).", rich_help_panel=IN)] = None,
     checkpoint: Annotated[Optional[str], typer.Option("-c", "--checkpoint", metavar="ID|PATH", help="Hub id or local folder. (default: prs-eth/rollingdepth-v1-0)", rich_help_panel=MODEL)] = None,
@@ -339,7 +340,7 @@ def run_video(
             start_frame=start_frame, frame_count=frame_count, output_fps=output_fps,
             restore_res=restore_res, cmaps=_strs(cmap), save_npy=save_npy, save_sbs=save_sbs,
             save_snippets=save_snippets, save_png16=save_png16, compile=compile,
-            channels_last=channels_last, tf32=tf32, work_dir=work_dir, resume=resume,
+            channels_last=channels_last, tf32=tf32, work_dir=work_dir, resume=resume, strict=strict,
             save_exr=save_exr, depth_out=depth_out, depth_range=_floats(depth_range, "--depth-range"),
             save_ply=save_ply, fov=fov, focal=focal, ply_stride=ply_stride,
         )
@@ -538,7 +539,7 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, report:
                 report.video_start(name)
                 progress = report.callback(name)
                 try:
-                    source = load_source(entry)
+                    source = load_source(entry, strict=cfg.strict)
                     if skip_existing and outputs_complete(output_dir, source.stem, cfg):
                         results.append(VideoResult(name=name, skipped=True))
                         report.video_skipped(name, "outputs complete")

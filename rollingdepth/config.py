@@ -49,6 +49,7 @@ class RunConfig(MethodSettings):
     tf32: bool = True  # TF32 matmuls and convolutions on Ampere and newer
     work_dir: str | None = None  # where the work folder goes (default: the output folder)
     resume: bool = True  # continue an unfinished run from its work folder (else discard it first)
+    strict: bool = False  # a truncated video (fewer frames than its container declares) is an error
 
     def method_settings(self) -> MethodSettings:
         """The method's settings, validated, with command-line names in any error."""

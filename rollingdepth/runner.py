@@ -491,6 +491,8 @@ class PendingOutputs:
         self.report = {
             "input": str(self.source.path),
             "frames": result.num_frames,
+            "input_frames": {"decoded": self.source.frame_count,
+                             "container": getattr(self.source, "container_frames", None)},
             "input_fps": self.source.fps,
             "output_fps": cfg.output_fps or self.source.fps,
             "output_size": list(self.size),

@@ -640,7 +640,7 @@ def test_cancel_stops_the_job_and_leaves_no_files(app, browser):
     log = app.log_text()[log_start:]
     assert re.search(r"job \d+ cancelled", log), log
     assert app.runs() == runs_before
-    leftovers = [p for p in app.root.rglob("*") if ".work-" in p.name or ".partial" in p.name]
+    leftovers = [p for p in app.root.rglob("*") if "-work-" in p.name or ".partial" in p.name]
     assert not leftovers, leftovers
 
 

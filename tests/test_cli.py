@@ -1,6 +1,7 @@
 """run-video end to end with the tiny checkpoint: outputs, presets, inputs, bad inputs, batches."""
 
 import json
+import re
 import time
 import subprocess
 import sys
@@ -66,6 +67,10 @@ def assert_same_frames_in_order(shown: np.ndarray, frames: np.ndarray, tolerance
     assert (errors.argmin(axis=1) == np.arange(len(frames))).all(), errors
 
 
+# progress lines on a stderr that is not a terminal (rollingdepth.progress.LineRenderer)
+_PROGRESS_LINE = re.compile(r"^(\d\d:\d\d:\d\d |loading checkpoint )")
+
+
 def error_line(err: str, message: str) -> str:
     """The one ``Error:`` line on stderr, which must hold ``message``; every other stderr line
     is a ``Warning:`` or the final progress bar (a message spilling onto a second line fails)."""
@@ -73,7 +78,8 @@ def error_line(err: str, message: str) -> str:
     errors = [line for line in lines if line.startswith("Error:")]
     assert len(errors) == 1, lines
     assert message in errors[0], (message, lines)
-    others = [line for line in lines if not line.startswith(("Error:", "Warning:")) and "ETA" not in line]
+    others = [line for line in lines if not line.startswith(("Error:", "Warning:")) and "ETA" not in line
+              and not _PROGRESS_LINE.match(line)]
     assert not others, lines
     return errors[0]
 
@@ -409,6 +415,12 @@ def test_truncated_video_warning_in_run_video(tmp_path, capsys):
     warning = [line for line in err.splitlines() if line.startswith("Warning:")]
     assert len(warning) == 1 and f"declares 30 frames but only {decoded} decode" in warning[0], err
     assert np.load(tmp_path / "o" / "cut_pred.npy").shape[0] == 3
+    report = json.loads((tmp_path / "o" / "cut_run.json").read_text())
+    assert report["input_frames"] == {"decoded": decoded, "container": 30}
+    code, out, err = run([cut, *BASE, "-d", "1", "--frames", "3", "--strict", "-q", "-o", tmp_path / "strict"], capsys)
+    assert code == 1
+    error_line(err, f"declares 30 frames but only {decoded} decode")
+    assert not list((tmp_path / "strict").glob("cut_*"))
 
 
 def test_natural_sort():
@@ -441,7 +453,7 @@ def test_grayscale_and_rotated_video(tmp_path, capsys):
     assert np.load(tmp_path / "o" / "gray_pred.npy").shape == (4, 24, 40)
     code, _, err = run([rotated, *FAST, "--res", "0", "-o", tmp_path / "o"], capsys)
     assert code == 0, err
-    assert err.strip() == "" or all("ETA" in line for line in err.splitlines()), err  # no size notice from imageio
+    assert "differs" not in err and "Warning" not in err, err  # no frame-size notice from imageio
     assert np.load(tmp_path / "o" / "rotated_pred.npy").shape == (4, 40, 24)  # portrait after rotation
     assert_same_frames_in_order(sbs_inputs(tmp_path / "o" / "rotated_rgbd.mp4", 24), turned.astype(np.uint8))
 
@@ -560,11 +572,13 @@ def big_clip(tmp_path_factory):
     return write_clip(tmp_path_factory.mktemp("big") / "big.mp4", make_clip(16, 240, 320, seed=3))
 
 
-@pytest.mark.parametrize("stage,marker", [("inference", "*.work-*"), ("writing", "*.partial.mp4")])
+@pytest.mark.parametrize("stage,marker", [("inference", "*.rollingdepth-work-*/snippets_0.npy"),
+                                          ("writing", "*.partial.mp4")])
 def test_ctrl_c_in_a_real_process(tmp_path, big_clip, stage, marker):
     """A real SIGINT to the process group of ``python -m rollingdepth`` (what Ctrl-C in a
-    terminal sends), once its work folder appears (inference) or once its first temporary
-    video appears (writing): exit code 130 and an output folder left empty."""
+    terminal sends), once its snippets are being decoded (inference) or once its first
+    temporary video appears (writing): exit code 130, no output file, nothing partial; only
+    the work folder stays, with its journal, for the run to resume."""
     import os
     import signal
 
@@ -591,7 +605,10 @@ def test_ctrl_c_in_a_real_process(tmp_path, big_clip, stage, marker):
     err = (tmp_path / "stderr").read_text()
     assert code == 130, err
     assert "Interrupted" in err and "Traceback" not in err, err
-    assert sorted(p.name for p in out.iterdir()) == [], "left behind"
+    left = sorted(p.name for p in out.iterdir())
+    assert all(".rollingdepth-work-" in name for name in left), left
+    assert all((out / name / "journal.jsonl").exists() for name in left), left
+    assert not [p for p in out.rglob("*partial*")], "left behind"
 
 
 def test_outputs_are_written_while_the_next_video_is_predicted(tmp_path, capsys, clips, monkeypatch):
@@ -648,7 +665,8 @@ def test_a_failed_background_write_fails_only_its_video(tmp_path, capsys, clips,
     error_line(err, "No space left on device")
     assert not list(tmp_path.glob("a_*")) and (tmp_path / "b_run.json").exists()
     assert_no_partial_files(tmp_path)
-    assert not [p for p in tmp_path.iterdir() if ".work-" in p.name]
+    # a's work folder stays, with its journal, so that running again only writes a's outputs
+    assert all((p / "journal.jsonl").exists() for p in tmp_path.iterdir() if ".rollingdepth-work-" in p.name)
 
 
 def test_interrupt_while_a_video_is_written_in_the_background(tmp_path, capsys, clips, monkeypatch):
@@ -680,7 +698,8 @@ def test_interrupt_while_a_video_is_written_in_the_background(tmp_path, capsys, 
     assert code == 130
     assert not (tmp_path / "a_run.json").exists() and not list(tmp_path.glob("b_*"))
     assert_no_partial_files(tmp_path)
-    assert not [p for p in tmp_path.iterdir() if ".work-" in p.name]
+    # a's work folder stays, with its journal, so that running again only writes a's outputs
+    assert all((p / "journal.jsonl").exists() for p in tmp_path.iterdir() if ".rollingdepth-work-" in p.name)
 
 
 def test_quiet_prints_only_errors(tmp_path, capsys, clips):

@@ -106,8 +106,10 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, clip, baseline, stag
     resumed = json.loads((out / "clip_run.json").read_text())
     # completed batches are not done again
     assert resumed["counts"]["unet_calls"] == report["counts"]["unet_calls"] - unet_calls_done(entries, report)
-    if any(e["stage"] == "encode" and e["state"].get("complete") for e in entries):
-        assert resumed["counts"]["vae_encodes"] == report["counts"]["vae_encodes"] - FRAMES  # only refinement's
+    encoded = any(e["stage"] == "encode" and e["state"].get("complete") for e in entries)
+    refined = any(e["stage"] == "refine" for e in entries)  # its encoded depth is kept with each step
+    if encoded:
+        assert resumed["counts"]["vae_encodes"] == report["counts"]["vae_encodes"] - FRAMES * (1 + refined)
     snippets_before = np.load(base_out / "clip_snippets.npz")
     snippets_after = np.load(out / "clip_snippets.npz")
     for key in ("snippets_0", "snippets_1"):
@@ -217,3 +219,48 @@ def test_sigterm_keeps_resumable_work_only(tmp_path, clip):
     assert proc.wait(timeout=120) == 130, proc.stderr.read()[-2000:]
     [folder] = work_folders(out)
     assert (folder / JOURNAL).exists() and not list(out.glob("clip_*"))
+
+
+def test_torchrun_rank_killed_and_restarted_does_each_video_once(tmp_path):
+    """Under torchrun (--max-restarts 1), rank 1 is killed mid-video; the restarted group
+    resumes: every video ends complete, none finished before the kill is done again, and
+    the interrupted work is resumed rather than redone."""
+    import psutil
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(4):
+        write_clip(clips / f"v{i}.mp4", make_clip(16, 24, 32, seed=i))
+    out = tmp_path / "out"
+    args = ["-c", TINY_CHECKPOINT, "--res", "0", "-d", "1,4", "--dtype", "fp32", "--unet-batch-size", "1",
+            "--no-save-sbs", "--cmap", "Greys_r", "-q", "--skip-existing", "-o", out]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             "--max-restarts", "1", "-m", "rollingdepth", clips, *map(str, args)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim, finished, deadline = None, {}, time.monotonic() + 600
+    while victim is None and proc.poll() is None and time.monotonic() < deadline:
+        journals = list(out.glob(".*.rollingdepth-work-*/" + JOURNAL)) if out.exists() else []
+        started = [j for j in journals if '"stage": "snippets"' in j.read_text()]
+        if started:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                try:
+                    if child.environ().get("RANK") == "1" and "rollingdepth" in " ".join(child.cmdline()):
+                        finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*_run.json")}
+                        child.send_signal(signal.SIGKILL)
+                        victim = child.pid
+                        break
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+        time.sleep(0.01)
+    log = proc.communicate(timeout=600)[0]
+    assert victim is not None, log[-3000:]
+    assert proc.returncode == 0, log[-3000:]
+    reports = {p.name: json.loads(p.read_text()) for p in out.glob("*_run.json")}
+    assert sorted(reports) == [f"v{i}_run.json" for i in range(4)]
+    for name, mtime in finished.items():  # finished before the kill: not done again
+        assert (out / name).stat().st_mtime_ns == mtime
+    calls = [r["counts"]["unet_calls"] for r in reports.values()]
+    assert min(calls) < max(calls)  # at least one video resumed part-way
+    assert not work_folders(out)

@@ -24,10 +24,13 @@ def _run_cli(args, env_extra=None):
 
 
 def _work_folders(folder: Path):
-    return [p.name for p in folder.iterdir() if ".work-" in p.name or ".partial" in p.name]
+    return [p.name for p in folder.iterdir() if "-work-" in p.name or ".partial" in p.name]
 
 
-def test_temp_folder_removed_after_success_error_and_interrupt(tmp_path, capsys, monkeypatch):
+def test_work_folder_removed_after_success_kept_for_resuming(tmp_path, capsys, monkeypatch):
+    """Removed once the outputs are complete; after an error or Ctrl-C in the merge it stays
+    (with its journal) and holds nothing partial in the output folder; an error before any
+    checkpoint leaves no work folder at all."""
     from rollingdepth import cli, driver
 
     from .test_cli import write_clip
@@ -38,7 +41,7 @@ def test_temp_folder_removed_after_success_error_and_interrupt(tmp_path, capsys,
     original = driver.merge_pass
 
     def spy(*a, **k):
-        seen.extend(p.name for p in (tmp_path / "ok").iterdir() if ".work-" in p.name)
+        seen.extend(p.name for p in (tmp_path / "ok").iterdir() if "-work-" in p.name)
         return original(*a, **k)
 
     monkeypatch.setattr(driver, "merge_pass", spy)
@@ -56,7 +59,16 @@ def test_temp_folder_removed_after_success_error_and_interrupt(tmp_path, capsys,
         with pytest.raises(SystemExit) as info:
             cli.main(args + ["-o", str(out_dir)])
         assert info.value.code == code
-        assert not _work_folders(out_dir) and not list(out_dir.glob("a_*"))
+        [kept] = _work_folders(out_dir)
+        assert (out_dir / kept / "journal.jsonl").exists() and not list(out_dir.glob("a_*"))
+
+    def fail_early(*a, **k):
+        raise RuntimeError("before any checkpoint")
+
+    monkeypatch.setattr(driver, "encode_pass", fail_early)
+    with pytest.raises(SystemExit) as info:
+        cli.main(args + ["-o", str(tmp_path / "early")])
+    assert info.value.code == 1 and not _work_folders(tmp_path / "early")
 
 
 def test_thousand_frames_in_bounded_memory(tmp_path):
