@@ -432,10 +432,10 @@ class DiskStore:
 
     def checkpoint(self, stage: str, **state) -> None:
         """Record ``state`` of ``stage`` after flushing what was written since the last one."""
-        for name in {r[0] for r in self._ranges}:
-            for array in self.arrays.values():
-                if array.path.name == name:
-                    array.flush()
+        names = {r[0] for r in self._ranges}
+        for array in list(self.arrays.values()):  # a copy: the main thread may add arrays meanwhile
+            if array.path.name in names:
+                array.flush()
         self.journal.record(stage, state, self._ranges)
         self._ranges = []
 

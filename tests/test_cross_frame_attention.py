@@ -83,7 +83,9 @@ def test_unet_num_view_1_equals_stock_processor(unet, num_view):
     kwargs = None if num_view is None else {"num_view": num_view}
     with torch.no_grad():
         got = unet(sample, t, encoder_hidden_states=text, cross_attention_kwargs=kwargs).sample
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    # the broadcast text embedding takes another matmul path than the expanded one: float noise
+    # of up to 1.04e-6 (measured with torch 2.13, diffusers 0.42)
+    torch.testing.assert_close(got, want, atol=5e-6, rtol=0)
 
 
 @pytest.mark.parametrize("n", [2, 3])

@@ -76,8 +76,10 @@ def test_no_room_for_maps_decodes_again_same_result(tiny_pipe, tmp_path):
     assert a.counts["vae_decodes"] == snippet_frames(12, plan)
     assert b.counts["vae_decodes"] == 2 * snippet_frames(12, plan)
     assert (a.settings["decoded_maps"], b.settings["decoded_maps"]) == ("kept", "decoded again")
-    assert {p.name for p in (tmp_path / "a").iterdir()} == {"snippets_0.npy", "snippets_1.npy", "prediction.npy"}
-    assert {p.name for p in (tmp_path / "b").iterdir()} == {"latents_0.npy", "latents_1.npy", "prediction.npy"}
+    kept_files = {p.name for p in (tmp_path / "a").iterdir()}
+    again_files = {p.name for p in (tmp_path / "b").iterdir()}
+    assert {"snippets_0.npy", "snippets_1.npy"} <= kept_files and not any("latents_" in n for n in kept_files)
+    assert {"latents_0.npy", "latents_1.npy"} <= again_files and not any("snippets_" in n for n in again_files)
 
 
 def test_disk_store_budget_from_free_space(tmp_path, monkeypatch):
@@ -105,13 +107,14 @@ def test_kept_snippets_are_the_snippets_and_mixed_lengths(tiny_pipe, tmp_path):
 def test_renormalise_in_chunks():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(70, 5, 6)).astype(np.float32)
-    b = a.copy()
-    lo, hi = driver.renormalise(b, chunk=8)
+    b = np.empty_like(a)
+    lo, hi = driver.renormalise(a, b, MemoryStore(), chunk=8)
     assert (lo, hi) == (float(a.min()), float(a.max()))
     np.testing.assert_allclose(b, (a - a.min()) / (a.max() - a.min()) * 2 - 1, atol=1e-6)
     flat = np.full((3, 2, 2), 0.5, np.float32)
-    driver.renormalise(flat)
-    assert not flat.any()
+    out = np.ones_like(flat)
+    driver.renormalise(flat, out, MemoryStore())
+    assert not out.any()
 
 
 def test_npy_file_rows(tmp_path):
