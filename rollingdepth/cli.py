@@ -381,6 +381,8 @@ def run_video(
         pipe = _load_model(cfg, dist, verbose, report) if needed else None  # before any progress bar
         if dist.enabled:
             report.info(f"{dist.world_size} processes: {len(entries)} videos, balanced by frame count")
+        if pipe is not None:
+            _say_estimate(pipe, mine, output_dir, cfg, skip_existing, report)
         results, interrupted = _process_all(mine, output_dir, cfg, dist, skip_existing, verbose, report, pipe)
         all_results = results if interrupted else [r for part in dist.all_gather(results) for r in part]
         clean = not interrupted
@@ -450,8 +452,33 @@ def _load_model(cfg, dist, verbose: bool, report: Reporter):
     except CheckpointError as exc:
         report.error(checkpoint_error_message(exc, verbose), traceback=traceback.format_exc() if verbose else None)
         raise typer.Exit(EXIT_USAGE) from None
-    pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _say_estimate(pipe, entries: list, output_dir: Path, cfg, skip_existing: bool, report: Reporter) -> None:
+    """One line before the first video: the run's estimated time (always on a CPU, elsewhere
+    only when it is over a few minutes), with a lower --res to consider on a CPU."""
+    from .estimate import estimate_run
+    from .runner import outputs_complete
+    from .video_io import load_source
+
+    videos = []
+    for entry in entries:
+        if skip_existing and outputs_complete(output_dir, _entry_stem(entry), cfg):
+            continue
+        try:
+            source = load_source(entry)
+        except Exception:  # the video's own run reports it
+            continue
+        frames = source.frame_count - cfg.start_frame
+        videos.append((min(frames, cfg.frame_count) if cfg.frame_count else frames, tuple(source.size)))
+    try:
+        line, seconds = estimate_run(pipe, videos, cfg.method_settings())
+    except Exception as exc:  # an estimate must never stop a run
+        report.warning(f"no time estimate ({type(exc).__name__}: {exc})")
+        return
+    if line and (pipe.unet.device.type == "cpu" or seconds > 180):
+        report.info(line)
 
 
 def _entry_stem(entry) -> str:

@@ -235,6 +235,7 @@ def predict_video(
                                  f"(after {store.journal.entries[-1]['stage']})")
         for stage in store.journal.rolled_back:
             pending.notes.append(f"{source.stem}: a damaged file of stage {stage} in {workdir.name} is computed again")
+        pending.estimate_s = _estimate(pipe, expected, source, cfg)
         frames = prefetch(source.frames(cfg.start_frame, cfg.frame_count))
         try:
             pending.result = run(pipe, frames, store, cfg.method_settings(), generator=generator, callback=progress,
@@ -260,6 +261,16 @@ def predict_video(
         raise
 
 
+def _estimate(pipe: "RollingDepthPipeline", frames: int, source: VideoSource, cfg: RunConfig) -> float | None:
+    """The estimated seconds of this video's run (:mod:`rollingdepth.estimate`), or None."""
+    from .estimate import Estimate
+
+    try:
+        return round(Estimate(pipe, frames, tuple(source.size), cfg.method_settings()).seconds, 3) if frames > 0 else None
+    except Exception:  # an estimate must never stop a run
+        return None
+
+
 def _brief(value) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 40 else "..." + text[-37:]
@@ -281,25 +292,21 @@ class PendingOutputs:
         self.started, self.report_extra = started, report_extra or {}
         self.name = str(source.path)
         self.notes: list[str] = []  # decisions worth telling the user
-        self.partial: list[Path] = []  # temporary output files, removed unless renamed
         self.result = None  # the driver's RunResult
         self.store = None  # its DiskStore
+        self.estimate_s = None  # the estimated seconds of the prediction (rollingdepth.estimate)
 
     @property
     def frames(self) -> int:
         return self.result.num_frames if self.result is not None else 0
 
     def discard(self, finished: bool = False) -> None:
-        """Remove temporary files, and the work folder when ``finished`` or when it holds nothing
-        to resume from."""
+        """Close the work folder's files; remove it when ``finished`` or when it holds nothing to
+        resume from (outputs are written under temporary names that remove themselves)."""
         import shutil
 
         if self.store is not None:
             self.store.close()
-        for path in self.partial:
-            if path.exists():
-                path.unlink()
-        if self.store is not None:
             resumable = bool(self.store.journal.entries)
         else:  # the folder could not be opened (another run's): not ours to remove
             resumable = (self.workdir / JOURNAL).exists()
@@ -505,6 +512,7 @@ class PendingOutputs:
             "point_cloud": {"every": cfg.save_ply, "stride": cfg.ply_stride, **self.camera.to_dict()} if cfg.save_ply else None,
             "counts": dict(result.counts),
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
+            "estimate_s": self.estimate_s,
             "seconds": round(seconds, 3),
             "seconds_per_frame": round(seconds / max(result.num_frames, 1), 4),
             "peak_memory": _peak_memory(),

@@ -24,7 +24,6 @@ import time
 import warnings
 import zlib
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -47,7 +46,19 @@ def _np_dtype(dtype: torch.dtype):
     return np.float16 if dtype == torch.float16 else np.float32
 
 
-class NpyFile:
+class _File:
+    """An open file of rows: ``flush`` and ``close``."""
+
+    _file = None
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class NpyFile(_File):
     """A ``.npy`` file read and written by rows with plain file I/O.
 
     Unlike a memory map, the rows written or read do not stay mapped into the process, so
@@ -118,16 +129,8 @@ class NpyFile:
             start = end
         return out
 
-    def flush(self, sync: bool = False) -> None:
-        self._file.flush()
-        if sync:
-            os.fsync(self._file.fileno())
 
-    def close(self) -> None:
-        self._file.close()
-
-
-class RowLog:
+class RowLog(_File):
     """An append-only file of equal rows (``row_shape``, ``dtype``), for arrays whose length
     is not known in advance (the frame latents of a stream)."""
 
@@ -157,14 +160,6 @@ class RowLog:
             data = f.read(len(r) * self.row_bytes)
         return np.frombuffer(data, self.dtype).reshape(len(r), *self.row_shape).copy()
 
-    def flush(self, sync: bool = False) -> None:
-        self._file.flush()
-        if sync:
-            os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-
 
 class _MemoryLog:
     """The in-memory form of :class:`RowLog`: appended chunks."""
@@ -186,7 +181,7 @@ class _MemoryLog:
             self.chunks = [np.concatenate(self.chunks)]
         return self.chunks[0][key]
 
-    def flush(self, sync: bool = False) -> None:
+    def flush(self) -> None:
         pass
 
 
@@ -380,11 +375,10 @@ class DiskStore:
     resumable = True
 
     def __init__(self, workdir: Path, output_path: Path | None = None, budget: int | None = None,
-                 on_output: Callable[[Path], None] | None = None, fingerprint: dict | None = None):
+                 fingerprint: dict | None = None):
         self.workdir = Path(workdir)
         self.output_path = Path(output_path) if output_path else self.workdir / "prediction.npy"
         self.budget = budget
-        self.on_output = on_output  # told the output's path once it exists (to clean it up)
         self.arrays: dict[str, NpyFile | RowLog] = {}
         self.journal = Journal(self.workdir, fingerprint or {})
         self._ranges: list = []  # written since the last checkpoint: [file, offset, length, crc32]
@@ -405,8 +399,6 @@ class DiskStore:
         if array is None:
             array = NpyFile(path, shape, dtype, row_ndim=row_ndim)
         self.arrays[name] = array
-        if name == "output" and self.on_output is not None:
-            self.on_output(path)
         return array
 
     def rows(self, name: str, row_shape, dtype) -> RowLog:

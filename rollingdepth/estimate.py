@@ -1,0 +1,227 @@
+"""How long a run will take, said before it starts.
+
+The work of a run is known from its plan: frames through the VAE encoder and decoder,
+snippets through the UNet. Each unit's FLOPs at the processing size are counted with
+``torch.utils.flop_counter.FlopCounterMode`` on copies of the models on the meta device (no
+arithmetic is done, so counting at 768 x 432 takes a moment, on any machine). The device's
+throughput for each unit (FLOP/s) is measured once by running the real models on a small
+input, and kept per device, dtype and model in the user's cache folder. Time = FLOPs over
+throughput, summed; co-alignment, the merge and writing are left out (a few percent).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .settings import MethodSettings
+from .snippets import plan_snippets, refine_dilations, snippet_indices
+
+if TYPE_CHECKING:
+    from .rollingdepth_pipeline import RollingDepthPipeline
+
+__all__ = ["Estimate", "estimate_run", "format_duration", "unit_flops"]
+
+CALIBRATION_LATENT = (18, 32)  # latent size (h, w) of the frames the throughput is measured on
+
+
+def cache_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "rollingdepth" / "throughput.json"
+
+
+def _model_key(pipe: "RollingDepthPipeline") -> str:
+    configs = json.dumps([dict(pipe.unet.config), dict(pipe.vae.config)], sort_keys=True, default=str)
+    return hashlib.sha1(configs.encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=4)
+def _meta_models(unet_config: str, vae_config: str):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from .cross_frame_attention import set_cross_frame_attention
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(json.loads(unet_config))
+        vae = AutoencoderKL.from_config(json.loads(vae_config))
+    set_cross_frame_attention(unet)
+    return unet, vae
+
+
+def _count(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_flops(unet_config: str, vae_config: str, size: tuple[int, int], n: int) -> tuple[int, int, int]:
+    unet, vae = _meta_models(unet_config, vae_config)
+    f = 2 ** (len(vae.config.block_out_channels) - 1)
+    h, w = -(-size[0] // f), -(-size[1] // f)  # padded to the VAE factor, as the pipeline does
+    image = torch.empty(1, 3, h * f, w * f, device="meta")
+    latent = torch.empty(1, vae.config.latent_channels, h, w, device="meta")
+    encode = _count(lambda: vae.quant_conv(vae.encoder(image)))
+    decode = _count(lambda: vae.decoder(vae.post_quant_conv(latent)))
+    text = torch.empty(1, 2, unet.config.cross_attention_dim, device="meta")
+    sample = torch.empty(n, unet.config.in_channels, h, w, device="meta")
+    unet_flops = _count(lambda: unet(sample, torch.full((n,), 999, device="meta"), encoder_hidden_states=text,
+                                     cross_attention_kwargs={"num_view": n}))
+    return encode, decode, unet_flops
+
+
+def unit_flops(pipe: "RollingDepthPipeline", size: tuple[int, int], n: int) -> dict[str, int]:
+    """FLOPs of one frame through the VAE encoder and decoder, and of one snippet of ``n``
+    frames through the UNet, at processing size ``size`` (H, W)."""
+    configs = (json.dumps(dict(pipe.unet.config), sort_keys=True, default=str),
+               json.dumps(dict(pipe.vae.config), sort_keys=True, default=str))
+    encode, decode, unet = _unit_flops(*configs, tuple(size), int(n))
+    return {"encode": encode, "decode": decode, f"unet{n}": unet}
+
+
+def calibration_size(pipe: "RollingDepthPipeline", size: tuple[int, int]) -> tuple[int, int]:
+    """The run's size when its latents are small, else :data:`CALIBRATION_LATENT` (in pixels)."""
+    f = pipe.vae_scale_factor
+    if -(-size[0] // f) * -(-size[1] // f) <= CALIBRATION_LATENT[0] * CALIBRATION_LATENT[1]:
+        return tuple(size)
+    return CALIBRATION_LATENT[0] * f, CALIBRATION_LATENT[1] * f
+
+
+def _measure(pipe: "RollingDepthPipeline", size: tuple[int, int], n: int, unet_batch: int,
+             vae_batch: int) -> dict[str, float]:
+    """FLOP/s of each unit on this device, from real runs at ``size`` with the run's batch
+    sizes (after a warm-up)."""
+    flops = unit_flops(pipe, size, n)
+    device = pipe.unet.device
+    frames = torch.zeros((max(vae_batch, unet_batch * n), *size, 3), dtype=torch.uint8)
+    pipe.scheduler.set_timesteps(1)
+    t = pipe.scheduler.timesteps[0]
+    counts = dict(pipe.counts)
+
+    def timed(fn) -> float:
+        fn()  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    with torch.no_grad():
+        latents = pipe.encode_frames(frames, size)  # [B, 4, h, w]
+        z, snippets = latents[:vae_batch], latents[: unet_batch * n]
+        seconds = {
+            "encode": timed(lambda: pipe.encode_frames(frames[:vae_batch], size)) / vae_batch,
+            "decode": timed(lambda: pipe.decode_depth(z, size)) / vae_batch,
+            f"unet{n}": timed(lambda: pipe.denoise_snippets(snippets, snippets, t, n)) / unet_batch,
+        }
+    pipe.counts = counts  # calibration is not the run's work
+    return {k: flops[k] / max(seconds[k], 1e-9) for k in seconds}
+
+
+def throughput(pipe: "RollingDepthPipeline", size: tuple[int, int], n: int, unet_batch: int,
+               vae_batch: int) -> dict[str, float]:
+    """FLOP/s per unit for this device, dtype, model, batch sizes and (small) size: from the
+    cache, or measured and cached."""
+    device = pipe.unet.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} x{torch.get_num_threads()}"
+    size = calibration_size(pipe, size)
+    key = f"{name}|{str(pipe.dtype)}|{_model_key(pipe)}|n{n}|{size[0]}x{size[1]}|b{unet_batch},{vae_batch}"
+    path = cache_file()
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        cached = {}
+    if key not in cached:
+        cached[key] = _measure(pipe, size, n, unet_batch, vae_batch)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cached, indent=1))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # no cache folder: measured again next time
+    return cached[key]
+
+
+class Estimate:
+    """Seconds and FLOPs of one video's run (``seconds``, ``flops``), and the same at another
+    resolution for advice (:meth:`at_res`)."""
+
+    def __init__(self, pipe: "RollingDepthPipeline", num_frames: int, input_size: tuple[int, int],
+                 settings: MethodSettings):
+        self.pipe, self.num_frames, self.input_size, self.settings = pipe, num_frames, input_size, settings
+        self.size = pipe.processing_size(*input_size, settings.processing_res)
+        self.flops, self.seconds = self._work(self.size)
+
+    def _work(self, size) -> tuple[float, float]:
+        s, n_frames = self.settings, self.num_frames
+        lengths = s.snippet_lengths if s.snippet_lengths != "auto" else [3] * len(s.dilations)
+        plan = plan_snippets(n_frames, s.dilations, lengths, s.cap_dilation)
+        work = {"encode": n_frames, "decode": 0}
+        for d, n in plan:
+            idx = snippet_indices(n_frames, n, d)
+            work["decode"] += idx.size
+            work[f"unet{n}"] = work.get(f"unet{n}", 0) + len(idx)
+        if s.refine_step > 0:
+            n = min(s.refine_snippet_len, n_frames)
+            d0 = plan_snippets(n_frames, [s.refine_start_dilation], [n], True)[0][0]
+            work["encode"] += n_frames
+            work["decode"] += n_frames
+            steps = sum(len(snippet_indices(n_frames, n, d)) for d in refine_dilations(s.refine_step, d0))
+            work[f"unet{n}"] = work.get(f"unet{n}", 0) + steps
+        flops = seconds = 0.0
+        latent_hw = (-(-size[0] // self.pipe.vae_scale_factor), -(-size[1] // self.pipe.vae_scale_factor))
+        for unit, count in work.items():
+            n = int(unit[4:]) if unit.startswith("unet") else 3
+            unet_batch = s.unet_batch_size or self.pipe.default_unet_batch_size(n, latent_hw)
+            per_unit = unit_flops(self.pipe, size, n)[unit]
+            rate = throughput(self.pipe, size, n, unet_batch, s.max_vae_bs)[unit]
+            flops += count * per_unit
+            seconds += count * per_unit / rate
+        return flops, seconds
+
+    def at_res(self, res: int) -> float:
+        """Seconds of the same run at processing resolution ``res``."""
+        return self._work(self.pipe.processing_size(*self.input_size, res))[1]
+
+
+def estimate_run(pipe: "RollingDepthPipeline", videos: list[tuple[int, tuple[int, int]]],
+                 settings: MethodSettings) -> tuple[str, float]:
+    """One line for the user before a run of ``videos`` ((frame count, (H, W)) each) and the
+    estimated seconds; on a CPU it names a lower ``--res`` and what it would take."""
+    estimates = [Estimate(pipe, n, size, settings) for n, size in videos if n > 0]
+    if not estimates:
+        return "", 0.0
+    seconds = sum(e.seconds for e in estimates)
+    frames = sum(e.num_frames for e in estimates)
+    h, w = max(e.size for e in estimates)
+    device = pipe.unet.device.type
+    dtype = str(pipe.dtype).replace("torch.", "").replace("float", "fp")
+    what = f"{frames} frames at {w}x{h}" if len(estimates) == 1 else f"{len(estimates)} videos, {frames} frames, up to {w}x{h}"
+    line = f"Estimated {format_duration(seconds)} on {device} ({dtype}) for {what}"
+    lower = max(settings.processing_res // 2, 256)
+    if device == "cpu" and settings.processing_res > lower:
+        other = sum(e.at_res(lower) for e in estimates)
+        line += f"; --res {lower} would take about {format_duration(other)}"
+    return line + ".", seconds
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{max(seconds, 1)} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"

@@ -1,0 +1,89 @@
+"""The time estimate said before a run: FLOPs counted on the meta device, measured throughput."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rollingdepth import cli
+from rollingdepth.estimate import Estimate, cache_file, estimate_run, format_duration, unit_flops
+from rollingdepth.settings import MethodSettings
+
+from .conftest import TINY_CHECKPOINT, make_clip
+from .test_cli import write_clip
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_meta_flops_equal_the_real_models(tiny_pipe):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = (32, 48)
+    units = unit_flops(tiny_pipe, size, 3)
+    frames = torch.zeros((3, *size, 3), dtype=torch.uint8)
+    latents = tiny_pipe.encode_frames(frames, size)
+    tiny_pipe.scheduler.set_timesteps(1)
+    t = tiny_pipe.scheduler.timesteps[0]
+    real = {}
+    # attention through the math backend, whose matmuls the counter sees (as on the meta device)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    for name, fn in (("encode", lambda: tiny_pipe.encode_frames(frames[:1], size)),
+                     ("decode", lambda: tiny_pipe.decode_depth(latents[:1], size)),
+                     ("unet3", lambda: tiny_pipe.denoise_snippets(latents, latents, t, 3))):
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            fn()
+        real[name] = counter.get_total_flops()
+    for name in real:
+        assert units[name] == pytest.approx(real[name], rel=1e-3), name
+    # cross-frame attention: a snippet of 3 costs more than 3 single frames
+    assert units["unet3"] > 3 * unit_flops(tiny_pipe, size, 1)["unet1"]
+    # twice the edge: four times the convolutions, sixteen times the mid-block attention
+    assert 4 * units["decode"] < unit_flops(tiny_pipe, (64, 96), 3)["decode"] < 6 * units["decode"]
+
+
+def test_estimate_counts_the_plan(tiny_pipe):
+    base = Estimate(tiny_pipe, 20, (30, 44), MethodSettings(processing_res=0, dilations=[1, 4]).validate())
+    refined = Estimate(tiny_pipe, 20, (30, 44),
+                       MethodSettings(processing_res=0, dilations=[1, 4], refine_step=2).validate())
+    longer = Estimate(tiny_pipe, 40, (30, 44), MethodSettings(processing_res=0, dilations=[1, 4]).validate())
+    assert 0 < base.seconds < refined.seconds and base.flops < refined.flops
+    u = unit_flops(tiny_pipe, (30, 44), 3)  # 20 frames: 18 + 12 snippets; 40 frames: 38 + 32
+    assert base.flops == 20 * u["encode"] + 30 * 3 * u["decode"] + 30 * u["unet3"]
+    assert longer.flops == 40 * u["encode"] + 70 * 3 * u["decode"] + 70 * u["unet3"]
+    assert json.loads(cache_file().read_text())  # the measured throughput is kept
+
+
+def test_estimate_line_names_a_lower_res_on_cpu(tiny_pipe):
+    line, seconds = estimate_run(tiny_pipe, [(72, (192, 320))], MethodSettings(processing_res=768).validate())
+    assert line.startswith("Estimated ") and "on cpu (fp32) for 72 frames at 768x460" in line
+    assert "--res 384 would take about" in line and seconds > 0
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0.2, 42, 61, 3599, 3900, 7 * 3600 + 5 * 60)] == \
+        ["1 s", "42 s", "1 min", "59 min", "1 h 05 min", "7 h 05 min"]
+
+
+def test_run_video_says_the_estimate_and_it_holds(tmp_path, capsys):
+    """The line comes before the first video; run.json records the estimate next to the
+    measured time, and they agree within a factor of 2 (tiny checkpoint, CPU)."""
+    clip = write_clip(tmp_path / "clip.mp4", make_clip(24, 48, 64))
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(clip), "-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,5", "--dtype", "fp32",
+                  "--no-save-sbs", "--cmap", "Greys_r", "--progress", "lines", "-o", str(tmp_path / "o")])
+    assert info.value.code == 0
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    said = [i for i, line in enumerate(lines) if line.startswith("Estimated ")]
+    started = [i for i, line in enumerate(lines) if "clip.mp4: started" in line]
+    assert said and started and said[0] < started[0], err
+    assert "for 24 frames at 64x48" in lines[said[0]]
+    report = json.loads((tmp_path / "o" / "clip_run.json").read_text())
+    ratio = report["estimate_s"] / report["seconds"]
+    assert 0.5 <= ratio <= 2.0, (report["estimate_s"], report["seconds"], report["timings"])
+    assert np.load(tmp_path / "o" / "clip_pred.npy").shape == (24, 48, 64)
