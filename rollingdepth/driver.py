@@ -456,8 +456,9 @@ def merge_pass(pipe: "RollingDepthPipeline", plan, sources: list, decoded: bool,
 
     Window by window (:data:`MERGE_WINDOW` frames), a checkpoint after each. ``sources`` are
     per dilation the decoded maps (``decoded``) or the latents, to decode again in VAE
-    batches. The next window's rows are read in a background thread, the merged frames
-    written in another.
+    batches. Rows are read ahead in a background thread, at most a few chunks of 32 at a
+    time (not whole windows: a window's maps are 288 frames at 768 x 432 with three
+    dilations), and the merged frames written in another.
     """
     from .stores import read_rows
 
@@ -471,40 +472,44 @@ def merge_pass(pipe: "RollingDepthPipeline", plan, sources: list, decoded: bool,
         frames_of.append(flat[o])
     s_all = [torch.from_numpy(np.asarray(s, np.float32)).to(device) for s in scales]
     t_all = [torch.from_numpy(np.asarray(t, np.float32)).to(device) for t in shifts]
-    chunk = max_vae_bs if not decoded else 4 * MERGE_WINDOW
+    chunk = max_vae_bs if not decoded else MERGE_WINDOW  # rows read (and held) at a time
     first = (store.resumed("merge") or {}).get("windows", 0)
 
-    def windows():
-        """Per window: (f0, f1, [(group, flat rows, frame in window, maps or latents)])."""
+    def batches():
+        """Window by window: (f0, f1, group, flat rows s*n + j, frame in window, maps or
+        latents), then (f0, f1, None, ...) once the window is complete."""
         for f0 in range(first * MERGE_WINDOW, num_frames, MERGE_WINDOW):
             f1 = min(num_frames, f0 + MERGE_WINDOW)
-            batches = []
             for g, (src, o, fr) in enumerate(zip(sources, order, frames_of)):
                 lo, hi = np.searchsorted(fr, f0, "left"), np.searchsorted(fr, f1, "left")
                 for start in range(lo, hi, chunk):
-                    part = o[start : min(hi, start + chunk)]  # flat rows s*n + j
-                    batches.append((g, part, fr[start : start + len(part)] - f0, read_rows(_flat(src), part)))
-            yield f0, f1, batches
+                    part = o[start : min(hi, start + chunk)]
+                    yield f0, f1, g, part, fr[start : start + len(part)] - f0, read_rows(_flat(src), part)
+            yield f0, f1, None, None, None, None
 
+    acc = count = None
     with HostWriter(depth=1) as writer:  # a window is 32 full-size frames: keep few of them around
-        for f0, f1, batches in prefetch(windows(), depth=1):
-            acc = torch.zeros((f1 - f0, *size), dtype=torch.float32, device=device)
-            count = torch.zeros(f1 - f0, dtype=torch.float32, device=device)
-            for g, part, local, data in batches:
-                n = plan[g][1]
-                if decoded:
-                    maps = to_device(torch.from_numpy(data), device).float()  # [b, H, W]
-                else:
-                    z = to_device(torch.from_numpy(np.asarray(data, np.float32)), device, dtype)
-                    maps = pipe.decode_depth(z, size).float()  # [b, H, W]
-                snip = to_device(torch.from_numpy(part // n), device)
-                local = to_device(torch.from_numpy(local), device)
-                values = (maps - min_value) * s_all[g][snip][:, None, None] + t_all[g][snip][:, None, None]
-                acc.index_add_(0, local, values)
-                count.index_add_(0, local, torch.ones(len(part), device=device))
-            writer.put(partial(store.write, out, slice(f0, f1)), acc / count[:, None, None], copy=False)  # fresh
-            writer.submit(partial(store.checkpoint, "merge", windows=-(-f1 // MERGE_WINDOW)))
-            notify("merge", f1, num_frames)
+        for f0, f1, g, part, local, data in prefetch(batches(), depth=2):
+            if acc is None:
+                acc = torch.zeros((f1 - f0, *size), dtype=torch.float32, device=device)
+                count = torch.zeros(f1 - f0, dtype=torch.float32, device=device)
+            if g is None:  # the window is complete
+                writer.put(partial(store.write, out, slice(f0, f1)), acc / count[:, None, None], copy=False)  # fresh
+                writer.submit(partial(store.checkpoint, "merge", windows=-(-f1 // MERGE_WINDOW)))
+                notify("merge", f1, num_frames)
+                acc = count = None
+                continue
+            n = plan[g][1]
+            if decoded:
+                maps = to_device(torch.from_numpy(data), device).float()  # [b, H, W]
+            else:
+                z = to_device(torch.from_numpy(np.asarray(data, np.float32)), device, dtype)
+                maps = pipe.decode_depth(z, size).float()  # [b, H, W]
+            snip = to_device(torch.from_numpy(part // n), device)
+            local = to_device(torch.from_numpy(local), device)
+            values = (maps - min_value) * s_all[g][snip][:, None, None] + t_all[g][snip][:, None, None]
+            acc.index_add_(0, local, values)
+            count.index_add_(0, local, torch.ones(len(part), device=device))
 
 
 # ----------------------------------------------------------------------------- 5. renormalise

@@ -789,3 +789,22 @@ def test_original_readme_commands(tmp_path, capsys):
     assert s["cmaps"] == ["Spectral_r", "Greys_r"] and s["save_sbs"] is False and s["restore_res"] is False
     assert (out / "clip_snippets.npz").exists() and not (out / "clip_rgbd.mp4").exists()
     assert np.load(out / "clip_pred.npy").shape == (6, 24, 32)
+
+
+def test_every_method_setting_is_an_option_of_run_video():
+    """The method's settings are declared once (MethodSettings, with their option names);
+    RunConfig holds them and run-video offers each under that name."""
+    import dataclasses
+
+    import typer.main
+
+    from rollingdepth.config import RunConfig
+    from rollingdepth.settings import MethodSettings, method_fields
+
+    command = typer.main.get_command(cli.app)
+    options = {name for p in command.params for name in (*p.opts, *getattr(p, "secondary_opts", []))}
+    for field_name, option in method_fields().items():
+        assert option in options, (field_name, option)
+    run_fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    for f in dataclasses.fields(MethodSettings):
+        assert run_fields[f.name].metadata == f.metadata  # the same declaration, not a copy
