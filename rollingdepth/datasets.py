@@ -29,6 +29,8 @@ __all__ = [
     "DATASETS",
     "PAPER",
     "PUBLISHED",
+    "published",
+    "published_splits",
     "SPLIT_DIR",
     "DatasetSpec",
     "Sequence",
@@ -256,16 +258,35 @@ DATASETS: dict[str, DatasetSpec] = {
 # delta1 as fractions, one scale and shift per video (Ke et al., CVPR 2025, arXiv 2411.19189;
 # docs/evaluation.md says which variant and what could not be verified).
 PAPER = "Ke et al., Video Depth without Video Models, CVPR 2025 (arXiv 2411.19189)"
-PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
-    # variant -> dataset -> metrics; "RollingDepth fast" is absent: not found in the sources we have
+PUBLISHED: dict[str, dict[tuple[str, str], dict[str, float]]] = {
+    # variant -> (dataset, split) -> metrics, from Table 1 of the paper; "fast" is the fast
+    # preset (dilations 1, 25; no refinement), the other row the full method
+    "RollingDepth fast": {
+        ("pointodyssey", "selected_250frame_masked"): {"abs_rel": 0.096, "delta1": 0.904},
+        ("scannet", "rgbd_test_90frame_crop"): {"abs_rel": 0.101, "delta1": 0.897},
+        ("bonn", "5_seq_110frame"): {"abs_rel": 0.079, "delta1": 0.936},
+        ("dydtof", "extracted_200frame_sub16"): {"abs_rel": 0.177, "delta1": 0.696},
+        ("dydtof", "extracted_100frame_sub16"): {"abs_rel": 0.127, "delta1": 0.816},
+    },
     "RollingDepth": {
-        "pointodyssey": {"abs_rel": 0.096, "delta1": 0.905},
-        "scannet": {"abs_rel": 0.093, "delta1": 0.916},
-        "bonn": {"abs_rel": 0.079, "delta1": 0.939},
-        "dydtof": {"abs_rel": 0.173, "delta1": 0.717},
+        ("pointodyssey", "selected_250frame_masked"): {"abs_rel": 0.096, "delta1": 0.905},
+        ("scannet", "rgbd_test_90frame_crop"): {"abs_rel": 0.093, "delta1": 0.916},
+        ("bonn", "5_seq_110frame"): {"abs_rel": 0.079, "delta1": 0.939},
+        ("dydtof", "extracted_200frame_sub16"): {"abs_rel": 0.173, "delta1": 0.717},
+        ("dydtof", "extracted_100frame_sub16"): {"abs_rel": 0.123, "delta1": 0.830},
     },
 }
 PUBLISHED_VARIANTS = ("RollingDepth fast", "RollingDepth")
+
+
+def published(dataset: str, split: str) -> dict[str, dict[str, float]]:
+    """The paper's numbers for ``dataset`` on ``split``, by variant; empty when it reports none."""
+    return {v: PUBLISHED[v][(dataset, split)] for v in PUBLISHED_VARIANTS if (dataset, split) in PUBLISHED[v]}
+
+
+def published_splits(dataset: str) -> list[str]:
+    """The splits of ``dataset`` the paper reports numbers on."""
+    return sorted({split for numbers in PUBLISHED.values() for name, split in numbers if name == dataset})
 
 
 def _dataset(name: str) -> DatasetSpec:

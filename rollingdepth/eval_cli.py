@@ -599,13 +599,11 @@ def _score_sequence(seq, pred_dir: Path, align: str, average: str, min_depth: fl
 
 
 def _published(dataset: str, split: str) -> dict:
-    """The paper's numbers for this dataset, when the split is the paper's."""
-    from .datasets import DATASETS, PAPER, PUBLISHED, PUBLISHED_VARIANTS
+    """The paper's numbers for this dataset and split, when it reports any."""
+    from .datasets import PAPER, published
 
-    if split != DATASETS[dataset].default_split or not any(dataset in v for v in PUBLISHED.values()):
-        return {}
-    return {"source": PAPER, "split": split,
-            "variants": {v: PUBLISHED.get(v, {}).get(dataset) for v in PUBLISHED_VARIANTS}}
+    numbers = published(dataset, split)
+    return {"source": PAPER, "split": split, "variants": numbers} if numbers else {}
 
 
 def _pct(v) -> str:
@@ -616,12 +614,8 @@ def _summary_rows(method, dataset, split, mean, done, total, published) -> list[
     rows = [[method, dataset, split, f"{done}/{total}", _pct(mean.get("abs_rel")), _pct(mean.get("delta1")),
              "-" if "opw" not in mean else f"{mean['opw']:.4f}", _pct(mean.get("tae")), "this run"]]
     for variant, numbers in published.get("variants", {}).items():
-        if numbers is None:
-            rows.append([f"{variant}, published", dataset, split, "", "n/a", "n/a", "-", "-",
-                         "not found in the sources available to us"])
-        else:
-            rows.append([f"{variant}, published", dataset, split, "", _pct(numbers["abs_rel"]),
-                         _pct(numbers["delta1"]), "-", "-", published["source"]])
+        rows.append([f"{variant}, published", dataset, split, "", _pct(numbers["abs_rel"]),
+                     _pct(numbers["delta1"]), "-", "-", published["source"]])
     return rows
 
 
@@ -636,14 +630,13 @@ def _markdown(title, split, rows, videos, frames, failures, settings, published)
               f"({'in depth' if settings['align'] == 'depth' else 'in disparity space'}); metrics averaged over "
               f"{settings['average']}, then over sequences. OPW in metres; see docs/evaluation.md."]
     if published:
-        lines.append(f"Published: {published['source']}, Table 1; n/a: not found in the sources available "
-                     f"to us (docs/evaluation.md).")
+        lines.append(f"Published: {published['source']}, Table 1 (\"fast\": dilations 1, 25, no refinement).")
     else:
-        from .datasets import DATASETS, PUBLISHED
+        from .datasets import published_splits
 
-        spec = DATASETS[settings["dataset"]]
-        if any(spec.name in v for v in PUBLISHED.values()):
-            lines.append(f"Published RollingDepth numbers are for split {spec.default_split}; not shown for "
+        splits = published_splits(settings["dataset"])
+        if splits:
+            lines.append(f"Published RollingDepth numbers are for split {' and '.join(splits)}; not shown for "
                          f"split {split}.")
         else:
             lines.append(f"The RollingDepth paper reports no numbers on {title}.")

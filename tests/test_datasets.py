@@ -11,6 +11,7 @@ import pytest
 from rollingdepth.datasets import (
     DATASETS,
     PUBLISHED,
+    published,
     SPLIT_DIR,
     bundled_splits,
     load_sequences,
@@ -282,8 +283,20 @@ def test_bad_options_and_files_say_what_is_wrong(tmp_path):
 
 
 def test_published_numbers_are_the_papers():
-    # Ke et al., CVPR 2025: AbsRel / delta1 in %, one scale and shift per video
-    paper = {"pointodyssey": (9.6, 90.5), "scannet": (9.3, 91.6), "bonn": (7.9, 93.9), "dydtof": (17.3, 71.7)}
-    numbers = PUBLISHED["RollingDepth"]
-    assert {k: (round(100 * v["abs_rel"], 1), round(100 * v["delta1"], 1)) for k, v in numbers.items()} == paper
+    # Ke et al., CVPR 2025, Table 1: AbsRel / delta1 in %, one scale and shift per video;
+    # PointOdyssey (250), ScanNet (90), Bonn (110), DyDToF (200), DyDToF (100)
+    paper = {
+        "RollingDepth fast": [(9.6, 90.4), (10.1, 89.7), (7.9, 93.6), (17.7, 69.6), (12.7, 81.6)],
+        "RollingDepth": [(9.6, 90.5), (9.3, 91.6), (7.9, 93.9), (17.3, 71.7), (12.3, 83.0)],
+    }
+    columns = [("pointodyssey", "selected_250frame_masked"), ("scannet", "rgbd_test_90frame_crop"),
+               ("bonn", "5_seq_110frame"), ("dydtof", "extracted_200frame_sub16"), ("dydtof", "extracted_100frame_sub16")]
+    for variant, pairs in paper.items():
+        numbers = PUBLISHED[variant]
+        assert set(numbers) == set(columns)
+        assert [(round(100 * numbers[c]["abs_rel"], 1), round(100 * numbers[c]["delta1"], 1)) for c in columns] == pairs
+    for dataset, split in columns:  # each column is a bundled split of that dataset, the first its default
+        assert split in bundled_splits(dataset)
     assert DATASETS["dydtof"].default_split.startswith("extracted_200frame")  # "DyDToF-200"
+    assert published("dydtof", "extracted_100frame_sub16")["RollingDepth"]["delta1"] == 0.830
+    assert published("scannet", "rgbd_test_90frame_crop_sub20") == {} and published("sintel", "clean") == {}
