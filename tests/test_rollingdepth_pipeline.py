@@ -73,13 +73,60 @@ def test_same_seed_same_result_and_seed_matters(tiny_pipe, clip):
     assert np.abs(a.snippets[0] - c.snippets[0]).max() > 1e-4
 
 
-def test_refinement_runs_and_changes_result(tiny_pipe, clip):
-    frames = clip(8)
+def test_refinement_schedule_is_the_methods():
+    # d_i = int((1 - i/R) * (d0 - 1)) + 1, evaluated in Python floats as the reference does:
+    # for R = 10, d0 = 6, i = 8 gives int(0.19999999999999996 * 5) + 1 = 1, not 2
+    assert refine_dilations(10, 6) == [6, 5, 5, 4, 4, 3, 3, 2, 1, 1]
+    assert refine_dilations(3, 3) == [3, 2, 1]
+    assert refine_dilations(4, 1) == [1, 1, 1, 1]
+    assert refine_dilations(1, 6) == [6]
+
+
+def _refine_by_the_spec(pipe, frames, coaligned, refine_step, d0, generator):
+    """Step 12 of the method written out from the spec, one snippet per UNet call: the VAE's
+    encoder and decoder and the scheduler used directly; the one-step UNet call is
+    ``denoise_snippets`` (checked against the golden snippets)."""
+    vae, sf = pipe.vae, 0.18215
+    n, (h, w) = len(frames), coaligned.shape[1:]
+
+    def encode(x):  # [B, 3, H, W] in [-1, 1] -> the mean half of the moments, scaled
+        return vae.quant_conv(vae.encoder(x))[:, :4] * sf
+
+    rgb = encode(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 * 2 - 1)  # [N, 4, h/8, w/8]
+    noise = torch.randn((1, *rgb.shape[1:]), generator=generator)  # step 7: the one initial noise
+    depth = torch.from_numpy(coaligned).float()[:, None].repeat(1, 3, 1, 1)  # [N, 3, H, W]
+    pipe.scheduler.set_timesteps(2 * refine_step)
+    timesteps = pipe.scheduler.timesteps[refine_step:]
+    latents = pipe.scheduler.add_noise(encode(depth), noise.repeat(n, 1, 1, 1), timesteps[:1])
+    for i, t in enumerate(timesteps):
+        d = int((1 - i / refine_step) * (d0 - 1)) + 1
+        total, count = torch.zeros_like(latents), torch.zeros(n)
+        for start in range(0, n - 2 * d):  # snippets of 3 frames, dilation d, stride 1
+            ids = [start, start + d, start + 2 * d]
+            total[ids] += pipe.denoise_snippets(rgb[ids], latents[ids], t, 3)
+            count[ids] += 1
+        latents = total / count[:, None, None, None]
+    out = vae.decoder(vae.post_quant_conv(latents / sf)).mean(dim=1)  # [N, H, W]
+    return out[:, :h, :w].numpy()
+
+
+def test_refinement_matches_the_method_written_out(tiny_pipe, clip):
+    frames = clip(12)
     base = tiny_pipe(frames, processing_res=0, dilations=[1, 2], generator=seed(0))
-    refined = tiny_pipe(frames, processing_res=0, dilations=[1, 2], refine_step=2,
-                        refine_start_dilation=6, generator=seed(0))
+    refined = tiny_pipe(frames, processing_res=0, dilations=[1, 2], refine_step=3,
+                        refine_start_dilation=3, generator=seed(0))
     np.testing.assert_allclose(base.depth_coaligned, refined.depth_coaligned, atol=1e-6)
-    assert np.abs(refined.depth - base.depth).max() > 1e-3
+    assert refined.settings["refine_dilations"] == [3, 2, 1]
+    with torch.no_grad():
+        expected = _refine_by_the_spec(tiny_pipe, frames, base.depth_coaligned, 3, 3, seed(0))
+    # the refined prediction is step 12 applied to the co-aligned depth, not merely different from it
+    assert np.abs(expected - base.depth).max() > 1e-2
+    np.testing.assert_allclose(refined.depth, expected, atol=2e-5)
+
+
+def test_refinement_start_dilation_is_capped(tiny_pipe, clip):
+    refined = tiny_pipe(clip(8), processing_res=0, dilations=[1, 2], refine_step=2,
+                        refine_start_dilation=6, generator=seed(0))
     # start dilation 6 is capped to floor(8/3) - 1 = 1 on 8 frames
     assert refined.settings["refine_start_dilation"] == 1
     assert refined.settings["refine_dilations"] == [1, 1]
