@@ -37,9 +37,14 @@ def cache_file() -> Path:
     return Path(root) / "rollingdepth" / "throughput.json"
 
 
+def _configs(pipe: "RollingDepthPipeline") -> tuple[str, str]:
+    """The UNet's and the VAE's configs as JSON: what their FLOPs and throughput depend on."""
+    unet, vae = (json.dumps(dict(model.config), sort_keys=True, default=str) for model in (pipe.unet, pipe.vae))
+    return unet, vae
+
+
 def _model_key(pipe: "RollingDepthPipeline") -> str:
-    configs = json.dumps([dict(pipe.unet.config), dict(pipe.vae.config)], sort_keys=True, default=str)
-    return hashlib.sha1(configs.encode()).hexdigest()[:12]
+    return hashlib.sha1("\n".join(_configs(pipe)).encode()).hexdigest()[:12]
 
 
 @functools.lru_cache(maxsize=4)
@@ -82,9 +87,7 @@ def _unit_flops(unet_config: str, vae_config: str, size: tuple[int, int], n: int
 def unit_flops(pipe: "RollingDepthPipeline", size: tuple[int, int], n: int) -> dict[str, int]:
     """FLOPs of one frame through the VAE encoder and decoder, and of one snippet of ``n``
     frames through the UNet, at processing size ``size`` (H, W)."""
-    configs = (json.dumps(dict(pipe.unet.config), sort_keys=True, default=str),
-               json.dumps(dict(pipe.vae.config), sort_keys=True, default=str))
-    encode, decode, unet = _unit_flops(*configs, tuple(size), int(n))
+    encode, decode, unet = _unit_flops(*_configs(pipe), tuple(size), int(n))
     return {"encode": encode, "decode": decode, f"unet{n}": unet}
 
 
