@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .progress import BarRenderer, Reporter, make_renderer, only_errors
+from .progress import Reporter, make_renderer, start_share
 
 app = typer.Typer(
     add_completion=False,
@@ -212,18 +212,6 @@ def _reporter(progress: str, quiet: bool, log_every: float, err: Console) -> Rep
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def _start_run(report: Reporter, dist, videos: int, mine: int, count_done=None) -> None:
-    """What the reporter knows once the videos are shared out: only rank 0 shows progress
-    (other ranks print their errors), and its bar counts every rank's videos."""
-    report.videos = mine
-    if dist.enabled:
-        report.rank = dist.rank
-        if not dist.is_main:
-            report.sink = only_errors(report.sink)
-    if isinstance(report.sink, BarRenderer):
-        report.sink.set_videos(videos, count_done)
-
-
 def _summary(console: Console, results) -> None:
     table = Table(title="run-video summary", show_lines=False)
     for col in ("video", "frames", "seconds", "s/frame", "outputs or error"):
@@ -377,7 +365,7 @@ def run_video(
             stems = [_entry_stem(e) for e in entries]
             count_done = lambda: sum(  # noqa: E731
                 1 for st in stems if _finished_since(output_dir / f"{st}_run.json", started))
-        _start_run(report, dist, len(entries), len(mine), count_done)
+        start_share(report, dist, len(entries), len(mine), count_done)
         pipe = _load_model(cfg, dist, verbose, report) if needed else None  # before any progress bar
         if dist.enabled:
             report.info(f"{dist.world_size} processes: {len(entries)} videos, balanced by frame count")

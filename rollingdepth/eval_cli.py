@@ -27,7 +27,7 @@ from rich.table import Table
 
 from . import __version__
 from .cli import _reporter, run_app
-from .progress import BarRenderer, Reporter, only_errors
+from .progress import Reporter, start_share
 from .video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, atomic_path, natural_key
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False,
@@ -278,7 +278,7 @@ def score_files(ctx: _Context, pred: Path, gt: Path, rgb: Path | None, mask: Pat
     """``--pred``/``--gt`` mode: score prediction files against GT files, matched by stem."""
     from .evaluation import evaluate_video
 
-    err, out, fail, quiet, verbose = ctx.err, ctx.out, ctx.fail, ctx.quiet, ctx.verbose
+    out, fail, quiet, verbose = ctx.out, ctx.fail, ctx.quiet, ctx.verbose
 
     started = time.perf_counter()
     if gt_scale <= 0:
@@ -493,7 +493,7 @@ def _predict_all(ctx: _Context, sequences: list, pred_dir: Path, cfg) -> tuple[d
         if dist.enabled:
             shards = balanced_shards([len(s) for s in sequences], dist.world_size)
             mine = [sequences[i] for i in shards[dist.rank]]
-        _progress_of_share(ctx.report, dist, len(mine))
+        start_share(ctx.report, dist, len(mine), len(mine))
         if dist.enabled:
             ctx.log(f"{dist.world_size} processes: {len(sequences)} sequences, balanced by frame count")
         with ctx.report:  # live bars (on a terminal) while predicting
@@ -505,17 +505,6 @@ def _predict_all(ctx: _Context, sequences: list, pred_dir: Path, cfg) -> tuple[d
     finally:
         dist.close(barrier=clean)
     return merged, dist.is_main
-
-
-def _progress_of_share(report: Reporter, dist, videos: int) -> None:
-    """As in run-video: only rank 0 shows progress (other ranks print their errors)."""
-    report.videos = videos
-    if dist.enabled:
-        report.rank = dist.rank
-        if not dist.is_main:
-            report.sink = only_errors(report.sink)
-    if isinstance(report.sink, BarRenderer):
-        report.sink.set_videos(videos)
 
 
 def _predict_share(ctx: _Context, sequences: list, pred_dir: Path, cfg, dist) -> dict[str, str]:

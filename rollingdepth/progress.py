@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, TextIO
 
-__all__ = ["BarRenderer", "Event", "JsonRenderer", "LineRenderer", "Message", "Reporter", "StageEvent", "Summary",
+__all__ = ["BarRenderer", "Event", "JsonRenderer", "LineRenderer", "Message", "Reporter", "StageEvent", "Summary", "start_share",
            "VideoDone", "VideoFailed", "VideoSkipped", "VideoStart", "make_renderer", "only_errors",
            "split_stage", "PROGRESS_MODES"]
 
@@ -666,3 +666,16 @@ def stderr_is_terminal() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def start_share(report: Reporter, dist, videos: int, mine: int, count_done=None) -> None:
+    """What the reporter knows once the videos are shared out among the ranks (``dist``, a
+    ``distributed.Context``): only rank 0 shows progress (the other ranks print their
+    errors), and its bar counts every rank's ``videos``; ``mine`` are this process's."""
+    report.videos = mine
+    if dist.enabled:
+        report.rank = dist.rank
+        if not dist.is_main:
+            report.sink = only_errors(report.sink)
+    if isinstance(report.sink, BarRenderer):
+        report.sink.set_videos(videos, count_done)

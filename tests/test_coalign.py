@@ -87,7 +87,7 @@ def synthetic_snippets(num_frames, dilations, lengths, seed=0, size=(24, 32)):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0 : size[0], 0 : size[1]] / 10.0
     video = np.stack([1.0 + 0.5 * np.sin(xx + 0.1 * i) * np.cos(yy) for i in range(num_frames)])
-    groups, truth = [], []
+    groups = []
     for d, n in zip(dilations, lengths):
         starts = np.arange(num_frames - (n - 1) * d)
         idx = starts[:, None] + d * np.arange(n)[None]

@@ -5,9 +5,7 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from rollingdepth.distributed import balanced_shards

@@ -2,10 +2,8 @@
 
 import json
 import os
-import resource
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
