@@ -98,13 +98,9 @@ def find_sample() -> Path | None:
 
 
 def _parse_ints(text: str, label: str) -> list[int]:
-    values = []
-    for part in str(text or "").replace(" ", ",").split(","):
-        if part:
-            try:
-                values.append(int(part))
-            except ValueError:
-                raise ValueError(f"{label}: {part!r} is not an integer") from None
+    from .config import parse_numbers
+
+    values = parse_numbers(text, label)
     if not values:
         raise ValueError(f"{label}: give at least one value, e.g. 1,25")
     return values

@@ -41,26 +41,12 @@ def _version(value: bool):
         raise typer.Exit()
 
 
-def _ints(values: list[str] | None, option: str) -> list[int] | None:
-    """``["1,10", "25"]`` -> ``[1, 10, 25]``: comma lists and repeated options alike."""
-    if not values:
-        return None
-    out = []
-    for value in values:
-        for part in str(value).replace(" ", ",").split(","):
-            if part == "":
-                continue
-            try:
-                out.append(int(part))
-            except ValueError:
-                raise ValueError(f"{option}: {part!r} is not an integer") from None
-    return out
-
-
 def _lengths(values: list[str] | None) -> list[int] | str | None:
     if values and [v.strip().lower() for v in values] == ["auto"]:
         return "auto"
-    return _ints(values, "--snippet-lengths")
+    from .config import parse_numbers
+
+    return parse_numbers(values, "--snippet-lengths")
 
 
 def _spans(value: str | None) -> dict | None:
@@ -83,21 +69,6 @@ def _strs(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     return [p for v in values for p in str(v).split(",") if p]
-
-
-def _floats(values: list[str] | None, option: str) -> list[float] | None:
-    """``["0.5,20"]`` (or ``["0.5", "20"]``) -> ``[0.5, 20.0]``."""
-    if not values:
-        return None
-    out = []
-    for part in ",".join(str(v) for v in values).replace(" ", ",").split(","):
-        if part == "":
-            continue
-        try:
-            out.append(float(part))
-        except ValueError:
-            raise ValueError(f"{option}: {part!r} is not a number") from None
-    return out
 
 
 # ----------------------------------------------------------------------------- the original's command line
@@ -289,7 +260,7 @@ def run_video(
 
     Example: [bold]run-video input.mp4 --snippet-lengths 3 --dtype fp16[/]
     """
-    from .config import RunConfig
+    from .config import RunConfig, parse_numbers
     from .distributed import init_distributed
     from .device import limit_heap_growth
     from .video_io import open_source
@@ -320,7 +291,7 @@ def run_video(
         fail("no INPUT given (a video, a folder, a .txt list or a glob of images)")
     try:
         overrides = dict(
-            checkpoint=checkpoint, processing_res=processing_res, dilations=_ints(dilations, "--dilations"),
+            checkpoint=checkpoint, processing_res=processing_res, dilations=parse_numbers(dilations, "--dilations"),
             snippet_lengths=_lengths(snippet_lengths), attn_span=_spans(num_view_per_level), cap_dilation=cap_dilation,
             refine_step=refine_step, refine_snippet_len=refine_snippet_len,
             refine_start_dilation=refine_start_dilation, dtype=dtype, device=device, seed=seed,
@@ -329,7 +300,7 @@ def run_video(
             restore_res=restore_res, cmaps=_strs(cmap), save_npy=save_npy, save_sbs=save_sbs,
             save_snippets=save_snippets, save_png16=save_png16, compile=compile,
             channels_last=channels_last, tf32=tf32, work_dir=work_dir, resume=resume, strict=strict,
-            save_exr=save_exr, depth_out=depth_out, depth_range=_floats(depth_range, "--depth-range"),
+            save_exr=save_exr, depth_out=depth_out, depth_range=parse_numbers(depth_range, "--depth-range", float),
             save_ply=save_ply, fov=fov, focal=focal, ply_stride=ply_stride,
         )
         if resample_method is not None and resample_method.upper() != "BILINEAR":

@@ -12,11 +12,28 @@ import yaml
 from .device import DTYPES
 from .settings import MethodSettings, method_fields
 
-__all__ = ["PRESETS", "PRESET_DIR", "RunConfig", "load_preset"]
+__all__ = ["PRESETS", "PRESET_DIR", "RunConfig", "load_preset", "parse_numbers"]
 
 PRESET_DIR = Path(__file__).parent / "configs"
 PRESETS = ("fast", "fast1024", "full", "paper", "none")
 DEFAULT_CHECKPOINT = "prs-eth/rollingdepth-v1-0"
+
+
+def parse_numbers(values, option: str, kind: type = int) -> list | None:
+    """A list option as typed: ``"1,10 25"`` or ``["1,10", "25"]`` (repeated options) ->
+    ``[1, 10, 25]`` of ``kind`` (int or float); ``None`` when nothing was given."""
+    if not values:
+        return None
+    texts = [values] if isinstance(values, str) else values
+    out = []
+    for part in ",".join(str(v) for v in texts).replace(" ", ",").split(","):
+        if part:
+            try:
+                out.append(kind(part))
+            except ValueError:
+                what = "an integer" if kind is int else "a number"
+                raise ValueError(f"{option}: {part!r} is not {what}") from None
+    return out
 
 
 @dataclass

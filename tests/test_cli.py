@@ -258,7 +258,15 @@ def test_presets_in_configs_match_the_readme_and_the_package():
 
 
 def test_repeated_and_comma_options_agree():
-    assert cli._ints(["1,10,25"], "-d") == cli._ints(["1", "10", "25"], "-d") == [1, 10, 25]
+    from rollingdepth.config import parse_numbers
+
+    assert parse_numbers(["1,10,25"], "-d") == parse_numbers(["1", "10", "25"], "-d") == [1, 10, 25]
+    assert parse_numbers("1, 10 25", "-d") == [1, 10, 25] and parse_numbers(None, "-d") is None
+    assert parse_numbers(["0.5,20"], "--depth-range", float) == [0.5, 20.0]
+    with pytest.raises(ValueError, match=r"^--dilations: 'x' is not an integer$"):
+        parse_numbers(["1,x"], "--dilations")
+    with pytest.raises(ValueError, match=r"^--depth-range: '1m' is not a number$"):
+        parse_numbers(["0,1m"], "--depth-range", float)
 
 
 # ----------------------------------------------------------------------------- input kinds
