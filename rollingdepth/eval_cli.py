@@ -75,15 +75,19 @@ def load_depth(path: Path, scale: float) -> np.ndarray:
         if len(shapes) != 1:
             raise InputError(f"{path}: depth images of different sizes {sorted(shapes)}")
         return np.stack(frames) / scale
+    data = _read_npy_maps(path)
+    if data.ndim != 3:
+        raise InputError(f"{path}: expected [N, H, W] depth, got shape {data.shape}")
+    return data.astype(np.float64) / scale
+
+
+def _read_npy_maps(path: Path) -> np.ndarray:
+    """An ``.npy`` of maps, ``[N, 1, H, W]`` taken as ``[N, H, W]``; one line when unreadable."""
     try:
         data = np.load(path)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable .npy file ({exc})") from None
-    if data.ndim == 4 and data.shape[1] == 1:
-        data = data[:, 0]
-    if data.ndim != 3:
-        raise InputError(f"{path}: expected [N, H, W] depth, got shape {data.shape}")
-    return data.astype(np.float64) / scale
+    return data[:, 0] if data.ndim == 4 and data.shape[1] == 1 else data
 
 
 def load_mask(path: Path) -> np.ndarray:
@@ -709,12 +713,7 @@ def load_prediction(path: Path) -> np.ndarray:
     if path.is_dir():
         prediction = _read_sequence(path, report)
     else:
-        try:
-            prediction = np.load(path)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable .npy file ({exc})") from None
-        if prediction.ndim == 4 and prediction.shape[1] == 1:
-            prediction = prediction[:, 0]
+        prediction = _read_npy_maps(path)
     if ((report or {}).get("depth_output") or {}).get("mode") == "depth":
         prediction = 1.0 / np.asarray(prediction, dtype=np.float64)
     return prediction
