@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .cli_options import LogEvery, Progress, Quiet, Verbose
 from .progress import Reporter, make_renderer, start_share
 
 app = typer.Typer(
@@ -250,10 +251,10 @@ def run_video(
     list_work: Annotated[Optional[Path], typer.Option("--list-work", metavar="DIR", help="List the work folders of unfinished runs in DIR (an output or --work-dir folder) with their size and age, and exit.", rich_help_panel=RUN)] = None,
     clean_work: Annotated[Optional[Path], typer.Option("--clean-work", metavar="DIR", help="Remove the work folders of unfinished runs in DIR (only those run-video made), and exit.", rich_help_panel=RUN)] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip videos whose outputs are complete (resume a batch).", rich_help_panel=RUN)] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.", rich_help_panel=RUN)] = False,
-    progress: Annotated[str, typer.Option("--progress", metavar="auto|bar|lines|json", help="Progress on stderr: live bars, plain lines (for logs), or JSON lines (docs/progress.md); auto: bars on a terminal, else lines.", rich_help_panel=RUN)] = "auto",
-    log_every: Annotated[float, typer.Option("--log-every", metavar="SECONDS", help="With lines or json: at most one progress line per stage this often (besides its start and end).", rich_help_panel=RUN)] = 30.0,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show tracebacks of errors.", rich_help_panel=RUN)] = False,
+    quiet: Quiet = False,
+    progress: Progress = "auto",
+    log_every: LogEvery = 30.0,
+    verbose: Verbose = False,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.", rich_help_panel=RUN)] = None,
 ) -> None:
     """Predict temporally consistent depth (affine-invariant inverse depth) for videos with RollingDepth.

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from . import __version__
 from .cli import _reporter, run_app
+from .cli_options import LogEvery, Progress, Quiet, Verbose
 from .progress import Reporter, start_share
 from .video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, atomic_path, natural_key
 
@@ -229,10 +230,10 @@ def eval_depth(
     align: Annotated[str, typer.Option("--align", metavar="video|frame|depth", help="Scale and shift per video or per frame in disparity, or per video in depth.", rich_help_panel=PROTO)] = "video",
     average: Annotated[Optional[str], typer.Option("--average", metavar="pixels|frames", help="Pool a video's valid pixels, or average per-frame metrics. (default: frames with --dataset, else pixels)", rich_help_panel=PROTO)] = None,
     output_dir: Annotated[Path, typer.Option("-o", "--output-dir", metavar="DIR", help="Where metrics, tables, plots (and with --dataset the predictions) go.", rich_help_panel=RUN)] = Path("eval"),
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.", rich_help_panel=RUN)] = False,
-    progress: Annotated[str, typer.Option("--progress", metavar="auto|bar|lines|json", help="Progress on stderr: live bars, plain lines (for logs), or JSON lines (docs/progress.md); auto: bars on a terminal, else lines.", rich_help_panel=RUN)] = "auto",
-    log_every: Annotated[float, typer.Option("--log-every", metavar="SECONDS", help="With lines or json: at most one progress line per stage this often (besides its start and end).", rich_help_panel=RUN)] = 30.0,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show tracebacks of errors.", rich_help_panel=RUN)] = False,
+    quiet: Quiet = False,
+    progress: Progress = "auto",
+    log_every: LogEvery = 30.0,
+    verbose: Verbose = False,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.", rich_help_panel=RUN)] = None,
 ) -> None:
     """Score depth predictions against ground truth: AbsRel, RMSE, delta1-3, OPW and TAE.
