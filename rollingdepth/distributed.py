@@ -70,7 +70,13 @@ def init_distributed() -> DistContext:
     ctx = DistContext(rank=int(os.environ["RANK"]), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         # gloo: only small objects travel; a long batch must not hit the default 30 min timeout
-        dist.init_process_group("gloo", rank=ctx.rank, world_size=world, timeout=timedelta(days=7))
+        timeout = timedelta(days=7)
+        store, _, _ = next(dist.rendezvous("env://", ctx.rank, world, timeout=timeout))
+        # After an elastic restart (torchrun --max-restarts) the launcher's store still holds the
+        # previous round's addresses, and gloo would dial the dead processes: one namespace per round.
+        round_ = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"rollingdepth/round{round_}", store)
+        dist.init_process_group("gloo", store=store, rank=ctx.rank, world_size=world, timeout=timeout)
     return ctx
 
 

@@ -153,6 +153,9 @@ def test_each_rank_takes_the_gpu_of_its_local_rank(monkeypatch):
     joined = []
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: joined.append((backend, kw["rank"], kw["world_size"])))
+    # the launcher's store, then one namespace per elastic round (its use: test_resume.py)
+    monkeypatch.setattr(dist, "rendezvous", lambda url, rank, world, timeout: iter([("store", rank, world)]))
+    monkeypatch.setattr(dist, "PrefixStore", lambda prefix, store: (prefix, store))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("WORLD_SIZE", "4")
     # two machines with 4 GPUs, 2 processes each: the global rank would pick the wrong GPU;
