@@ -294,6 +294,7 @@ class PendingOutputs:
         self.result = None  # the driver's RunResult
         self.store = None  # its DiskStore
         self.estimate_s = None  # the estimated seconds of the prediction (rollingdepth.estimate)
+        self._write_units = 1  # the write stage's progress total: a unit per frame per file, one for run.json
 
     @property
     def frames(self) -> int:
@@ -325,7 +326,7 @@ class PendingOutputs:
             self.result.timings["write"] = time.perf_counter() - t0
             written.append(self._write_report(written))
             finished = True
-            progress("write", 1, 1)
+            progress("write", self._write_units, self._write_units)
             return VideoResult(name=self.name, frames=self.frames, seconds=self.report["seconds"],
                                outputs=[p.name for p in written], notes=list(self.notes))
         except OSError as exc:
@@ -438,7 +439,7 @@ class PendingOutputs:
         done = self._written_before()
         with contextlib.ExitStack() as stack:
             sinks = self._sinks(stack)
-            total = n * len(sinks) + 1
+            total = self._write_units = n * len(sinks) + 1
             if sinks:
                 queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{p.name}")) for p, _ in sinks]
                 needs_rgb = any(p.name in (f"{stem}_rgbd.mp4", f"{stem}_ply") for p, _ in sinks)

@@ -279,6 +279,7 @@ def test_progress_json_lines_parse_and_end_at_their_totals(tmp_path, capsys, cli
         own = [e for e in stages if (e["stage"], e.get("dilation")) == name]
         assert own[0]["phase"] == "start" and own[-1]["phase"] == "end", name
         assert own[-1]["done"] == own[-1]["total"], own[-1]
+        assert len({e["total"] for e in own}) == 1, own  # one unit per stage (write: frames x files + run.json)
         assert all(e["elapsed_s"] >= 0 and 0 <= e["done"] <= e["total"] for e in own)
     failed = [e for e in events if e["event"] == "video_failed"]
     assert len(failed) == 1 and failed[0]["video"].endswith("broken.mp4") and "not a readable video" in failed[0]["error"]
