@@ -240,6 +240,8 @@ def encode_pass(pipe: "RollingDepthPipeline", frames: Iterable[np.ndarray], sett
         sample = {int(i) for i in np.linspace(0, max(num_frames_hint - 2, 0), MOTION_PAIRS).round()}
         sample |= {i + 1 for i in sample}
     small: dict[int, np.ndarray] = {}
+    if num_frames_hint:
+        notify("encode", 0, num_frames_hint)
     with HostWriter() as writer:  # latents reach the host (and the disk) without the device waiting
         for batch in _batched(frames, settings.max_vae_bs):
             chunk = np.stack(batch)  # [B, H, W, 3] uint8
@@ -362,6 +364,7 @@ def _snippet_group(pipe: "RollingDepthPipeline", rgb_latents, noise, timestep, i
     first = resumed["snippets"]
     pending = None  # depth latents waiting for a full VAE batch [k, 4, h, w]
     done = first * n  # snippet frames decoded so far (flat order)
+    notify(f"snippets d={dilation}", first, len(idx))  # the stage starts (from where a resumed run left it)
     for start in range(first, len(idx), batch_size):
         frame_ids = torch.from_numpy(idx[start : start + batch_size].reshape(-1))  # [b*n]
         rgb = to_device(rgb_latents[frame_ids], device)
@@ -488,6 +491,7 @@ def merge_pass(pipe: "RollingDepthPipeline", plan, sources: list, decoded: bool,
             yield f0, f1, None, None, None, None
 
     acc = count = None
+    notify("merge", min(first * MERGE_WINDOW, num_frames), num_frames)
     with HostWriter(depth=1) as writer:  # a window is 32 full-size frames: keep few of them around
         for f0, f1, g, part, local, data in prefetch(batches(), depth=2):
             if acc is None:
@@ -552,6 +556,7 @@ def refine_pass(pipe: "RollingDepthPipeline", rgb_latents: torch.Tensor, noise: 
     else:
         latents = _encode_depth(pipe, coaligned, max_vae_bs, timesteps[:1], noise)  # [N, 4, h, w] host
     bs = settings.unet_batch_size or pipe.default_unet_batch_size(snippet_len, tuple(latents.shape[-2:]))
+    notify("refine", first, refine_step)
     for i in range(first, refine_step):
         t, dilation = timesteps[i], schedule[i]
         idx = torch.from_numpy(snippet_indices(num_frames, snippet_len, dilation))
@@ -604,6 +609,7 @@ def _decode_output(pipe: "RollingDepthPipeline", latents: torch.Tensor, size, ma
         seen["lo"], seen["hi"] = min(seen["lo"], float(maps.min())), max(seen["hi"], float(maps.max()))
         store.checkpoint("refine_decode", frames=rows.stop, **seen)
 
+    notify("refine decode", done.get("frames", 0), num_frames)
     with HostWriter() as writer:
         for start in range(done.get("frames", 0), num_frames, max_vae_bs):
             maps = pipe.decode_depth(to_device(latents[start : start + max_vae_bs], device), size).float()

@@ -278,6 +278,7 @@ def test_progress_json_lines_parse_and_end_at_their_totals(tmp_path, capsys, cli
     for name in names:
         own = [e for e in stages if (e["stage"], e.get("dilation")) == name]
         assert own[0]["phase"] == "start" and own[-1]["phase"] == "end", name
+        assert own[0]["done"] == 0, own[0]  # a stage says it starts before its first batch
         assert own[-1]["done"] == own[-1]["total"], own[-1]
         assert len({e["total"] for e in own}) == 1, own  # one unit per stage (write: frames x files + run.json)
         assert all(e["elapsed_s"] >= 0 and 0 <= e["done"] <= e["total"] for e in own)
