@@ -670,7 +670,7 @@ def stderr_is_terminal() -> bool:
 
 def start_share(report: Reporter, dist, videos: int, mine: int, count_done=None) -> None:
     """What the reporter knows once the videos are shared out among the ranks (``dist``, a
-    ``distributed.Context``): only rank 0 shows progress (the other ranks print their
+    ``distributed.DistContext``): only rank 0 shows progress (the other ranks print their
     errors), and its bar counts every rank's ``videos``; ``mine`` are this process's."""
     report.videos = mine
     if dist.enabled:

@@ -156,6 +156,7 @@ def test_memory_grows_by_less_than_a_frame_per_frame(tmp_path, micro_checkpoint)
         assert depth.shape == (n, h, w) and np.isfinite(depth[-1]).all()
     assert {"encode", "snippets", "coalign", "merge", "writing"} <= set(peaks[100]) == set(peaks[400])
     growth = {stage: (peaks[400][stage] - peaks[100][stage]) * 1024 / 300 / (h * w) for stage in peaks[100]}
+    print("peak RSS growth, bytes per pixel per frame, by stage:", {k: round(v, 2) for k, v in growth.items()})
     assert max(growth.values()) < 2.0, f"peak RSS growth, bytes per pixel per frame, by stage: {growth}"
 
 
