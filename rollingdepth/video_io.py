@@ -33,6 +33,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .errors import EmptyVideoError, InputError  # noqa: F401  (re-exported)
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
@@ -48,10 +50,6 @@ __all__ = [
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class InputError(ValueError):
-    """An input the user gave cannot be used; the message says why, in one line."""
 
 
 class TruncatedVideoWarning(UserWarning):
