@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from rollingdepth.coalign import REF_ITERATIONS, build_problem, coalign, coalign_loss
-from rollingdepth.snippets import snippet_indices
+from rollingdepth.method.coalign import REF_ITERATIONS, build_problem, coalign, coalign_loss
+from rollingdepth.method.snippets import snippet_indices
 
 
 def depth_video(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:

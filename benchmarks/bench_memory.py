@@ -46,10 +46,10 @@ HANDS_OVER = {"encode": "snippets", "coalign": "merge"}
 
 
 def worker(args) -> dict:
-    from rollingdepth.device import limit_heap_growth
-    from rollingdepth.driver import run
-    from rollingdepth.settings import MethodSettings
-    from rollingdepth.stores import DiskStore
+    from rollingdepth.method.device import limit_heap_growth
+    from rollingdepth.runtime.passes import run
+    from rollingdepth.method.settings import MethodSettings
+    from rollingdepth.runtime.stores import DiskStore
 
     if not args.no_heap_limit:
         limit_heap_growth()  # as run-video does

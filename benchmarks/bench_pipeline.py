@@ -40,7 +40,7 @@ PEAK_TFLOPS = {
 
 
 def make_clip(path: Path, frames: int, height: int, width: int) -> None:
-    from rollingdepth.video_io import VideoWriter
+    from rollingdepth.io.video_io import VideoWriter
 
     rgb, _ = synthetic_clip(frames, height, width)
     with VideoWriter(path, 24, (height, width)) as writer:
@@ -75,7 +75,7 @@ def unit_flops(pipe, size: tuple[int, int], snippet_lengths: set[int]) -> dict:
 
 def stage_flops(report: dict, units: dict) -> dict:
     """FLOPs per stage from the run report's settings and counts."""
-    from rollingdepth.snippets import snippet_indices
+    from rollingdepth.method.snippets import snippet_indices
 
     s, counts, n_frames = report["settings"], report["counts"], report["frames"]
     snippet_frames = sum(snippet_indices(n_frames, n, d).size for d, n in zip(s["dilations"], s["snippet_lengths"]))
@@ -104,10 +104,10 @@ def device_peak(dtype: str) -> float | None:
 
 def run_case(name, pipe, clip: Path, res: int, dtype: str, compile: bool, preset: str, refine: int,
              unet_bs: int | None) -> dict:
-    from rollingdepth.config import RunConfig
-    from rollingdepth.loading import accelerate_pipeline
-    from rollingdepth.runner import process_video
-    from rollingdepth.video_io import load_source
+    from rollingdepth.runtime.run_config import RunConfig
+    from rollingdepth.method.loading import accelerate_pipeline
+    from rollingdepth.runtime.video_job import process_video
+    from rollingdepth.io.video_io import load_source
 
     source = load_source(clip)
     cfg = RunConfig.build(preset, dict(processing_res=res, unet_batch_size=unet_bs, dtype=dtype, refine_step=refine,

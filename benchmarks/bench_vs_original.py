@@ -52,9 +52,9 @@ def time_call(pipe, frames, case) -> dict:
 
 
 def time_run_video(pipe, folder: Path, case) -> dict:
-    from rollingdepth.config import RunConfig
-    from rollingdepth.runner import process_video
-    from rollingdepth.video_io import load_source, open_source
+    from rollingdepth.runtime.run_config import RunConfig
+    from rollingdepth.runtime.video_job import process_video
+    from rollingdepth.io.video_io import load_source, open_source
 
     cfg = RunConfig.build("none", dict(processing_res=0, dilations=case["dilations"], snippet_lengths=[3],
                                        coalign=case["coalign"], dtype="fp32", cmaps=["Greys_r"], save_sbs=False))

@@ -30,7 +30,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 def read_clip(args) -> tuple[np.ndarray, np.ndarray | None]:
     if args.clip:
-        from rollingdepth.video_io import load_source, open_source
+        from rollingdepth.io.video_io import load_source, open_source
 
         frames = load_source(open_source(args.clip)[0]).read(0, args.frames)
     else:
@@ -42,7 +42,7 @@ def read_clip(args) -> tuple[np.ndarray, np.ndarray | None]:
 
 def worker(args) -> dict:
     """One configuration, in this process: prints its figures as JSON."""
-    from rollingdepth.cross_frame_attention import set_cross_frame_attention
+    from rollingdepth.method.cross_frame_attention import set_cross_frame_attention
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = DTYPES[args.dtype]
@@ -99,7 +99,7 @@ def worker(args) -> dict:
         "attention_matrix_mb": matrix_mb,  # what the plain path materialises per snippet; SDPA does not
     }
     if gt is not None:
-        from rollingdepth.evaluation import evaluate_video
+        from rollingdepth.evaluation.metrics import evaluate_video
 
         metrics = evaluate_video(out.depth, gt, rgb=frames).metrics
         result["accuracy"] = {k: metrics[k] for k in ("abs_rel", "delta1", "opw")}

@@ -10,11 +10,11 @@ __all__ = ["RollingDepthOutput", "RollingDepthPipeline", "CrossFrameAttnProcesso
 def __getattr__(name: str):
     # Lazy imports: torch/diffusers take seconds to import, `run-video --help` should not.
     if name in ("RollingDepthPipeline", "RollingDepthOutput"):
-        from . import rollingdepth_pipeline
+        from rollingdepth.method import pipeline as rollingdepth_pipeline
 
         return getattr(rollingdepth_pipeline, name)
     if name == "CrossFrameAttnProcessor":
-        from .cross_frame_attention import CrossFrameAttnProcessor
+        from rollingdepth.method.cross_frame_attention import CrossFrameAttnProcessor
 
         return CrossFrameAttnProcessor
     raise AttributeError(f"module 'rollingdepth' has no attribute {name!r}")

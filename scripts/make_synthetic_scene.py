@@ -140,7 +140,7 @@ def main() -> None:
     args = p.parse_args()
     height, width = (int(x) for x in args.size.lower().split("x"))
 
-    from rollingdepth.video_io import VideoWriter, atomic_path
+    from rollingdepth.io.video_io import VideoWriter, atomic_path
 
     rgb, depth = render(args.frames, height, width)
     args.output.parent.mkdir(parents=True, exist_ok=True)

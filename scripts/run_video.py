@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rollingdepth.cli import main  # noqa: E402
+from rollingdepth.frontends.run_video import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

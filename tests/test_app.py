@@ -53,7 +53,7 @@ def _requirement_missing(reason: str):
 
 # ============================================================================ no browser
 def test_durations_parse():
-    from rollingdepth.app_files import parse_duration
+    from rollingdepth.frontends.app_files import parse_duration
 
     assert parse_duration("90") == 90
     assert parse_duration("30m") == 1800
@@ -65,7 +65,7 @@ def test_durations_parse():
 
 
 def test_bad_command_line_is_one_line(capsys):
-    from rollingdepth import app
+    from rollingdepth.frontends import app
 
     for args, expected in ((["--results-ttl", "soon"], "--results-ttl: 'soon' is not a duration"),
                            (["--max-frames", "0"], "--max-frames: 0 must be positive"),
@@ -79,7 +79,7 @@ def test_bad_command_line_is_one_line(capsys):
 
 
 def test_workspace_keeps_results_for_their_time_to_live(tmp_path):
-    from rollingdepth.app_files import Workspace
+    from rollingdepth.frontends.app_files import Workspace
 
     ws = Workspace(ttl_s=600, parent=tmp_path)
     old = ws.new_run("session-a")
@@ -108,8 +108,8 @@ def test_workspace_keeps_results_for_their_time_to_live(tmp_path):
 
 
 def test_zip_of_frames_is_unpacked_flat_and_only_inside_its_folder(tmp_path):
-    from rollingdepth.app_files import extract_frames
-    from rollingdepth.video_io import InputError
+    from rollingdepth.frontends.app_files import extract_frames
+    from rollingdepth.io.video_io import InputError
 
     frame = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
     archive = tmp_path / "shot.zip"
@@ -140,9 +140,9 @@ def test_zip_of_frames_is_unpacked_flat_and_only_inside_its_folder(tmp_path):
 
 
 def test_page_settings_build_the_config_run_video_builds(tmp_path):
-    from rollingdepth.app import AppSettings, DepthService, _page_message
-    from rollingdepth.app_files import Workspace
-    from rollingdepth.config import RunConfig
+    from rollingdepth.frontends.app import AppSettings, DepthService, _page_message
+    from rollingdepth.frontends.app_files import Workspace
+    from rollingdepth.runtime.run_config import RunConfig
 
     service = DepthService(None, AppSettings(checkpoint="ckpt", dtype="fp32", max_res=256), Workspace(60, tmp_path))
     assert service.preset_values("full") == {"res": 256, "dilations": "1,10,25", "snippet": "3", "refine": 10}
@@ -202,7 +202,7 @@ def app(tmp_path_factory, request):
     log = tmp / "app.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rollingdepth.app", "-c", str(TINY_CHECKPOINT), "--dtype", "fp32",
+            [sys.executable, "-m", "rollingdepth.frontends.app", "-c", str(TINY_CHECKPOINT), "--dtype", "fp32",
              "--port", str(port), "--max-frames", str(MAX_FRAMES), "--max-upload-mb", str(MAX_UPLOAD_MB),
              "--max-res", "256", "--results-ttl", "1h"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -289,7 +289,7 @@ def reference(tmp_path_factory):
     import torch
     from typer.testing import CliRunner
 
-    from rollingdepth import cli
+    from rollingdepth.frontends import run_video as cli
 
     out = tmp_path_factory.mktemp("run-video")
     threads = torch.get_num_threads()
@@ -577,7 +577,7 @@ def test_bad_uploads_show_one_message_and_the_next_run_works(app, browser, tmp_p
 
 def _frames_zip(path: Path, count: int) -> Path:
     """The sample clip's first frames as PNGs in a zip, inside a folder as people zip them."""
-    from rollingdepth.video_io import load_source
+    from rollingdepth.io.video_io import load_source
 
     frames = load_source(SAMPLE).read(0, count)
     with zipfile.ZipFile(path, "w") as zf:

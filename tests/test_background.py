@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rollingdepth.background import BackgroundQueue, HostWriter, prefetch
+from rollingdepth.runtime.background import BackgroundQueue, HostWriter, prefetch
 
 
 def test_prefetch_yields_everything_in_order_and_runs_ahead():

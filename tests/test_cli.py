@@ -13,8 +13,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from rollingdepth import cli
-from rollingdepth.video_io import VideoWriter, natural_key
+from rollingdepth.frontends import run_video as cli
+from rollingdepth.io.video_io import VideoWriter, natural_key
 
 from .conftest import TINY_CHECKPOINT, make_clip
 
@@ -48,7 +48,7 @@ def read_video(path: Path):
 
 def decode(path: Path) -> np.ndarray:
     """Every frame of a video as video_io reads it: uint8 ``[N, H, W, 3]``."""
-    from rollingdepth.video_io import load_source
+    from rollingdepth.io.video_io import load_source
 
     return load_source(Path(path)).read()
 
@@ -67,7 +67,7 @@ def assert_same_frames_in_order(shown: np.ndarray, frames: np.ndarray, tolerance
     assert (errors.argmin(axis=1) == np.arange(len(frames))).all(), errors
 
 
-# progress lines on a stderr that is not a terminal (rollingdepth.progress.LineRenderer)
+# progress lines on a stderr that is not a terminal (rollingdepth.frontends.progress.LineRenderer)
 _PROGRESS_LINE = re.compile(r"^(\d\d:\d\d:\d\d |loading checkpoint |Estimated )")
 
 
@@ -161,7 +161,7 @@ def test_restore_res_and_fps(tmp_path, capsys, clips):
 def test_from_and_frames(tmp_path, capsys, clips):
     """--from 2 --frames 4 processes frames 2 to 5: video_io yields exactly those, and the
     side-by-side video shows them, in order."""
-    from rollingdepth.video_io import load_source
+    from rollingdepth.io.video_io import load_source
 
     source = load_source(clips / "a.mp4")
     everything = source.read()
@@ -232,7 +232,7 @@ def _readme_preset_table() -> dict[str, dict]:
 def test_presets_in_configs_match_the_readme_and_the_package():
     """configs/ holds real files (not a link that breaks on some clones) identical to the
     package's; every preset the README names loads from configs/ with the README's values."""
-    from rollingdepth.config import PRESET_DIR, PRESETS, RunConfig, load_preset
+    from rollingdepth.runtime.run_config import PRESET_DIR, PRESETS, RunConfig, load_preset
 
     top = REPO / "configs"
     assert top.is_dir() and not top.is_symlink()
@@ -258,7 +258,7 @@ def test_presets_in_configs_match_the_readme_and_the_package():
 
 
 def test_repeated_and_comma_options_agree():
-    from rollingdepth.config import parse_numbers
+    from rollingdepth.runtime.run_config import parse_numbers
 
     assert parse_numbers(["1,10,25"], "-d") == parse_numbers(["1", "10", "25"], "-d") == [1, 10, 25]
     assert parse_numbers("1, 10 25", "-d") == [1, 10, 25] and parse_numbers(None, "-d") is None
@@ -284,7 +284,7 @@ def test_folder_of_videos_and_list_file(tmp_path, capsys, clips):
 def test_image_folder_and_glob(tmp_path, capsys):
     """PNG frames (lossless) come back exactly, in natural order (frame2 before frame10, which
     a plain sort would swap), from a folder and from a glob; the run shows them in that order."""
-    from rollingdepth.video_io import load_source, open_source
+    from rollingdepth.io.video_io import load_source, open_source
 
     frames = make_clip(11, 24, 32)
     folder = tmp_path / "shot"
@@ -314,7 +314,7 @@ def test_grey_alpha_and_16bit_image_sequences(tmp_path):
     round(v * 255 / 65535)."""
     from PIL import Image
 
-    from rollingdepth.video_io import load_source, open_source
+    from rollingdepth.io.video_io import load_source, open_source
 
     rng = np.random.default_rng(5)
     h, w = 6, 7
@@ -356,7 +356,7 @@ def test_grey_alpha_and_16bit_image_sequences(tmp_path):
 
 
 def test_image_sequence_with_a_frame_of_another_size(tmp_path):
-    from rollingdepth.video_io import InputError, load_source, open_source
+    from rollingdepth.io.video_io import InputError, load_source, open_source
 
     folder = tmp_path / "sizes"
     folder.mkdir()
@@ -374,7 +374,7 @@ def test_truncated_video_warns_with_both_numbers(tmp_path):
     away: ffmpeg's constant-rate output used to repeat frame 20 in their place), the source
     holds the decoded count and the container's, a warning names both; strict=True refuses
     the file in one line."""
-    from rollingdepth.video_io import InputError, TruncatedVideoWarning, load_source
+    from rollingdepth.io.video_io import InputError, TruncatedVideoWarning, load_source
 
     whole = write_clip(tmp_path / "whole.mp4", make_clip(30, 24, 32, seed=4))
     with warnings.catch_warnings():
@@ -413,7 +413,7 @@ def test_truncated_video_warning_in_run_video(tmp_path, capsys):
     data = whole.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.7)])
-    from rollingdepth.video_io import TruncatedVideoWarning, load_source
+    from rollingdepth.io.video_io import TruncatedVideoWarning, load_source
 
     with pytest.warns(TruncatedVideoWarning):
         decoded = load_source(cut).frame_count
@@ -556,7 +556,7 @@ def test_skip_existing_resumes(tmp_path, capsys, clips):
 
 
 def test_interrupt_leaves_no_partial_file(tmp_path, capsys, clips, monkeypatch):
-    from rollingdepth import video_io
+    from rollingdepth.io import video_io
 
     calls = {"n": 0}
     original = video_io.VideoWriter.write
@@ -626,7 +626,7 @@ def test_outputs_are_written_while_the_next_video_is_predicted(tmp_path, capsys,
     has started, which can only happen if the two overlap."""
     import threading
 
-    from rollingdepth import runner
+    from rollingdepth.runtime import video_job as runner
 
     b_started = threading.Event()
     overlapped = []
@@ -653,7 +653,7 @@ def test_outputs_are_written_while_the_next_video_is_predicted(tmp_path, capsys,
 
 
 def test_a_failed_background_write_fails_only_its_video(tmp_path, capsys, clips, monkeypatch):
-    from rollingdepth import video_io
+    from rollingdepth.io import video_io
 
     original = video_io.VideoWriter.write
 
@@ -684,7 +684,8 @@ def test_interrupt_while_a_video_is_written_in_the_background(tmp_path, capsys, 
     leaves nothing partial; exit 130."""
     import threading
 
-    from rollingdepth import runner, video_io
+    from rollingdepth.runtime import video_job as runner
+    from rollingdepth.io import video_io
 
     writing = threading.Event()
     original = video_io.VideoWriter.write
@@ -737,7 +738,7 @@ def test_batch_script(tmp_path, clips):
 @pytest.mark.parametrize("name,codec", [("clip.mov", "libx265"), ("clip.webm", "libvpx-vp9"), ("clip.avi", "mjpeg"), ("clip.mkv", "libx264")])
 def test_containers_and_codecs_decode(tmp_path, name, codec):
     """The bundled ffmpeg reads HEVC, VP9 and MJPEG in mov, webm, avi and mkv; alpha becomes RGB."""
-    from rollingdepth.video_io import load_source
+    from rollingdepth.io.video_io import load_source
 
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     src = write_clip(tmp_path / "src.mp4", make_clip(5, 24, 32))
@@ -808,8 +809,8 @@ def test_every_method_setting_is_an_option_of_run_video():
 
     import typer.main
 
-    from rollingdepth.config import RunConfig
-    from rollingdepth.settings import MethodSettings, method_fields
+    from rollingdepth.runtime.run_config import RunConfig
+    from rollingdepth.method.settings import MethodSettings, method_fields
 
     command = typer.main.get_command(cli.app)
     options = {name for p in command.params for name in (*p.opts, *getattr(p, "secondary_opts", []))}

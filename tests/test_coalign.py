@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from rollingdepth.coalign import build_problem, coalign, coalign_loss, merge_snippets
-from rollingdepth.snippets import snippet_indices
+from rollingdepth.method.coalign import build_problem, coalign, coalign_loss, merge_snippets
+from rollingdepth.method.snippets import snippet_indices
 
 from .conftest import GOLDEN_A
 
@@ -117,7 +117,7 @@ def test_mixed_snippet_lengths(mode):
 
 
 def test_fast_mode_never_builds_the_dense_layout(monkeypatch):
-    import rollingdepth.coalign as module
+    import rollingdepth.method.coalign as module
 
     def forbidden(*args, **kwargs):
         raise AssertionError("fast mode built the dense [sum n, N, P] layout")
@@ -148,7 +148,7 @@ def test_accepts_torch_tensors():
 
 
 def test_problem_from_subsampled_in_place_shares_and_matches():
-    from rollingdepth.coalign import problem_from_subsampled, solve
+    from rollingdepth.method.coalign import problem_from_subsampled, solve
 
     rng = np.random.default_rng(3)
     subs = [rng.random((s, 3, 20)).astype(np.float32) + 0.5 for s in (8, 4)]  # 10 frames, dilations 1 and 3

@@ -5,7 +5,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from rollingdepth.cross_frame_attention import CrossFrameAttnProcessor, set_cross_frame_attention
+from rollingdepth.method.cross_frame_attention import CrossFrameAttnProcessor, set_cross_frame_attention
 
 from .conftest import TINY_CHECKPOINT
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rollingdepth.datasets import (
+from rollingdepth.evaluation.datasets import (
     DATASETS,
     PUBLISHED,
     published,
@@ -19,8 +19,8 @@ from rollingdepth.datasets import (
     read_png16,
     read_sintel_cam,
 )
-from rollingdepth.evaluation import valid_mask
-from rollingdepth.video_io import InputError
+from rollingdepth.evaluation.metrics import valid_mask
+from rollingdepth.io.video_io import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 

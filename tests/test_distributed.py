@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from rollingdepth.distributed import balanced_shards
+from rollingdepth.runtime.distributed import balanced_shards
 
 from .conftest import TINY_CHECKPOINT, make_clip
 from .test_cli import REPO, write_clip
@@ -148,7 +148,7 @@ def test_each_rank_takes_the_gpu_of_its_local_rank(monkeypatch):
     import torch
     import torch.distributed as dist
 
-    from rollingdepth.distributed import init_distributed
+    from rollingdepth.runtime.distributed import init_distributed
 
     joined = []
     monkeypatch.setattr(dist, "is_initialized", lambda: False)

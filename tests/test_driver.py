@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from rollingdepth import driver
-from rollingdepth.rollingdepth_pipeline import RollingDepthPipeline
-from rollingdepth.settings import MethodSettings
-from rollingdepth.snippets import snippet_indices
-from rollingdepth.stores import DiskStore, MemoryStore, NpyFile
+from rollingdepth.runtime import passes as driver
+from rollingdepth.method.pipeline import RollingDepthPipeline
+from rollingdepth.method.settings import MethodSettings
+from rollingdepth.method.snippets import snippet_indices
+from rollingdepth.runtime.stores import DiskStore, MemoryStore, NpyFile
 
 from .conftest import TINY_CHECKPOINT, make_clip
 
@@ -163,7 +163,7 @@ def test_unet_and_vae_out_of_memory_back_off(tiny_pipe, tmp_path, monkeypatch):
 
 
 def test_run_video_reports_decodes(tmp_path, capsys):
-    from rollingdepth import cli
+    from rollingdepth.frontends import run_video as cli
 
     from .test_cli import write_clip
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from rollingdepth import cli
-from rollingdepth.estimate import Estimate, cache_file, estimate_run, format_duration, unit_flops
-from rollingdepth.settings import MethodSettings
+from rollingdepth.frontends import run_video as cli
+from rollingdepth.runtime.estimate import Estimate, cache_file, estimate_run, format_duration, unit_flops
+from rollingdepth.method.settings import MethodSettings
 
 from .conftest import TINY_CHECKPOINT, make_clip
 from .test_cli import write_clip

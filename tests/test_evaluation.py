@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rollingdepth.evaluation import depth_metrics, evaluate_video, optical_flow_warping_error
+from rollingdepth.evaluation.metrics import depth_metrics, evaluate_video, optical_flow_warping_error
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -117,7 +117,7 @@ def test_mismatches_give_clear_errors(scene):
 
 
 def _eval(args, capsys):
-    from rollingdepth import eval_cli
+    from rollingdepth.frontends import eval_depth as eval_cli
 
     with pytest.raises(SystemExit) as info:
         eval_cli.main([str(a) for a in args])
@@ -147,7 +147,7 @@ def test_eval_cli_pngs_with_gt_scale_and_errors(tmp_path, scene, capsys):
 
 def test_run_video_then_eval_depth_end_to_end(tmp_path, capsys):
     """The synthetic clip through run-video (tiny random checkpoint) and eval-depth."""
-    from rollingdepth import cli
+    from rollingdepth.frontends import run_video as cli
 
     from .conftest import TINY_CHECKPOINT
 
@@ -193,7 +193,7 @@ def _sliding_scene(frames: int = 4, h: int = 48, w: int = 96, f: float = 100.0, 
 
 
 def test_tae_zero_for_exact_depth_and_poses_and_grows_with_inconsistency():
-    from rollingdepth.evaluation import temporal_alignment_error
+    from rollingdepth.evaluation.metrics import temporal_alignment_error
 
     depth, k, poses = _sliding_scene()
     value, per_pair = temporal_alignment_error(depth, k, poses)
@@ -275,7 +275,7 @@ def test_eval_depth_dataset_runs_the_model_scores_and_resumes(tmp_path, capsys):
 
 def _bonn_paper_split(root: Path, h: int = 16, w: int = 24) -> dict[str, np.ndarray]:
     """Files at exactly the paths of the bundled Bonn split (5 sequences x 110 frames), tiny frames."""
-    from rollingdepth.datasets import load_sequences
+    from rollingdepth.evaluation.datasets import load_sequences
 
     from .test_datasets import depth_map, rgb_image, write_png16, write_rgb
 
@@ -349,9 +349,10 @@ def test_eval_depth_dataset_usage_errors(tmp_path, capsys):
 
 def test_eval_depth_dataset_shares_sequences_across_ranks(tmp_path, capsys, monkeypatch):
     """Under torchrun each rank predicts its balanced share; only rank 0 scores."""
-    from rollingdepth import distributed, runner
-    from rollingdepth.distributed import DistContext, balanced_shards
-    from rollingdepth.runner import VideoResult
+    from rollingdepth.runtime import distributed
+    from rollingdepth.runtime import video_job as runner
+    from rollingdepth.runtime.distributed import DistContext, balanced_shards
+    from rollingdepth.runtime.video_job import VideoResult
 
     from .test_datasets import make_bonn
 

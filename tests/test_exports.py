@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from rollingdepth import cli, eval_cli
-from rollingdepth.exports import DepthMapping, PinholeCamera, check_openexr, point_cloud, read_exr, write_exr, write_ply
-from rollingdepth.runner import outputs_complete
-from rollingdepth.config import RunConfig
-from rollingdepth.video_io import load_source
+from rollingdepth.frontends import run_video as cli
+from rollingdepth.frontends import eval_depth as eval_cli
+from rollingdepth.io.exports import DepthMapping, PinholeCamera, check_openexr, point_cloud, read_exr, write_exr, write_ply
+from rollingdepth.runtime.video_job import outputs_complete
+from rollingdepth.runtime.run_config import RunConfig
+from rollingdepth.io.video_io import load_source
 
 from .conftest import TINY_CHECKPOINT, make_clip
 from .test_cli import assert_no_partial_files, write_clip

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from rollingdepth import RollingDepthPipeline
-from rollingdepth.cross_frame_attention import CrossFrameAttnProcessor
-from rollingdepth.loading import CheckpointError, checkpoint_error_message, download_command, load_pipeline
+from rollingdepth.method.cross_frame_attention import CrossFrameAttnProcessor
+from rollingdepth.method.loading import CheckpointError, checkpoint_error_message, download_command, load_pipeline
 
 from .conftest import TINY_CHECKPOINT, make_clip
 
@@ -100,13 +100,13 @@ def test_missing_checkpoint_fails_clearly(tmp_path, monkeypatch):
 
 def test_no_network_is_named(tmp_path):
     """A Hub that refuses connections (a closed local port): 'no network', not 'offline mode'."""
-    code = f"from rollingdepth.loading import load_pipeline\nload_pipeline({HUB_ID!r}, 'fp32', 'cpu')"
+    code = f"from rollingdepth.method.loading import load_pipeline\nload_pipeline({HUB_ID!r}, 'fp32', 'cpu')"
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path),
            "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"rollingdepth.loading.CheckpointError: checkpoint {HUB_ID}: not downloaded yet"), last
+    assert last.startswith(f"rollingdepth.method.loading.CheckpointError: checkpoint {HUB_ID}: not downloaded yet"), last
     assert "cannot be reached (no network connection)" in last
 
 
@@ -231,14 +231,14 @@ def test_not_a_folder_nor_a_hub_id(tmp_path):
 
 
 def test_checkpoint_error_is_an_input_error():
-    from rollingdepth.video_io import InputError
+    from rollingdepth.io.video_io import InputError
 
     assert issubclass(CheckpointError, InputError) and issubclass(CheckpointError, ValueError)
 
 
 # ----------------------------------------------------------------------------- run-video
 def _run_video(args, capsys):
-    from rollingdepth import cli
+    from rollingdepth.frontends import run_video as cli
 
     with pytest.raises(SystemExit) as info:
         cli.main([str(a) for a in args])

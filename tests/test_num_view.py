@@ -15,8 +15,8 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention
 
-from rollingdepth.cross_frame_attention import CrossFrameAttnProcessor, attention_level
-from rollingdepth.num_view import MIN_FREE_GB_FOR_4, MOTION_FAST, MOTION_SLOW, choose_num_view, motion_score
+from rollingdepth.method.cross_frame_attention import CrossFrameAttnProcessor, attention_level
+from rollingdepth.method.num_view import MIN_FREE_GB_FOR_4, MOTION_FAST, MOTION_SLOW, choose_num_view, motion_score
 
 from .conftest import TINY_CHECKPOINT
 
@@ -42,7 +42,7 @@ def panning_clip(step_px: float, frames: int = 10, size=(96, 160), seed=0) -> np
 
 def example_clips() -> dict:
     """The example clips of docs/num_view.md: 30 frames at 320 x 192, by name."""
-    from rollingdepth.video_io import load_source
+    from rollingdepth.io.video_io import load_source
 
     first, second = panning_clip(1.0, 15, EXAMPLE_SIZE, seed=0), panning_clip(1.0, 15, EXAMPLE_SIZE, seed=1)
     return {
@@ -130,7 +130,7 @@ def test_documented_example_scores_match_the_measurement():
 
 
 def test_auto_in_pipeline_and_cli(tiny_pipe, tmp_path, capsys):
-    from rollingdepth import cli
+    from rollingdepth.frontends import run_video as cli
 
     from .test_cli import write_clip
 
@@ -198,8 +198,8 @@ def test_math_backend_equals_sdpa():
 
 
 def test_out_of_memory_message_names_remedies(tmp_path, capsys, monkeypatch):
-    from rollingdepth import cli
-    from rollingdepth.rollingdepth_pipeline import RollingDepthPipeline
+    from rollingdepth.frontends import run_video as cli
+    from rollingdepth.method.pipeline import RollingDepthPipeline
 
     from .test_cli import write_clip
 

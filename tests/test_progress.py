@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rollingdepth.progress import (BarRenderer, JsonRenderer, LineRenderer, Reporter, make_renderer, only_errors,
+from rollingdepth.frontends.progress import (BarRenderer, JsonRenderer, LineRenderer, Reporter, make_renderer, only_errors,
                                    split_stage)
 
 from .conftest import TINY_CHECKPOINT, make_clip
@@ -136,7 +136,7 @@ def test_json_events_schema_and_counts():
 
 
 def test_json_summary_and_messages():
-    from rollingdepth.runner import VideoResult
+    from rollingdepth.runtime.video_job import VideoResult
 
     report, clock, stream = json_reporter(log_every=30)
     report.warning("batch halved")
@@ -324,8 +324,9 @@ def test_a_terminal_still_gets_the_live_bar(tmp_path, clip):
 # ----------------------------------------------------------------------------- eval-depth
 def test_eval_depth_reports_the_same_events(tmp_path, capsys, monkeypatch):
     """--dataset runs process_video per sequence with the reporter's callback (faked here)."""
-    from rollingdepth import eval_cli, runner
-    from rollingdepth.runner import VideoResult
+    from rollingdepth.frontends import eval_depth as eval_cli
+    from rollingdepth.runtime import video_job as runner
+    from rollingdepth.runtime.video_job import VideoResult
 
     from .test_datasets import make_bonn
 

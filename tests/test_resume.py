@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rollingdepth import cli
-from rollingdepth.snippets import snippet_indices
-from rollingdepth.stores import JOURNAL, DiskStore
+from rollingdepth.frontends import run_video as cli
+from rollingdepth.method.snippets import snippet_indices
+from rollingdepth.runtime.stores import JOURNAL, DiskStore
 
 from .conftest import TINY_CHECKPOINT, make_clip
 from .test_cli import write_clip
@@ -119,7 +119,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, clip, baseline, stag
 
 def interrupted_run(clip, out, monkeypatch, where="merge_pass"):
     """A run stopped by Ctrl-C when the driver reaches ``where``."""
-    from rollingdepth import driver
+    from rollingdepth.runtime import passes as driver
 
     def stop(*a, **k):
         raise KeyboardInterrupt

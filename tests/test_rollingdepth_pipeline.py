@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rollingdepth.snippets import cap_dilation, plan_snippets, refine_dilations, snippet_indices
+from rollingdepth.method.snippets import cap_dilation, plan_snippets, refine_dilations, snippet_indices
 
 from .conftest import GOLDEN_A
 

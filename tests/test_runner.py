@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rollingdepth.rollingdepth_pipeline import RollingDepthPipeline
+from rollingdepth.method.pipeline import RollingDepthPipeline
 
 from .conftest import TINY_CHECKPOINT, make_clip
 
@@ -30,7 +30,8 @@ def test_work_folder_removed_after_success_kept_for_resuming(tmp_path, capsys, m
     """Removed once the outputs are complete; after an error or Ctrl-C in the merge it stays
     (with its journal) and holds nothing partial in the output folder; an error before any
     checkpoint leaves no work folder at all."""
-    from rollingdepth import cli, driver
+    from rollingdepth.frontends import run_video as cli
+    from rollingdepth.runtime import passes as driver
 
     from .test_cli import write_clip
 
@@ -75,7 +76,9 @@ def test_work_folder_removed_after_success_kept_for_resuming(tmp_path, capsys, m
 # that imports and loading are not measured): {stage: peak kB}
 _STAGE_PEAKS_OF_A_RUN = """
 import json, sys
-from rollingdepth import cli, driver, runner
+from rollingdepth.frontends import run_video as cli
+from rollingdepth.runtime import passes as driver
+from rollingdepth.runtime import video_job as runner
 
 def high_water_kb():
     return int([l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1])
@@ -161,7 +164,7 @@ def test_memory_grows_by_less_than_a_frame_per_frame(tmp_path, micro_checkpoint)
 
 
 def test_accelerator_options(monkeypatch):
-    from rollingdepth import runner
+    from rollingdepth.runtime import video_job as runner
 
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(type(module).__name__) or module)

@@ -2,7 +2,7 @@
 
 The pipeline holds the model and the method's steps on batches (:meth:`encode_frames`,
 :meth:`denoise_snippets`, :meth:`decode_depth`, :meth:`encode_depth`); the passes over a
-whole video are :mod:`rollingdepth.driver`'s, which ``__call__`` runs over an in-memory
+whole video are :mod:`rollingdepth.runtime.passes`'s, which ``__call__`` runs over an in-memory
 store and run-video over a work folder on disk (``docs/method.md``). No file I/O here.
 """
 
@@ -21,11 +21,11 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DCon
 from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .cross_frame_attention import set_cross_frame_attention
-from .device import is_out_of_memory, resolve_device, resolve_dtype, to_device
-from .driver import ProgressCallback, run
-from .settings import MethodSettings
-from .stores import MemoryStore
+from rollingdepth.method.cross_frame_attention import set_cross_frame_attention
+from rollingdepth.method.device import is_out_of_memory, resolve_device, resolve_dtype, to_device
+from rollingdepth.runtime.passes import ProgressCallback, run
+from rollingdepth.method.settings import MethodSettings
+from rollingdepth.runtime.stores import MemoryStore
 
 __all__ = ["RollingDepthOutput", "RollingDepthPipeline"]
 

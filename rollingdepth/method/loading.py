@@ -18,8 +18,8 @@ import socket
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_CHECKPOINT
-from .video_io import InputError
+from rollingdepth.runtime.run_config import DEFAULT_CHECKPOINT
+from rollingdepth.io.video_io import InputError
 
 __all__ = ["HUB_ID", "CheckpointError", "accelerate_pipeline", "check_checkpoint_folder", "checkpoint_error_message",
            "download_command", "load_pipeline", "login_command", "resolve_checkpoint"]
@@ -226,7 +226,7 @@ def resolve_checkpoint(checkpoint: str, **hub_kwargs) -> Path:
     if not _HUB_ID.match(checkpoint):
         raise CheckpointError(checkpoint, "no such folder, and not a Hub id (owner/name)",
                               f"pass -c PATH to a checkpoint folder, or a Hub id such as {HUB_ID}")
-    from .rollingdepth_pipeline import RollingDepthPipeline, _quiet_loading
+    from rollingdepth.method.pipeline import RollingDepthPipeline, _quiet_loading
 
     try:
         with _quiet_loading():
@@ -266,8 +266,8 @@ def accelerate_pipeline(pipe, *, compile: bool = False, channels_last: bool = Fa
 
 def _load_checkpoint(checkpoint: str, dtype: str, device: str | None, **hub_kwargs):
     """Resolve, check and load ``checkpoint`` on ``device`` (device and dtype errors pass through)."""
-    from .device import resolve_device, resolve_dtype
-    from .rollingdepth_pipeline import RollingDepthPipeline
+    from rollingdepth.method.device import resolve_device, resolve_dtype
+    from rollingdepth.method.pipeline import RollingDepthPipeline
 
     folder = resolve_checkpoint(checkpoint, **hub_kwargs)
     check_checkpoint_folder(folder, checkpoint)

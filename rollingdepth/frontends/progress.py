@@ -1,7 +1,7 @@
 """Progress of a run as plain events, and the renderers that show them.
 
 The library reports progress through one callback, ``callback(stage, done, total)``
-(:mod:`rollingdepth.driver`, :meth:`rollingdepth.runner.PendingOutputs.write`). A
+(:mod:`rollingdepth.runtime.passes`, :meth:`rollingdepth.runtime.video_job.PendingOutputs.write`). A
 :class:`Reporter` turns those calls, and what a front end knows about its videos (started,
 done, failed, skipped) into :class:`Event` objects: plain, immutable data with timings
 (elapsed, rate, ETA) added, which any front end can render or send elsewhere
@@ -186,7 +186,7 @@ class Reporter:
     may be written (and reported) in another thread while the next video runs.
 
     ``reporter.callback(video)`` is the ``progress(stage, done, total)`` callback for one
-    video, as :func:`rollingdepth.runner.process_video` and :func:`rollingdepth.driver.run`
+    video, as :func:`rollingdepth.runtime.video_job.process_video` and :func:`rollingdepth.runtime.passes.run`
     take it. A stage ends when the same video reports another stage or :meth:`end_stage` is
     called (after the prediction, and after the writing).
     """
@@ -282,7 +282,7 @@ class Reporter:
         self.message("error", text, video, traceback)
 
     def summary(self, results: list, seconds: float, interrupted: bool = False, metrics: dict | None = None) -> None:
-        """``results``: :class:`rollingdepth.runner.VideoResult`-like objects (name, ok, skipped,
+        """``results``: :class:`rollingdepth.runtime.video_job.VideoResult`-like objects (name, ok, skipped,
         frames, seconds, error, outputs)."""
         entries = []
         for r in results:

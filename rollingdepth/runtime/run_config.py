@@ -9,12 +9,12 @@ from typing import Any
 
 import yaml
 
-from .device import DTYPES
-from .settings import MethodSettings, method_fields
+from rollingdepth.method.device import DTYPES
+from rollingdepth.method.settings import MethodSettings, method_fields
 
 __all__ = ["PRESETS", "PRESET_DIR", "RunConfig", "load_preset", "parse_numbers"]
 
-PRESET_DIR = Path(__file__).parent / "configs"
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("fast", "fast1024", "full", "paper", "none")
 DEFAULT_CHECKPOINT = "prs-eth/rollingdepth-v1-0"
 
@@ -76,7 +76,7 @@ class RunConfig(MethodSettings):
 
     def validate(self) -> "RunConfig":
         """Raise ``ValueError`` naming the option for any value that cannot work."""
-        from .visualize import check_cmap
+        from rollingdepth.io.visualize import check_cmap
 
         def non_negative_int(option: str, value) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -104,7 +104,7 @@ class RunConfig(MethodSettings):
         """The depth mapping, EXR and point-cloud settings."""
         import math
 
-        from .exports import DEPTH_OUT_MODES, check_openexr
+        from rollingdepth.io.exports import DEPTH_OUT_MODES, check_openexr
 
         def number(value) -> bool:
             return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)

@@ -6,7 +6,7 @@ has them, camera intrinsics and poses. The evaluation protocol of each dataset (
 crop, how metrics are averaged) lives in :data:`DATASETS`; sources for every format and
 constant are in ``docs/evaluation.md``.
 
-Split lists: the test splits of the RollingDepth paper (``rollingdepth/data_split/``, from
+Split lists: the test splits of the RollingDepth paper (``rollingdepth/evaluation/data_split/``, from
 the authors' repository, Apache-2.0) are one CSV per sequence (columns ``rgb,depth``, paths
 relative to the sequence folder); a CSV named ``a^b.csv`` is the sequence folder ``ROOT/a/b``.
 Datasets the paper does not use (Sintel, KITTI, NYUv2) are found by walking ``ROOT`` and
@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from .video_io import IMAGE_EXTENSIONS, InputError, natural_key
+from rollingdepth.io.video_io import IMAGE_EXTENSIONS, InputError, natural_key
 
 __all__ = [
     "DATASETS",
@@ -123,7 +123,7 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    from .video_io import _read_image
+    from rollingdepth.io.video_io import _read_image
 
     if not Path(path).is_file():
         raise InputError(f"{path}: no such frame")

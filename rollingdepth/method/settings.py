@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from .coalign import COALIGN_MODES
-from .snippets import MAX_SNIPPET_LEN
+from rollingdepth.method.coalign import COALIGN_MODES
+from rollingdepth.method.snippets import MAX_SNIPPET_LEN
 
 __all__ = ["MAX_REFINE_STEP", "MethodSettings", "method_fields"]
 
@@ -94,7 +94,7 @@ class MethodSettings:
         if self.coalign not in COALIGN_MODES:
             raise ValueError(f"{name('coalign')}: unknown mode {self.coalign!r}; expected one of {', '.join(COALIGN_MODES)}")
         if self.attn_span is not None:
-            from .cross_frame_attention import ATTENTION_LEVELS
+            from rollingdepth.method.cross_frame_attention import ATTENTION_LEVELS
 
             if not isinstance(self.attn_span, dict) or not set(self.attn_span) <= set(ATTENTION_LEVELS):
                 raise ValueError(f"{name('attn_span')}: levels are {', '.join(ATTENTION_LEVELS)}, got {self.attn_span!r}")

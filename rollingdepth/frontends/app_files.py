@@ -19,7 +19,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from .video_io import IMAGE_EXTENSIONS, InputError
+from rollingdepth.io.video_io import IMAGE_EXTENSIONS, InputError
 
 __all__ = ["Workspace", "check_not_truncated", "extract_frames", "parse_duration", "zip_folder"]
 

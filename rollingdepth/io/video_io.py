@@ -33,7 +33,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import EmptyVideoError, InputError  # noqa: F401  (re-exported)
+from rollingdepth.errors import EmptyVideoError, InputError  # noqa: F401  (re-exported)
 
 __all__ = [
     "IMAGE_EXTENSIONS",

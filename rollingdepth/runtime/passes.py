@@ -1,7 +1,7 @@
 """The method, once: RollingDepth's passes over a store of intermediate results.
 
-:func:`run` is what ``RollingDepthPipeline.__call__`` (over a :class:`~rollingdepth.stores.MemoryStore`)
-and ``run-video`` (over a :class:`~rollingdepth.stores.DiskStore`) both call. Its passes:
+:func:`run` is what ``RollingDepthPipeline.__call__`` (over a :class:`~rollingdepth.runtime.stores.MemoryStore`)
+and ``run-video`` (over a :class:`~rollingdepth.runtime.stores.DiskStore`) both call. Its passes:
 
 1. :func:`encode_pass`: frames stream in (any iterable of uint8 ``[H, W, 3]``), are resized,
    normalised and VAE-encoded in batches; their latents stay on the host.
@@ -9,7 +9,7 @@ and ``run-video`` (over a :class:`~rollingdepth.stores.DiskStore`) both call. It
    is decoded once, right away: its map goes to the store (or, without room for the maps,
    only its latent), every 10th pixel stays in memory for co-alignment.
 3. co-alignment: one scale and shift per snippet from the subsampled maps
-   (:func:`rollingdepth.coalign.solve`).
+   (:func:`rollingdepth.method.coalign.solve`).
 4. :func:`merge_pass`: window by window, each frame is the mean of ``s*(x - min) + t`` over
    the snippet frames that show it.
 5. :func:`renormalise`: the merged video to [-1, 1], chunk by chunk.
@@ -18,7 +18,7 @@ and ``run-video`` (over a :class:`~rollingdepth.stores.DiskStore`) both call. It
 With the disk store, host memory grows by well under 0.5 MB per frame at 768 x 432 and
 accelerator memory does not grow with the video at all (co-alignment moves to the host
 beyond a fixed budget). Device-to-host copies and file writes run in background threads
-(:class:`~rollingdepth.background.HostWriter`), so the accelerator does not wait for them.
+(:class:`~rollingdepth.runtime.background.HostWriter`), so the accelerator does not wait for them.
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .background import HostWriter, prefetch
-from .coalign import problem_from_subsampled, solve, subsample
-from .device import to_device
-from .num_view import choose_num_view, motion_score
-from .settings import MethodSettings
-from .snippets import plan_snippets, refine_dilations, snippet_indices
+from rollingdepth.runtime.background import HostWriter, prefetch
+from rollingdepth.method.coalign import problem_from_subsampled, solve, subsample
+from rollingdepth.method.device import to_device
+from rollingdepth.method.num_view import choose_num_view, motion_score
+from rollingdepth.method.settings import MethodSettings
+from rollingdepth.method.snippets import plan_snippets, refine_dilations, snippet_indices
 
 if TYPE_CHECKING:
-    from .rollingdepth_pipeline import RollingDepthPipeline
+    from rollingdepth.method.pipeline import RollingDepthPipeline
 
 __all__ = ["MERGE_WINDOW", "RunResult", "encode_pass", "merge_pass", "refine_pass", "renormalise", "run",
            "snippet_pass"]
@@ -463,7 +463,7 @@ def merge_pass(pipe: "RollingDepthPipeline", plan, sources: list, decoded: bool,
     time (not whole windows: a window's maps are 288 frames at 768 x 432 with three
     dilations), and the merged frames written in another.
     """
-    from .stores import read_rows
+    from rollingdepth.runtime.stores import read_rows
 
     device, dtype = pipe.unet.device, pipe.unet.dtype
     num_frames = len(out)

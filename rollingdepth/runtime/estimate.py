@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .settings import MethodSettings
-from .snippets import plan_snippets, refine_dilations, snippet_indices
+from rollingdepth.method.settings import MethodSettings
+from rollingdepth.method.snippets import plan_snippets, refine_dilations, snippet_indices
 
 if TYPE_CHECKING:
-    from .rollingdepth_pipeline import RollingDepthPipeline
+    from rollingdepth.method.pipeline import RollingDepthPipeline
 
 __all__ = ["Estimate", "estimate_run", "format_duration", "unit_flops"]
 
@@ -51,7 +51,7 @@ def _model_key(pipe: "RollingDepthPipeline") -> str:
 def _meta_models(unet_config: str, vae_config: str):
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from .cross_frame_attention import set_cross_frame_attention
+    from rollingdepth.method.cross_frame_attention import set_cross_frame_attention
 
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(json.loads(unet_config))

@@ -5,7 +5,7 @@
     eval-depth --dataset bonn --root /data/bonn -o eval/bonn -p fast     # a whole benchmark
 
 With ``--dataset`` the command reads a benchmark in its published layout
-(:mod:`rollingdepth.datasets`), runs the model on every sequence of the split (resumable;
+(:mod:`rollingdepth.evaluation.datasets`), runs the model on every sequence of the split (resumable;
 shared across ranks under torchrun) or takes ``--predictions``, scores every sequence and
 writes the paper-style table with the published numbers beside ours.
 """
@@ -25,11 +25,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
-from .cli import _reporter, run_app
-from .cli_options import LogEvery, Progress, Quiet, Verbose
-from .progress import Reporter, start_share
-from .video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, atomic_path, natural_key
+from rollingdepth import __version__
+from rollingdepth.frontends.run_video import _reporter, run_app
+from rollingdepth.frontends.options import LogEvery, Progress, Quiet, Verbose
+from rollingdepth.frontends.progress import Reporter, start_share
+from rollingdepth.io.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, atomic_path, natural_key
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,7 +104,7 @@ def load_mask(path: Path) -> np.ndarray:
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    from .video_io import load_source, open_source
+    from rollingdepth.io.video_io import load_source, open_source
 
     entries = open_source(path)
     if len(entries) != 1:
@@ -190,7 +190,7 @@ def _fmt(v: float) -> str:
 @dataclass
 class _Context:
     """How the command reports: consoles, progress and messages (``report``, the events of
-    :mod:`rollingdepth.progress`), the one-line failure (exits), verbosity."""
+    :mod:`rollingdepth.frontends.progress`), the one-line failure (exits), verbosity."""
 
     err: Console
     out: Console
@@ -241,7 +241,7 @@ def eval_depth(
     Files: [bold]eval-depth --pred clip_pred.npy --gt clip_depth.npy --rgb clip.mp4[/]
     Benchmark: [bold]eval-depth --dataset bonn --root /data/bonn -o eval/ -p fast[/]
     """
-    from .evaluation import ALIGN_MODES, AVERAGE_MODES
+    from rollingdepth.evaluation.metrics import ALIGN_MODES, AVERAGE_MODES
 
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False)
@@ -281,7 +281,7 @@ def eval_depth(
 def score_files(ctx: _Context, pred: Path, gt: Path, rgb: Path | None, mask: Path | None, output_dir: Path,
                 gt_scale: float, min_depth: float, max_depth: float, align: str, average: str) -> None:
     """``--pred``/``--gt`` mode: score prediction files against GT files, matched by stem."""
-    from .evaluation import evaluate_video
+    from rollingdepth.evaluation.metrics import evaluate_video
 
     out, fail, quiet, verbose = ctx.out, ctx.fail, ctx.quiet, ctx.verbose
 
@@ -360,7 +360,7 @@ def run_benchmark(ctx: _Context, dataset: str, root: Path, split: str | None, pr
                   output_dir: Path, align: str, average: str, min_depth: float | None, max_depth: float | None,
                   run_options: dict) -> None:
     """``--dataset`` mode: predict every sequence of the split (resumable), score, write the tables."""
-    from .datasets import DATASETS, load_sequences
+    from rollingdepth.evaluation.datasets import DATASETS, load_sequences
 
     started = time.perf_counter()
     try:
@@ -444,7 +444,7 @@ def run_benchmark(ctx: _Context, dataset: str, root: Path, split: str | None, pr
 
 def _prediction_config(ctx: _Context, options: dict):
     """The run settings: preset, then the options given; outputs cut to what scoring needs."""
-    from .config import RunConfig
+    from rollingdepth.runtime.run_config import RunConfig
 
     overrides = {k: v for k, v in options.items() if k != "preset"}
     if options["dilations"] is not None:
@@ -457,7 +457,7 @@ def _prediction_config(ctx: _Context, options: dict):
     try:
         cfg = RunConfig.build(options["preset"], overrides)
         if cfg.device is not None:
-            from .device import resolve_device
+            from rollingdepth.method.device import resolve_device
 
             resolve_device(cfg.device)
     except ValueError as exc:
@@ -489,7 +489,7 @@ def _predict_all(ctx: _Context, sequences: list, pred_dir: Path, cfg) -> tuple[d
 
     Returns the failures of every rank and whether this is the rank that scores (rank 0).
     """
-    from .distributed import balanced_shards, init_distributed
+    from rollingdepth.runtime.distributed import balanced_shards, init_distributed
 
     dist = init_distributed()
     clean = False
@@ -516,7 +516,7 @@ def _predict_share(ctx: _Context, sequences: list, pred_dir: Path, cfg, dist) ->
     """Run the model on each sequence not yet complete; return ``{sequence: error}``."""
     import shutil
 
-    from .runner import load_pipeline, outputs_complete, process_video
+    from rollingdepth.runtime.video_job import load_pipeline, outputs_complete, process_video
 
     report = ctx.report
     failures: dict[str, str] = {}
@@ -561,7 +561,7 @@ def _sequence_source(seq, work: Path):
     import cv2
     import shutil
 
-    from .video_io import VideoSource
+    from rollingdepth.io.video_io import VideoSource
 
     missing = [p for p in seq.rgb if not p.is_file()]
     if missing:
@@ -581,7 +581,7 @@ def _sequence_source(seq, work: Path):
 
 
 def _score_sequence(seq, pred_dir: Path, align: str, average: str, min_depth: float, max_depth: float):
-    from .evaluation import evaluate_video
+    from rollingdepth.evaluation.metrics import evaluate_video
 
     path = pred_dir / f"{seq.name}{PRED_SUFFIX}"
     if not path.is_file():
@@ -594,7 +594,7 @@ def _score_sequence(seq, pred_dir: Path, align: str, average: str, min_depth: fl
 
 def _published(dataset: str, split: str) -> dict:
     """The paper's numbers for this dataset and split, when it reports any."""
-    from .datasets import PAPER, published
+    from rollingdepth.evaluation.datasets import PAPER, published
 
     numbers = published(dataset, split)
     return {"source": PAPER, "split": split, "variants": numbers} if numbers else {}
@@ -626,7 +626,7 @@ def _markdown(title, split, rows, videos, frames, failures, settings, published)
     if published:
         lines.append(f"Published: {published['source']}, Table 1 (\"fast\": dilations 1, 25, no refinement).")
     else:
-        from .datasets import published_splits
+        from rollingdepth.evaluation.datasets import published_splits
 
         splits = published_splits(settings["dataset"])
         if splits:
@@ -660,7 +660,7 @@ def _report_failure(ctx: _Context, failures: dict, name: str, exc: BaseException
 
 def _results(names: list[str], failures: dict[str, str]) -> list:
     """One result per sequence or video, for the summary event."""
-    from .runner import VideoResult
+    from rollingdepth.runtime.video_job import VideoResult
 
     return [VideoResult(name=name, error=failures.get(name)) for name in names]
 
@@ -680,7 +680,7 @@ def _read_sequence(path: Path, report: dict | None) -> np.ndarray:
     """float ``[N, H, W]`` from a folder of EXR frames or of run-video's 16-bit PNGs."""
     import cv2
 
-    from .exports import check_openexr, read_exr
+    from rollingdepth.io.exports import check_openexr, read_exr
 
     files = sorted((p for p in path.iterdir() if p.suffix.lower() in (".exr", ".png")), key=natural_key)
     if not files:

@@ -1,13 +1,13 @@
 """``rollingdepth-app``: a web page (Gradio) for video depth.
 
 Thin glue over the code ``run-video`` runs: the page's settings become a
-:class:`~rollingdepth.config.RunConfig` (``RunConfig.build(preset, overrides)``), the upload
-becomes a :class:`~rollingdepth.video_io.VideoSource`, and
-:func:`~rollingdepth.runner.process_video` writes the same files as ``run-video`` into the
+:class:`~rollingdepth.runtime.run_config.RunConfig` (``RunConfig.build(preset, overrides)``), the upload
+becomes a :class:`~rollingdepth.io.video_io.VideoSource`, and
+:func:`~rollingdepth.runtime.video_job.process_video` writes the same files as ``run-video`` into the
 user's own folder; its progress callback drives the page's progress bar and stops the job
 when the user cancels. One job runs on the device at a time; the others wait in the queue.
 
-Start it with ``rollingdepth-app`` (or ``python -m rollingdepth.app``); ``--help`` lists the
+Start it with ``rollingdepth-app`` (or ``python -m rollingdepth.frontends.app``); ``--help`` lists the
 options. Needs the ``app`` extra: ``pip install ".[app]"``.
 """
 
@@ -24,8 +24,8 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from .app_files import Workspace, check_not_truncated, extract_frames, parse_duration, safe_stem, zip_folder
-from .video_io import VIDEO_EXTENSIONS, InputError
+from rollingdepth.frontends.app_files import Workspace, check_not_truncated, extract_frames, parse_duration, safe_stem, zip_folder
+from rollingdepth.io.video_io import VIDEO_EXTENSIONS, InputError
 
 __all__ = ["AppSettings", "DepthService", "JobOutcome", "build_page", "main"]
 
@@ -90,7 +90,7 @@ class JobOutcome:
 
 def find_sample() -> Path | None:
     """The bundled sample clip: in the source tree, or under the current folder."""
-    for base in (Path(__file__).resolve().parent.parent, Path.cwd()):
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
         path = base / "data" / "samples" / SAMPLE_NAME
         if path.is_file():
             return path
@@ -98,7 +98,7 @@ def find_sample() -> Path | None:
 
 
 def _parse_ints(text: str, label: str) -> list[int]:
-    from .config import parse_numbers
+    from rollingdepth.runtime.run_config import parse_numbers
 
     values = parse_numbers(text, label)
     if not values:
@@ -137,7 +137,7 @@ class DepthService:
     # ------------------------------------------------------------------ settings
     def preset_values(self, preset: str) -> dict:
         """The page's fields as a preset sets them (resolution capped at --max-res)."""
-        from .config import RunConfig
+        from rollingdepth.runtime.run_config import RunConfig
 
         cfg = RunConfig.build(preset, {})
         lengths = cfg.snippet_lengths
@@ -150,7 +150,7 @@ class DepthService:
 
     def config(self, form: dict):
         """The RunConfig of a Run: the preset, then the page's fields, as ``run-video`` builds it."""
-        from .config import RunConfig
+        from rollingdepth.runtime.run_config import RunConfig
 
         res = int(form.get("res") or 0)
         if not 1 <= res <= self.settings.max_res:
@@ -240,7 +240,7 @@ class DepthService:
 
     def _source(self, upload: Path, run_dir: Path, cfg):
         """The upload as a video source inside the run folder, checked against the page's limits."""
-        from .video_io import load_source, open_source
+        from rollingdepth.io.video_io import load_source, open_source
 
         shown = upload.name
         suffix = upload.suffix.lower()
@@ -275,7 +275,7 @@ class DepthService:
     def _predict(self, source, run_dir: Path, cfg, shown: str, event: threading.Event, progress) -> JobOutcome:
         import json
 
-        from .runner import process_video
+        from rollingdepth.runtime.video_job import process_video
 
         def on_progress(stage: str, done: int, total: int) -> None:
             if event.is_set():
@@ -342,7 +342,7 @@ class DepthService:
             return None
         import numpy as np
 
-        from .visualize import colorize
+        from rollingdepth.io.visualize import colorize
 
         path = Path(state["npy"])
         if not path.is_file():
@@ -545,14 +545,14 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
     """Load the model, build the page, serve until Ctrl-C or SIGTERM; then remove every file."""
     import importlib.util
 
-    from .config import RunConfig
+    from rollingdepth.runtime.run_config import RunConfig
 
     if importlib.util.find_spec("gradio") is None:
         raise ImportError("gradio is not installed")
 
     RunConfig.build("fast", {"dtype": settings.dtype})  # an unknown dtype is one line here, not a traceback
     if settings.device is not None:
-        from .device import resolve_device
+        from rollingdepth.method.device import resolve_device
 
         try:
             resolve_device(settings.device)
@@ -567,7 +567,7 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
     service = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        from .runner import load_pipeline
+        from rollingdepth.runtime.video_job import load_pipeline
 
         print(f"rollingdepth-app: loading {settings.checkpoint}", file=sys.stderr, flush=True)
         pipe = load_pipeline(settings.checkpoint, settings.dtype, settings.device)

@@ -17,21 +17,21 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from . import __version__
-from .background import BackgroundQueue, prefetch
-from .stores import JOURNAL
-from .config import RunConfig
-from .device import is_out_of_memory
-from .exports import DepthMapping, PinholeCamera, point_cloud, write_exr, write_ply
-from .loading import _HUB_ID, _load_checkpoint, _one_line, accelerate_pipeline, load_pipeline  # noqa: F401
-from .video_io import InputError, VideoSource, VideoWriter, atomic_dir, atomic_path
-from .visualize import SBS_GAP, colorize, side_by_side, to_uint16
+from rollingdepth import __version__
+from rollingdepth.runtime.background import BackgroundQueue, prefetch
+from rollingdepth.runtime.stores import JOURNAL
+from rollingdepth.runtime.run_config import RunConfig
+from rollingdepth.method.device import is_out_of_memory
+from rollingdepth.io.exports import DepthMapping, PinholeCamera, point_cloud, write_exr, write_ply
+from rollingdepth.method.loading import _HUB_ID, _load_checkpoint, _one_line, accelerate_pipeline, load_pipeline  # noqa: F401
+from rollingdepth.io.video_io import InputError, VideoSource, VideoWriter, atomic_dir, atomic_path
+from rollingdepth.io.visualize import SBS_GAP, colorize, side_by_side, to_uint16
 
 __all__ = ["PendingOutputs", "VideoResult", "expected_outputs", "load_pipeline", "outputs_complete", "predict_video",
            "process_video"]
 
 if TYPE_CHECKING:
-    from .rollingdepth_pipeline import RollingDepthPipeline
+    from rollingdepth.method.pipeline import RollingDepthPipeline
 
 Progress = Callable[[str, int, int], None]
 
@@ -157,7 +157,7 @@ def work_folder(out_dir: Path, stem: str, cfg: RunConfig) -> Path:
 def fingerprint(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthPipeline") -> dict:
     """What must match for a run to resume: the input (path, size, modification time, frame
     count) and every setting that changes the prediction, by its command-line name."""
-    from .settings import method_fields
+    from rollingdepth.method.settings import method_fields
 
     files = [source.path] if source.images is None else source.images
     stats = [f.stat() for f in files]
@@ -195,7 +195,7 @@ def predict_video(
     report_extra: dict | None = None
 ) -> "PendingOutputs":
     """The prediction of one video (the accelerator's part of :func:`process_video`), run by
-    :func:`rollingdepth.driver.run` over a :class:`~rollingdepth.stores.DiskStore`.
+    :func:`rollingdepth.runtime.passes.run` over a :class:`~rollingdepth.runtime.stores.DiskStore`.
 
     The store's work folder (:func:`work_folder`) keeps what is complete; a run of the same
     input with the same settings resumes from it (``cfg.resume``; otherwise it is discarded
@@ -206,8 +206,8 @@ def predict_video(
 
     import torch
 
-    from .driver import run
-    from .stores import DiskStore, ResumeMismatch
+    from rollingdepth.runtime.passes import run
+    from rollingdepth.runtime.stores import DiskStore, ResumeMismatch
 
     started = time.perf_counter()
     workdir = work_folder(out_dir, source.stem, cfg)
@@ -261,8 +261,8 @@ def predict_video(
 
 
 def _estimate(pipe: "RollingDepthPipeline", frames: int, source: VideoSource, cfg: RunConfig) -> float | None:
-    """The estimated seconds of this video's run (:mod:`rollingdepth.estimate`), or None."""
-    from .estimate import Estimate
+    """The estimated seconds of this video's run (:mod:`rollingdepth.runtime.estimate`), or None."""
+    from rollingdepth.runtime.estimate import Estimate
 
     try:
         return round(Estimate(pipe, frames, tuple(source.size), cfg.method_settings()).seconds, 3) if frames > 0 else None
@@ -293,7 +293,7 @@ class PendingOutputs:
         self.notes: list[str] = []  # decisions worth telling the user
         self.result = None  # the driver's RunResult
         self.store = None  # its DiskStore
-        self.estimate_s = None  # the estimated seconds of the prediction (rollingdepth.estimate)
+        self.estimate_s = None  # the estimated seconds of the prediction (rollingdepth.runtime.estimate)
         self._write_units = 1  # the write stage's progress total: a unit per frame per file, one for run.json
 
     @property
@@ -348,7 +348,7 @@ class PendingOutputs:
 
     def _frames_out(self):
         """The prediction frame by frame at the output size."""
-        from .rollingdepth_pipeline import RollingDepthPipeline
+        from rollingdepth.method.pipeline import RollingDepthPipeline
 
         depth = self.result.depth
         for i in range(self.result.num_frames):
@@ -378,7 +378,7 @@ class PendingOutputs:
         (:attr:`mapping`), ``image`` the input frame at the output size (or None)."""
         import cv2
 
-        from .stores import NpyFile
+        from rollingdepth.runtime.stores import NpyFile
 
         cfg, stem, size, out_dir = self.cfg, self.source.stem, self.size, self.out_dir
         vmin, vmax = self.result.depth_range

@@ -1,7 +1,7 @@
 """``run-video``: depth for videos, folders of videos, lists of videos and image sequences.
 
 A thin layer: it parses options, merges them over a preset, shows progress and a summary,
-and leaves the work to :mod:`rollingdepth.runner` and the pipeline.
+and leaves the work to :mod:`rollingdepth.runtime.video_job` and the pipeline.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
-from .cli_options import LogEvery, Progress, Quiet, Verbose
-from .progress import Reporter, make_renderer, start_share
+from rollingdepth import __version__
+from rollingdepth.frontends.options import LogEvery, Progress, Quiet, Verbose
+from rollingdepth.frontends.progress import Reporter, make_renderer, start_share
 
 app = typer.Typer(
     add_completion=False,
@@ -45,7 +45,7 @@ def _version(value: bool):
 def _lengths(values: list[str] | None) -> list[int] | str | None:
     if values and [v.strip().lower() for v in values] == ["auto"]:
         return "auto"
-    from .config import parse_numbers
+    from rollingdepth.runtime.run_config import parse_numbers
 
     return parse_numbers(values, "--snippet-lengths")
 
@@ -261,10 +261,10 @@ def run_video(
 
     Example: [bold]run-video input.mp4 --snippet-lengths 3 --dtype fp16[/]
     """
-    from .config import RunConfig, parse_numbers
-    from .distributed import init_distributed
-    from .device import limit_heap_growth
-    from .video_io import open_source
+    from rollingdepth.runtime.run_config import RunConfig, parse_numbers
+    from rollingdepth.runtime.distributed import init_distributed
+    from rollingdepth.method.device import limit_heap_growth
+    from rollingdepth.io.video_io import open_source
 
     limit_heap_growth()
 
@@ -308,7 +308,7 @@ def run_video(
             raise ValueError(f"--resample-method: only BILINEAR (antialiased) is implemented, got {resample_method!r}")
         cfg = RunConfig.build(preset, overrides)
         if cfg.device is not None:
-            from .device import resolve_device
+            from rollingdepth.method.device import resolve_device
 
             resolve_device(cfg.device)
         entries = open_source(source_spec)
@@ -377,7 +377,7 @@ def _work_folders(folder: Path, remove: bool, out: Console) -> None:
     """``--list-work`` / ``--clean-work``: the work folders run-video left in ``folder``."""
     import shutil
 
-    from .stores import work_folders
+    from rollingdepth.runtime.stores import work_folders
 
     found = work_folders(folder)
     if not found:
@@ -394,7 +394,7 @@ def _work_folders(folder: Path, remove: bool, out: Console) -> None:
 
 def _needs_model(entries: list, output_dir: Path, cfg, skip_existing: bool) -> bool:
     """Whether any video will be predicted (with --skip-existing, complete outputs need no model)."""
-    from .runner import outputs_complete
+    from rollingdepth.runtime.video_job import outputs_complete
 
     if not skip_existing:
         return bool(entries)
@@ -403,7 +403,7 @@ def _needs_model(entries: list, output_dir: Path, cfg, skip_existing: bool) -> b
 
 def _load_model(cfg, dist, verbose: bool, report: Reporter):
     """Load the checkpoint before any progress bar; when it cannot be, say so once and exit 2."""
-    from .loading import CheckpointError, checkpoint_error_message, load_pipeline
+    from rollingdepth.method.loading import CheckpointError, checkpoint_error_message, load_pipeline
 
     report.info(f"loading checkpoint {cfg.checkpoint}")
     try:
@@ -418,9 +418,9 @@ def _load_model(cfg, dist, verbose: bool, report: Reporter):
 def _say_estimate(pipe, entries: list, output_dir: Path, cfg, skip_existing: bool, report: Reporter) -> None:
     """One line before the first video: the run's estimated time (always on a CPU, elsewhere
     only when it is over a few minutes), with a lower --res to consider on a CPU."""
-    from .estimate import estimate_run
-    from .runner import outputs_complete
-    from .video_io import load_source
+    from rollingdepth.runtime.estimate import estimate_run
+    from rollingdepth.runtime.video_job import outputs_complete
+    from rollingdepth.io.video_io import load_source
 
     videos = []
     for entry in entries:
@@ -456,8 +456,8 @@ def _my_share(entries: list, dist) -> list:
     """This process's videos: all of them, or a share balanced by frame count."""
     if not dist.enabled:
         return entries
-    from .distributed import balanced_shards
-    from .video_io import load_source
+    from rollingdepth.runtime.distributed import balanced_shards
+    from rollingdepth.io.video_io import load_source
 
     def frames(entry) -> int:
         try:
@@ -483,8 +483,8 @@ def _process_all(entries, output_dir, cfg, dist, skip_existing, verbose, report:
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from .runner import VideoResult, load_pipeline, outputs_complete, predict_video
-    from .video_io import InputError, load_source
+    from rollingdepth.runtime.video_job import VideoResult, load_pipeline, outputs_complete, predict_video
+    from rollingdepth.io.video_io import InputError, load_source
 
     results: list = []
     cancel = threading.Event()

@@ -1,6 +1,6 @@
 """Where a run keeps its intermediate results: in memory, or in a work folder on disk.
 
-The method (:mod:`rollingdepth.driver`) asks its store for arrays by role and reads and writes
+The method (:mod:`rollingdepth.runtime.passes`) asks its store for arrays by role and reads and writes
 them by rows (``a[i:j] = x``, ``a[i:j]``, ``read_rows(a, rows)``), so the same code runs a
 short clip in memory and a long video with bounded host memory:
 
