@@ -1,7 +1,7 @@
 """Peak memory against video length for the method as run-video runs it.
 
 Runs the same synthetic clip (a textured pan, generated frame by frame: no file is held) at
-N = 300, 1000 and 3000 frames through ``driver.run`` over a ``DiskStore`` (writing its ``.npy``
+N = 300, 1000 and 3000 frames through ``rollingdepth.runtime.passes.run`` over a ``DiskStore`` (writing its ``.npy``
 and the decoded snippets as run-video does) with a randomly initialised model of the real structure (VAE downscale 8, small channel
 counts), each N in a fresh process. Prints peak host RSS during the run (the
 high-water mark is reset once the model is loaded, on Linux), peak CUDA memory where there

@@ -130,29 +130,25 @@ def test_unet_and_vae_out_of_memory_back_off(tiny_pipe, tmp_path, monkeypatch):
     frames = make_clip(9)
     kwargs = dict(processing_res=0, dilations=[1, 2], snippet_lengths=[3], max_vae_bs=4)
     one = tiny_pipe(frames, generator=torch.Generator().manual_seed(0), unet_batch_size=1, **kwargs)
-    original, original_decode = RollingDepthPipeline._unet_call, RollingDepthPipeline._vae_decode
+    original, original_decode = RollingDepthPipeline.denoise_snippets, RollingDepthPipeline.decode_depth
     calls = []
 
-    def flaky(self, rgb, depth, t, n):
+    def flaky(self, rgb, depth, t, n, attn_span=None):
         calls.append(rgb.shape[0] // n)
         if rgb.shape[0] > n:  # more than one snippet does not "fit"
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
-        return original(self, rgb, depth, t, n)
+        return original(self, rgb, depth, t, n, attn_span)
 
     def flaky_decode(self, latents, size):
         if latents.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (VAE)")
         return original_decode(self, latents, size)
 
-    monkeypatch.setattr(RollingDepthPipeline, "_unet_call", flaky)
-    monkeypatch.setattr(RollingDepthPipeline, "_vae_decode", flaky_decode)
-    tiny_pipe._snippet_cap, tiny_pipe._warned_oom = None, False
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out, result = run_on_disk(tiny_pipe, frames, tmp_path, unet_batch_size=4, **kwargs)
-    finally:
-        tiny_pipe._snippet_cap, tiny_pipe._warned_oom = None, False
+    monkeypatch.setattr(RollingDepthPipeline, "denoise_snippets", flaky)
+    monkeypatch.setattr(RollingDepthPipeline, "decode_depth", flaky_decode)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out, result = run_on_disk(tiny_pipe, frames, tmp_path, unet_batch_size=4, **kwargs)
     assert calls[:3] == [4, 2, 1]  # halved down to one snippet per call, then kept there
     assert set(calls[3:]) == {1}
     assert len([w for w in caught if "out of memory" in str(w.message)]) == 1  # logged once

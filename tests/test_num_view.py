@@ -208,7 +208,7 @@ def test_out_of_memory_message_names_remedies(tmp_path, capsys, monkeypatch):
     def oom(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(RollingDepthPipeline, "_unet_call", oom)  # out of memory even at 1 snippet per call
+    monkeypatch.setattr(RollingDepthPipeline, "denoise_snippets", oom)  # out of memory even at 1 snippet per call
     with pytest.raises(SystemExit) as info:
         cli.main([str(tmp_path / "a.mp4"), "-c", str(TINY_CHECKPOINT), "--res", "32", "--dtype", "fp32", "-o", str(tmp_path / "o")])
     err = " ".join(capsys.readouterr().err.split())

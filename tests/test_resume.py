@@ -117,15 +117,15 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, clip, baseline, stag
     assert not work_folders(out)  # removed after success
 
 
-def interrupted_run(clip, out, monkeypatch, where="merge_pass"):
-    """A run stopped by Ctrl-C when the driver reaches ``where``."""
-    from rollingdepth.runtime import passes as driver
+def interrupted_run(clip, out, monkeypatch, where="merge"):
+    """A run stopped by Ctrl-C when the run reaches its pass ``where``."""
+    from rollingdepth.runtime.passes import VideoRun
 
     def stop(*a, **k):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(driver, where, stop)
+        m.setattr(VideoRun, where, stop)
         assert run_cli([clip, *ARGS, "-o", out]) == 130
     assert work_folders(out) and not list(out.glob("clip_*"))
 
@@ -188,7 +188,7 @@ def test_full_disk_one_line_no_partial_output_then_resume(tmp_path, clip, baseli
 
 def test_list_and_clean_work_folders(tmp_path, clip, monkeypatch, capsys):
     out = tmp_path / "out"
-    interrupted_run(clip, out, monkeypatch, where="coalign_pass")
+    interrupted_run(clip, out, monkeypatch, where="coalign")
     stranger = out / ".other.rollingdepth-work-12345678"
     stranger.mkdir()
     (stranger / "keep.txt").write_text("not ours")

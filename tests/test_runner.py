@@ -38,13 +38,13 @@ def test_work_folder_removed_after_success_kept_for_resuming(tmp_path, capsys, m
     write_clip(tmp_path / "a.mp4", make_clip(6))
     args = [str(tmp_path / "a.mp4"), "-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,2", "--dtype", "fp32", "-q"]
     seen = []
-    original = driver.merge_pass
+    original = driver.VideoRun.merge
 
     def spy(*a, **k):
         seen.extend(p.name for p in (tmp_path / "ok").iterdir() if "-work-" in p.name)
         return original(*a, **k)
 
-    monkeypatch.setattr(driver, "merge_pass", spy)
+    monkeypatch.setattr(driver.VideoRun, "merge", spy)
     with pytest.raises(SystemExit) as info:
         cli.main(args + ["-o", str(tmp_path / "ok")])
     assert info.value.code == 0 and seen  # a work folder existed during the run
@@ -54,7 +54,7 @@ def test_work_folder_removed_after_success_kept_for_resuming(tmp_path, capsys, m
         def fail(*a, _exc=exc, **k):
             raise _exc
 
-        monkeypatch.setattr(driver, "merge_pass", fail)
+        monkeypatch.setattr(driver.VideoRun, "merge", fail)
         out_dir = tmp_path / f"fail{code}"
         with pytest.raises(SystemExit) as info:
             cli.main(args + ["-o", str(out_dir)])

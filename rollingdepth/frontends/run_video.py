@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rollingdepth import __version__
+from rollingdepth._version import __version__
 from rollingdepth.frontends.options import LogEvery, Progress, Quiet, Verbose
 from rollingdepth.frontends.progress import Reporter, make_renderer, start_share
 

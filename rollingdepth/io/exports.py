@@ -4,7 +4,7 @@ RollingDepth predicts affine-invariant inverse depth: near is large, and an unkn
 shift separate it from true inverse depth. :class:`DepthMapping` turns it into depth over a
 range the user chooses (one mapping for the whole video, so frames stay consistent); the
 writers here store a frame as a float32 EXR or, with a pinhole camera, as a coloured point
-cloud in binary PLY. No CLI parsing here; the runner calls these per frame.
+cloud in binary PLY. No CLI parsing here; the outputs (runtime.outputs) call these per frame.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """RollingDepthPipeline: video depth from snippets of frames, co-aligned, optionally refined.
 
 The pipeline holds the model and the method's steps on batches (:meth:`encode_frames`,
-:meth:`denoise_snippets`, :meth:`decode_depth`, :meth:`encode_depth`); the passes over a
-whole video are :mod:`rollingdepth.runtime.passes`'s, which ``__call__`` runs over an in-memory
-store and run-video over a work folder on disk (``docs/method.md``). No file I/O here.
+:meth:`denoise_snippets`, :meth:`decode_depth`, :meth:`encode_depth`, and the scheduler's
+:meth:`timesteps` and :meth:`add_noise`), with no state of any run; the passes over a whole
+video are in :mod:`rollingdepth.runtime.passes`, which ``__call__`` runs over an in-memory
+store and run-video over a work folder on disk (``docs/architecture.md``). No file I/O here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import importlib
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -22,10 +23,11 @@ from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from rollingdepth.method.cross_frame_attention import set_cross_frame_attention
-from rollingdepth.method.device import is_out_of_memory, resolve_device, resolve_dtype, to_device
-from rollingdepth.runtime.passes import ProgressCallback, run
+from rollingdepth.method.device import resolve_device, resolve_dtype, to_device
 from rollingdepth.method.settings import MethodSettings
-from rollingdepth.runtime.stores import MemoryStore
+
+if TYPE_CHECKING:
+    from rollingdepth.runtime.passes import ProgressCallback
 
 __all__ = ["RollingDepthOutput", "RollingDepthPipeline"]
 
@@ -106,12 +108,7 @@ class RollingDepthPipeline(DiffusionPipeline):
         )
         set_cross_frame_attention(self.unet)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self._empty_text_embed: torch.Tensor | None = None
-        self._attn_span: dict | None = None
-        self._snippet_cap: int | None = None  # lowered after an out-of-memory error
-        self._warned_oom = False
-        self.counts: dict[str, int] = {}
-        self.reset_counts()
+        self._empty_text_embed: torch.Tensor | None = None  # a function of the weights, cached
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -157,16 +154,11 @@ class RollingDepthPipeline(DiffusionPipeline):
             raise ValueError(f"frames: empty input of shape {tuple(frames.shape)}")
         return settings.validate(max_refine_step=self.scheduler.config.num_train_timesteps // 2)
 
-    def prepare(self, attn_span: dict | None = None) -> None:
-        """Before a run: fp16 on CPU becomes fp32 (one warning); remember the attention spans."""
-        self._attn_span = dict(attn_span) if attn_span else None
+    def prepare(self) -> None:
+        """Before a run: fp16 on CPU becomes fp32 (one warning)."""
         if self.unet.device.type == "cpu" and self.dtype == torch.float16:
             warnings.warn("fp16 on CPU is slow and imprecise: running in fp32 instead", stacklevel=3)
             self.to(dtype=torch.float32)
-
-    def reset_counts(self) -> None:
-        """Zero the work counters (frames through the VAE encoder and decoder, UNet calls)."""
-        self.counts = {"vae_encodes": 0, "vae_decodes": 0, "unet_calls": 0, "unet_frames": 0}
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -206,7 +198,6 @@ class RollingDepthPipeline(DiffusionPipeline):
         x = self._pad(images).to(device=self.vae.device, dtype=self.vae.dtype)
         moments = self.vae.quant_conv(self.vae.encoder(x))
         mean, _ = torch.chunk(moments, 2, dim=1)
-        self.counts["vae_encodes"] += int(x.shape[0])
         return mean * self.rgb_latent_scale_factor  # [B, 4, h, w]
 
     def encode_frames(self, frames, size: tuple[int, int]) -> torch.Tensor:
@@ -222,11 +213,11 @@ class RollingDepthPipeline(DiffusionPipeline):
         """Depth ``[B, H, W]`` in [-1, 1] -> latents ``[B, 4, h, w]``, encoded like RGB (3 equal channels)."""
         return self.encode(depth[:, None].expand(-1, 3, -1, -1).to(self.vae.dtype))
 
-    def _vae_decode(self, latents: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Decode ``[B, 4, h, w]`` depth latents to ``[B, H, W]`` (mean of 3 channels, cropped)."""
+    def decode_depth(self, latents: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Depth latents ``[B, 4, h, w]`` -> depth ``[B, H, W]`` (``size``): the mean of the
+        decoder's 3 channels, cropped."""
         z = self.vae.post_quant_conv(latents / self.depth_latent_scale_factor)
         image = self.vae.decoder(z)  # [B, 3, H', W']
-        self.counts["vae_decodes"] += int(latents.shape[0])
         return image.mean(dim=1)[:, : size[0], : size[1]]
 
     def empty_text_embedding(self) -> torch.Tensor:
@@ -263,57 +254,16 @@ class RollingDepthPipeline(DiffusionPipeline):
         depth_latents: torch.Tensor,  # [B*n, 4, h, w]
         timestep: torch.Tensor,
         num_view: int,
+        attn_span: dict | None = None,
     ) -> torch.Tensor:
-        """One denoising step of B snippets of n frames (``num_view = n``): the UNet on the RGB and
-        depth latents with cross-frame attention, then the scheduler's step; ``[B*n, 4, h, w]``.
-
-        On out-of-memory, fewer snippets per call: the cap is halved (logged once) down to 1
-        snippet, then the error goes up.
-        """
-        snippets = rgb_latents.shape[0] // num_view
-        cap = self._snippet_cap or snippets
-        while True:
-            try:
-                if snippets <= cap:
-                    return self._unet_call(rgb_latents, depth_latents, timestep, num_view)
-                parts = []
-                for i in range(0, snippets, cap):
-                    sl = slice(i * num_view, (i + cap) * num_view)
-                    parts.append(self._unet_call(rgb_latents[sl], depth_latents[sl], timestep, num_view))
-                return torch.cat(parts)
-            except Exception as exc:
-                if not is_out_of_memory(exc) or min(cap, snippets) <= 1:
-                    raise
-                cap = max(1, min(cap, snippets) // 2)
-                self._snippet_cap = cap
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                if not self._warned_oom:
-                    warnings.warn(f"out of memory in the UNet: {cap} snippets per call from now on", stacklevel=2)
-                    self._warned_oom = True
-
-    def decode_depth(self, latents: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Depth latents ``[B, 4, h, w]`` -> depth ``[B, H, W]`` (``size``), the mean of the
-        decoder's 3 channels; split in halves on out-of-memory (down to one frame)."""
-        try:
-            return self._vae_decode(latents, size)
-        except Exception as exc:
-            if not is_out_of_memory(exc) or latents.shape[0] <= 1:
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if not self._warned_oom:
-                warnings.warn("out of memory in the VAE: decoding in smaller batches", stacklevel=2)
-                self._warned_oom = True
-            half = latents.shape[0] // 2
-            return torch.cat([self.decode_depth(latents[:half], size), self.decode_depth(latents[half:], size)])
-
-    def _unet_call(self, rgb_latents, depth_latents, timestep, num_view) -> torch.Tensor:
-        """One UNet call and scheduler step (no splitting); ``timestep`` lives on the host."""
+        """One denoising step of B snippets of n frames (``num_view = n``): the UNet on the RGB
+        and depth latents with cross-frame attention, then the scheduler's step;
+        ``[B*n, 4, h, w]``. ``timestep`` lives on the host (the step then never syncs);
+        ``attn_span``: the experimental per-level attention span."""
         unet_input = torch.cat([rgb_latents, depth_latents], dim=1)  # [B*n, 8, h, w]
         attention_kwargs = {"num_view": num_view}
-        if self._attn_span:
-            attention_kwargs["attn_span"] = self._attn_span
+        if attn_span:
+            attention_kwargs["attn_span"] = attn_span
         model_output = self.unet(
             unet_input,
             timestep.to(unet_input.device, non_blocking=True).expand(unet_input.shape[0]),
@@ -321,9 +271,16 @@ class RollingDepthPipeline(DiffusionPipeline):
             cross_attention_kwargs=attention_kwargs,
             return_dict=False,
         )[0]
-        self.counts["unet_calls"] += 1
-        self.counts["unet_frames"] += int(unet_input.shape[0])
         return self.scheduler.step(model_output, timestep, depth_latents).prev_sample
+
+    def timesteps(self, num_inference_steps: int) -> torch.Tensor:
+        """The scheduler's timesteps for ``num_inference_steps`` steps, on the host."""
+        self.scheduler.set_timesteps(num_inference_steps)
+        return self.scheduler.timesteps
+
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """``latents`` noised to ``timestep`` with ``noise`` (the scheduler's forward process)."""
+        return self.scheduler.add_noise(latents, noise, timestep)
 
     def initial_noise(self, shape, generator: torch.Generator | None) -> torch.Tensor:
         """The one initial noise, ``torch.randn`` as the reference draws it; a generator on
@@ -379,6 +336,9 @@ class RollingDepthPipeline(DiffusionPipeline):
         ))
 
         # 2. Run the method (encode, snippets, co-align, merge, re-normalise, refine) in memory
+        from rollingdepth.runtime.passes import run
+        from rollingdepth.runtime.stores import MemoryStore
+
         rows = (f.cpu().numpy() if isinstance(f, torch.Tensor) else f for f in frames)  # [H, W, 3] each
         result = run(self, rows, MemoryStore(), settings, generator=generator, callback=callback,
                      num_frames_hint=int(frames.shape[0]))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from rollingdepth.method.settings import MethodSettings
-from rollingdepth.method.snippets import plan_snippets, refine_dilations, snippet_indices
+from rollingdepth.runtime.plan import Plan
 
 if TYPE_CHECKING:
     from rollingdepth.method.pipeline import RollingDepthPipeline
@@ -69,7 +69,7 @@ def _count(fn) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _unit_flops(unet_config: str, vae_config: str, size: tuple[int, int], n: int) -> tuple[int, int, int]:
+def _unit_flops(unet_config: str, vae_config: str, size: tuple[int, int], snippet_len: int) -> tuple[int, int, int]:
     unet, vae = _meta_models(unet_config, vae_config)
     f = 2 ** (len(vae.config.block_out_channels) - 1)
     h, w = -(-size[0] // f), -(-size[1] // f)  # padded to the VAE factor, as the pipeline does
@@ -78,17 +78,17 @@ def _unit_flops(unet_config: str, vae_config: str, size: tuple[int, int], n: int
     encode = _count(lambda: vae.quant_conv(vae.encoder(image)))
     decode = _count(lambda: vae.decoder(vae.post_quant_conv(latent)))
     text = torch.empty(1, 2, unet.config.cross_attention_dim, device="meta")
-    sample = torch.empty(n, unet.config.in_channels, h, w, device="meta")
-    unet_flops = _count(lambda: unet(sample, torch.full((n,), 999, device="meta"), encoder_hidden_states=text,
-                                     cross_attention_kwargs={"num_view": n}))
+    sample = torch.empty(snippet_len, unet.config.in_channels, h, w, device="meta")
+    unet_flops = _count(lambda: unet(sample, torch.full((snippet_len,), 999, device="meta"), encoder_hidden_states=text,
+                                     cross_attention_kwargs={"num_view": snippet_len}))
     return encode, decode, unet_flops
 
 
-def unit_flops(pipe: "RollingDepthPipeline", size: tuple[int, int], n: int) -> dict[str, int]:
+def unit_flops(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: int) -> dict[str, int]:
     """FLOPs of one frame through the VAE encoder and decoder, and of one snippet of ``n``
     frames through the UNet, at processing size ``size`` (H, W)."""
-    encode, decode, unet = _unit_flops(*_configs(pipe), tuple(size), int(n))
-    return {"encode": encode, "decode": decode, f"unet{n}": unet}
+    encode, decode, unet = _unit_flops(*_configs(pipe), tuple(size), int(snippet_len))
+    return {"encode": encode, "decode": decode, f"unet{snippet_len}": unet}
 
 
 def calibration_size(pipe: "RollingDepthPipeline", size: tuple[int, int]) -> tuple[int, int]:
@@ -99,16 +99,14 @@ def calibration_size(pipe: "RollingDepthPipeline", size: tuple[int, int]) -> tup
     return CALIBRATION_LATENT[0] * f, CALIBRATION_LATENT[1] * f
 
 
-def _measure(pipe: "RollingDepthPipeline", size: tuple[int, int], n: int, unet_batch: int,
+def _measure(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: int, unet_batch: int,
              vae_batch: int) -> dict[str, float]:
     """FLOP/s of each unit on this device, from real runs at ``size`` with the run's batch
     sizes (after a warm-up)."""
-    flops = unit_flops(pipe, size, n)
+    flops = unit_flops(pipe, size, snippet_len)
     device = pipe.unet.device
-    frames = torch.zeros((max(vae_batch, unet_batch * n), *size, 3), dtype=torch.uint8)
-    pipe.scheduler.set_timesteps(1)
-    t = pipe.scheduler.timesteps[0]
-    counts = dict(pipe.counts)
+    frames = torch.zeros((max(vae_batch, unet_batch * snippet_len), *size, 3), dtype=torch.uint8)
+    t = pipe.timesteps(1)[0]
 
     def timed(fn) -> float:
         fn()  # warm-up
@@ -122,31 +120,30 @@ def _measure(pipe: "RollingDepthPipeline", size: tuple[int, int], n: int, unet_b
 
     with torch.no_grad():
         latents = pipe.encode_frames(frames, size)  # [B, 4, h, w]
-        z, snippets = latents[:vae_batch], latents[: unet_batch * n]
+        z, snippets = latents[:vae_batch], latents[: unet_batch * snippet_len]
         seconds = {
             "encode": timed(lambda: pipe.encode_frames(frames[:vae_batch], size)) / vae_batch,
             "decode": timed(lambda: pipe.decode_depth(z, size)) / vae_batch,
-            f"unet{n}": timed(lambda: pipe.denoise_snippets(snippets, snippets, t, n)) / unet_batch,
+            f"unet{snippet_len}": timed(lambda: pipe.denoise_snippets(snippets, snippets, t, snippet_len)) / unet_batch,
         }
-    pipe.counts = counts  # calibration is not the run's work
     return {k: flops[k] / max(seconds[k], 1e-9) for k in seconds}
 
 
-def throughput(pipe: "RollingDepthPipeline", size: tuple[int, int], n: int, unet_batch: int,
+def throughput(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: int, unet_batch: int,
                vae_batch: int) -> dict[str, float]:
     """FLOP/s per unit for this device, dtype, model, batch sizes and (small) size: from the
     cache, or measured and cached."""
     device = pipe.unet.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} x{torch.get_num_threads()}"
     size = calibration_size(pipe, size)
-    key = f"{name}|{str(pipe.dtype)}|{_model_key(pipe)}|n{n}|{size[0]}x{size[1]}|b{unet_batch},{vae_batch}"
+    key = f"{name}|{str(pipe.dtype)}|{_model_key(pipe)}|n{snippet_len}|{size[0]}x{size[1]}|b{unet_batch},{vae_batch}"
     path = cache_file()
     try:
         cached = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         cached = {}
     if key not in cached:
-        cached[key] = _measure(pipe, size, n, unet_batch, vae_batch)
+        cached[key] = _measure(pipe, size, snippet_len, unet_batch, vae_batch)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -168,28 +165,15 @@ class Estimate:
         self.flops, self.seconds = self._work(self.size)
 
     def _work(self, size) -> tuple[float, float]:
-        s, n_frames = self.settings, self.num_frames
-        lengths = s.snippet_lengths if s.snippet_lengths != "auto" else [3] * len(s.dilations)
-        plan = plan_snippets(n_frames, s.dilations, lengths, s.cap_dilation)
-        work = {"encode": n_frames, "decode": 0}
-        for d, n in plan:
-            idx = snippet_indices(n_frames, n, d)
-            work["decode"] += idx.size
-            work[f"unet{n}"] = work.get(f"unet{n}", 0) + len(idx)
-        if s.refine_step > 0:
-            n = min(s.refine_snippet_len, n_frames)
-            d0 = plan_snippets(n_frames, [s.refine_start_dilation], [n], True)[0][0]
-            work["encode"] += n_frames
-            work["decode"] += n_frames
-            steps = sum(len(snippet_indices(n_frames, n, d)) for d in refine_dilations(s.refine_step, d0))
-            work[f"unet{n}"] = work.get(f"unet{n}", 0) + steps
+        s = self.settings
+        work = Plan.build(s, self.num_frames, snippet_len=3 if s.auto_num_view else None).work()
         flops = seconds = 0.0
         latent_hw = (-(-size[0] // self.pipe.vae_scale_factor), -(-size[1] // self.pipe.vae_scale_factor))
         for unit, count in work.items():
-            n = int(unit[4:]) if unit.startswith("unet") else 3
-            unet_batch = s.unet_batch_size or self.pipe.default_unet_batch_size(n, latent_hw)
-            per_unit = unit_flops(self.pipe, size, n)[unit]
-            rate = throughput(self.pipe, size, n, unet_batch, s.max_vae_bs)[unit]
+            snippet_len = int(unit[4:]) if unit.startswith("unet") else 3
+            unet_batch = s.unet_batch_size or self.pipe.default_unet_batch_size(snippet_len, latent_hw)
+            per_unit = unit_flops(self.pipe, size, snippet_len)[unit]
+            rate = throughput(self.pipe, size, snippet_len, unet_batch, s.max_vae_bs)[unit]
             flops += count * per_unit
             seconds += count * per_unit / rate
         return flops, seconds
@@ -203,7 +187,7 @@ def estimate_run(pipe: "RollingDepthPipeline", videos: list[tuple[int, tuple[int
                  settings: MethodSettings) -> tuple[str, float]:
     """One line for the user before a run of ``videos`` ((frame count, (H, W)) each) and the
     estimated seconds; on a CPU it names a lower ``--res`` and what it would take."""
-    estimates = [Estimate(pipe, n, size, settings) for n, size in videos if n > 0]
+    estimates = [Estimate(pipe, frames, size, settings) for frames, size in videos if frames > 0]
     if not estimates:
         return "", 0.0
     seconds = sum(e.seconds for e in estimates)

@@ -1,7 +1,7 @@
 """Where a run keeps its intermediate results: in memory, or in a work folder on disk.
 
-The method (:mod:`rollingdepth.runtime.passes`) asks its store for arrays by role and reads and writes
-them by rows (``a[i:j] = x``, ``a[i:j]``, ``read_rows(a, rows)``), so the same code runs a
+The method (:mod:`rollingdepth.runtime.passes`) asks its store (any :class:`Store`) for arrays
+by role, reads and writes them by rows (``a[i:j] = x``, ``a[i:j]``, ``read_rows(a, rows)``), so the same code runs a
 short clip in memory and a long video with bounded host memory:
 
 - :class:`MemoryStore`: NumPy arrays (``RollingDepthPipeline.__call__``);
@@ -24,11 +24,18 @@ import time
 import warnings
 import zlib
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
 
-__all__ = ["DiskStore", "Journal", "MemoryStore", "NpyFile", "ResumeMismatch", "RowLog", "read_rows", "work_folders"]
+from rollingdepth.errors import InputError
+from rollingdepth.runtime.checkpoints import StageState
+
+__all__ = ["DiskStore", "Journal", "MemoryStore", "NpyFile", "ResumeMismatch", "RowLog", "Store", "read_rows",
+           "work_folders"]
+
+State = TypeVar("State", bound=StageState)
 
 # Kept free on the work folder's volume beyond what the run itself writes.
 DISK_MARGIN = 1 << 30
@@ -185,6 +192,47 @@ class _MemoryLog:
         pass
 
 
+class Store(Protocol):
+    """Where a run keeps its arrays, and what it has completed (for resuming)."""
+
+    kind: str  # "memory" or "disk", in the run report
+    resumable: bool  # checkpoints survive the process (a later run resumes from them)
+    expected_bytes: int  # what the run will write here, for advice when the disk is full
+
+    def array(self, name: str, shape, dtype=np.float32, row_ndim: int | None = None):
+        """A fixed-size array ``name`` (reopened when a checkpoint holds some of its rows)."""
+
+    def rows(self, name: str, row_shape, dtype):
+        """An append-only array of rows (``log[a:b]`` reads)."""
+
+    def write(self, array, rows: slice, values) -> None:
+        """``array[rows] = values``."""
+
+    def append(self, log, values) -> None:
+        """Append ``values`` to a :meth:`rows` array."""
+
+    def checkpoint(self, state: StageState) -> None:
+        """Record ``state`` after what it describes is written."""
+
+    def resumed(self, kind: type[State]) -> State | None:
+        """The last verified checkpoint of that stage, or None (start it afresh)."""
+
+    def keep_maps(self, nbytes: int, output_bytes: int = 0) -> bool:
+        """Whether the decoded snippet maps (``nbytes``) can be kept for the merge."""
+
+    def maps_dtype(self, dtype: torch.dtype):
+        """The host dtype of decoded maps in a run of ``dtype``."""
+
+    def latents_dtype(self, dtype: torch.dtype):
+        """The host dtype of latents in a run of ``dtype``."""
+
+    def output(self, shape):
+        """The prediction's array ``[N, H, W]``."""
+
+    def close(self) -> None:
+        """Close every file."""
+
+
 class MemoryStore:
     """Everything in host memory (NumPy, float32): for clips that fit, e.g. ``pipe(frames)``.
     Nothing is kept after the run, so nothing resumes."""
@@ -194,6 +242,7 @@ class MemoryStore:
 
     def __init__(self):
         self.arrays: dict[str, np.ndarray] = {}
+        self.expected_bytes = 0
 
     def array(self, name: str, shape, dtype=np.float32, row_ndim: int | None = None) -> np.ndarray:
         """A new array for ``name`` (``row_ndim`` only matters on disk)."""
@@ -212,10 +261,10 @@ class MemoryStore:
     def append(log, values) -> None:
         log.append(values)
 
-    def checkpoint(self, stage: str, **state) -> None:
+    def checkpoint(self, state: StageState) -> None:
         """Nothing to record: a run in memory does not resume."""
 
-    def resumed(self, stage: str) -> dict | None:
+    def resumed(self, kind: type[State]) -> State | None:
         return None
 
     def keep_maps(self, nbytes: int, output_bytes: int = 0) -> bool:
@@ -382,7 +431,7 @@ class DiskStore:
         self.arrays: dict[str, NpyFile | RowLog] = {}
         self.journal = Journal(self.workdir, fingerprint or {})
         self._ranges: list = []  # written since the last checkpoint: [file, offset, length, crc32]
-        self.expected_bytes = 0  # what the run will write here (set by the driver), for "no space" advice
+        self.expected_bytes = 0  # what the run will write here (set by the run), for "no space" advice
 
     def _path(self, name: str) -> Path:
         return self.output_path if name == "output" else self.workdir / f"{name}.npy"
@@ -422,21 +471,34 @@ class DiskStore:
         rows = log.append(data)
         self._ranges.append([log.path.name, int(rows.start * log.row_bytes), int(data.nbytes), zlib.crc32(data)])
 
-    def checkpoint(self, stage: str, **state) -> None:
-        """Record ``state`` of ``stage`` after flushing what was written since the last one."""
+    def checkpoint(self, state: StageState) -> None:
+        """Record ``state`` after flushing what was written since the last checkpoint."""
         names = {r[0] for r in self._ranges}
         for array in list(self.arrays.values()):  # a copy: the main thread may add arrays meanwhile
             if array.path.name in names:
                 array.flush()
-        self.journal.record(stage, state, self._ranges)
+        self.journal.record(state.stage, state.to_json(), self._ranges)
         self._ranges = []
 
-    def resumed(self, stage: str) -> dict | None:
-        """The state of ``stage`` at its last verified checkpoint (None: start it afresh)."""
-        return self.journal.state(stage)
+    def resumed(self, kind: type[State]) -> State | None:
+        """That stage's state at its last verified checkpoint (None: start it afresh)."""
+        data = self.journal.state(kind.stage)
+        return None if data is None else kind.from_json(data)
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.workdir).free
+
+    def no_space_error(self) -> InputError:
+        """The one line for a full disk: the folder, its free space and about how much more this
+        run needs there (it resumes once there is room)."""
+        workdir = self.workdir
+        free = shutil.disk_usage(workdir if workdir.exists() else workdir.parent).free
+        used = sum(p.stat().st_size for p in workdir.rglob("*") if p.is_file()) if workdir.exists() else 0
+        need = max(self.expected_bytes - used, 0)
+        return InputError(
+            f"no space left on the disk of {workdir.parent} ({free / 2**30:.1f} GiB free): this video needs about "
+            f"{need / 2**30:.1f} GiB more there; free space (or pass --work-dir on a larger disk) and run the same "
+            f"command again: it resumes where it stopped")
 
     def keep_maps(self, nbytes: int, output_bytes: int = 0) -> bool:
         """Whether decoded maps of ``nbytes`` fit the budget; warns once when they do not."""

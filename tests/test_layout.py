@@ -1,0 +1,118 @@
+"""The house rules of ``rollingdepth/``, checked on the source: function size and parameter
+count limits, and no import cycle between its modules (imports inside functions and those
+only for type checkers count too: a cycle is a cycle of the design)."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "rollingdepth"
+MAX_BODY_LINES = 80
+MAX_PARAMS = 8
+# Typer builds a command's options from its function's parameters, and the pipeline's public
+# __call__ takes the method's settings as keywords (diffusers' style).
+PARAM_EXEMPT = {("frontends/run_video.py", "run_video"), ("frontends/eval_depth.py", "eval_depth"),
+                ("frontends/app.py", "main"), ("method/pipeline.py", "__call__")}
+
+
+def modules() -> dict[str, ast.Module]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        found[name] = ast.parse(path.read_text(), filename=str(path))
+    return found
+
+
+def functions(tree: ast.Module):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+def param_count(node) -> int:
+    a = node.args
+    names = [p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs)]
+    names += [p.arg for p in (a.vararg, a.kwarg) if p is not None]
+    return len([n for n in names if n not in ("self", "cls")])
+
+
+def test_no_function_body_over_80_lines():
+    long = []
+    for name, tree in modules().items():
+        for node in functions(tree):
+            lines = node.end_lineno - node.body[0].lineno + 1
+            if lines > MAX_BODY_LINES:
+                long.append(f"{name}.{node.name}: {lines} lines")
+    assert not long, long
+
+
+def test_no_function_over_8_parameters():
+    many = []
+    for name, tree in modules().items():
+        path = name.removeprefix("rollingdepth.").replace(".", "/") + ".py"
+        for node in functions(tree):
+            if param_count(node) > MAX_PARAMS and (path, node.name) not in PARAM_EXEMPT:
+                many.append(f"{name}.{node.name}: {param_count(node)} parameters")
+    assert not many, many
+
+
+def imports_of(name: str, tree: ast.Module, known: set[str]) -> set[str]:
+    """The package's modules that ``name`` imports (anywhere in the file)."""
+    found: set[str] = set()
+    package = name.rsplit(".", 1)[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+                break
+    return found
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_no_import_cycle():
+    trees = modules()
+    graph = {name: imports_of(name, tree, set(trees)) for name, tree in trees.items()}
+    assert graph["rollingdepth.method.pipeline"], "the checker found no imports: it is broken"
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
