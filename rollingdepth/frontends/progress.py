@@ -641,10 +641,13 @@ def make_renderer(mode: str, quiet: bool, console, videos: int = 0, log_every: f
                   count_done: Callable[[], int] | None = None, is_terminal: bool | None = None):
     """The renderer for ``--progress mode`` (auto: live bars on a terminal, else plain lines),
     wrapped by :func:`only_errors` with ``--quiet``. ``console``: the rich console on stderr."""
+    from rollingdepth.frontends.options import COMMAND_OPTIONS
+
     if mode not in PROGRESS_MODES:
-        raise ValueError(f"--progress: unknown mode {mode!r}; expected one of {', '.join(PROGRESS_MODES)}")
+        raise ValueError(f"{COMMAND_OPTIONS['progress'].name}: unknown mode {mode!r}; "
+                         f"expected one of {', '.join(PROGRESS_MODES)}")
     if log_every < 0:
-        raise ValueError(f"--log-every: must be >= 0 seconds, got {log_every:g}")
+        raise ValueError(f"{COMMAND_OPTIONS['log_every'].name}: must be >= 0 seconds, got {log_every:g}")
     if mode == "auto":
         mode = "bar" if (stderr_is_terminal() if is_terminal is None else is_terminal) else "lines"
     if mode == "json":

@@ -18,13 +18,13 @@ import socket
 import sys
 from pathlib import Path
 
-from rollingdepth.runtime.run_config import DEFAULT_CHECKPOINT
 from rollingdepth.io.video_io import InputError
 
-__all__ = ["HUB_ID", "CheckpointError", "accelerate_pipeline", "check_checkpoint_folder", "checkpoint_error_message",
+__all__ = ["DEFAULT_CHECKPOINT", "HUB_ID", "CheckpointError", "accelerate_pipeline", "check_checkpoint_folder", "checkpoint_error_message",
            "download_command", "load_pipeline", "login_command", "resolve_checkpoint"]
 
-HUB_ID = DEFAULT_CHECKPOINT  # RollingDepth's checkpoint on the Hugging Face Hub
+DEFAULT_CHECKPOINT = "prs-eth/rollingdepth-v1-0"  # RollingDepth's checkpoint on the Hugging Face Hub
+HUB_ID = DEFAULT_CHECKPOINT
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PIPELINE_CLASS = "RollingDepthPipeline"
 LAYOUT = "model_index.json, unet/, vae/, scheduler/, text_encoder/ and tokenizer/"

@@ -167,7 +167,7 @@ def fingerprint(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthPipeline
         "input modified": max(st.st_mtime for st in stats),
         "input frames": source.frame_count,
         "--from": cfg.start_frame,
-        "--frames": cfg.frame_count,
+        "--frames": cfg.max_frames,
         "--checkpoint": cfg.checkpoint,
         "--dtype": str(pipe.dtype).replace("torch.", ""),
         "--device": pipe.unet.device.type,
@@ -219,8 +219,8 @@ def predict_video(
     try:
         generator = torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed)
         expected = source.frame_count - cfg.start_frame
-        if cfg.frame_count > 0:
-            expected = min(expected, cfg.frame_count)
+        if cfg.max_frames > 0:
+            expected = min(expected, cfg.max_frames)
         if source.frame_count and expected <= 0:
             raise InputError(f"{source.path}: --from {cfg.start_frame} is beyond the end of the video ({source.frame_count} frames)")
         try:
@@ -235,7 +235,7 @@ def predict_video(
         for stage in store.journal.rolled_back:
             pending.notes.append(f"{source.stem}: a damaged file of stage {stage} in {workdir.name} is computed again")
         pending.estimate_s = _estimate(pipe, expected, source, cfg)
-        frames = prefetch(source.frames(cfg.start_frame, cfg.frame_count))
+        frames = prefetch(source.frames(cfg.start_frame, cfg.max_frames))
         try:
             pending.result = run(pipe, frames, store, cfg.method_settings(), generator=generator, callback=progress,
                                  num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
@@ -443,7 +443,7 @@ class PendingOutputs:
             if sinks:
                 queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{p.name}")) for p, _ in sinks]
                 needs_rgb = any(p.name in (f"{stem}_rgbd.mp4", f"{stem}_ply") for p, _ in sinks)
-                rgb = prefetch(self.source.frames(cfg.start_frame, cfg.frame_count)) if needs_rgb else None  # re-read
+                rgb = prefetch(self.source.frames(cfg.start_frame, cfg.max_frames)) if needs_rgb else None  # re-read
                 progress("write", 0, total)
                 for i, frame in enumerate(self._frames_out()):
                     if cancel is not None and cancel.is_set():
