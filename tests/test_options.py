@@ -82,3 +82,9 @@ def test_the_page_names_each_setting_by_its_label():
     with pytest.raises(ValueError) as info:
         RunConfig.build("nonsense", {})
     assert _page_message(info.value).startswith("Preset:")
+
+
+def test_a_preset_file_with_the_former_name_of_max_frames(tmp_path):
+    (tmp_path / "old.yaml").write_text("frame_count: 5\ndilations: [1, 4]\n")
+    assert RunConfig.build(tmp_path / "old.yaml", {}).max_frames == 5
+    assert RunConfig.build(tmp_path / "old.yaml", {"max_frames": 7}).max_frames == 7

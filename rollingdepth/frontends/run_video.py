@@ -357,7 +357,8 @@ def _needs_model(entries: list, output_dir: Path, cfg, skip_existing: bool) -> b
 
 def _load_model(cfg, dist, verbose: bool, report: Reporter):
     """Load the checkpoint before any progress bar; when it cannot be, say so once and exit 2."""
-    from rollingdepth.method.loading import CheckpointError, checkpoint_error_message
+    from rollingdepth.errors import CheckpointError
+    from rollingdepth.method.loading import checkpoint_error_message
 
     report.info(f"loading checkpoint {cfg.checkpoint}")
     try:

@@ -22,6 +22,7 @@ __all__ = ["DEFAULT_CHECKPOINT", "PRESET", "PRESETS", "PRESET_DIR", "RunConfig",
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("fast", "fast1024", "full", "paper", "none")
+RENAMED = {"frame_count": "max_frames"}  # settings' former names, still read from preset YAML files
 IN, MODEL, OUT, RUN = "Input", "Model", "Output", "Run"  # help panels (the method's: INFER)
 
 PRESET = Option(("-p", "--preset"), "fast, fast1024, full, paper, none, or a YAML file; options given here win. "
@@ -203,6 +204,9 @@ def load_preset(preset: str | Path) -> dict[str, Any]:
         raise ValueError(f"--preset: {path} is not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise ValueError(f"--preset: {path} must hold a mapping of settings")
+    for old, new in RENAMED.items():  # a YAML written before a setting was renamed
+        if old in data and new not in data:
+            data[new] = data.pop(old)
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
