@@ -33,9 +33,10 @@ def load_model(cfg, dist):
     return pipe
 
 
-def failure_message(exc: BaseException) -> str:
-    """A video's error in one line: the message of an input error, else the type and message."""
-    message = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+def failure_message(exc: BaseException, plain: tuple = (ValueError, OSError)) -> str:
+    """A video's error in one line: the message of an error of a ``plain`` type (an input error),
+    else the type and message."""
+    message = str(exc) if isinstance(exc, plain) else f"{type(exc).__name__}: {exc}"
     return " ".join(message.split()) or type(exc).__name__
 
 
@@ -65,6 +66,7 @@ class Batch:
     pipe: object = None  # loaded at the first video that needs it
     on_load_error: Callable[[BaseException, list], None] | None = None  # (error, items left); else a failed video
     start_before_skip: bool = True  # report a video's start before its skipping (else: skip, load, start)
+    plain_errors: tuple = (ValueError,)  # errors reported by their message alone (others: with their type)
     results: list = field(default_factory=list)
 
 
@@ -158,7 +160,7 @@ class _Writer:
     def failed(self, name: str, exc: BaseException, trace: str | None = None):
         from rollingdepth.runtime.video_job import VideoResult
 
-        message = failure_message(exc)
+        message = failure_message(exc, self.batch.plain_errors)
         self.batch.report.video_failed(name, message, trace if self.batch.verbose else None)
         return VideoResult(name=name, error=message)
 

@@ -401,7 +401,8 @@ def _predict_all(ctx: _Context, sequences: list, pred_dir: Path, cfg) -> tuple[d
             ctx.report.error(str(exc))
 
         batch = Batch(pred_dir, cfg, dist, ctx.report, verbose=ctx.verbose, background=False,
-                      skip_reason="prediction complete", on_load_error=load_failed, start_before_skip=False)
+                      skip_reason="prediction complete", on_load_error=load_failed, start_before_skip=False,
+                      plain_errors=(ValueError, OSError))
         with ctx.report:  # live bars (on a terminal) while predicting
             run_batch([_sequence_item(seq, pred_dir) for seq in mine], batch)
         failures = {r.name: r.error for r in batch.results if r.error is not None}

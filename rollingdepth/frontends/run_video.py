@@ -395,7 +395,7 @@ def _say_estimate(pipe, entries: list, output_dir: Path, cfg, skip_existing: boo
 
 
 def _entry_stem(entry) -> str:
-    return entry[0].name if isinstance(entry, tuple) else Path(entry).stem
+    return (entry[0].name or "frames") if isinstance(entry, tuple) else Path(entry).stem  # as VideoSource.stem
 
 
 def _finished_since(path: Path, since: float) -> bool:
