@@ -18,7 +18,7 @@ import socket
 import sys
 from pathlib import Path
 
-from rollingdepth.errors import CheckpointError, InputError  # noqa: F401  (CheckpointError re-exported)
+from rollingdepth.errors import CheckpointError, InputError  # noqa: F401  (both re-exported)
 
 __all__ = ["DEFAULT_CHECKPOINT", "HUB_ID", "CheckpointError", "accelerate_pipeline", "check_checkpoint_folder", "checkpoint_error_message",
            "download_command", "load_pipeline", "login_command", "resolve_checkpoint"]
