@@ -5,7 +5,7 @@ Front ends turn these into their exit codes and messages by type, never by match
 
 from __future__ import annotations
 
-__all__ = ["EmptyVideoError", "InputError"]
+__all__ = ["CheckpointError", "EmptyVideoError", "InputError"]
 
 
 class InputError(ValueError):
@@ -14,3 +14,12 @@ class InputError(ValueError):
 
 class EmptyVideoError(InputError):
     """The video (or the part of it asked for) has no frames."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint that cannot be loaded: ``problem`` and ``advice`` in our words, one line;
+    ``detail``: the underlying library's text."""
+
+    def __init__(self, checkpoint: str, problem: str, advice: str = "", detail: str = ""):
+        self.checkpoint, self.problem, self.advice, self.detail = str(checkpoint), problem, advice, detail
+        super().__init__(f"checkpoint {self.checkpoint}: {problem}" + (f"; {advice}" if advice else ""))

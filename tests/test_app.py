@@ -149,7 +149,7 @@ def test_page_settings_build_the_config_run_video_builds(tmp_path):
     form = {"preset": "full", "res": 96, "dilations": "1, 4", "snippet": "2", "refine": 2, "cmap": "inferno",
             "frames": 12}
     expected = RunConfig.build("full", dict(checkpoint="ckpt", dtype="fp32", processing_res=96, dilations=[1, 4],
-                                            snippet_lengths=[2], refine_step=2, cmaps=["inferno"], frame_count=12,
+                                            snippet_lengths=[2], refine_step=2, cmaps=["inferno"], max_frames=12,
                                             save_png16=True))
     assert service.config(form) == expected
     for change, message in (({"dilations": "2,4"}, "Dilations: must include 1, got [2, 4]"),

@@ -58,7 +58,7 @@ def test_accelerate_pipeline_sets_tf32_only_where_cuda_is(monkeypatch):
     otherwise (the switches exist, and are settable, on CPU builds too)."""
     from types import SimpleNamespace
 
-    from rollingdepth.runtime.video_job import accelerate_pipeline
+    from rollingdepth.method.loading import accelerate_pipeline
 
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     monkeypatch.setattr(matmul, "allow_tf32", matmul.allow_tf32)  # restored afterwards
@@ -83,7 +83,7 @@ def test_compile_runs_for_real_and_matches_eager():
     import shutil
 
     from rollingdepth import RollingDepthPipeline
-    from rollingdepth.runtime.video_job import accelerate_pipeline
+    from rollingdepth.method.loading import accelerate_pipeline
 
     from .conftest import TINY_CHECKPOINT
 

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rollingdepth.evaluation.metrics import depth_metrics, evaluate_video, optical_flow_warping_error
+from rollingdepth.evaluation.metrics import Protocol, depth_metrics, evaluate_video, optical_flow_warping_error
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -33,7 +33,7 @@ def test_synthetic_scene_has_exact_depth(scene):
 def test_perfect_prediction_scores_perfectly(scene, scale, shift):
     _, gt = scene
     pred = scale / gt.astype(np.float64) + shift  # float64: float32 would round 7 + 0.001 itself
-    m = evaluate_video(pred, gt, max_depth=100).metrics
+    m = evaluate_video(pred, gt, protocol=Protocol(max_depth=100)).metrics
     assert m["abs_rel"] == pytest.approx(0, abs=1e-6)
     assert m["rmse"] == pytest.approx(0, abs=1e-5)
     assert m["delta1"] == pytest.approx(1, abs=1e-6)
@@ -78,9 +78,9 @@ def test_depth_instead_of_disparity_scores_badly(scene):
 def test_per_frame_and_depth_space_alignment(scene):
     _, gt = scene
     pred = np.stack([(1 + i) / gt[i] + 0.1 * i for i in range(len(gt))]).astype(np.float32)  # per-frame affine
-    assert evaluate_video(pred, gt, align="frame").metrics["abs_rel"] == pytest.approx(0, abs=1e-6)
-    assert evaluate_video(pred, gt, align="video").metrics["abs_rel"] > 1e-3
-    assert evaluate_video((2 * gt + 1).astype(np.float32), gt, align="depth").metrics["abs_rel"] == pytest.approx(0, abs=1e-6)
+    assert evaluate_video(pred, gt, protocol=Protocol(align="frame")).metrics["abs_rel"] == pytest.approx(0, abs=1e-6)
+    assert evaluate_video(pred, gt, protocol=Protocol(align="video")).metrics["abs_rel"] > 1e-3
+    assert evaluate_video((2 * gt + 1).astype(np.float32), gt, protocol=Protocol(align="depth")).metrics["abs_rel"] == pytest.approx(0, abs=1e-6)
 
 
 def test_prediction_is_resized_to_gt(scene):
@@ -113,7 +113,7 @@ def test_mismatches_give_clear_errors(scene):
     with pytest.raises(ValueError, match="frame counts differ"):
         evaluate_video((1 / gt).astype(np.float32), gt, rgb=np.zeros((2, 48, 80, 3), np.uint8))
     with pytest.raises(ValueError, match="align"):
-        evaluate_video((1 / gt).astype(np.float32), gt, align="median")
+        evaluate_video((1 / gt).astype(np.float32), gt, protocol=Protocol(align="median"))
 
 
 def _eval(args, capsys):
@@ -206,9 +206,9 @@ def test_tae_zero_for_exact_depth_and_poses_and_grows_with_inconsistency():
     errors = [temporal_alignment_error(depth * (1 + a * noise), k, poses)[0] for a in (0.02, 0.05, 0.2)]
     assert 0 < errors[0] < errors[1] < errors[2]
     # through evaluate_video: a perfect disparity prediction, then a flickering one
-    m = evaluate_video(1.0 / depth, depth, cameras=(k, poses), max_depth=20).metrics
+    m = evaluate_video(1.0 / depth, depth, cameras=(k, poses), protocol=Protocol(max_depth=20)).metrics
     assert m["tae"] == pytest.approx(0, abs=1e-9) and m["abs_rel"] == pytest.approx(0, abs=1e-9)
-    flicker = evaluate_video((1.0 / depth) * (1 + 0.1 * noise), depth, cameras=(k, poses), max_depth=20).metrics
+    flicker = evaluate_video((1.0 / depth) * (1 + 0.1 * noise), depth, cameras=(k, poses), protocol=Protocol(max_depth=20)).metrics
     assert flicker["tae"] > 0.01
     with pytest.raises(ValueError, match="cameras"):
         temporal_alignment_error(depth, k[:2], poses)
@@ -350,9 +350,10 @@ def test_eval_depth_dataset_usage_errors(tmp_path, capsys):
 def test_eval_depth_dataset_shares_sequences_across_ranks(tmp_path, capsys, monkeypatch):
     """Under torchrun each rank predicts its balanced share; only rank 0 scores."""
     from rollingdepth.runtime import distributed
+    from rollingdepth.method import loading
     from rollingdepth.runtime import video_job as runner
     from rollingdepth.runtime.distributed import DistContext, balanced_shards
-    from rollingdepth.runtime.video_job import VideoResult
+    from rollingdepth.runtime.outputs import VideoResult
 
     from .test_datasets import make_bonn
 
@@ -382,7 +383,7 @@ def test_eval_depth_dataset_shares_sequences_across_ranks(tmp_path, capsys, monk
             pass
 
     monkeypatch.setattr(distributed, "init_distributed", lambda: Rank1(rank=1, world_size=2))
-    monkeypatch.setattr(runner, "load_pipeline", lambda *a, **kw: FakePipe())
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **kw: FakePipe())
     monkeypatch.setattr(runner, "process_video", fake_process_video)
     code, out, err = _eval(["--dataset", "bonn", "--root", tmp_path / "bonn", "--split", tmp_path / "split",
                             "-o", tmp_path / "eval", "-c", tmp_path], capsys)

@@ -10,8 +10,9 @@ import pytest
 
 from rollingdepth.frontends import run_video as cli
 from rollingdepth.frontends import eval_depth as eval_cli
+from rollingdepth.runtime.run_config import option_name
 from rollingdepth.io.exports import DepthMapping, PinholeCamera, check_openexr, point_cloud, read_exr, write_exr, write_ply
-from rollingdepth.runtime.video_job import outputs_complete
+from rollingdepth.runtime.outputs import outputs_complete
 from rollingdepth.runtime.run_config import RunConfig
 from rollingdepth.io.video_io import load_source
 
@@ -86,7 +87,7 @@ def test_point_cloud_against_the_pinhole_formula(tmp_path):
 def test_missing_openexr_names_the_extra(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "OpenEXR", None)  # import fails
     with pytest.raises(ValueError, match=r"--save-exr: .*rollingdepth\[exr\]"):
-        check_openexr()
+        check_openexr(option_name("save_exr"))
     write_clip(tmp_path / "a.mp4", make_clip(3))
     code, out, err = run([tmp_path / "a.mp4", *BASE, "--save-exr", "-o", tmp_path / "o"], capsys)
     text = " ".join(err.split())

@@ -106,7 +106,7 @@ def test_no_network_is_named(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"rollingdepth.method.loading.CheckpointError: checkpoint {HUB_ID}: not downloaded yet"), last
+    assert last.startswith(f"rollingdepth.errors.CheckpointError: checkpoint {HUB_ID}: not downloaded yet"), last
     assert "cannot be reached (no network connection)" in last
 
 

@@ -136,7 +136,7 @@ def test_json_events_schema_and_counts():
 
 
 def test_json_summary_and_messages():
-    from rollingdepth.runtime.video_job import VideoResult
+    from rollingdepth.runtime.outputs import VideoResult
 
     report, clock, stream = json_reporter(log_every=30)
     report.warning("batch halved")
@@ -325,8 +325,9 @@ def test_a_terminal_still_gets_the_live_bar(tmp_path, clip):
 def test_eval_depth_reports_the_same_events(tmp_path, capsys, monkeypatch):
     """--dataset runs process_video per sequence with the reporter's callback (faked here)."""
     from rollingdepth.frontends import eval_depth as eval_cli
+    from rollingdepth.method import loading
     from rollingdepth.runtime import video_job as runner
-    from rollingdepth.runtime.video_job import VideoResult
+    from rollingdepth.runtime.outputs import VideoResult
 
     from .test_datasets import make_bonn
 
@@ -344,7 +345,7 @@ def test_eval_depth_reports_the_same_events(tmp_path, capsys, monkeypatch):
         def set_progress_bar_config(self, **kw):
             pass
 
-    monkeypatch.setattr(runner, "load_pipeline", lambda *a, **kw: FakePipe())
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **kw: FakePipe())
     monkeypatch.setattr(runner, "process_video", fake_process_video)
     with pytest.raises(SystemExit) as info:
         eval_cli.main(["--dataset", "bonn", "--root", str(tmp_path / "bonn"), "--split", str(tmp_path / "split"),

@@ -78,7 +78,7 @@ _STAGE_PEAKS_OF_A_RUN = """
 import json, sys
 from rollingdepth.frontends import run_video as cli
 from rollingdepth.runtime import passes as driver
-from rollingdepth.runtime import video_job as runner
+from rollingdepth.method import loading
 
 def high_water_kb():
     return int([l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1])
@@ -93,12 +93,12 @@ def enter(stage):
             f.write("5")
         current[0] = stage
 
-load = runner.load_pipeline
+load = loading.load_pipeline
 def load_then_measure(*args, **kwargs):
     pipe = load(*args, **kwargs)
     enter("encode")
     return pipe
-runner.load_pipeline = load_then_measure
+loading.load_pipeline = load_then_measure
 
 run = driver.run
 def run_measured(*args, callback=None, **kwargs):
@@ -164,11 +164,11 @@ def test_memory_grows_by_less_than_a_frame_per_frame(tmp_path, micro_checkpoint)
 
 
 def test_accelerator_options(monkeypatch):
-    from rollingdepth.runtime import video_job as runner
+    from rollingdepth.method.loading import load_pipeline
 
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(type(module).__name__) or module)
-    pipe = runner.load_pipeline(str(TINY_CHECKPOINT), "fp32", "cpu", compile=True, channels_last=True)
+    pipe = load_pipeline(str(TINY_CHECKPOINT), "fp32", "cpu", compile=True, channels_last=True)
     assert compiled == ["UNet2DConditionModel", "Encoder", "Decoder"]
     frames = make_clip(4)
     plain = RollingDepthPipeline.from_pretrained(str(TINY_CHECKPOINT))

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from rollingdepth.io.video_io import IMAGE_EXTENSIONS, InputError, natural_key
+from rollingdepth.evaluation.options import eval_option
 
 __all__ = [
     "DATASETS",
@@ -291,7 +292,7 @@ def published_splits(dataset: str) -> list[str]:
 
 def _dataset(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        raise ValueError(f"--dataset: unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+        raise ValueError(f"{eval_option('dataset')}: unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -312,22 +313,22 @@ def load_sequences(name: str, root: Path, split: str | None = None) -> list[Sequ
     spec = _dataset(name)
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise ValueError(f"--root {root}: no such folder")
+        raise ValueError(f"{eval_option('root')} {root}: no such folder")
     split = split or spec.default_split
     if spec.split_folder is not None or Path(split).is_dir():
         seqs = _from_split_csvs(spec, root, _split_dir(spec, split))
         missing = [s for s in seqs if not s.folder.is_dir()]
         if len(missing) == len(seqs):
-            raise ValueError(f"--root {root}: none of the {len(seqs)} sequences of split {split!r} is there "
+            raise ValueError(f"{eval_option('root')} {root}: none of the {len(seqs)} sequences of split {split!r} is there "
                              f"(looked for {missing[0].folder}; layout: {spec.layout})")
         return seqs
     if split not in (spec.windows or {}):
-        raise ValueError(f"--split: unknown split {split!r} for {name}; expected one of "
+        raise ValueError(f"{eval_option('split')}: unknown split {split!r} for {name}; expected one of "
                          f"{', '.join(bundled_splits(name))} or a folder of split CSVs")
     finder = {"sintel": _find_sintel, "kitti": _find_kitti, "nyuv2": _find_nyuv2}[name]
     seqs = finder(root, split)
     if not seqs:
-        raise ValueError(f"--root {root}: no {spec.title} sequence found (layout: {spec.layout})")
+        raise ValueError(f"{eval_option('root')} {root}: no {spec.title} sequence found (layout: {spec.layout})")
     start, stop = spec.windows[split]
     for s in seqs:
         s.rgb, s.depth = s.rgb[start:stop], s.depth[start:stop]
@@ -342,7 +343,7 @@ def _split_dir(spec: DatasetSpec, split: str) -> Path:
         return path
     if spec.split_folder is not None and (SPLIT_DIR / spec.split_folder / split).is_dir():
         return SPLIT_DIR / spec.split_folder / split
-    raise ValueError(f"--split: unknown split {split!r} for {spec.name}; expected one of "
+    raise ValueError(f"{eval_option('split')}: unknown split {split!r} for {spec.name}; expected one of "
                      f"{', '.join(bundled_splits(spec.name))} or a folder of split CSVs")
 
 
@@ -379,16 +380,16 @@ _CROPS = {"scannet": _scannet_crop, "kitti": _even_crop, "bonn": _even_crop, "ny
 def _from_split_csvs(spec: DatasetSpec, root: Path, folder: Path) -> list[Sequence]:
     files = sorted(folder.glob("*.csv"), key=natural_key)
     if not files:
-        raise ValueError(f"--split {folder}: no .csv split lists in the folder")
+        raise ValueError(f"{eval_option('split')} {folder}: no .csv split lists in the folder")
     seqs = []
     for f in files:
         with open(f, newline="") as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or not {"rgb", "depth"} <= set(reader.fieldnames):
-                raise ValueError(f"--split {f}: expected the columns rgb,depth (and optionally mask)")
+                raise ValueError(f"{eval_option('split')} {f}: expected the columns rgb,depth (and optionally mask)")
             rows = [r for r in reader if r.get("rgb")]
         if not rows:
-            raise ValueError(f"--split {f}: the list names no frames")
+            raise ValueError(f"{eval_option('split')} {f}: the list names no frames")
         seq_dir = root.joinpath(*f.stem.split("^"))
         mask = [seq_dir / r["mask"] for r in rows] if rows[0].get("mask") else None
         seq = Sequence(

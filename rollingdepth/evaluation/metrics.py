@@ -18,6 +18,7 @@ __all__ = [
     "ALIGN_MODES",
     "AVERAGE_MODES",
     "EvalResult",
+    "Protocol",
     "align_prediction",
     "depth_metrics",
     "evaluate_video",
@@ -236,6 +237,17 @@ def temporal_alignment_error(
     return value, per_pair
 
 
+@dataclass
+class Protocol:
+    """How a video is scored: the alignment (``ALIGN_MODES``), the averaging (``AVERAGE_MODES``)
+    and the valid ground truth, ``min_depth < depth < max_depth``."""
+
+    align: str = "video"
+    average: str = "pixels"
+    min_depth: float = 1e-3
+    max_depth: float = 80.0
+
+
 def evaluate_video(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -243,16 +255,16 @@ def evaluate_video(
     mask: np.ndarray | None = None,
     rgb: np.ndarray | None = None,
     cameras: tuple[np.ndarray, np.ndarray] | None = None,
-    align: str = "video",
-    average: str = "pixels",
-    min_depth: float = 1e-3,
-    max_depth: float = 80.0,
+    protocol: Protocol | None = None,
 ) -> EvalResult:
-    """Score one prediction ``[N, h, w]`` against GT depth ``[N, H, W]``.
+    """Score one prediction ``[N, h, w]`` against GT depth ``[N, H, W]`` under ``protocol``
+    (default: :class:`Protocol`).
 
     ``rgb`` (uint8 ``[N, H, W, 3]``) adds OPW; ``cameras`` (intrinsics ``[N, 3, 3]``,
     camera-to-world ``[N, 4, 4]``) adds TAE.
     """
+    protocol = protocol or Protocol()
+    align, average, min_depth, max_depth = protocol.align, protocol.average, protocol.min_depth, protocol.max_depth
     if pred.ndim != 3 or gt.ndim != 3:
         raise ValueError(f"expected [N, H, W] arrays, got prediction {pred.shape} and ground truth {gt.shape}")
     if pred.shape[0] != gt.shape[0]:

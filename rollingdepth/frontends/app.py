@@ -20,12 +20,15 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Callable
 
 import typer
 
 from rollingdepth.frontends.app_files import Workspace, check_not_truncated, extract_frames, parse_duration, safe_stem, zip_folder
+from rollingdepth.frontends.options import HELP_FLAGS, Param, command_signature, declared
 from rollingdepth.io.video_io import VIDEO_EXTENSIONS, InputError
+from rollingdepth.method.loading import DEFAULT_CHECKPOINT
+from rollingdepth.option_spec import Option
 
 __all__ = ["AppSettings", "DepthService", "JobOutcome", "build_page", "main"]
 
@@ -35,16 +38,6 @@ SNIPPET_CHOICES = ("2", "3", "4", "auto")
 SAMPLE_NAME = "synthetic_scene.mp4"
 DEPTH_LABEL = "inverse depth (near = large)"
 
-# What the page calls the options named in RunConfig's messages.
-_FIELD_NAMES = {
-    "--dilations": "Dilations",
-    "--snippet-lengths": "Snippet length",
-    "--refine-step": "Refinement steps",
-    "--processing-resolution": "Resolution",
-    "--frames": "Frames",
-    "--cmap": "Colour map",
-    "--preset": "Preset",
-}
 
 
 class JobCancelled(Exception):
@@ -55,7 +48,7 @@ class JobCancelled(Exception):
 class AppSettings:
     """The command line of ``rollingdepth-app``."""
 
-    checkpoint: str = "prs-eth/rollingdepth-v1-0"
+    checkpoint: str = DEFAULT_CHECKPOINT
     dtype: str = "fp16"
     device: str | None = None
     max_upload_mb: float = 200.0
@@ -97,9 +90,11 @@ def find_sample() -> Path | None:
     return None
 
 
-def _parse_ints(text: str, label: str) -> list[int]:
-    from rollingdepth.runtime.run_config import parse_numbers
+def _parse_ints(text: str, name: str) -> list[int]:
+    """The integers of a text field, errors named by the field's label."""
+    from rollingdepth.option_spec import parse_numbers
 
+    label = _label(name)
     values = parse_numbers(text, label)
     if not values:
         raise ValueError(f"{label}: give at least one value, e.g. 1,25")
@@ -107,11 +102,14 @@ def _parse_ints(text: str, label: str) -> list[int]:
 
 
 def _page_message(exc: BaseException) -> str:
-    """One line, with the command line's option names replaced by the page's labels."""
+    """One line, with the option that RunConfig's message names replaced by the page's label
+    (both declared with the setting)."""
+    from rollingdepth.runtime.run_config import run_options
+
     text = " ".join(str(exc).split()) or type(exc).__name__
-    for option, label in _FIELD_NAMES.items():
-        if text.startswith(option + ":"):
-            return label + text[len(option):]
+    for option in run_options().values():
+        if option.label and text.startswith(option.name + ":"):
+            return option.label + text[len(option.name):]
     return text
 
 
@@ -154,21 +152,21 @@ class DepthService:
 
         res = int(form.get("res") or 0)
         if not 1 <= res <= self.settings.max_res:
-            raise ValueError(f"Resolution: {res} is outside 1..{self.settings.max_res} (the app's --max-res)")
+            raise ValueError(f"{_label('processing_res')}: {res} is outside 1..{self.settings.max_res} (the app's {APP_OPTIONS['max_res'].name})")
         snippet = str(form.get("snippet") or "3").strip().lower()
         frames = int(form.get("frames") or 0)
         if frames < 0:
-            raise ValueError(f"Frames: {frames} must be 0 (the whole video) or more")
+            raise ValueError(f"{_label('max_frames')}: {frames} must be 0 (the whole video) or more")
         overrides = dict(
             checkpoint=self.settings.checkpoint,
             dtype=self.settings.dtype,
             device=self.settings.device,
             processing_res=res,
-            dilations=_parse_ints(form.get("dilations"), "Dilations"),
-            snippet_lengths="auto" if snippet == "auto" else _parse_ints(snippet, "Snippet length"),
+            dilations=_parse_ints(form.get("dilations"), "dilations"),
+            snippet_lengths="auto" if snippet == "auto" else _parse_ints(snippet, "snippet_lengths"),
             refine_step=int(form.get("refine") or 0),
             cmaps=[str(form.get("cmap") or "Spectral_r").strip()],
-            frame_count=frames,
+            max_frames=frames,
             save_npy=True,
             save_sbs=True,
             save_png16=True,
@@ -263,12 +261,12 @@ class DepthService:
             kinds = ", ".join(e.lstrip(".") for e in VIDEO_EXTENSIONS)
             raise InputError(f"{shown}: neither a video ({kinds}) nor a zip of frames")
         frames = max(source.frame_count - cfg.start_frame, 0)
-        if cfg.frame_count > 0:
-            frames = min(frames, cfg.frame_count)
+        if cfg.max_frames > 0:
+            frames = min(frames, cfg.max_frames)
         if frames > self.settings.max_frames:
             raise InputError(
                 f"{shown}: {frames} frames; this page processes at most {self.settings.max_frames} "
-                f"(set Frames to {self.settings.max_frames} or fewer to process the start of it)"
+                f"(set {_label('max_frames')} to {self.settings.max_frames} or fewer to process the start of it)"
             )
         return source
 
@@ -395,14 +393,47 @@ def _duration_text(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------- the page
+def _label(name: str) -> str:
+    """The page's label of a setting: the one declared with its option."""
+    from rollingdepth.runtime.run_config import run_options
+
+    return run_options()[name].label
+
+
+@dataclass
+class _Page:
+    """The page's components."""
+
+    upload: object
+    sample_btn: object
+    preset: object
+    res: object
+    dilations: object
+    snippet: object
+    refine: object
+    frames: object
+    cmap: object
+    run_btn: object
+    cancel_btn: object
+    status: object
+    video: object
+    frame: object
+    frame_image: object
+    downloads: object
+    view: object
+
+    # the fields of a Run's form (DepthService.config), by their components' names
+    FORM = ("preset", "res", "dilations", "snippet", "refine", "cmap", "frames")
+
+    def outputs(self) -> list:
+        return [self.status, self.video, self.frame, self.frame_image, self.downloads, self.view]
+
+
 def build_page(service: DepthService):
     """The Gradio page over ``service`` (not launched)."""
     import gradio as gr
 
     settings = service.settings
-    first = service.preset_values("fast")
-    upload_types = [*VIDEO_EXTENSIONS, ".zip"]
-
     with gr.Blocks(title="RollingDepth: video depth", analytics_enabled=False) as page:
         gr.Markdown(
             "## RollingDepth: depth for videos\n"
@@ -415,83 +446,103 @@ def build_page(service: DepthService):
         )
         with gr.Row():
             with gr.Column(scale=2):
-                upload = gr.File(label="Video or zip of frames", file_types=upload_types, elem_id="rd-upload")
-                sample_btn = gr.Button("Use the sample clip", size="sm", elem_id="rd-sample",
-                                       visible=service.sample is not None)
-                preset = gr.Dropdown(list(PAGE_PRESETS), value="fast", label="Preset", elem_id="rd-preset")
-                res = gr.Slider(min(16, settings.max_res), settings.max_res, value=first["res"], step=8, label="Resolution (longer edge)",
-                                elem_id="rd-res")
-                with gr.Row():
-                    dilations = gr.Textbox(first["dilations"], label="Dilations", elem_id="rd-dilations")
-                    snippet = gr.Dropdown(list(SNIPPET_CHOICES), value=first["snippet"],
-                                          label="Snippet length (num_view)", elem_id="rd-snippet")
-                with gr.Row():
-                    refine = gr.Number(first["refine"], label="Refinement steps", minimum=0, maximum=50, precision=0,
-                                       elem_id="rd-refine")
-                    frames = gr.Number(0, label="Frames (first N, 0 = all)", minimum=0, precision=0,
-                                       elem_id="rd-frames")
-                cmap = gr.Dropdown(list(COLOUR_MAPS), value=COLOUR_MAPS[0], label="Colour map", allow_custom_value=True,
-                                   elem_id="rd-cmap")
-                with gr.Row():
-                    run_btn = gr.Button("Run", variant="primary", elem_id="rd-run")
-                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="rd-cancel")
+                controls = _settings_column(service)
             with gr.Column(scale=3):
-                status = gr.Markdown("", elem_id="rd-status")
-                video = gr.Video(label="Input and depth", interactive=False, loop=True, elem_id="rd-video")
-                frame = gr.Slider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="rd-frame")
-                frame_image = gr.Image(label="Depth of one frame", type="numpy", format="png", interactive=False,
-                                       visible=False, elem_id="rd-frame-image")
-                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False,
-                                    elem_id="rd-downloads")
-        view = gr.State(None)
-
-        def use_sample():
-            return str(service.sample) if service.sample else None
-
-        def fill_preset(name):
-            values = service.preset_values(name)
-            return values["res"], values["dilations"], values["snippet"], values["refine"]
-
-        def clear():
-            return ("", None, gr.update(visible=False, value=0), gr.update(visible=False, value=None), None, None)
-
-        def run(upload_path, preset_name, res_value, dilation_text, snippet_value, refine_value, cmap_name,
-                frame_count, request: gr.Request, progress=gr.Progress()):
-            def report(stage, done, total):
-                progress((done, max(total, 1)), desc=f"{stage} ({done}/{total})", unit="")
-
-            form = dict(preset=preset_name, res=res_value, dilations=dilation_text, snippet=snippet_value,
-                        refine=refine_value, cmap=cmap_name, frames=frame_count)
-            outcome = service.run(request.session_hash, upload_path, form, report)
-            if not outcome.ok:
-                return (f"**Error:** {outcome.message}" if not outcome.message.startswith("Cancelled") else outcome.message,
-                        None, gr.update(visible=False), gr.update(visible=False, value=None), None, None)
-            state = outcome.view_state()
-            return (outcome.message, str(outcome.sbs_video),
-                    gr.update(visible=True, minimum=0, maximum=max(outcome.frames - 1, 1), value=0, step=1),
-                    gr.update(visible=True, value=service.frame_view(state, 0)),
-                    [str(p) for p in outcome.downloads], state)
-
-        def cancel(request: gr.Request):
-            if service.cancel(request.session_hash):
-                return "Cancelled: the job stopped and its files were removed."
-            return "Cancelled."
-
-        def show_frame(index, state):
-            return service.frame_view(state, index)
-
-        outputs = [status, video, frame, frame_image, downloads, view]
-        sample_btn.click(use_sample, outputs=upload, queue=False, api_visibility="private")
-        preset.input(fill_preset, inputs=preset, outputs=[res, dilations, snippet, refine], queue=False,
-                     api_visibility="private")
-        job = run_btn.click(clear, outputs=outputs, queue=False, api_visibility="private").then(
-            run, inputs=[upload, preset, res, dilations, snippet, refine, cmap, frames], outputs=outputs,
-            concurrency_limit=1, concurrency_id="inference", api_name="predict",
-        )
-        cancel_btn.click(cancel, outputs=status, cancels=[job], queue=False, api_visibility="private")
-        frame.change(show_frame, inputs=[frame, view], outputs=frame_image, show_progress="hidden",
-                     concurrency_limit=4, concurrency_id="view", api_visibility="private")
+                results = _results_column()
+        _connect(service, _Page(**controls, **results, view=gr.State(None)))
     return page
+
+
+def _settings_column(service: DepthService) -> dict:
+    """The upload, the settings (labelled as their options declare) and the buttons."""
+    import gradio as gr
+
+    settings = service.settings
+    first = service.preset_values("fast")
+    c = {"upload": gr.File(label="Video or zip of frames", file_types=[*VIDEO_EXTENSIONS, ".zip"], elem_id="rd-upload")}
+    c["sample_btn"] = gr.Button("Use the sample clip", size="sm", elem_id="rd-sample", visible=service.sample is not None)
+    c["preset"] = gr.Dropdown(list(PAGE_PRESETS), value="fast", label=_label("preset"), elem_id="rd-preset")
+    c["res"] = gr.Slider(min(16, settings.max_res), settings.max_res, value=first["res"], step=8,
+                         label=f"{_label('processing_res')} (longer edge)", elem_id="rd-res")
+    with gr.Row():
+        c["dilations"] = gr.Textbox(first["dilations"], label=_label("dilations"), elem_id="rd-dilations")
+        c["snippet"] = gr.Dropdown(list(SNIPPET_CHOICES), value=first["snippet"], label=_label("snippet_lengths"),
+                                   elem_id="rd-snippet")
+    with gr.Row():
+        c["refine"] = gr.Number(first["refine"], label=_label("refine_step"), minimum=0, maximum=50, precision=0,
+                                elem_id="rd-refine")
+        c["frames"] = gr.Number(0, label=f"{_label('max_frames')} (first N, 0 = all)", minimum=0, precision=0,
+                                elem_id="rd-frames")
+    c["cmap"] = gr.Dropdown(list(COLOUR_MAPS), value=COLOUR_MAPS[0], label=_label("cmaps"), allow_custom_value=True,
+                            elem_id="rd-cmap")
+    with gr.Row():
+        c["run_btn"] = gr.Button("Run", variant="primary", elem_id="rd-run")
+        c["cancel_btn"] = gr.Button("Cancel", variant="stop", elem_id="rd-cancel")
+    return c
+
+
+def _results_column() -> dict:
+    """The status line, the side-by-side video, one frame's depth and the downloads."""
+    import gradio as gr
+
+    return {
+        "status": gr.Markdown("", elem_id="rd-status"),
+        "video": gr.Video(label="Input and depth", interactive=False, loop=True, elem_id="rd-video"),
+        "frame": gr.Slider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="rd-frame"),
+        "frame_image": gr.Image(label="Depth of one frame", type="numpy", format="png", interactive=False,
+                                visible=False, elem_id="rd-frame-image"),
+        "downloads": gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="rd-downloads"),
+    }
+
+
+def _connect(service: DepthService, p: _Page) -> None:
+    """What each button, field and slider does."""
+    import gradio as gr
+
+    def use_sample():
+        return str(service.sample) if service.sample else None
+
+    def fill_preset(name):
+        values = service.preset_values(name)
+        return values["res"], values["dilations"], values["snippet"], values["refine"]
+
+    def clear():
+        return ("", None, gr.update(visible=False, value=0), gr.update(visible=False, value=None), None, None)
+
+    def run(values: dict, request: gr.Request, progress=gr.Progress()):
+        def report(stage, done, total):
+            progress((done, max(total, 1)), desc=f"{stage} ({done}/{total})", unit="")
+
+        form = {name: values[getattr(p, name)] for name in _Page.FORM}
+        outcome = service.run(request.session_hash, values[p.upload], form, report)
+        if not outcome.ok:
+            return (f"**Error:** {outcome.message}" if not outcome.message.startswith("Cancelled") else outcome.message,
+                    None, gr.update(visible=False), gr.update(visible=False, value=None), None, None)
+        state = outcome.view_state()
+        return (outcome.message, str(outcome.sbs_video),
+                gr.update(visible=True, minimum=0, maximum=max(outcome.frames - 1, 1), value=0, step=1),
+                gr.update(visible=True, value=service.frame_view(state, 0)),
+                [str(path) for path in outcome.downloads], state)
+
+    def cancel(request: gr.Request):
+        if service.cancel(request.session_hash):
+            return "Cancelled: the job stopped and its files were removed."
+        return "Cancelled."
+
+    def show_frame(index, state):
+        return service.frame_view(state, index)
+
+    outputs = p.outputs()
+    p.sample_btn.click(use_sample, outputs=p.upload, queue=False, api_visibility="private")
+    p.preset.input(fill_preset, inputs=p.preset, outputs=[p.res, p.dilations, p.snippet, p.refine], queue=False,
+                   api_visibility="private")
+    job = p.run_btn.click(clear, outputs=outputs, queue=False, api_visibility="private").then(
+        run, inputs={p.upload, *(getattr(p, name) for name in _Page.FORM)}, outputs=outputs,
+        concurrency_limit=1, concurrency_id="inference", api_name="predict",
+    )
+    p.cancel_btn.click(cancel, outputs=p.status, cancels=[job], queue=False, api_visibility="private")
+    p.frame.change(show_frame, inputs=[p.frame, p.view], outputs=p.frame_image, show_progress="hidden",
+                   concurrency_limit=4, concurrency_id="view", api_visibility="private")
 
 
 def _model_text(pipe) -> str:
@@ -511,34 +562,49 @@ def _theme():
 
 # ---------------------------------------------------------------------- command line
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+                  context_settings={"help_option_names": HELP_FLAGS})
+
+
+# the app's own options (its settings' options are RunConfig's)
+APP_OPTIONS = {
+    "host": Option(("--host",), "Address to listen on (0.0.0.0: every interface).", "ADDR"),
+    "port": Option(("--port",), "Port to listen on.", "INT", kind=int),
+    "max_upload_mb": Option(("--max-upload-mb",), "Largest upload accepted.", "MB", kind=float),
+    "max_frames": Option(("--max-frames",), "Most frames one job may process.", "INT", kind=int),
+    "max_res": Option(("--max-res",), "Highest processing resolution offered.", "INT", kind=int),
+    "results_ttl": Option(("--results-ttl",), "How long a user's uploads and results are kept: 600, 30m, 2h, 1d.",
+                          "DURATION"),
+}
+
+
+def _serve_params() -> list:
+    from rollingdepth.runtime.run_config import run_options
+
+    run = run_options()
+    return [Param("checkpoint", run["checkpoint"], DEFAULT_CHECKPOINT, panel="Model", show_default=False),
+            Param("dtype", run["dtype"], "fp16", panel="Model"), Param("device", run["device"], None, panel="Model"),
+            *declared(APP_OPTIONS, APP_OPTIONS, host="127.0.0.1", port=7860, max_upload_mb=200.0, max_frames=1000,
+                      max_res=1024, results_ttl="1h")]
 
 
 @cli.command()
-def serve(
-    checkpoint: Annotated[str, typer.Option("-c", "--checkpoint", metavar="ID|PATH", help="Hub id or local checkpoint folder.")] = "prs-eth/rollingdepth-v1-0",
-    dtype: Annotated[str, typer.Option("--dtype", metavar="fp16|bf16|fp32", help="Model precision (fp16 becomes fp32 on CPU).")] = "fp16",
-    device: Annotated[Optional[str], typer.Option("--device", metavar="NAME", help="cuda, cuda:1, mps or cpu. (default: best available)")] = None,
-    host: Annotated[str, typer.Option("--host", metavar="ADDR", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", metavar="INT", help="Port to listen on.")] = 7860,
-    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", metavar="MB", help="Largest upload accepted.")] = 200.0,
-    max_frames: Annotated[int, typer.Option("--max-frames", metavar="INT", help="Most frames one job may process.")] = 1000,
-    max_res: Annotated[int, typer.Option("--max-res", metavar="INT", help="Highest processing resolution offered.")] = 1024,
-    results_ttl: Annotated[str, typer.Option("--results-ttl", metavar="DURATION", help="How long a user's uploads and results are kept: 600, 30m, 2h, 1d.")] = "1h",
-) -> None:
+@command_signature(_serve_params())
+def serve(**values) -> None:
     """Serve the RollingDepth web page: upload a video, get its depth."""
+    port = values["port"]
     if not 1 <= port <= 65535:
-        raise ValueError(f"--port: {port} is not a port number (1..65535)")
-    for name, value in (("--max-upload-mb", max_upload_mb), ("--max-frames", max_frames), ("--max-res", max_res)):
-        if value <= 0:
-            raise ValueError(f"{name}: {value:g} must be positive")
+        raise ValueError(f"{APP_OPTIONS['port'].name}: {port} is not a port number (1..65535)")
+    for name in ("max_upload_mb", "max_frames", "max_res"):
+        if values[name] <= 0:
+            raise ValueError(f"{APP_OPTIONS[name].name}: {values[name]:g} must be positive")
     try:
-        ttl_s = parse_duration(results_ttl)
+        ttl_s = parse_duration(values["results_ttl"])
     except ValueError as exc:
-        raise ValueError(f"--results-ttl: {exc}") from None
-    settings = AppSettings(checkpoint=checkpoint, dtype=dtype, device=device, max_upload_mb=max_upload_mb,
-                           max_frames=max_frames, max_res=max_res, ttl_s=ttl_s, sample=find_sample())
-    serve_page(settings, host, port)
+        raise ValueError(f"{APP_OPTIONS['results_ttl'].name}: {exc}") from None
+    settings = AppSettings(checkpoint=values["checkpoint"], dtype=values["dtype"], device=values["device"],
+                           max_upload_mb=values["max_upload_mb"], max_frames=values["max_frames"],
+                           max_res=values["max_res"], ttl_s=ttl_s, sample=find_sample())
+    serve_page(settings, values["host"], port)
 
 
 def serve_page(settings: AppSettings, host: str, port: int) -> None:
@@ -548,7 +614,7 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
     from rollingdepth.runtime.run_config import RunConfig
 
     if importlib.util.find_spec("gradio") is None:
-        raise ImportError("gradio is not installed")
+        raise ImportError("gradio is not installed", name="gradio")
 
     RunConfig.build("fast", {"dtype": settings.dtype})  # an unknown dtype is one line here, not a traceback
     if settings.device is not None:
@@ -567,7 +633,7 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
     service = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        from rollingdepth.runtime.video_job import load_pipeline
+        from rollingdepth.method.loading import load_pipeline
 
         print(f"rollingdepth-app: loading {settings.checkpoint}", file=sys.stderr, flush=True)
         pipe = load_pipeline(settings.checkpoint, settings.dtype, settings.device)
@@ -581,7 +647,7 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
                         ssr_mode=False, mcp_server=False, show_error=False, theme=_theme(), quiet=False,
                         footer_links=[])
         except OSError as exc:
-            raise InputError(f"--port: cannot listen on {host}:{port} ({' '.join(str(exc).split())})") from None
+            raise InputError(f"{APP_OPTIONS['port'].name}: cannot listen on {host}:{port} ({' '.join(str(exc).split())})") from None
     except KeyboardInterrupt:
         pass
     finally:
@@ -608,7 +674,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)
     except ImportError as exc:
-        if "gradio" in str(exc):
+        if (exc.name or "").split(".")[0] == "gradio":  # by the module it names, not by its text
             print('Error: the web page needs Gradio: pip install "rollingdepth[app]" (or pip install ".[app]")',
                   file=sys.stderr)
             sys.exit(2)

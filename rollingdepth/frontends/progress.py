@@ -1,7 +1,7 @@
 """Progress of a run as plain events, and the renderers that show them.
 
 The library reports progress through one callback, ``callback(stage, done, total)``
-(:mod:`rollingdepth.runtime.passes`, :meth:`rollingdepth.runtime.video_job.PendingOutputs.write`). A
+(:mod:`rollingdepth.runtime.passes`, :meth:`rollingdepth.runtime.outputs.PendingOutputs.write`). A
 :class:`Reporter` turns those calls, and what a front end knows about its videos (started,
 done, failed, skipped) into :class:`Event` objects: plain, immutable data with timings
 (elapsed, rate, ETA) added, which any front end can render or send elsewhere
@@ -282,7 +282,7 @@ class Reporter:
         self.message("error", text, video, traceback)
 
     def summary(self, results: list, seconds: float, interrupted: bool = False, metrics: dict | None = None) -> None:
-        """``results``: :class:`rollingdepth.runtime.video_job.VideoResult`-like objects (name, ok, skipped,
+        """``results``: :class:`rollingdepth.runtime.outputs.VideoResult`-like objects (name, ok, skipped,
         frames, seconds, error, outputs)."""
         entries = []
         for r in results:
@@ -641,10 +641,13 @@ def make_renderer(mode: str, quiet: bool, console, videos: int = 0, log_every: f
                   count_done: Callable[[], int] | None = None, is_terminal: bool | None = None):
     """The renderer for ``--progress mode`` (auto: live bars on a terminal, else plain lines),
     wrapped by :func:`only_errors` with ``--quiet``. ``console``: the rich console on stderr."""
+    from rollingdepth.frontends.options import COMMAND_OPTIONS
+
     if mode not in PROGRESS_MODES:
-        raise ValueError(f"--progress: unknown mode {mode!r}; expected one of {', '.join(PROGRESS_MODES)}")
+        raise ValueError(f"{COMMAND_OPTIONS['progress'].name}: unknown mode {mode!r}; "
+                         f"expected one of {', '.join(PROGRESS_MODES)}")
     if log_every < 0:
-        raise ValueError(f"--log-every: must be >= 0 seconds, got {log_every:g}")
+        raise ValueError(f"{COMMAND_OPTIONS['log_every'].name}: must be >= 0 seconds, got {log_every:g}")
     if mode == "auto":
         mode = "bar" if (stderr_is_terminal() if is_terminal is None else is_terminal) else "lines"
     if mode == "json":

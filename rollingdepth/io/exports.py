@@ -101,8 +101,9 @@ class DepthMapping:
 
 
 # ----------------------------------------------------------------------------- EXR
-def check_openexr(option: str = "--save-exr") -> None:
-    """Raise ``ValueError`` naming ``option`` and the extra when the OpenEXR bindings are missing."""
+def check_openexr(option: str = "EXR") -> None:
+    """Raise ``ValueError`` naming ``option`` (what needs them, e.g. the command's option) and the
+    extra when the OpenEXR bindings are missing."""
     try:
         import OpenEXR
     except ImportError:
@@ -113,7 +114,7 @@ def check_openexr(option: str = "--save-exr") -> None:
 
 def write_exr(path: Path, depth: np.ndarray) -> None:
     """One float32 ``[H, W]`` map as a single-channel (``Z``) scanline EXR, ZIP-compressed (lossless)."""
-    check_openexr()
+    check_openexr("EXR")
     import OpenEXR
 
     data = np.ascontiguousarray(depth, dtype=np.float32)

@@ -65,7 +65,26 @@ class CrossFrameAttnProcessor:
             _, channel, height, width = hidden_states.shape
             hidden_states = hidden_states.flatten(2).transpose(1, 2)
 
-        is_self_attention = encoder_hidden_states is None
+        n, span = self._views(num_view, attn_span)
+        join = encoder_hidden_states is None and n > 1 and span > 1  # span 1: every frame on its own
+        total, tokens, _ = hidden_states.shape  # [(b n), hw, c]
+        hidden_states, attention_mask = self._join(attn, hidden_states, encoder_hidden_states, attention_mask,
+                                                   (n, span) if join else None)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        hidden_states = self._attend(attn, hidden_states, encoder_hidden_states, attention_mask)
+        if join:  # b (n hw) c -> (b n) hw c
+            hidden_states = hidden_states.reshape(total, tokens, -1)
+
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(total, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+    def _views(self, num_view: int | None, attn_span: dict | None) -> tuple[int, int]:
+        """The snippet's frame count ``n`` and this layer's span (``n`` unless ``attn_span`` sets it)."""
         n = 1 if num_view is None else int(num_view)
         if n < 1:
             raise ValueError(f"num_view must be >= 1, got {num_view}")
@@ -74,10 +93,14 @@ class CrossFrameAttnProcessor:
             span = int(attn_span[self.level])
             if span < 1:
                 raise ValueError(f"attn_span: spans must be >= 1, got {attn_span}")
-        join = is_self_attention and n > 1 and span > 1  # span 1: every frame on its own
+        return n, span
 
+    def _join(self, attn, hidden_states, encoder_hidden_states, attention_mask, joint: tuple[int, int] | None):
+        """Join the frames of each snippet, ``joint = (n, span)`` (None: keep them apart), and
+        prepare the attention mask. Returns the tokens ``[B, L, c]`` and the mask."""
         total, tokens, channels = hidden_states.shape  # [(b n), hw, c]
-        if join:
+        if joint is not None:
+            n, span = joint
             if total % n != 0:
                 raise ValueError(
                     f"num_view={n} does not divide the UNet batch of {total} images"
@@ -88,16 +111,17 @@ class CrossFrameAttnProcessor:
             # so this is a view of the same memory.
             hidden_states = hidden_states.reshape(total // n, n * tokens, channels)
         batch = hidden_states.shape[0]
-        if join and span < n:
-            attention_mask = self._span_mask(n, tokens, span, hidden_states.device)  # [nhw, nhw] bool
+        if joint is not None and joint[1] < joint[0]:
+            attention_mask = self._span_mask(joint[0], tokens, joint[1], hidden_states.device)  # [nhw, nhw] bool
         elif attention_mask is not None:
             kv_len = tokens if encoder_hidden_states is None else encoder_hidden_states.shape[1]
             attention_mask = attn.prepare_attention_mask(attention_mask, kv_len, batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        return hidden_states, attention_mask
 
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-
+    def _attend(self, attn, hidden_states, encoder_hidden_states, attention_mask) -> torch.Tensor:
+        """Project to queries, keys and values, attend, project out: ``[B, L, c]`` -> ``[B, L, c_out]``."""
+        batch = hidden_states.shape[0]
         query = attn.to_q(hidden_states)
         if encoder_hidden_states is None:
             encoder_hidden_states = hidden_states
@@ -137,17 +161,7 @@ class CrossFrameAttnProcessor:
         hidden_states = hidden_states.to(query.dtype)
 
         hidden_states = attn.to_out[0](hidden_states)  # linear projection
-        hidden_states = attn.to_out[1](hidden_states)  # dropout
-
-        if join:  # b (n hw) c -> (b n) hw c
-            hidden_states = hidden_states.reshape(total, tokens, -1)
-
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(total, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
-
+        return attn.to_out[1](hidden_states)  # dropout
 
     def _span_mask(self, n: int, tokens: int, span: int, device) -> torch.Tensor:
         """Boolean ``[n*hw, n*hw]``: token of frame i may attend to frame j iff |i - j| < span."""

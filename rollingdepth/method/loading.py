@@ -18,13 +18,13 @@ import socket
 import sys
 from pathlib import Path
 
-from rollingdepth.runtime.run_config import DEFAULT_CHECKPOINT
-from rollingdepth.io.video_io import InputError
+from rollingdepth.errors import CheckpointError, InputError  # noqa: F401  (both re-exported)
+from rollingdepth.method.settings import DEFAULT_CHECKPOINT
 
-__all__ = ["HUB_ID", "CheckpointError", "accelerate_pipeline", "check_checkpoint_folder", "checkpoint_error_message",
+__all__ = ["DEFAULT_CHECKPOINT", "HUB_ID", "CheckpointError", "accelerate_pipeline", "check_checkpoint_folder", "checkpoint_error_message",
            "download_command", "load_pipeline", "login_command", "resolve_checkpoint"]
 
-HUB_ID = DEFAULT_CHECKPOINT  # RollingDepth's checkpoint on the Hugging Face Hub
+HUB_ID = DEFAULT_CHECKPOINT
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PIPELINE_CLASS = "RollingDepthPipeline"
 LAYOUT = "model_index.json, unet/, vae/, scheduler/, text_encoder/ and tokenizer/"
@@ -38,15 +38,6 @@ COMPONENTS = {
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 _NETWORK_ERRORS = {"ConnectError", "ConnectTimeout", "ConnectionError", "NetworkError", "ProxyError",
                    "ReadTimeout", "TimeoutException", "TransportError", "LocalEntryNotFoundError"}
-
-
-class CheckpointError(InputError):
-    """A checkpoint that cannot be loaded: ``problem`` and ``advice`` in our words, one line;
-    ``detail``: the underlying library's text."""
-
-    def __init__(self, checkpoint: str, problem: str, advice: str = "", detail: str = ""):
-        self.checkpoint, self.problem, self.advice, self.detail = str(checkpoint), problem, advice, detail
-        super().__init__(f"checkpoint {self.checkpoint}: {problem}" + (f"; {advice}" if advice else ""))
 
 
 def checkpoint_error_message(exc: CheckpointError, verbose: bool = False) -> str:

@@ -3,48 +3,65 @@
 ``RollingDepthPipeline.__call__`` takes them as keyword arguments, ``run-video`` as options
 (``RunConfig`` holds the same fields); both validate through :meth:`MethodSettings.validate`,
 which names the offending parameter the way the caller spells it (``dilations`` for the
-Python API, ``--dilations`` on the command line: the ``option`` of each field).
+Python API, ``--dilations`` on the command line: the ``option`` of each field, an
+:class:`~rollingdepth.option_spec.Option` with its help text, metavar and help panel).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from rollingdepth.method.coalign import COALIGN_MODES
 from rollingdepth.method.snippets import MAX_SNIPPET_LEN
+from rollingdepth.option_spec import Option, opt, options_of, parse_lengths, parse_numbers, parse_spans
 
-__all__ = ["MAX_REFINE_STEP", "MethodSettings", "method_fields"]
+__all__ = ["DEFAULT_CHECKPOINT", "MAX_REFINE_STEP", "MethodSettings", "method_fields"]
+
+DEFAULT_CHECKPOINT = "prs-eth/rollingdepth-v1-0"  # RollingDepth's checkpoint on the Hugging Face Hub
 
 # Half of the scheduler's 1000 training steps: refinement uses the second half of 2R steps.
 MAX_REFINE_STEP = 500
 
 
-def _opt(default, option: str, **kw):
-    """A field with its command-line spelling."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"option": option, **kw})
-    return field(default=default, metadata={"option": option, **kw})
+INFER = "Inference"  # the help panel of the method's options
 
 
 @dataclass
 class MethodSettings:
     """What changes the prediction (besides the frames, the checkpoint, the dtype and the seed)."""
 
-    processing_res: int = _opt(768, "--res")  # longer edge; 0 keeps the size
-    dilations: list[int] = _opt([1, 25], "--dilations")  # must include 1
-    cap_dilation: bool = _opt(True, "--cap-dilation")
-    snippet_lengths: list[int] | str = _opt([3], "--snippet-lengths")  # per dilation, or "auto"
-    refine_step: int = _opt(0, "--refine-step")
-    refine_snippet_len: int = _opt(3, "--refine-snippet-len")
-    refine_start_dilation: int = _opt(6, "--refine-start-dilation")
-    coalign: str = _opt("fast", "--coalign")
-    max_vae_bs: int = _opt(4, "--max-vae-bs")  # frames per VAE call
-    unet_batch_size: int | None = _opt(None, "--unet-batch-size")  # snippets per UNet call
-    attn_span: dict | None = _opt(None, "--num-view-per-level")  # experimental
+    processing_res: int = opt(768, Option(
+        ("--res", "--processing-resolution"), "Longer edge for processing; 0 keeps the size.", "INT", INFER, int,
+        label="Resolution"))
+    dilations: list[int] = opt([1, 25], Option(
+        ("-d", "--dilations"), "Snippet dilations, e.g. -d 1,10,25 or -d 1 10 25 or -d 1 -d 25; must include 1.",
+        "D[,D..]", INFER, list, parse_numbers, label="Dilations"))
+    cap_dilation: bool = opt(True, Option(
+        ("--cap-dilation/--no-cap-dilation",), "Shrink dilations that do not fit short videos.", None, INFER, bool,
+        show_default=False))
+    snippet_lengths: list[int] | str = opt([3], Option(  # per dilation, or "auto"
+        ("--snippet-lengths", "--snip-len"), "Frames per snippet: one value, one per dilation (3,3,3 or 3 3 3), "
+        "or auto (from motion and free memory).", "N[,N..]", INFER, list, parse_lengths, label="Snippet length"))
+    refine_step: int = opt(0, Option(
+        ("--refine-step",), "Coarse-to-fine refinement steps (0 = none).", "INT", INFER, int,
+        label="Refinement steps"))
+    refine_snippet_len: int = opt(3, Option(
+        ("--refine-snippet-len", "--refine-snippet-length"), "Snippet length during refinement.", "INT", INFER, int))
+    refine_start_dilation: int = opt(6, Option(
+        ("--refine-start-dilation",), "First refinement dilation.", "INT", INFER, int))
+    coalign: str = opt("fast", Option(
+        ("--coalign",), "Co-alignment solver: fast or reference.", "fast|reference", INFER, str))
+    max_vae_bs: int = opt(4, Option(
+        ("--max-vae-bs",), "Frames per VAE call. (default: 4)", "INT", INFER, int))
+    unet_batch_size: int | None = opt(None, Option(
+        ("--unet-batch-size",), "Snippets per UNet call. (default: from free memory)", "INT", INFER, int))
+    attn_span: dict | None = opt(None, Option(  # experimental
+        ("--attention-span", "--num-view-per-level"), "Experimental: attention span per UNet level, e.g. "
+        "coarse=3,medium=3,fine=2 (frames attend to frames less than K apart).", "LEVEL=K,..", INFER, str,
+        parse_spans))
 
     @property
     def auto_num_view(self) -> bool:
@@ -91,6 +108,8 @@ class MethodSettings:
         ints("max_vae_bs", self.max_vae_bs, 1)
         if self.unet_batch_size is not None:
             ints("unet_batch_size", self.unet_batch_size, 1)
+        from rollingdepth.method.coalign import COALIGN_MODES  # torch: not needed for --help
+
         if self.coalign not in COALIGN_MODES:
             raise ValueError(f"{name('coalign')}: unknown mode {self.coalign!r}; expected one of {', '.join(COALIGN_MODES)}")
         if self.attn_span is not None:
@@ -110,4 +129,4 @@ class MethodSettings:
 
 def method_fields() -> dict[str, str]:
     """Field name -> command-line option, for every method setting."""
-    return {f.name: f.metadata["option"] for f in dataclasses.fields(MethodSettings)}
+    return {name: option.name for name, option in options_of(MethodSettings).items()}

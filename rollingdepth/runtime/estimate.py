@@ -23,6 +23,7 @@ import torch
 
 from rollingdepth.method.settings import MethodSettings
 from rollingdepth.runtime.plan import Plan
+from rollingdepth.runtime.run_config import option_name
 
 if TYPE_CHECKING:
     from rollingdepth.method.pipeline import RollingDepthPipeline
@@ -200,7 +201,7 @@ def estimate_run(pipe: "RollingDepthPipeline", videos: list[tuple[int, tuple[int
     lower = max(settings.processing_res // 2, 256)
     if device == "cpu" and settings.processing_res > lower:
         other = sum(e.at_res(lower) for e in estimates)
-        line += f"; --res {lower} would take about {format_duration(other)}"
+        line += f"; {option_name('processing_res')} {lower} would take about {format_duration(other)}"
     return line + ".", seconds
 
 

@@ -281,7 +281,7 @@ class PendingOutputs:
             if sinks:
                 queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{p.name}")) for p, _ in sinks]
                 needs_rgb = any(p.name in (f"{stem}_rgbd.mp4", f"{stem}_ply") for p, _ in sinks)
-                rgb = prefetch(self.source.frames(cfg.start_frame, cfg.frame_count)) if needs_rgb else None  # re-read
+                rgb = prefetch(self.source.frames(cfg.start_frame, cfg.max_frames)) if needs_rgb else None  # re-read
                 progress("write", 0, total)
                 for i, frame in enumerate(self._frames_out()):
                     if cancel is not None and cancel.is_set():

@@ -1,72 +1,108 @@
-"""Run settings: a validated dataclass built from a preset YAML plus explicit overrides."""
+"""Run settings: a validated dataclass built from a preset YAML plus explicit overrides.
+
+Each field is declared once, with its command-line option (:class:`~rollingdepth.option_spec.Option`:
+spellings, help, metavar, panel); :func:`option_name` spells any of them for a message.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rollingdepth.method.device import DTYPES
-from rollingdepth.method.settings import MethodSettings, method_fields
+from rollingdepth.method.settings import DEFAULT_CHECKPOINT, INFER, MethodSettings, method_fields
+from rollingdepth.option_spec import Option, opt, options_of, parse_floats, parse_names, parse_numbers
 
-__all__ = ["PRESETS", "PRESET_DIR", "RunConfig", "load_preset", "parse_numbers"]
+__all__ = ["DEFAULT_CHECKPOINT", "PRESET", "PRESETS", "PRESET_DIR", "RunConfig", "load_preset", "option_name",
+           "parse_numbers", "run_options"]
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("fast", "fast1024", "full", "paper", "none")
-DEFAULT_CHECKPOINT = "prs-eth/rollingdepth-v1-0"
+RENAMED = {"frame_count": "max_frames"}  # settings' former names, still read from preset YAML files
+IN, MODEL, OUT, RUN = "Input", "Model", "Output", "Run"  # help panels (the method's: INFER)
+
+PRESET = Option(("-p", "--preset"), "fast, fast1024, full, paper, none, or a YAML file; options given here win. "
+                "(default: fast)", "NAME|YAML", INFER, label="Preset")
 
 
-def parse_numbers(values, option: str, kind: type = int) -> list | None:
-    """A list option as typed: ``"1,10 25"`` or ``["1,10", "25"]`` (repeated options) ->
-    ``[1, 10, 25]`` of ``kind`` (int or float); ``None`` when nothing was given."""
-    if not values:
-        return None
-    texts = [values] if isinstance(values, str) else values
-    out = []
-    for part in ",".join(str(v) for v in texts).replace(" ", ",").split(","):
-        if part:
-            try:
-                out.append(kind(part))
-            except ValueError:
-                what = "an integer" if kind is int else "a number"
-                raise ValueError(f"{option}: {part!r} is not {what}") from None
-    return out
+def _on_off(flags: tuple[str, ...], help: str, panel: str) -> Option:
+    return Option(flags, help, None, panel, bool, show_default=False)
 
 
 @dataclass
 class RunConfig(MethodSettings):
     """Everything one ``run-video`` call needs: the method's settings (declared and checked
-    in :class:`MethodSettings`) and the run's own; see ``run-video --help`` for each field."""
+    in :class:`MethodSettings`) and the run's own, each declared with its option."""
 
-    checkpoint: str = DEFAULT_CHECKPOINT
-    dtype: str = "fp16"
-    device: str | None = None
-    seed: int = 0
-    start_frame: int = 0
-    frame_count: int = 0
-    output_fps: float = 0.0
-    restore_res: bool = False
-    cmaps: list[str] = field(default_factory=lambda: ["Spectral_r", "Greys_r"])
-    save_npy: bool = True
-    save_sbs: bool = True
-    save_snippets: bool = False
-    save_png16: bool = False
-    save_exr: bool = False  # {stem}_exr/000000.exr ..., float32 Z channel (needs the [exr] extra)
-    depth_out: str = "inverse"  # inverse: the prediction as is; depth: mapped onto depth_range
-    depth_range: list[float] | None = None  # [NEAR, FAR] in the user's units, for depth_out "depth"
-    save_ply: int = 0  # a point cloud every this many frames (0 = none); needs depth_out "depth"
-    fov: float | None = None  # horizontal field of view in degrees of the point clouds' camera (default 60)
-    focal: float | None = None  # or its focal length in pixels of the input video
-    ply_stride: int = 2  # one point every this many pixels, in rows and columns
-    compile: bool = False  # torch.compile the UNet and the VAE
-    channels_last: bool = False
-    tf32: bool = True  # TF32 matmuls and convolutions on Ampere and newer
-    work_dir: str | None = None  # where the work folder goes (default: the output folder)
-    resume: bool = True  # continue an unfinished run from its work folder (else discard it first)
-    strict: bool = False  # a truncated video (fewer frames than its container declares) is an error
+    checkpoint: str = opt(DEFAULT_CHECKPOINT, Option(
+        ("-c", "--checkpoint"), f"Hub id or local folder. (default: {DEFAULT_CHECKPOINT})", "ID|PATH", MODEL))
+    dtype: str = opt("fp16", Option(
+        ("--dtype", "--data-type"), "fp16, bf16 or fp32 (fp16 becomes fp32 on CPU).", "fp16|bf16|fp32", MODEL))
+    device: str | None = opt(None, Option(
+        ("--device",), "cuda, cuda:1, mps or cpu. (default: best available)", "NAME", MODEL))
+    seed: int = opt(0, Option(("--seed",), "Seed of the initial noise. (default: 0)", "INT", INFER, int))
+    start_frame: int = opt(0, Option(("--from", "--start-frame"), "Skip this many frames first.", "INT", IN, int))
+    max_frames: int = opt(0, Option(  # at most this many frames (0 = to the end)
+        ("--frames", "--frame-count"), "Process at most this many frames (0 = to the end).", "INT", IN, int,
+        label="Frames"))
+    output_fps: float = opt(0.0, Option(
+        ("--fps", "--output-fps"), "Frame rate of output videos (0 = the input's).", "FPS", OUT, float))
+    restore_res: bool = opt(False, _on_off(
+        ("--restore-res/--no-restore-res", "--restore-resolution"),
+        "Outputs at the input's size (also --restore-res true|false).", OUT))
+    cmaps: list[str] = opt(["Spectral_r", "Greys_r"], Option(
+        ("--cmap", "--color-maps"), "Colour maps (matplotlib names), one video each; NAME,NAME or NAME NAME. "
+        "(default: Spectral_r, Greys_r)", "NAME[,NAME..]", OUT, list, parse_names, label="Colour map"))
+    save_npy: bool = opt(True, _on_off(
+        ("--save-npy/--no-save-npy",), "{stem}_pred.npy, float32 [N, H, W]. (default: on)", OUT))
+    save_sbs: bool = opt(True, _on_off(
+        ("--save-sbs/--no-save-sbs", "--save-side-by-side"), "{stem}_rgbd.mp4, input and depth side by side; "
+        "also --save-sbs true|false, like every on/off option. (default: on)", OUT))
+    save_snippets: bool = opt(False, _on_off(
+        ("--save-snippets/--no-save-snippets",), "{stem}_snippets.npz. (default: off)", OUT))
+    save_png16: bool = opt(False, _on_off(
+        ("--save-png16/--no-save-png16",), "{stem}_depth16/000000.png ..., 16-bit PNG per frame; range in run.json "
+        "(png16_range). (default: off)", OUT))
+    save_exr: bool = opt(False, _on_off(  # float32 Z channel (needs the [exr] extra)
+        ("--save-exr/--no-save-exr",), "{stem}_exr/000000.exr ..., float32 EXR per frame, channel Z (needs pip "
+        "install 'rollingdepth\\[exr]'). (default: off)", OUT))
+    depth_out: str = opt("inverse", Option(  # inverse: the prediction as is; depth: mapped onto depth_range
+        ("--depth-out",), "What npy, EXR, PNG16 and PLY hold: inverse = the prediction (affine-invariant inverse "
+        "depth, near = large); depth = mapped onto --depth-range, one mapping for the whole video. "
+        "(default: inverse)", "inverse|depth", OUT))
+    depth_range: list[float] | None = opt(None, Option(  # [NEAR, FAR] in the user's units
+        ("--depth-range",), "With --depth-out depth: the depth of the nearest and farthest point of the video, in "
+        "your units (e.g. 0.5,20).", "NEAR,FAR", OUT, list, parse_floats))
+    save_ply: int = opt(0, Option(  # a point cloud every this many frames (0 = none)
+        ("--save-ply",), "{stem}_ply/000000.ply ..., coloured point cloud (binary PLY) of every EVERY-th frame "
+        "(default 1: all); needs --depth-out depth.", "[EVERY]", OUT, int, show_default=False))
+    fov: float | None = opt(None, Option(
+        ("--fov",), "Horizontal field of view of the point clouds' pinhole camera. (default: 60)", "DEG", OUT, float))
+    focal: float | None = opt(None, Option(
+        ("--focal",), "Or its focal length in pixels of the input video (scaled to the output size).", "PX", OUT,
+        float))
+    ply_stride: int = opt(2, Option(
+        ("--ply-stride",), "One point every PX pixels in rows and columns. (default: 2)", "PX", OUT, int))
+    compile: bool = opt(False, _on_off(
+        ("--compile/--no-compile",), "torch.compile the UNet and VAE (slow start, faster on long runs). "
+        "(default: off)", MODEL))
+    channels_last: bool = opt(False, _on_off(
+        ("--channels-last/--no-channels-last",), "Channels-last memory format for the UNet and VAE. (default: off)",
+        MODEL))
+    tf32: bool = opt(True, _on_off(
+        ("--tf32/--no-tf32",), "TF32 matmuls on Ampere and newer GPUs. (default: on)", MODEL))
+    work_dir: str | None = opt(None, Option(
+        ("--work-dir",), "Where a run keeps its intermediate results (decoded snippets: about 4 MB per frame at "
+        "768x432 in fp16), e.g. a fast local disk. (default: the output folder)", "DIR", RUN))
+    resume: bool = opt(True, _on_off(
+        ("--resume/--restart",), "Continue an unfinished run of the same video and settings from its work folder, "
+        "or discard that folder and start over. (default: resume)", RUN))
+    strict: bool = opt(False, _on_off(
+        ("--strict/--no-strict",), "Fail a video whose file decodes fewer frames than its container declares "
+        "(truncated); without it, a warning gives both numbers. (default: off)", IN))
 
     def method_settings(self) -> MethodSettings:
         """The method's settings, validated, with command-line names in any error."""
@@ -74,9 +110,13 @@ class RunConfig(MethodSettings):
         values = {name: getattr(self, name) for name in options}
         return MethodSettings(**values).validate(name=lambda f: options[f])
 
-    def validate(self) -> "RunConfig":
-        """Raise ``ValueError`` naming the option for any value that cannot work."""
+    def check(self) -> "RunConfig":
+        """Raise ``ValueError`` naming the option for any value that cannot work.
+
+        (Not ``validate``: that is :meth:`MethodSettings.validate`, which a ``RunConfig`` keeps,
+        so that ``RollingDepthPipeline.check_inputs`` takes a ``RunConfig`` too.)"""
         from rollingdepth.io.visualize import check_cmap
+        from rollingdepth.method.device import DTYPES  # torch: not needed for --help
 
         def non_negative_int(option: str, value) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -84,7 +124,7 @@ class RunConfig(MethodSettings):
 
         self.method_settings()
         non_negative_int("--from", self.start_frame)
-        non_negative_int("--frames", self.frame_count)
+        non_negative_int("--frames", self.max_frames)
         non_negative_int("--seed", self.seed)
         if str(self.dtype).lower() not in DTYPES:
             raise ValueError(f"--dtype: unknown value {self.dtype!r}; expected fp16, bf16 or fp32")
@@ -135,7 +175,7 @@ class RunConfig(MethodSettings):
         if isinstance(self.ply_stride, bool) or not isinstance(self.ply_stride, int) or self.ply_stride < 1:
             raise ValueError(f"--ply-stride: {self.ply_stride!r} must be an integer >= 1")
         if self.save_exr:
-            check_openexr("--save-exr")
+            check_openexr(option_name("save_exr"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,7 +185,7 @@ class RunConfig(MethodSettings):
         """Defaults, then the preset (name or YAML path), then overrides that are not None."""
         values = load_preset(preset or "fast")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values).validate()
+        return cls(**values).check()
 
 
 def load_preset(preset: str | Path) -> dict[str, Any]:
@@ -163,6 +203,9 @@ def load_preset(preset: str | Path) -> dict[str, Any]:
         raise ValueError(f"--preset: {path} is not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise ValueError(f"--preset: {path} must hold a mapping of settings")
+    for old, new in RENAMED.items():  # a YAML written before a setting was renamed
+        if old in data and new not in data:
+            data[new] = data.pop(old)
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -171,3 +214,15 @@ def load_preset(preset: str | Path) -> dict[str, Any]:
         if key in data and not isinstance(data[key], list) and data[key] != "auto":
             data[key] = [data[key]]
     return data
+
+
+def run_options() -> dict[str, Option]:
+    """Field name -> its option, for every run setting (the method's included), and ``preset``."""
+    return {**options_of(RunConfig), "preset": PRESET}
+
+
+def option_name(name: str, off: bool = False) -> str:
+    """The command-line spelling of a setting: ``option_name("processing_res") -> "--res"``;
+    ``off``: the off form of an on/off option (``option_name("resume", off=True) -> "--restart"``)."""
+    option = run_options()[name]
+    return option.off if off and option.off else option.name

@@ -31,6 +31,7 @@ import torch
 
 from rollingdepth.errors import InputError
 from rollingdepth.runtime.checkpoints import StageState
+from rollingdepth.runtime.run_config import option_name
 
 __all__ = ["DiskStore", "Journal", "MemoryStore", "NpyFile", "ResumeMismatch", "RowLog", "Store", "read_rows",
            "work_folders"]
@@ -497,7 +498,7 @@ class DiskStore:
         need = max(self.expected_bytes - used, 0)
         return InputError(
             f"no space left on the disk of {workdir.parent} ({free / 2**30:.1f} GiB free): this video needs about "
-            f"{need / 2**30:.1f} GiB more there; free space (or pass --work-dir on a larger disk) and run the same "
+            f"{need / 2**30:.1f} GiB more there; free space (or pass {option_name('work_dir')} on a larger disk) and run the same "
             f"command again: it resumes where it stopped")
 
     def keep_maps(self, nbytes: int, output_bytes: int = 0) -> bool:
@@ -509,7 +510,7 @@ class DiskStore:
             f"the decoded snippet maps need {nbytes / 2**30:.1f} GiB in {self.workdir.parent} "
             f"and {max(budget, 0) / 2**30:.1f} GiB can be used: keeping only their latents and decoding every "
             f"snippet frame again in the merge (about 1.5x the decoder work); free {(nbytes - budget) / 2**30:.1f} GiB "
-            f"or pass --work-dir on a larger disk to avoid it",
+            f"or pass {option_name('work_dir')} on a larger disk to avoid it",
             stacklevel=3,
         )
         return False

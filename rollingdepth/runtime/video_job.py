@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING, Callable
 from rollingdepth.errors import EmptyVideoError
 from rollingdepth.io.video_io import InputError, VideoSource
 from rollingdepth.method.device import is_out_of_memory
-from rollingdepth.method.loading import _HUB_ID, _load_checkpoint, _one_line, accelerate_pipeline, load_pipeline  # noqa: F401
 from rollingdepth.runtime.background import prefetch
-from rollingdepth.runtime.outputs import PendingOutputs, VideoResult, expected_outputs, outputs_complete  # noqa: F401
-from rollingdepth.runtime.run_config import RunConfig
+from rollingdepth.runtime.outputs import PendingOutputs, VideoResult
+from rollingdepth.runtime.run_config import RunConfig, option_name
 
-__all__ = ["PendingOutputs", "VideoResult", "expected_outputs", "load_pipeline", "outputs_complete", "predict_video",
-           "process_video"]
+__all__ = ["fingerprint", "predict_video", "process_video", "work_folder"]
 
 if TYPE_CHECKING:
     from rollingdepth.method.pipeline import RollingDepthPipeline
@@ -31,13 +29,13 @@ def _oom_advice(pipe: "RollingDepthPipeline", shape, cfg: RunConfig) -> str:
     h, w = pipe.processing_size(shape[1], shape[2], cfg.processing_res)
     n = cfg.snippet_lengths if cfg.snippet_lengths == "auto" else max(cfg.snippet_lengths)
     dtype = str(pipe.dtype).replace("torch.", "")
-    tips = [f"a lower --res (now {cfg.processing_res}, {w}x{h})"]
+    tips = [f"a lower {option_name('processing_res')} (now {cfg.processing_res}, {w}x{h})"]
     if dtype == "float32":
-        tips.append("--dtype bf16 or fp16 (now fp32)")
-    tips.append(f"--unet-batch-size 1 (now {cfg.unet_batch_size or 'auto'})")
-    tips.append(f"--max-vae-bs 1 (now {cfg.max_vae_bs})" if cfg.max_vae_bs > 1 else "")
+        tips.append(f"{option_name('dtype')} bf16 or fp16 (now fp32)")
+    tips.append(f"{option_name('unet_batch_size')} 1 (now {cfg.unet_batch_size or 'auto'})")
+    tips.append(f"{option_name('max_vae_bs')} 1 (now {cfg.max_vae_bs})" if cfg.max_vae_bs > 1 else "")
     if n == "auto" or n > 2:
-        tips.append(f"--snippet-lengths 2 (now {n})")
+        tips.append(f"{option_name('snippet_lengths')} 2 (now {n})")
     return f"out of memory at {w}x{h}, {dtype}, num_view {n}: try " + ", ".join(t for t in tips if t)
 
 
@@ -75,12 +73,12 @@ def fingerprint(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthPipeline
         "input bytes": sum(st.st_size for st in stats),
         "input modified": max(st.st_mtime for st in stats),
         "input frames": source.frame_count,
-        "--from": cfg.start_frame,
-        "--frames": cfg.frame_count,
-        "--checkpoint": cfg.checkpoint,
-        "--dtype": str(pipe.dtype).replace("torch.", ""),
-        "--device": pipe.unet.device.type,
-        "--seed": cfg.seed,
+        option_name("start_frame"): cfg.start_frame,
+        option_name("max_frames"): cfg.max_frames,
+        option_name("checkpoint"): cfg.checkpoint,
+        option_name("dtype"): str(pipe.dtype).replace("torch.", ""),
+        option_name("device"): pipe.unet.device.type,
+        option_name("seed"): cfg.seed,
     }
     for name, option in method_fields().items():
         fp[option] = getattr(cfg, name)
@@ -116,23 +114,23 @@ def predict_video(
     try:
         generator = torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed)
         expected = source.frame_count - cfg.start_frame
-        if cfg.frame_count > 0:
-            expected = min(expected, cfg.frame_count)
+        if cfg.max_frames > 0:
+            expected = min(expected, cfg.max_frames)
         if source.frame_count and expected <= 0:
-            raise InputError(f"{source.path}: --from {cfg.start_frame} is beyond the end of the video ({source.frame_count} frames)")
+            raise InputError(f"{source.path}: {option_name('start_frame')} {cfg.start_frame} is beyond the end of the video ({source.frame_count} frames)")
         try:
             store = pending.store = DiskStore(workdir, fingerprint=fingerprint(source, cfg, pipe))
         except ResumeMismatch as exc:
             said = "; ".join(f"{k} {_brief(old)} then, {_brief(new)} now" for k, (old, new) in exc.differences.items())
             raise InputError(f"{source.path}: an unfinished run of it with other settings or input is in {workdir} "
-                             f"({said}); run again with --restart to discard it, or as before to resume it") from None
+                             f"({said}); run again with {option_name('resume', off=True)} to discard it, or as before to resume it") from None
         if resuming and store.journal.entries:
             pending.notes.append(f"{source.stem}: resumed from {workdir.name} "
                                  f"(after {store.journal.entries[-1]['stage']})")
         for stage in store.journal.rolled_back:
             pending.notes.append(f"{source.stem}: a damaged file of stage {stage} in {workdir.name} is computed again")
         pending.estimate_s = _estimate(pipe, expected, source, cfg)
-        frames = prefetch(source.frames(cfg.start_frame, cfg.frame_count))
+        frames = prefetch(source.frames(cfg.start_frame, cfg.max_frames))
         try:
             pending.result = run(pipe, frames, store, cfg.method_settings(), generator=generator, callback=progress,
                                  num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
@@ -148,7 +146,7 @@ def predict_video(
             raise
         auto = pending.result.num_view_auto
         if auto:
-            pending.notes.append(f"{source.stem}: --snippet-lengths auto chose {auto['num_view']} ({auto['reason']})")
+            pending.notes.append(f"{source.stem}: {option_name('snippet_lengths')} auto chose {auto['num_view']} ({auto['reason']})")
         return pending
     except BaseException:
         pending.discard()

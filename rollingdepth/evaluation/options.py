@@ -1,0 +1,45 @@
+"""eval-depth's own options, declared once: the files to score, the benchmark, the protocol.
+
+The prediction settings it shares with run-video (``--preset``, ``--res``, ``--dilations``, ...)
+are declared with their fields in :class:`~rollingdepth.runtime.run_config.RunConfig`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rollingdepth.option_spec import Option
+
+__all__ = ["EVAL_OPTIONS", "FILES", "DS", "PIPE", "PROTO", "eval_option"]
+
+FILES, DS, PIPE, PROTO = "Files (--pred, --gt)", "Benchmark (--dataset)", "Prediction (--dataset)", "Protocol"
+
+EVAL_OPTIONS: dict[str, Option] = {
+    "pred": Option(("--pred",), "A run-video prediction ({stem}_pred.npy, {stem}_exr/ or {stem}_depth16/ with its "
+                   "run.json beside it), or a folder of them.", "PATH", FILES, Path),
+    "gt": Option(("--gt",), "GT depth: .npy [N, H, W] or a folder of 16-bit PNGs; a folder of those (by stem) for a "
+                 "folder of predictions.", "PATH", FILES, Path),
+    "rgb": Option(("--rgb",), "The input video(s), for the optical-flow warping error.", "PATH", FILES, Path),
+    "mask": Option(("--mask",), "Valid-pixel masks: .npy or a folder of PNGs (non-zero = valid).", "PATH", FILES, Path),
+    "gt_scale": Option(("--gt-scale",), "Divide GT values by this (1000 for mm, 5000 for TUM/Bonn PNGs).", None,
+                       FILES, float),
+    "dataset": Option(("--dataset",), "Score a whole benchmark: pointodyssey, scannet, bonn, dydtof, sintel, kitti or "
+                      "nyuv2.", "NAME", DS),
+    "root": Option(("--root",), "Where the dataset is stored, in its published layout.", "DIR", DS, Path),
+    "split": Option(("--split",), "A bundled split or a folder of split CSVs. (default: the paper's)", "NAME|DIR", DS),
+    "predictions": Option(("--predictions",), "Score {sequence}_pred.npy files made earlier instead of running the "
+                          "model.", "DIR", DS, Path),
+    "min_depth": Option(("--min-depth",), "Valid GT above this depth. (default: the dataset's, else 1e-3)", None,
+                        PROTO, float),
+    "max_depth": Option(("--max-depth",), "Valid GT below this depth. (default: the dataset's, else 80)", None,
+                        PROTO, float),
+    "align": Option(("--align",), "Scale and shift per video or per frame in disparity, or per video in depth.",
+                    "video|frame|depth", PROTO),
+    "average": Option(("--average",), "Pool a video's valid pixels, or average per-frame metrics. (default: frames "
+                      "with --dataset, else pixels)", "pixels|frames", PROTO),
+}
+
+
+def eval_option(name: str) -> str:
+    """The spelling of one of eval-depth's own options: ``eval_option("root") -> "--root"``."""
+    return EVAL_OPTIONS[name].name

@@ -1,0 +1,208 @@
+"""One loader and one batch loop for the commands that run the model on many videos.
+
+``run-video`` and ``eval-depth --dataset`` both go through :func:`run_batch`: for each video,
+skip it when its outputs are complete, load the model the first time one is needed, predict,
+write the outputs (in a background thread while the next video is predicted, or right away),
+and report each step to the :class:`~rollingdepth.frontends.progress.Reporter`. One failing
+video does not stop the others; Ctrl-C stops the batch and leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rollingdepth.errors import InputError
+
+__all__ = ["Batch", "BatchItem", "failure_message", "load_model", "run_batch"]
+
+
+def load_model(cfg, dist):
+    """The pipeline of ``cfg`` (checkpoint, dtype, accelerator options) on this rank's device.
+    Raises :class:`~rollingdepth.method.loading.CheckpointError` when it cannot be loaded."""
+    from rollingdepth.method import loading  # looked up at call time (tests replace it)
+
+    pipe = loading.load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device), compile=cfg.compile,
+                                 channels_last=cfg.channels_last, tf32=cfg.tf32)
+    pipe.set_progress_bar_config(disable=True)  # progress goes to the reporter
+    return pipe
+
+
+def failure_message(exc: BaseException, plain: tuple = (ValueError, OSError)) -> str:
+    """A video's error in one line: the message of an error of a ``plain`` type (an input error),
+    else the type and message."""
+    message = str(exc) if isinstance(exc, plain) else f"{type(exc).__name__}: {exc}"
+    return " ".join(message.split()) or type(exc).__name__
+
+
+@dataclass
+class BatchItem:
+    """One video of a batch: its name in reports, its output stem, how to open it."""
+
+    name: str
+    stem: str
+    open: Callable[[], object]  # -> VideoSource
+    frames: int | None = None  # reported when done (else the result's count)
+    cleanup: Callable[[], None] | None = None  # after its prediction, whatever happened
+
+
+@dataclass
+class Batch:
+    """How a batch runs: where outputs go, the settings, the ranks, the reporter."""
+
+    out_dir: Path
+    cfg: object  # RunConfig
+    dist: object  # DistContext
+    report: object  # Reporter
+    verbose: bool = False
+    skip_existing: bool = True
+    background: bool = True  # write a video's outputs while the next one is predicted
+    skip_reason: str = "outputs complete"
+    pipe: object = None  # loaded at the first video that needs it
+    on_load_error: Callable[[BaseException, list], None] | None = None  # (error, items left); else a failed video
+    start_before_skip: bool = True  # report a video's start before its skipping (else: skip, load, start)
+    plain_errors: tuple = (ValueError,)  # errors reported by their message alone (others: with their type)
+    results: list = field(default_factory=list)
+
+
+def run_batch(items: list[BatchItem], batch: Batch) -> bool:
+    """Run every item; ``batch.results`` gets one ``VideoResult`` each. Returns whether Ctrl-C stopped it."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollingdepth-outputs") as pool:
+        writer = _Writer(batch, pool)
+        try:
+            for k, item in enumerate(items):
+                if not _run_one(item, batch, writer, items[k + 1:]):
+                    break
+            writer.collect()
+        except KeyboardInterrupt:
+            writer.cancel.set()  # the video being written stops at its next frame and removes its partial files
+            try:
+                writer.collect()
+            except KeyboardInterrupt:
+                pass
+            return True
+    return False
+
+
+def _load(batch: Batch, items_left: list) -> bool:
+    """Load the model into ``batch.pipe``; False when it cannot be and ``on_load_error`` took the error."""
+    try:
+        batch.pipe = load_model(batch.cfg, batch.dist)
+    except InputError as exc:
+        if batch.on_load_error is None:
+            raise
+        batch.on_load_error(exc, items_left)
+        return False
+    return True
+
+
+def _run_one(item: BatchItem, batch: Batch, writer: "_Writer", rest: list) -> bool:
+    """Predict one item (and hand its writing over); False when the batch must stop."""
+    from rollingdepth.runtime import video_job
+    from rollingdepth.runtime.outputs import VideoResult, outputs_complete
+
+    report, name = batch.report, item.name
+    if batch.start_before_skip:
+        report.video_start(name)
+    if batch.skip_existing and outputs_complete(batch.out_dir, item.stem, batch.cfg):
+        batch.results.append(VideoResult(name=name, skipped=True))
+        report.video_skipped(name, batch.skip_reason)
+        return True
+    if not batch.start_before_skip:  # load first, so that a checkpoint error comes before any progress
+        if batch.pipe is None and not _load(batch, [item, *rest]):
+            return False
+        report.video_start(name)
+    progress = report.callback(name)
+    started = time.perf_counter()
+    try:
+        source = item.open()
+        if batch.pipe is None:
+            progress("load", 0, 1)
+            if not _load(batch, [item, *rest]):
+                return False
+        extra = {"rank": batch.dist.rank, "world_size": batch.dist.world_size} if batch.dist.enabled else {}
+        if not batch.background:
+            result = video_job.process_video(batch.pipe, source, batch.out_dir, batch.cfg, progress)
+            if not result.ok:
+                raise RuntimeError(result.error)
+            report.end_stage(name)
+            report.video_done(name, item.frames or result.frames, time.perf_counter() - started,
+                              getattr(result, "outputs", None) or None)
+            batch.results.append(VideoResult(name=name, frames=item.frames or result.frames))
+            return True
+        pending = video_job.predict_video(batch.pipe, source, batch.out_dir, batch.cfg, progress, extra)
+    except KeyboardInterrupt:
+        batch.results.append(VideoResult(name=name, error="interrupted"))
+        raise
+    except Exception as exc:  # one failing video does not stop the others
+        batch.results.append(writer.failed(name, exc, traceback.format_exc()))
+        return True
+    finally:
+        if item.cleanup is not None:
+            item.cleanup()
+    writer.hand_over(name, pending, progress)
+    return True
+
+
+class _Writer:
+    """The video whose outputs are being written in the background (at most one)."""
+
+    def __init__(self, batch: Batch, pool: ThreadPoolExecutor):
+        self.batch, self.pool = batch, pool
+        self.cancel = threading.Event()
+        self.writing = None  # (index in results, future)
+
+    def failed(self, name: str, exc: BaseException, trace: str | None = None):
+        from rollingdepth.runtime.outputs import VideoResult
+
+        message = failure_message(exc, self.batch.plain_errors)
+        self.batch.report.video_failed(name, message, trace if self.batch.verbose else None)
+        return VideoResult(name=name, error=message)
+
+    def hand_over(self, name: str, pending, progress) -> None:
+        """The prediction of ``name`` is over: write the previous video's outputs, then start its own."""
+        from rollingdepth.runtime.outputs import VideoResult
+
+        report, results = self.batch.report, self.batch.results
+        report.end_stage(name)  # the prediction is over; the video counts once written
+        for note in pending.notes:
+            report.info(note, video=name)
+        try:
+            self.collect()  # the previous video's outputs
+        except KeyboardInterrupt:
+            pending.discard()
+            results.append(VideoResult(name=name, error="interrupted"))
+            raise
+        results.append(VideoResult(name=name))
+        report.mark(name)  # its writing starts now
+        self.writing = (len(results) - 1, self.pool.submit(pending.write, progress, self.cancel))
+
+    def collect(self) -> None:
+        """Wait for the video being written and record how it went."""
+        from rollingdepth.runtime.outputs import VideoResult
+
+        if self.writing is None:
+            return
+        slot, future = self.writing
+        results, report = self.batch.results, self.batch.report
+        name = results[slot].name
+        try:
+            result = future.result()
+            result.name = name
+            results[slot] = result
+            report.end_stage(name)
+            report.video_done(name, result.frames, result.seconds, result.outputs)
+        except KeyboardInterrupt:
+            if not future.done():
+                raise  # Ctrl-C while waiting: the caller cancels the writing and collects again
+            results[slot] = VideoResult(name=name, error="interrupted")
+            self.writing = None
+            raise
+        except Exception as exc:
+            results[slot] = self.failed(name, exc, "".join(traceback.format_exception(exc)))
+        self.writing = None
