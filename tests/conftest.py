@@ -14,6 +14,28 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """What a test needs from the machine: without it the test is skipped on a developer's
+    machine and fails in CI (``CI=true``), where it must be there (see ``.ci/run``). Works
+    in a test, a fixture or at module level."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str):
+    """``pytest.importorskip`` that fails under ``CI=true``: the imported module."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        require(False, f"{name} is not installed (pip install -e '.[test]')")
 TINY_CHECKPOINT = FIXTURES / "tiny-rollingdepth"
 GOLDEN_A = FIXTURES / "golden" / "case_a"
 
