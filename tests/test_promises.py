@@ -107,8 +107,10 @@ def test_the_originals_spellings(tmp_path):
 
 
 def test_accelerate_launch_two_cpu_processes(tmp_path):
-    """`accelerate launch --cpu --num_processes 2 -m rollingdepth` shares the videos between the
-    two processes: each video is done once and completely."""
+    """`accelerate launch --multi_gpu --num_processes 2 -m rollingdepth` (the README's command,
+    here without GPUs: accelerate starts the processes through torchrun all the same; with
+    `--cpu` it would start one process) shares the videos between the two processes: each
+    video is done once, completely, by one of them."""
     require_module("accelerate")
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -118,7 +120,7 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env.pop(name, None)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                            "-m", "rollingdepth", str(clips), *SMALL, "-q", "-o", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
@@ -127,6 +129,8 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     assert sorted(reports) == ["v0_run.json", "v1_run.json", "v2_run.json"]
     for report in reports.values():
         assert report["frames"] == 6 and report["counts"]["vae_encodes"] == 6  # done once, by one process
+        assert report["world_size"] == 2
+    assert {r["rank"] for r in reports.values()} == {0, 1}  # both processes took a share
     assert not work_folders(out)
 
 
