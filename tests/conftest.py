@@ -14,6 +14,28 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """What a test needs from the machine: without it the test is skipped on a developer's
+    machine and fails in CI (``CI=true``), where it must be there (see ``.ci/run``). Works
+    in a test, a fixture or at module level."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str):
+    """``pytest.importorskip`` that fails under ``CI=true``: the imported module."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        require(False, f"{name} is not installed (pip install -e '.[test]')")
 TINY_CHECKPOINT = FIXTURES / "tiny-rollingdepth"
 GOLDEN_A = FIXTURES / "golden" / "case_a"
 
@@ -45,3 +67,62 @@ def make_clip(num_frames: int, height: int = 24, width: int = 32, seed: int = 0)
 @pytest.fixture
 def clip():
     return make_clip
+
+
+# run-video in a child process that stops at a point the run reports: once it prints the
+# `--progress json` event whose fields include all of argv[1] (a JSON object), the event is
+# written out and the run waits right there, inside the progress report, until a signal
+# arrives. A signal sent then finds the run at that point, however fast the machine.
+_HELD_RUN = """
+import json, sys, time
+want = json.loads(sys.argv[1])
+
+class Held:
+    def __init__(self, stream):
+        self.stream, self.held = stream, False
+
+    def write(self, text):
+        written = self.stream.write(text)
+        for line in text.splitlines():
+            event = json.loads(line) if line.startswith("{") else {}
+            if not self.held and all(event.get(k) == v for k, v in want.items()):
+                self.held = True
+                self.stream.write("HELD\\n")
+                self.stream.flush()
+                while True:
+                    time.sleep(0.05)
+        return written
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+sys.stderr = Held(sys.stderr)
+from rollingdepth import cli
+cli.main(sys.argv[2:])
+"""
+
+
+def held_run(args, event: dict, cwd=None, env=None, timeout: float = 300):
+    """Start ``run-video args`` (with ``--progress json --log-every 0``) in a child process and
+    return it once it is held at ``event`` (e.g. ``{"stage": "merge", "done": 32}``); its
+    stderr so far is the Popen's ``seen`` (a list of lines). Fails when the run ends first."""
+    import subprocess
+    import sys
+    import threading
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1") if env is None else env
+    proc = subprocess.Popen([sys.executable, "-c", _HELD_RUN, __import__("json").dumps(event), *map(str, args),
+                             "--progress", "json", "--log-every", "0"], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(timeout, proc.kill)  # only when the run never reaches the event
+    watchdog.start()
+    proc.seen = []
+    try:
+        for line in proc.stderr:
+            proc.seen.append(line)
+            if line == "HELD\n":
+                return proc
+    finally:
+        watchdog.cancel()
+    proc.wait()
+    pytest.fail(f"the run ended (exit {proc.returncode}) before {event}: {''.join(proc.seen)[-3000:]}")

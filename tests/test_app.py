@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import pytest
 
-from .conftest import TINY_CHECKPOINT
+from .conftest import TINY_CHECKPOINT, require, require_module
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "samples" / "synthetic_scene.mp4"
@@ -42,13 +42,6 @@ SMALL = {"res": 32, "dilations": "1,4", "frames": 12}
 SMALL_CLI = ["--res", "32", "-d", "1,4", "--frames", "12"]
 MAX_FRAMES = 48
 MAX_UPLOAD_MB = 2
-
-
-def _requirement_missing(reason: str):
-    """Skip on a developer's machine without the browser; fail in CI, where it must be there."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must install it: see .ci/run)")
-    pytest.skip(reason)
 
 
 # ============================================================================ no browser
@@ -188,7 +181,7 @@ class App:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, request):
-    pytest.importorskip("gradio")
+    require_module("gradio")
     tmp = tmp_path_factory.mktemp("app")
     (tmp / "tmp").mkdir()
     port = _free_port()
@@ -270,13 +263,9 @@ class Browsers:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    pytest.importorskip("gradio")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        _requirement_missing("selenium is not installed (pip install -e '.[test]')")
-    if not CHROMIUM or not CHROMEDRIVER:
-        _requirement_missing("Debian's chromium and chromium-driver are not installed")
+    require_module("gradio")
+    require_module("selenium")
+    require(bool(CHROMIUM and CHROMEDRIVER), "Debian's chromium and chromium-driver are not installed")
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not fetch a browser or a driver
     browsers = Browsers(tmp_path_factory.mktemp("browsers"))
     yield browsers
@@ -410,7 +399,6 @@ def _get(url: str) -> tuple[int, bytes]:
 
 
 # ---------------------------------------------------------------------------- browser tests
-SHARED: dict = {}  # what one browser test leaves for the next (links, the first user's folder)
 
 
 def test_sample_clip_run_matches_run_video(app, browser, reference):
@@ -481,17 +469,21 @@ def test_sample_clip_run_matches_run_video(app, browser, reference):
     assert any(u.startswith(app.url) for u in requested)
     outside = sorted(u for u in requested if not u.startswith((app.url, "data:", "blob:")))
     assert not outside, outside
-    SHARED["links"] = links
-    SHARED["first_run"] = next(iter(app.runs()))
 
 
-def test_nothing_outside_the_app_folder_can_be_downloaded(app, browser):
-    """The app serves its users' files and nothing else: absolute paths and .. do not get out."""
-    links = SHARED.get("links")
-    if not links:
-        pytest.skip("needs the run of the first browser test")
-    code, data = _get(links["synthetic_scene_pred.npy"])
-    assert code == 200 and data[:6] == b"\x93NUMPY"  # the way in works
+def test_nothing_outside_the_app_folder_can_be_downloaded(app, tmp_path):
+    """The app serves its users' files and nothing else: absolute paths and .. do not get out.
+    The way in is a file uploaded through Gradio's upload route (no earlier test needed)."""
+    import httpx
+
+    mine = tmp_path / "mine.npy"
+    np.save(mine, np.arange(6, dtype=np.float32))
+    with open(mine, "rb") as f:
+        response = httpx.post(f"{app.url}/gradio_api/upload", files={"files": ("mine.npy", f)}, timeout=30)
+    assert response.status_code == 200, response.text
+    [uploaded] = response.json()
+    code, data = _get(f"{app.url}/gradio_api/file={uploaded}")
+    assert code == 200 and data == mine.read_bytes()  # the way in works
 
     secret = app.tmp / "secret.txt"
     secret.write_text("not for the browser")

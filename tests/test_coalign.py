@@ -29,9 +29,9 @@ def test_reference_mode_reproduces_golden_coalignment(golden, golden_reference):
     _, want = golden
     depth, info = golden_reference
     assert depth.shape == want.shape
-    # 1e-4 on the machine the golden case was made on; on another CPU (other float kernels) the
-    # reference optimiser's 2000 L1/Adam steps turn rounding noise into up to ~2e-3 (measured
-    # 1.8e-3 here), the same sensitivity test_golden_depth documents
+    # on another CPU than the golden case's (other float kernels) the reference optimiser's 2000
+    # L1/Adam steps turn rounding noise into ~2e-3 (measured 1.8e-3 here; the authors' own code
+    # differs from its stored output by 1.5e-3 there), the sensitivity test_golden_depth documents
     assert np.abs(renormalise(depth) - want).max() < 5e-3
     assert info["iterations"] == 2000
     assert [s.shape for s in info["scales"]] == [(38,), (20,)]

@@ -85,10 +85,9 @@ def test_compile_runs_for_real_and_matches_eager():
     from rollingdepth import RollingDepthPipeline
     from rollingdepth.method.loading import accelerate_pipeline
 
-    from .conftest import TINY_CHECKPOINT
+    from .conftest import TINY_CHECKPOINT, require
 
-    if shutil.which("cc") is None and shutil.which("gcc") is None and shutil.which("c++") is None:
-        pytest.skip("torch.compile on CPU needs a C/C++ compiler; none on PATH")
+    require(any(shutil.which(c) for c in ("cc", "gcc", "c++")), "torch.compile on CPU needs a C/C++ compiler; none on PATH")
     import torch._dynamo
     import torch._inductor.config
     from torch._dynamo.eval_frame import OptimizedModule

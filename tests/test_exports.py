@@ -16,11 +16,11 @@ from rollingdepth.runtime.outputs import outputs_complete
 from rollingdepth.runtime.run_config import RunConfig
 from rollingdepth.io.video_io import load_source
 
-from .conftest import TINY_CHECKPOINT, make_clip
+from .conftest import TINY_CHECKPOINT, make_clip, require_module
 from .test_cli import assert_no_partial_files, write_clip
 
-OpenEXR = pytest.importorskip("OpenEXR")
-plyfile = pytest.importorskip("plyfile")
+OpenEXR = require_module("OpenEXR")
+plyfile = require_module("plyfile")
 
 BASE = ["-c", str(TINY_CHECKPOINT), "--res", "32", "--dtype", "fp32", "-d", "1,3", "--no-save-sbs", "--cmap", "Greys_r", "-q"]
 

@@ -17,7 +17,7 @@ from rollingdepth.frontends import run_video as cli
 from rollingdepth.method.snippets import snippet_indices
 from rollingdepth.runtime.stores import JOURNAL, DiskStore
 
-from .conftest import TINY_CHECKPOINT, make_clip
+from .conftest import TINY_CHECKPOINT, held_run, make_clip
 from .test_cli import write_clip
 
 ARGS = ["-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,4", "--dtype", "fp32", "--refine-step", "2",
@@ -74,30 +74,32 @@ def baseline(clip, tmp_path_factory):
     return np.load(out / "clip_pred.npy"), report, out
 
 
-# (stage, checkpoints of that stage to wait for): moments spread over every stage
-MOMENTS = [("encode", 1), ("encode", 4), ("snippets", 1), ("snippets", 6), ("snippets", 12), ("coalign", 1),
-           ("merge", 1), ("renormalise", 1), ("refine", 1), ("refine_decode", 3)]
+# Moments spread over every stage, as the run reports them (--progress json): VAE batches of 2
+# frames, UNet batches of 2 snippets (18 at d=1, then 12 at d=4), one merge window, the
+# refinement's start (after re-normalisation), its steps and its decoding.
+MOMENTS = {
+    "encode-1": {"stage": "encode", "done": 2},
+    "encode-4": {"stage": "encode", "done": 8},
+    "snippets-1": {"stage": "snippets", "dilation": 1, "done": 2},
+    "snippets-6": {"stage": "snippets", "dilation": 1, "done": 12},
+    "snippets-12": {"stage": "snippets", "dilation": 4, "done": 6},
+    "coalign": {"stage": "coalign", "done": 1},
+    "merge": {"stage": "merge", "done": FRAMES},
+    "renormalise": {"stage": "refine", "done": 0},
+    "refine-1": {"stage": "refine", "done": 1},
+    "refine_decode-3": {"stage": "refine decode", "done": 6},
+}
 
 
-@pytest.mark.parametrize("stage,count", MOMENTS)
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, clip, baseline, stage, count):
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, clip, baseline, moment):
+    """SIGKILL while the run is held at a reported moment (tests/conftest.py: held_run), then
+    the same command again: the result of an uninterrupted run, without redoing finished work."""
     depth, report, base_out = baseline
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "rollingdepth", clip, *ARGS, "-o", out],
-                            env=dict(os.environ, HF_HUB_OFFLINE="1"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    killed, deadline = False, time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            reached = sum(e["stage"] == stage for e in journal(out))
-        except (FileNotFoundError, ValueError):
-            reached = 0
-        if reached >= count:
-            proc.send_signal(signal.SIGKILL)
-            killed = True
-            break
-        time.sleep(0.002)
+    proc = held_run([clip, *[a for a in ARGS if a != "-q"], "-o", out], MOMENTS[moment])
+    proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert killed, f"the run ended before {stage} #{count}: {proc.stderr.read()[-2000:]}"
     entries = journal(out)
     assert not (out / "clip_pred.npy").exists() and not (out / "clip_run.json").exists()
 
@@ -203,20 +205,12 @@ def test_list_and_clean_work_folders(tmp_path, clip, monkeypatch, capsys):
 
 
 def test_sigterm_keeps_resumable_work_only(tmp_path, clip):
-    """SIGTERM stops like Ctrl-C: exit 130, the work folder kept with its journal (no empty one)."""
+    """SIGTERM stops like Ctrl-C: exit 130, the work folder kept with its journal (no empty one).
+    Sent while the run is held after its first UNet batch (tests/conftest.py: held_run)."""
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "rollingdepth", clip, *ARGS, "-o", out],
-                            env=dict(os.environ, HF_HUB_OFFLINE="1"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            if any(e["stage"] == "snippets" for e in journal(out)):
-                break
-        except (FileNotFoundError, ValueError):
-            pass
-        time.sleep(0.005)
+    proc = held_run([clip, *[a for a in ARGS if a != "-q"], "-o", out], MOMENTS["snippets-1"])
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 130, proc.stderr.read()[-2000:]
+    assert proc.wait(timeout=120) == 130, (''.join(proc.seen) + proc.stderr.read())[-2000:]
     [folder] = work_folders(out)
     assert (folder / JOURNAL).exists() and not list(out.glob("clip_*"))
 

@@ -39,8 +39,10 @@ def test_golden_depth(golden_run):
     """Tolerance 5e-3, not 1e-3: our snippets differ from the golden ones by ~4e-6 (float
     summation order of another diffusers/CPU kernel), and the reference optimiser (L1 loss,
     Adam's normalised steps, 2000 iterations) turns even 1e-6 of snippet noise into ~2e-3 of
-    output difference (measured: tests/test_coalign.py runs it on the golden snippets
-    themselves and matches to 1e-4)."""
+    output difference: tests/test_coalign.py runs it on the golden snippets themselves and,
+    on another CPU than the golden case's, lands 1.8e-3 from the golden depth (the authors' own
+    code differs from its stored output by 1.5e-3 there). These snippets nearly agree, so this
+    test cannot tell a merge that ignores the scales: tests/test_coalign_wiring.py does."""
     out, ref = golden_run
     assert out.depth.shape == out.depth_coaligned.shape == (40, 64, 96)
     assert out.depth.dtype == np.float32

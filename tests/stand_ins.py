@@ -1,0 +1,177 @@
+"""A stand-in for the model whose snippets are known: affine copies of one depth video.
+
+Frame ``f`` of the input is the uniform gray ``ID_OFFSET + ID_STEP * f``. The VAE's encoder
+passes that identity through the latent; the UNet reads, from the latents of a snippet, which
+frames it shows (first frame and dilation) and writes into each frame's depth latent the frame,
+and that snippet's scale ``a`` and shift ``b``; the decoder turns them into ``a * D[f] + b``,
+``D`` a smooth depth video (:func:`depth_video`). The scheduler takes the model output as the
+clean sample (``prediction_type="sample"``, one step to alpha 1), so its step returns the UNet's
+output as it is. :func:`save_stand_in_checkpoint` writes all of it as a checkpoint folder that
+``RollingDepthPipeline.from_pretrained`` and ``run-video -c`` load like any other, in a
+process that imported this module (diffusers loads classes only from imported modules).
+
+``STAND_IN_HOLD_AT_DECODE`` (environment, for the process that loads the stand-in): once that
+many frames went through the decoder, the next decoder call waits until the process is killed,
+so that a test can stop a run at a known point of the merge (decoded again) without a race.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import ConfigMixin, DDIMScheduler, ModelMixin  # noqa: F401 (ConfigMixin, ModelMixin: found by diffusers' loader)
+from diffusers.configuration_utils import register_to_config
+
+ID_OFFSET, ID_STEP = 10, 5  # frame f: uniform gray 10 + 5 f (up to 49 frames)
+LATENT_SCALE = 0.18215  # RollingDepthPipeline's latent scale factors
+HOLD_ENV = "STAND_IN_HOLD_AT_DECODE"
+
+
+def frames_with_ids(num_frames: int, height: int, width: int) -> np.ndarray:
+    """uint8 ``[N, H, W, 3]``: frame f uniformly ``ID_OFFSET + ID_STEP * f``."""
+    if ID_OFFSET + ID_STEP * (num_frames - 1) > 255:
+        raise ValueError(f"num_frames: at most {(255 - ID_OFFSET) // ID_STEP + 1} frames carry an identity")
+    values = ID_OFFSET + ID_STEP * np.arange(num_frames)
+    return np.broadcast_to(values[:, None, None, None], (num_frames, height, width, 3)).astype(np.uint8)
+
+
+def depth_video(frame_ids: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The depth video ``D`` at frames ``frame_ids [B]``: float32 ``[B, H, W]``, in [0.45, 2.55]."""
+    yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                            indexing="ij")
+    f = frame_ids.to(torch.float32)[:, None, None]
+    return 1.0 + 0.5 * torch.sin(xx / 4.0 + 0.4 * f) * torch.cos(yy / 5.0) + 0.025 * f
+
+
+def snippet_affine(start: torch.Tensor, dilation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale in [1.5, 4] and shift in [-1, 1] of the snippet starting at ``start`` with ``dilation``
+    (both ``[S]``): a fixed pseudo-random function, float32."""
+    key = start.to(torch.float64) * 0.7548776662 + dilation.to(torch.float64) * 0.5698402910
+    u1, u2 = torch.frac(key * 7.0), torch.frac(key * 13.0 + 0.37)
+    return (1.5 + 2.5 * u1).to(torch.float32), (2.0 * u2 - 1.0).to(torch.float32)
+
+
+def expected_snippets(num_frames: int, plan: list[tuple[int, int]], size: tuple[int, int]) -> list[np.ndarray]:
+    """The snippets the stand-in produces: per ``(dilation, n)`` float32 ``[S, n, H, W]``."""
+    from rollingdepth.snippets import snippet_indices
+
+    out = []
+    for d, n in plan:
+        idx = torch.from_numpy(snippet_indices(num_frames, n, d))  # [S, n]
+        a, b = snippet_affine(idx[:, 0], idx[:, 1] - idx[:, 0] if n > 1 else torch.zeros(len(idx)))
+        video = depth_video(idx.reshape(-1), *size).reshape(*idx.shape, *size)
+        out.append((a[:, None, None, None] * video + b[:, None, None, None]).numpy())
+    return out
+
+
+def _frame_id(latent: torch.Tensor) -> torch.Tensor:
+    """``[B, C, h, w]`` whose channel 0 holds frame ids (scaled by ``LATENT_SCALE``) -> int64 ``[B]``."""
+    return torch.round(latent[:, 0].float().mean(dim=(-2, -1)) / LATENT_SCALE).long()
+
+
+class _Placeholder(torch.nn.Module):
+    """A parameter, so that the stand-ins save and load weights like any model."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+
+class _IdentityEncoder(torch.nn.Module):
+    """``[B, 3, H, W]`` gray frames in [-1, 1] -> moments ``[B, 8, H/2, W/2]``: channel 0 of the
+    mean is the frame id (the log-variance half is zero)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gray = (x[:, 0].float().mean(dim=(-2, -1)) + 1.0) / 2.0 * 255.0  # [B]
+        ids = torch.round((gray - ID_OFFSET) / ID_STEP)
+        out = torch.zeros(x.shape[0], 8, x.shape[-2] // 2, x.shape[-1] // 2, dtype=x.dtype, device=x.device)
+        out[:, 0] = ids[:, None, None].to(x.dtype)
+        return out
+
+
+class _DepthDecoder(torch.nn.Module):
+    """Depth latents (already divided by the scale factor) ``[B, 4, h, w]`` holding frame id,
+    scale and shift in channels 0-2 -> ``[B, 3, 2h, 2w]``, each channel ``a * D[f] + b``."""
+
+    def __init__(self):
+        super().__init__()
+        self.decoded = 0  # frames decoded in this process
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        hold = os.environ.get(HOLD_ENV)
+        if hold and self.decoded >= int(hold):
+            while True:  # held here until the test kills the process
+                time.sleep(0.1)
+        self.decoded += z.shape[0]
+        ids = torch.round(z[:, 0].float().mean(dim=(-2, -1))).long()
+        a, b = z[:, 1, 0, 0].float(), z[:, 2, 0, 0].float()
+        depth = a[:, None, None] * depth_video(ids, 2 * z.shape[-2], 2 * z.shape[-1]) + b[:, None, None]
+        return depth[:, None].expand(-1, 3, -1, -1).to(z.dtype)
+
+
+class StandInVAE(ModelMixin, ConfigMixin):
+    """The parts of ``AutoencoderKL`` the pipeline calls (``encoder``, ``quant_conv``,
+    ``post_quant_conv``, ``decoder``), downscaling 2x like the tiny checkpoint."""
+
+    @register_to_config
+    def __init__(self, block_out_channels: tuple = (1, 1)):
+        super().__init__()
+        self.encoder = _IdentityEncoder()
+        self.quant_conv = torch.nn.Identity()
+        self.post_quant_conv = torch.nn.Identity()
+        self.decoder = _DepthDecoder()
+        self.placeholder = _Placeholder()
+
+
+class StandInUNet(ModelMixin, ConfigMixin):
+    """Called like the pipeline calls ``UNet2DConditionModel`` on ``[B*n, 8, h, w]`` (RGB latents,
+    then depth latents); returns the clean depth latents ``[B*n, 4, h, w]``: per frame its id,
+    its snippet's scale and its snippet's shift (channels 0-2, times the latent scale)."""
+
+    @register_to_config
+    def __init__(self, block_out_channels: tuple = (1, 1)):
+        super().__init__()
+        self.placeholder = _Placeholder()
+
+    @property
+    def attn_processors(self) -> dict:
+        return {}  # no attention layers for the cross-frame processor
+
+    def set_attn_processor(self, processors) -> None:
+        pass
+
+    def forward(self, sample, timestep, encoder_hidden_states=None, cross_attention_kwargs=None,
+                return_dict=True):
+        n = int(cross_attention_kwargs["num_view"])
+        ids = _frame_id(sample[:, :4]).reshape(-1, n)  # [B, n]
+        dilation = ids[:, 1] - ids[:, 0] if n > 1 else torch.zeros_like(ids[:, 0])
+        a, b = snippet_affine(ids[:, 0].cpu(), dilation.cpu())  # [B]
+        out = torch.zeros(sample.shape[0], 4, *sample.shape[-2:], dtype=torch.float32)
+        out[:, 0] = ids.reshape(-1, 1, 1).float()
+        out[:, 1] = a.repeat_interleave(n)[:, None, None]
+        out[:, 2] = b.repeat_interleave(n)[:, None, None]
+        return ((out * LATENT_SCALE).to(device=sample.device, dtype=sample.dtype),)
+
+
+def save_stand_in_checkpoint(folder: Path, tiny_checkpoint: Path) -> Path:
+    """A checkpoint folder: the stand-in UNet and VAE, a one-step scheduler whose step returns the
+    UNet's output, and the tiny checkpoint's text encoder and tokenizer."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    StandInUNet().save_pretrained(folder / "unet")
+    StandInVAE().save_pretrained(folder / "vae")
+    DDIMScheduler(prediction_type="sample", set_alpha_to_one=True, timestep_spacing="trailing",
+                  clip_sample=False).save_pretrained(folder / "scheduler")
+    for part in ("text_encoder", "tokenizer"):
+        shutil.copytree(Path(tiny_checkpoint) / part, folder / part, dirs_exist_ok=True)
+    index = json.loads((Path(tiny_checkpoint) / "model_index.json").read_text())
+    index["unet"] = [__name__, "StandInUNet"]
+    index["vae"] = [__name__, "StandInVAE"]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
