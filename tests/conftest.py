@@ -97,7 +97,7 @@ class Held:
         return getattr(self.stream, name)
 
 sys.stderr = Held(sys.stderr)
-from rollingdepth import cli
+from rollingdepth.frontends import run_video as cli
 cli.main(sys.argv[2:])
 """
 

@@ -59,7 +59,7 @@ def snippet_affine(start: torch.Tensor, dilation: torch.Tensor) -> tuple[torch.T
 
 def expected_snippets(num_frames: int, plan: list[tuple[int, int]], size: tuple[int, int]) -> list[np.ndarray]:
     """The snippets the stand-in produces: per ``(dilation, n)`` float32 ``[S, n, H, W]``."""
-    from rollingdepth.snippets import snippet_indices
+    from rollingdepth.method.snippets import snippet_indices
 
     out = []
     for d, n in plan:

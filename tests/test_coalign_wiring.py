@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from rollingdepth import cli
-from rollingdepth.coalign import coalign, merge_snippets
-from rollingdepth.snippets import snippet_indices
+from rollingdepth.frontends import run_video as cli
+from rollingdepth.method.coalign import coalign, merge_snippets
+from rollingdepth.method.snippets import snippet_indices
 
 from .conftest import TINY_CHECKPOINT
 from .stand_ins import HOLD_ENV, depth_video, expected_snippets, frames_with_ids, save_stand_in_checkpoint
@@ -38,9 +38,9 @@ PLAN = [(d, N_VIEW) for d in DILATIONS]
 _NO_DISK_ROOM = """
 import sys
 import tests.stand_ins
-from rollingdepth.stores import DiskStore
+from rollingdepth.runtime.stores import DiskStore
 DiskStore.free_bytes = lambda self: 0
-from rollingdepth import cli
+from rollingdepth.frontends import run_video as cli
 cli.main(sys.argv[1:])
 """
 
@@ -134,7 +134,7 @@ def test_pipeline_equals_standalone_coalign(pipe, snippets, mode):
 def test_run_video_equals_standalone_coalign(checkpoint, clip_folder, snippets, tmp_path, monkeypatch, maps):
     """run-video on the disk store, with the snippet maps kept or (no room on the disk) decoded
     again from their latents in the merge."""
-    from rollingdepth.stores import DiskStore
+    from rollingdepth.runtime.stores import DiskStore
 
     if maps == "decoded again":
         monkeypatch.setattr(DiskStore, "free_bytes", lambda self: 0)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rollingdepth import cli
+from rollingdepth.frontends import run_video as cli
 
 from .conftest import TINY_CHECKPOINT, held_run, make_clip, require, require_module
 from .test_cli import write_clip

@@ -1,4 +1,4 @@
-"""Video-Depth-Anything's protocol (rollingdepth.protocol_vda) against a plain re-implementation
+"""Video-Depth-Anything's protocol (rollingdepth.evaluation.protocol_vda) against a plain re-implementation
 written here from the same formulas (loops, closed-form fit), and where it parts from ours."""
 
 import math
@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from rollingdepth.evaluation import evaluate_video, temporal_alignment_error
-from rollingdepth.protocol_vda import DEPTH_CAP, align_vda, evaluate_video_vda, tae_vda
+from rollingdepth.evaluation.metrics import Protocol, evaluate_video, temporal_alignment_error
+from rollingdepth.evaluation.protocol_vda import DEPTH_CAP, align_vda, evaluate_video_vda, tae_vda
 
 CAP = DEPTH_CAP["scannet"]  # 10 m
 
@@ -114,7 +114,7 @@ def test_protocols_differ_on_values_below_the_clip():
     """Our protocol does not clip the raw prediction (right for RollingDepth's output in
     [-1, 1]); theirs does, so a prediction with values below 1e-3 scores differently."""
     gt, pred = scene()
-    ours = evaluate_video(pred, gt, align="video", average="frames", max_depth=CAP).metrics
+    ours = evaluate_video(pred, gt, protocol=Protocol(align="video", average="frames", max_depth=CAP)).metrics
     theirs = evaluate_video_vda(pred, gt, dataset="scannet").metrics
     assert abs(ours["abs_rel"] - theirs["abs_rel"]) > 0.02  # 0.061 here, 0.094 theirs
     assert ours["abs_rel"] < theirs["abs_rel"]  # the clip throws away what the fit could use
@@ -125,7 +125,7 @@ def test_protocols_agree_when_nothing_is_clipped():
     ``1 / (GT + 1e-8)``: ``--average frames --max-depth 10`` gives the same numbers."""
     gt, pred = scene()
     pred = pred - pred.min() + 1e-3
-    ours = evaluate_video(pred, gt, align="video", average="frames", max_depth=CAP).metrics
+    ours = evaluate_video(pred, gt, protocol=Protocol(align="video", average="frames", max_depth=CAP)).metrics
     theirs = evaluate_video_vda(pred, gt, dataset="scannet").metrics
     for key in ("abs_rel", "rmse", "delta1", "delta2", "delta3"):
         assert ours[key] == pytest.approx(theirs[key], abs=1e-6), key
@@ -149,3 +149,33 @@ def test_inputs_checked():
         evaluate_video_vda(pred, np.zeros_like(gt), max_depth=10.0)
     with pytest.raises(ValueError, match="cameras"):
         tae_vda(gt, np.eye(3)[None], np.eye(4)[None])
+
+
+def test_eval_depth_protocol_vda_scores_as_their_protocol(tmp_path, capsys):
+    """``eval-depth --protocol vda`` scores a file pair with their protocol (the same numbers as
+    :func:`evaluate_video_vda`), and differs from ours where their clipping bites."""
+    import json
+
+    from .test_evaluation import _eval
+
+    rng = np.random.default_rng(3)
+    gt = rng.uniform(1.0, 9.0, (4, 12, 16))
+    pred = (1.0 / gt - 0.3 + 0.02 * rng.standard_normal(gt.shape)).astype(np.float32)  # some values below 1e-3
+    assert (pred < 1e-3).any()
+    np.save(tmp_path / "clip_pred.npy", pred)
+    np.save(tmp_path / "clip.npy", gt)
+    scores = {}
+    for protocol in ("rollingdepth", "vda"):
+        code, _, err = _eval(["--pred", tmp_path / "clip_pred.npy", "--gt", tmp_path / "clip.npy", "--max-depth", 10,
+                              "--average", "frames", "--protocol", protocol, "-o", tmp_path / protocol], capsys)
+        assert code == 0, err
+        report = json.loads((tmp_path / protocol / "metrics.json").read_text())
+        assert report["settings"]["protocol"] == protocol
+        scores[protocol] = report["videos"]["clip"]
+    theirs = evaluate_video_vda(pred, gt, max_depth=10.0).metrics
+    for key in ("abs_rel", "delta1", "rmse"):
+        assert abs(scores["vda"][key] - theirs[key]) < 1e-6, key
+    assert abs(scores["vda"]["abs_rel"] - scores["rollingdepth"]["abs_rel"]) > 1e-3
+    code, _, err = _eval(["--pred", tmp_path / "clip_pred.npy", "--gt", tmp_path / "clip.npy", "--protocol", "peers"],
+                         capsys)
+    assert code == 2 and "--protocol" in err and "Traceback" not in err

@@ -246,6 +246,7 @@ class Protocol:
     average: str = "pixels"
     min_depth: float = 1e-3
     max_depth: float = 80.0
+    name: str = "rollingdepth"  # or "vda": Video-Depth-Anything's benchmark code (rollingdepth.evaluation.protocols)
 
 
 def evaluate_video(

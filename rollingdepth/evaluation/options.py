@@ -37,6 +37,9 @@ EVAL_OPTIONS: dict[str, Option] = {
                     "video|frame|depth", PROTO),
     "average": Option(("--average",), "Pool a video's valid pixels, or average per-frame metrics. (default: frames "
                       "with --dataset, else pixels)", "pixels|frames", PROTO),
+    "protocol": Option(("--protocol",), "rollingdepth (ours) or vda: Video-Depth-Anything's benchmark code "
+                       "(prediction clipped at 1e-3, their per-dataset depth cap, per-frame averages, their TAE; "
+                       "--align and --average do not apply). (default: rollingdepth)", "rollingdepth|vda", PROTO),
 }
 
 

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from rollingdepth.errors import InputError
 from rollingdepth.evaluation.metrics import Protocol
+from rollingdepth.evaluation.protocols import PROTOCOLS, default_max_depth
 from rollingdepth.evaluation.options import EVAL_OPTIONS, PIPE, eval_option
 from rollingdepth.evaluation.plots import plot_per_frame
 from rollingdepth.evaluation.prediction_files import (PRED_SUFFIX, collect, load_depth, load_mask, load_prediction,
@@ -104,7 +105,8 @@ def _params() -> list:
     return [*declared(EVAL_OPTIONS, ("pred", "gt", "rgb", "mask", "gt_scale", "dataset", "root", "split",
                                      "predictions"), gt_scale=1.0),
             *(Param(name, run[name], panel=PIPE) for name in PREDICTION_OPTIONS),
-            *declared(EVAL_OPTIONS, ("min_depth", "max_depth", "align", "average"), align="video"),
+            *declared(EVAL_OPTIONS, ("min_depth", "max_depth", "align", "average", "protocol"), align="video",
+                     protocol="rollingdepth"),
             Param("output_dir", COMMAND_OPTIONS["output_dir"], Path("eval"), panel=RUN,
                   help=f"Where metrics, tables, plots (and with {eval_option('dataset')} the predictions) go."),
             *reporting_params()]
@@ -132,6 +134,8 @@ def eval_depth(**values) -> None:
         fail(f"{_spelling('align')}: unknown mode {v['align']!r}; expected one of {', '.join(ALIGN_MODES)}")
     if v["average"] is not None and v["average"] not in AVERAGE_MODES:
         fail(f"{_spelling('average')}: unknown mode {v['average']!r}; expected one of {', '.join(AVERAGE_MODES)}")
+    if v["protocol"] not in PROTOCOLS:
+        fail(f"{_spelling('protocol')}: unknown protocol {v['protocol']!r}; expected one of {', '.join(PROTOCOLS)}")
     ctx = _Context(err=err, out=Console(highlight=False), fail=fail, quiet=v["quiet"], verbose=v["verbose"],
                    report=report)
     files = ("pred", "gt", "rgb", "mask")
@@ -141,7 +145,7 @@ def eval_depth(**values) -> None:
                  f"{'/'.join(_spelling(n) for n in files)} are for single files")
         if v["root"] is None:
             fail(f"{_spelling('dataset')} needs {_spelling('root')} DIR, the folder where the dataset is stored")
-        protocol = Protocol(v["align"], v["average"] or "frames", v["min_depth"], v["max_depth"])
+        protocol = Protocol(v["align"], v["average"] or "frames", v["min_depth"], v["max_depth"], v["protocol"])
         run_benchmark(ctx, Benchmark(v["dataset"], v["root"], v["split"], v["predictions"]), protocol,
                       v["output_dir"], {name: v[name] for name in PREDICTION_OPTIONS})
         return
@@ -153,7 +157,7 @@ def eval_depth(**values) -> None:
         fail(f"give {_spelling('pred')} and {_spelling('gt')} (files or folders), or {_spelling('dataset')} NAME "
              f"{_spelling('root')} DIR for a benchmark")
     protocol = Protocol(v["align"], v["average"] or "pixels", 1e-3 if v["min_depth"] is None else v["min_depth"],
-                        80.0 if v["max_depth"] is None else v["max_depth"])
+                        80.0 if v["max_depth"] is None else v["max_depth"], v["protocol"])
     score_files(ctx, FileInputs(v["pred"], v["gt"], v["rgb"], v["mask"], v["gt_scale"]), protocol, v["output_dir"])
 
 
@@ -176,7 +180,7 @@ def score_files(ctx: _Context, files: FileInputs, protocol: Protocol, output_dir
     videos, failures = _score_jobs(ctx, jobs, files.gt_scale, protocol, output_dir)
     keys = [k for k in METRICS if any(k in m for m in videos.values())]
     mean = mean_metrics(videos, keys)
-    settings = {"align": protocol.align, "average": protocol.average, "gt_scale": files.gt_scale,
+    settings = {"protocol": protocol.name, "align": protocol.align, "average": protocol.average, "gt_scale": files.gt_scale,
                 "min_depth": protocol.min_depth, "max_depth": protocol.max_depth, "pred": str(files.pred),
                 "gt": str(files.gt), "rgb": str(files.rgb) if files.rgb else None}
     write_json(output_dir / "metrics.json", {"videos": videos, "mean": mean, "failed": failures, "settings": settings})
@@ -193,7 +197,7 @@ def score_files(ctx: _Context, files: FileInputs, protocol: Protocol, output_dir
 
 def _score_jobs(ctx: _Context, jobs: list[dict], gt_scale: float, protocol: Protocol, output_dir: Path):
     """Score each matched prediction, plot it per frame; returns ``({stem: metrics}, {stem: error})``."""
-    from rollingdepth.evaluation.metrics import evaluate_video
+    from rollingdepth.evaluation.protocols import score_video
 
     videos, failures = {}, {}
     for job in jobs:
@@ -203,7 +207,7 @@ def _score_jobs(ctx: _Context, jobs: list[dict], gt_scale: float, protocol: Prot
             truth = load_depth(Path(job["gt"]), gt_scale)
             valid = load_mask(Path(job["mask"])) if job["mask"] is not None else None
             frames = load_rgb(Path(job["rgb"])) if job["rgb"] is not None else None
-            result = evaluate_video(prediction, truth, mask=valid, rgb=frames, protocol=protocol)
+            result = score_video(prediction, truth, protocol, mask=valid, rgb=frames)
         except (ValueError, OSError) as exc:
             failures[stem] = " ".join(str(exc).split())
             ctx.report.error(f"{stem}: {failures[stem]}", video=stem,
@@ -241,7 +245,8 @@ def run_benchmark(ctx: _Context, bench: Benchmark, protocol: Protocol, output_di
     spec = DATASETS[bench.dataset]
     bench.split = bench.split or spec.default_split
     protocol.min_depth = spec.min_depth if protocol.min_depth is None else protocol.min_depth
-    protocol.max_depth = spec.max_depth if protocol.max_depth is None else protocol.max_depth
+    if protocol.max_depth is None:
+        protocol.max_depth = default_max_depth(protocol, bench.dataset, spec.max_depth)
     if not 0 < protocol.min_depth < protocol.max_depth:
         ctx.fail(f"{_spelling('min_depth')}/{_spelling('max_depth')}: need 0 < min < max, got "
                  f"{protocol.min_depth}, {protocol.max_depth}")
@@ -308,7 +313,7 @@ def _write_benchmark_reports(ctx: _Context, bench: Benchmark, protocol: Protocol
     keys = [k for k in METRICS_BENCH if any(k in m for m in videos.values())]
     mean = mean_metrics(videos, keys)
     published = _published(dataset, split)
-    settings = {"dataset": dataset, "split": split, "root": str(bench.root), "align": protocol.align,
+    settings = {"dataset": dataset, "split": split, "root": str(bench.root), "protocol": protocol.name, "align": protocol.align,
                 "average": protocol.average, "min_depth": protocol.min_depth, "max_depth": protocol.max_depth,
                 "method": method, "predictions": str(pred_dir), "sequences": sequences}
     write_json(output_dir / "metrics.json", {"sequences": videos, "frames": frames, "mean": mean,
@@ -464,14 +469,14 @@ def _results(names: list[str], failures: dict[str, str]) -> list:
 
 
 def _score_sequence(seq, pred_dir: Path, protocol: Protocol):
-    from rollingdepth.evaluation.metrics import evaluate_video
+    from rollingdepth.evaluation.protocols import score_video
 
     path = pred_dir / f"{seq.name}{PRED_SUFFIX}"
     if not path.is_file():
         raise InputError(f"no prediction {path.name} in {pred_dir}")
     prediction = load_prediction(path)
-    return evaluate_video(prediction, seq.read_depth(), mask=seq.read_mask(), rgb=seq.read_rgb(),
-                          cameras=seq.read_cameras(), protocol=protocol)
+    return score_video(prediction, seq.read_depth(), protocol, mask=seq.read_mask(), rgb=seq.read_rgb(),
+                       cameras=seq.read_cameras())
 
 
 def _report_failure(ctx: _Context, failures: dict, name: str, exc: BaseException) -> None:

@@ -2,7 +2,7 @@
 
 So that our numbers can stand beside the tables of Video-Depth-Anything and DepthCrafter,
 this scores a prediction the way their benchmark code does (``docs/evaluation.md`` lists
-each difference from our default protocol, :mod:`rollingdepth.evaluation`):
+each difference from our default protocol, :mod:`rollingdepth.evaluation.metrics`):
 
 - accuracy: valid GT in ``(1e-3, cap)`` with the dataset's cap (:data:`DEPTH_CAP`); the raw
   prediction clipped below at 1e-3, then one least-squares scale and shift per video against
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .evaluation import EvalResult, depth_metrics, optical_flow_warping_error, resize_prediction
+from rollingdepth.evaluation.metrics import EvalResult, depth_metrics, optical_flow_warping_error, resize_prediction
 
 __all__ = ["DEPTH_CAP", "EVAL_FRAMES", "MIN_DEPTH", "PRED_CLIP", "TAE_FRAMES", "TAE_SCENES", "align_vda",
            "evaluate_video_vda", "tae_vda"]
