@@ -62,10 +62,10 @@ def fast_motion(count: int = 24) -> tuple[np.ndarray, list[int]]:
     return np.concatenate([forward, forward[::-1]]), []
 
 
-def dissolve(length: int = 10, before: int = 12, after: int = 12) -> tuple[np.ndarray, list[int]]:
-    """Scene a dissolving into scene b over ``length`` frames (both moving)."""
+def dissolve(length: int = 10, before: int = 12, after: int = 12, into: str = "b") -> tuple[np.ndarray, list[int]]:
+    """Scene a dissolving into scene ``into`` over ``length`` frames (both moving)."""
     a = scene("a", before + length).astype(np.float32)
-    b = scene("b", length + after, start=10).astype(np.float32)
+    b = scene(into, length + after, start=10).astype(np.float32)
     w = np.linspace(0, 1, length + 2)[1:-1, None, None, None]  # [length, 1, 1, 1]
     mixed = (1 - w) * a[before:] + w * b[:length]
     return np.concatenate([a[:before], mixed, b[length:]]).round().astype(np.uint8), []
@@ -93,9 +93,17 @@ CLIPS = {
     "pan": pan,
     "fast motion": fast_motion,
     "dissolve": dissolve,
+    "quick dissolve": lambda: dissolve(3, into="c"),
     "fade": fade,
+    "quick fade": lambda: fade(3),
     "flash": flash,
+    "jump cut, same set": lambda: _jump(),
 }
+
+
+def _jump() -> tuple[np.ndarray, list[int]]:
+    """A cut between two views of the same set (the camera jumps along its path): same colours."""
+    return np.concatenate([scene("a", 14), scene("a", 14, start=34)]), [14]
 
 
 def _short() -> tuple[np.ndarray, list[int]]:

@@ -9,9 +9,11 @@ from rollingdepth.io.shots import (
     DetectorSettings,
     Shot,
     detect_cuts,
+    frame_distance,
     parse_timecode,
     read_cut_list,
     shots_from_cuts,
+    thumbnail_histogram,
     validate_cuts,
 )
 from tests import shot_clips
@@ -71,11 +73,31 @@ def test_a_cut_near_the_end_is_found():
     assert detect_cuts(_stream(frames)) == truth == [10, 19]
 
 
-@pytest.mark.parametrize("clip", ["pan", "fast motion", "dissolve", "fade", "flash"])
+@pytest.mark.parametrize("clip", ["pan", "fast motion", "dissolve", "quick dissolve", "fade", "quick fade", "flash"])
 def test_no_cut_without_a_hard_cut(clip):
     frames, truth = shot_clips.CLIPS[clip]()
     assert truth == []
     assert detect_cuts(_stream(frames)) == []
+
+
+@pytest.mark.parametrize("clip", ["pan", "fast motion", "dissolve", "fade", "quick fade"])
+def test_gradual_changes_fail_the_ratio_test(clip):
+    """With almost no floor on the distance, the comparison with the neighbours alone rejects them."""
+    frames, _ = shot_clips.CLIPS[clip]()
+    assert detect_cuts(_stream(frames), DetectorSettings(min_score=0.05)) == []
+    three, truth = shot_clips.three_scenes()
+    assert detect_cuts(_stream(three), DetectorSettings(min_score=0.05)) == truth
+
+
+def test_histograms_ignore_brightness_and_mirroring():
+    """A darker copy (a fade's frame) and a mirrored copy are near; other colours are far."""
+    frame = shot_clips.scene("a", 1)[0]
+    hist = thumbnail_histogram(frame)
+    darker = (frame.astype(np.float32) * 0.6).round().astype(np.uint8)
+    assert frame_distance(hist, thumbnail_histogram(darker)) < 0.05
+    assert frame_distance(hist, thumbnail_histogram(frame[:, ::-1].copy())) < 0.02
+    assert frame_distance(hist, thumbnail_histogram(shot_clips.scene("c", 1)[0])) > 0.3
+    assert frame_distance(hist, thumbnail_histogram(np.zeros_like(frame))) == 0.0  # next to black
 
 
 def test_min_shot_frames_merges_short_shots():
