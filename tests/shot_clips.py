@@ -50,10 +50,12 @@ def three_scenes(counts=(14, 10, 12)) -> tuple[np.ndarray, list[int]]:
     return np.concatenate(parts), [int(c) for c in cuts]
 
 
-def pan(count: int = 30, step: int = 5) -> tuple[np.ndarray, list[int]]:
-    """A camera pan: a window sliding ``step`` pixels a frame over one wide render."""
+def pan(count: int = 30, step: int = 5, still: int = 0) -> tuple[np.ndarray, list[int]]:
+    """A camera pan: a window sliding ``step`` pixels a frame over one wide render, after
+    ``still`` frames without moving."""
     wide = _path(1, W + step * count)[0]  # [H, W + step * count, 3]
-    return np.stack([wide[:, i * step:i * step + W] for i in range(count)]), []
+    offsets = [max(0, i - still) * step for i in range(count)]
+    return np.stack([wide[:, o:o + W] for o in offsets]), []
 
 
 def fast_motion(count: int = 24) -> tuple[np.ndarray, list[int]]:
@@ -71,11 +73,12 @@ def dissolve(length: int = 10, before: int = 12, after: int = 12, into: str = "b
     return np.concatenate([a[:before], mixed, b[length:]]).round().astype(np.uint8), []
 
 
-def fade(length: int = 8, before: int = 10, after: int = 10) -> tuple[np.ndarray, list[int]]:
-    """Scene a fading to black over ``length`` frames, then scene c fading in from black."""
+def fade(length: int = 8, before: int = 10, after: int = 10, floor: float = 0.0) -> tuple[np.ndarray, list[int]]:
+    """Scene a fading to black (``floor`` times its brightness) over ``length`` frames, then
+    scene c fading in from there."""
     a = scene("a", before + length).astype(np.float32)
     c = scene("c", length + after, start=5).astype(np.float32)
-    down = np.linspace(1, 0, length + 1)[1:, None, None, None]  # [length, 1, 1, 1], ends at 0
+    down = np.linspace(1, floor, length + 1)[1:, None, None, None]  # [length, 1, 1, 1], ends at floor
     parts = [a[:before], a[before:] * down, c[:length] * down[::-1], c[length:]]
     return np.concatenate(parts).round().astype(np.uint8), []
 
@@ -91,11 +94,13 @@ CLIPS = {
     "three scenes": three_scenes,
     "short shots 10,3,1,8": lambda: _short(),
     "pan": pan,
+    "still, then a fast pan": lambda: pan(30, step=10, still=10),
     "fast motion": fast_motion,
     "dissolve": dissolve,
     "quick dissolve": lambda: dissolve(3, into="c"),
     "fade": fade,
     "quick fade": lambda: fade(3),
+    "fade to near black": lambda: fade(4, floor=0.1),
     "flash": flash,
     "jump cut, same set": lambda: _jump(),
 }

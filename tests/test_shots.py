@@ -10,10 +10,10 @@ from rollingdepth.io.shots import (
     Shot,
     detect_cuts,
     frame_distance,
+    frame_signature,
     parse_timecode,
     read_cut_list,
     shots_from_cuts,
-    thumbnail_histogram,
     validate_cuts,
 )
 from tests import shot_clips
@@ -73,31 +73,40 @@ def test_a_cut_near_the_end_is_found():
     assert detect_cuts(_stream(frames)) == truth == [10, 19]
 
 
-@pytest.mark.parametrize("clip", ["pan", "fast motion", "dissolve", "quick dissolve", "fade", "quick fade", "flash"])
+@pytest.mark.parametrize("clip", ["pan", "still, then a fast pan", "fast motion", "dissolve", "quick dissolve", "fade",
+                                  "quick fade", "fade to near black", "flash"])
 def test_no_cut_without_a_hard_cut(clip):
     frames, truth = shot_clips.CLIPS[clip]()
     assert truth == []
     assert detect_cuts(_stream(frames)) == []
 
 
-@pytest.mark.parametrize("clip", ["pan", "fast motion", "dissolve", "fade", "quick fade"])
+def test_a_cut_within_one_set_is_found_by_its_layout():
+    frames, truth = shot_clips.CLIPS["jump cut, same set"]()
+    assert detect_cuts(_stream(frames)) == truth == [14]
+
+
+@pytest.mark.parametrize("clip", ["pan", "still, then a fast pan", "fast motion", "dissolve", "fade", "quick fade"])
 def test_gradual_changes_fail_the_ratio_test(clip):
-    """With almost no floor on the distance, the comparison with the neighbours alone rejects them."""
+    """With almost no floor on the changes, the comparison with the neighbours alone rejects them."""
+    low = DetectorSettings(min_colour=0.05, min_layout=0.01)
     frames, _ = shot_clips.CLIPS[clip]()
-    assert detect_cuts(_stream(frames), DetectorSettings(min_score=0.05)) == []
+    assert detect_cuts(_stream(frames), low) == []
     three, truth = shot_clips.three_scenes()
-    assert detect_cuts(_stream(three), DetectorSettings(min_score=0.05)) == truth
+    assert detect_cuts(_stream(three), low) == truth
 
 
-def test_histograms_ignore_brightness_and_mirroring():
-    """A darker copy (a fade's frame) and a mirrored copy are near; other colours are far."""
+def test_signatures_ignore_brightness():
+    """A darker copy (a fade's frame) is near in colour and layout; a mirrored copy only in colour;
+    another scene is far in both; changes next to a black frame count as none."""
     frame = shot_clips.scene("a", 1)[0]
-    hist = thumbnail_histogram(frame)
+    sig = frame_signature(frame)
     darker = (frame.astype(np.float32) * 0.6).round().astype(np.uint8)
-    assert frame_distance(hist, thumbnail_histogram(darker)) < 0.05
-    assert frame_distance(hist, thumbnail_histogram(frame[:, ::-1].copy())) < 0.02
-    assert frame_distance(hist, thumbnail_histogram(shot_clips.scene("c", 1)[0])) > 0.3
-    assert frame_distance(hist, thumbnail_histogram(np.zeros_like(frame))) == 0.0  # next to black
+    assert (frame_distance(sig, frame_signature(darker)) < [0.05, 0.01]).all()
+    colour, layout = frame_distance(sig, frame_signature(frame[:, ::-1].copy()))
+    assert colour < 0.01 < 0.05 < layout
+    assert (frame_distance(sig, frame_signature(shot_clips.scene("c", 1)[0])) > [0.3, 0.1]).all()
+    assert (frame_distance(sig, frame_signature(np.zeros_like(frame))) == 0.0).all()
 
 
 def test_min_shot_frames_merges_short_shots():
@@ -114,6 +123,8 @@ def test_short_or_odd_inputs():
         detect_cuts(_stream(frames.astype(np.float32)))
     with pytest.raises(ValueError, match="ratio"):
         DetectorSettings(ratio=0.5)
+    with pytest.raises(ValueError, match="min_layout"):
+        DetectorSettings(min_layout=0.0)
 
 
 # ----------------------------------------------------------------------------- cut lists

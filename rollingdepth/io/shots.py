@@ -26,10 +26,10 @@ __all__ = [
     "Shot",
     "detect_cuts",
     "frame_distance",
+    "frame_signature",
     "parse_timecode",
     "read_cut_list",
     "shots_from_cuts",
-    "thumbnail_histogram",
     "validate_cuts",
 ]
 
@@ -82,9 +82,10 @@ class DetectorSettings:
     """Settings of :func:`detect_cuts` (see docs/shots.md for what each does)."""
 
     thumb_width: int = 64  # frames are compared as copies this wide
-    min_score: float = 0.3  # a cut's histogram distance is at least this (0..1)
-    ratio: float = 3.0  # ... and this many times the median distance of its neighbours
-    window: int = 4  # neighbours on each side for that median
+    min_colour: float = 0.3  # a cut changes the colour histograms by at least this (0..1) ...
+    min_layout: float = 0.08  # ... or the 16x9 brightness layout by at least this
+    ratio: float = 3.0  # ... and this many times the neighbours' changes (their lower quartile)
+    window: int = 4  # neighbours on each side
     flash_frames: int = 3  # a change undone within this many frames is a flash, not a cut
     min_shot_frames: int = 1  # no cut closer than this to the previous one
 
@@ -94,25 +95,32 @@ class DetectorSettings:
                 raise ValueError(f"{field} must be at least 1, got {getattr(self, field)}")
         if self.flash_frames < 0:
             raise ValueError(f"flash_frames must be at least 0, got {self.flash_frames}")
-        if not 0.0 < self.min_score <= 1.0:
-            raise ValueError(f"min_score must be in (0, 1], got {self.min_score}")
+        for field in ("min_colour", "min_layout"):
+            if not 0.0 < getattr(self, field) <= 1.0:
+                raise ValueError(f"{field} must be in (0, 1], got {getattr(self, field)}")
         if self.ratio < 1.0:
             raise ValueError(f"ratio must be at least 1, got {self.ratio}")
+
+    @property
+    def floors(self) -> np.ndarray:
+        """``[2]``: the least colour and layout change of a cut."""
+        return np.array([self.min_colour, self.min_layout])
 
 
 _BINS = (16, 8, 16)  # hue, saturation, value relative to the frame's mean
 _RANGES = (180.0, 256.0, 2.5)  # OpenCV's 8-bit hue and saturation; value / mean value
-_DARK = 0.3  # below this times the mean value, a pixel's hue and saturation go to a "dark" bin
-_BLACK = 48.0  # distances to a frame darker than this mean value (0..255) count less
+_BLACK = 48.0  # changes next to a frame darker than this mean value (0..255) count less
+_GRID = (16, 9)  # the layout: mean brightness of 16 x 9 cells
+_NHIST = sum(_BINS)
 
 
-def thumbnail_histogram(frame: np.ndarray, width: int = 64) -> np.ndarray:
-    """Histograms ``[16 + 1 + 8 + 1 + 16 + 1]`` of a small copy of a uint8 RGB ``[H, W, 3]`` frame.
+def frame_signature(frame: np.ndarray, width: int = 64) -> np.ndarray:
+    """What :func:`frame_distance` compares, from a small copy of a uint8 RGB ``[H, W, 3]`` frame.
 
-    Hue and saturation (each with a bin for dark pixels, whose colour is noise) and value
-    divided by the frame's mean value, each summing to 1, then the frame's brightness
-    ``min(1, mean / 48)``. Scaling a frame's brightness (a fade) leaves the histograms as
-    they are.
+    ``[40 + 144 + 1]``: histograms of hue, saturation and value divided by the frame's mean
+    value, each summing to 1;
+    the layout (16 x 9 cells' value / the mean value); the brightness ``min(1, mean / 48)``.
+    Scaling a frame's brightness (a fade) changes neither histograms nor layout.
     """
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [H, W, 3], got {frame.dtype} {list(frame.shape)}")
@@ -120,73 +128,78 @@ def thumbnail_histogram(frame: np.ndarray, width: int = 64) -> np.ndarray:
     tw = min(width, w)
     th = max(1, round(h * tw / w))
     small = cv2.resize(frame, (tw, th), interpolation=cv2.INTER_AREA)  # [th, tw, 3]
-    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(np.float64)  # [th * tw, 3]
-    mean = float(hsv[:, 2].mean())
-    hsv[:, 2] /= max(mean, 1.0)
-    dark = hsv[:, 2] < _DARK  # [th * tw]
+    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV).astype(np.float64)  # [th, tw, 3]
+    mean = float(hsv[..., 2].mean())
+    hsv[..., 2] /= max(mean, 1.0)
+    layout = cv2.resize(hsv[..., 2], _GRID, interpolation=cv2.INTER_AREA)  # [9, 16]
+    hsv = hsv.reshape(-1, 3)  # [th * tw, 3]
     hists = []
     for c, (bins, rng) in enumerate(zip(_BINS, _RANGES)):
         idx = np.minimum(hsv[:, c] * bins / rng, bins - 1).astype(np.int64)
-        if c < 2:
-            idx = np.where(dark, bins, idx)
-        hists.append(np.bincount(idx, minlength=bins + (c < 2)) / len(idx))
-    return np.concatenate([*hists, [min(1.0, mean / _BLACK)]])
+        hists.append(np.bincount(idx, minlength=bins) / len(idx))
+    return np.concatenate([*hists, layout.ravel(), [min(1.0, mean / _BLACK)]])
 
 
-def frame_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over H, S, V of the total variation distance of two histograms, 0 (same) .. 1,
-    times the darker frame's brightness (changes next to black frames are fades)."""
-    return float(0.5 * np.abs(a[:-1] - b[:-1]).sum() / len(_BINS) * min(a[-1], b[-1]))
+def frame_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[2]``: the colour change (mean over H, S, V of the histograms' total variation
+    distance, 0..1) and the layout change (mean absolute difference), both times the darker
+    frame's brightness squared (changes next to black frames are fades)."""
+    colour = 0.5 * np.abs(a[:_NHIST] - b[:_NHIST]).sum() / len(_BINS)
+    layout = np.abs(a[_NHIST:-1] - b[_NHIST:-1]).mean()
+    return np.array([colour, layout]) * min(a[-1], b[-1]) ** 2
 
 
 def detect_cuts(frames: Iterable[np.ndarray], settings: DetectorSettings | None = None) -> list[int]:
     """Frame numbers where a new shot starts after a hard cut, from uint8 RGB ``[H, W, 3]`` frames.
 
-    Frame ``t`` is a cut when the histogram distance ``d[t]`` from frame ``t - 1`` is at least
-    ``min_score`` and ``ratio`` times the lower quartile of the ``window`` distances on each
-    side (a dissolve or fade spreads its change over many frames: no single one stands out),
-    and it is not a flash: frame ``t`` does not return to one of the few frames before ``t - 1``,
-    nor does a frame after ``t`` return to frame ``t - 1``. Streams: only a few histograms are
-    kept, never the frames.
+    Frame ``t`` is a cut when its change from frame ``t - 1`` in colour or in layout
+    (:func:`frame_distance`) is at least that kind's floor and ``ratio`` times the lower
+    quartile of the ``window`` changes on each side (a dissolve, fade or camera move spreads
+    its change over many frames: no single one stands out), and it is not a flash: frame
+    ``t`` does not return to one of the few frames before ``t - 1``, nor does a frame after
+    ``t`` return to frame ``t - 1``. Streams: only a few signatures are kept, never the frames.
     """
     s = settings or DetectorSettings()
     reach = max(s.window, s.flash_frames)  # frames looked ahead before deciding
-    hists: deque[np.ndarray] = deque(maxlen=s.flash_frames + reach + 2)  # frames t - 1 - flash .. t + reach
-    dists: deque[float] = deque(maxlen=s.window + reach + 1)  # d[t - window] .. d[t + reach]
+    sigs: deque[np.ndarray] = deque(maxlen=s.flash_frames + reach + 2)  # frames t - 1 - flash .. t + reach
+    dists: deque[np.ndarray] = deque(maxlen=s.window + reach + 1)  # d[t - window] .. d[t + reach], each [2]
     cuts: list[int] = []
     count = 0
     for frame in frames:
-        hist = thumbnail_histogram(frame, s.thumb_width)
-        if hists:
-            dists.append(frame_distance(hists[-1], hist))
-        hists.append(hist)
+        sig = frame_signature(frame, s.thumb_width)
+        if sigs:
+            dists.append(frame_distance(sigs[-1], sig))
+        sigs.append(sig)
         count += 1
-        if count - 1 - reach >= 1 and _is_cut(count - 1 - reach, count, hists, dists, cuts, s):
+        if count - 1 - reach >= 1 and _is_cut(count - 1 - reach, count, sigs, dists, cuts, s):
             cuts.append(count - 1 - reach)
     for t in range(max(1, count - reach), count):  # the last frames, with less look-ahead
-        if _is_cut(t, count, hists, dists, cuts, s):
+        if _is_cut(t, count, sigs, dists, cuts, s):
             cuts.append(t)
     return cuts
 
 
-def _is_cut(t: int, count: int, hists: deque[np.ndarray], dists: deque[float], cuts: list[int],
+def _is_cut(t: int, count: int, sigs: deque[np.ndarray], dists: deque[np.ndarray], cuts: list[int],
             s: DetectorSettings) -> bool:
-    """Whether frame ``t`` starts a shot; ``hists[j - count]`` is frame j's, ``dists[j - count]`` is ``d[j]``."""
-    score = dists[t - count]
-    if score < s.min_score or (cuts and t - cuts[-1] < s.min_shot_frames):
+    """Whether frame ``t`` starts a shot; ``sigs[j - count]`` is frame j's, ``dists[j - count]`` is ``d[j]``."""
+    if cuts and t - cuts[-1] < s.min_shot_frames:
         return False
+    score = dists[t - count]  # [2]
+    fired = score >= s.floors  # [2]
     first = max(1, t - s.window, count - len(dists))
     before = [dists[j - count] for j in range(first, t)]
     after = [dists[j - count] for j in range(t + 1, min(count, t + 1 + s.window))]
     for side in (before, after):
-        if side and score < s.ratio * float(np.percentile(side, 25)):
-            return False  # part of a gradual change
-    close = score / s.ratio  # "the same picture again"
-    prev, cur = hists[t - 1 - count], hists[t - count]
+        if side:
+            fired &= score >= s.ratio * np.percentile(np.stack(side), 25, axis=0)  # not gradual
+    if not fired.any():
+        return False
+    close = np.where(fired, score / s.ratio, np.inf)  # [2] "the same picture again"
+    prev, cur = sigs[t - 1 - count], sigs[t - count]
     for k in range(1, s.flash_frames + 1):
-        if t + k < count and frame_distance(prev, hists[t + k - count]) < close:
+        if t + k < count and (frame_distance(prev, sigs[t + k - count]) < close).all():
             return False  # a flash starts at t
-        if t - 1 - k >= max(0, count - len(hists)) and frame_distance(cur, hists[t - 1 - k - count]) < close:
+        if t - 1 - k >= max(0, count - len(sigs)) and (frame_distance(cur, sigs[t - 1 - k - count]) < close).all():
             return False  # a flash ends at t
     return True
 
