@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 
 from rollingdepth.io.shots import (
     DetectorSettings,
     Shot,
+    cuts_from_shots,
     detect_cuts,
     frame_distance,
     frame_signature,
@@ -47,6 +50,14 @@ def test_bad_cuts_name_the_parameter(cuts, problem):
         validate_cuts(cuts, 12, name="my_cuts")
 
 
+def test_cuts_from_shots_round_trip():
+    shots = shots_from_cuts([3, 4, 9], 12)
+    assert cuts_from_shots(shots) == [3, 4, 9]
+    assert cuts_from_shots(shots[:1]) == []
+    with pytest.raises(ValueError, match="shots: shot 1 .* does not follow on frame 3"):
+        cuts_from_shots([shots[0], shots[2]])
+
+
 def test_bad_found_by_and_frame_count():
     with pytest.raises(ValueError, match="found_by"):
         shots_from_cuts([2], 5, "guess")
@@ -59,6 +70,22 @@ def test_three_scenes_cuts_at_the_right_frames():
     frames, truth = shot_clips.three_scenes()
     assert truth == [14, 24]
     assert detect_cuts(_stream(frames)) == truth
+
+
+def test_detection_streams():
+    """Frames are let go as they are read: at most the frame being read is alive."""
+    frames, truth = shot_clips.three_scenes()
+    alive = []
+
+    def stream():
+        for frame in frames:
+            copy = frame.copy()
+            alive.append(weakref.ref(copy))
+            yield copy
+            del copy
+            assert sum(ref() is not None for ref in alive) <= 1
+
+    assert detect_cuts(stream()) == truth
 
 
 def test_short_shots_are_found():
@@ -182,6 +209,8 @@ def test_missing_cut_list_and_empty_edl(tmp_path):
     (tmp_path / "empty.edl").write_text("TITLE: nothing\nFCM: NON-DROP FRAME\n")
     with pytest.raises(ValueError, match="empty.edl: an EDL without events"):
         read_cut_list(tmp_path / "empty.edl", FPS, 36)
+    with pytest.raises(ValueError, match="fps must be positive"):
+        read_cut_list(tmp_path / "empty.edl", 0.0, 36)
 
 
 def test_cut_list_of_one_frame_shots(tmp_path):

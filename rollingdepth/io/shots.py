@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import median
 from typing import Literal
 
 import cv2
@@ -24,6 +23,7 @@ __all__ = [
     "FOUND_BY",
     "DetectorSettings",
     "Shot",
+    "cuts_from_shots",
     "detect_cuts",
     "frame_distance",
     "frame_signature",
@@ -57,12 +57,12 @@ def validate_cuts(cuts: Iterable[int], frame_count: int, name: str = "cuts") -> 
     if frame_count < 1:
         raise ValueError(f"frame_count must be at least 1, got {frame_count}")
     out = [int(c) for c in cuts]
-    for prev, cut in zip([0, *out], out):
+    for i, cut in enumerate(out):
         if not 1 <= cut < frame_count:
             raise ValueError(f"{name}: cut at frame {cut} is outside frames 1..{frame_count - 1}")
-        if cut <= prev and prev > 0:
-            problem = "repeated" if cut == prev else "not in increasing order"
-            raise ValueError(f"{name}: cut at frame {cut} is {problem} (after {prev})")
+        if i and cut <= out[i - 1]:
+            problem = "repeated" if cut == out[i - 1] else "not in increasing order"
+            raise ValueError(f"{name}: cut at frame {cut} is {problem} (after {out[i - 1]})")
     return out
 
 
@@ -74,6 +74,16 @@ def shots_from_cuts(cuts: Iterable[int], frame_count: int, found_by: FoundBy = "
     starts = [0, *validate_cuts(cuts, frame_count, name)]
     stops = [*starts[1:], frame_count]
     return [Shot(a, b - a, "start" if i == 0 else found_by) for i, (a, b) in enumerate(zip(starts, stops))]
+
+
+def cuts_from_shots(shots: Sequence[Shot]) -> list[int]:
+    """The cuts of ``shots``, which must cover frames 0 .. N-1 in order without gaps."""
+    stop = 0
+    for i, shot in enumerate(shots):
+        if shot.first != stop or shot.count < 1:
+            raise ValueError(f"shots: shot {i} ({shot.first}, {shot.count} frames) does not follow on frame {stop}")
+        stop = shot.stop
+    return [shot.first for shot in shots[1:]]
 
 
 # ----------------------------------------------------------------------------- detection
@@ -241,17 +251,21 @@ def read_cut_list(path: str | Path, fps: float, frame_count: int) -> list[Shot]:
     """The shots of a ``frame_count``-frame video at ``fps`` from the cut list at ``path``.
 
     A text/CSV file: one cut per line, in the line's first field (fields split by ``,`` or
-    tabs; ``;`` belongs to drop-frame timecodes); ``#`` starts a comment; a cut at frame 0 is ignored. Or a CMX3600 EDL
-    (a ``TITLE:`` line or event lines): each event's record-in, counted from the first one.
+    tabs); ``#`` starts a comment; a cut at frame 0 is ignored. Or a CMX3600 EDL (a
+    ``TITLE:`` line or event lines): each event's record-in, counted from the earliest one.
     Anything unreadable raises one ValueError naming the file and the line.
     """
     path = Path(path)
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if frame_count < 1:
+        raise ValueError(f"frame_count must be at least 1, got {frame_count}")
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"cut list {path}: cannot read it ({err})") from None
-    is_edl = any(line.strip().upper().startswith("TITLE:") or len(_EDL_TC.findall(line)) >= 4
-                 for line in lines)
+    is_edl = any(line.strip().upper().startswith("TITLE:")
+                 or (_EDL_EVENT.match(line) and len(_EDL_TC.findall(line)) == 4) for line in lines)
     reader = _edl_cuts if is_edl else _text_cuts
     numbered = reader(path, lines, fps)  # [(line number, frame)]
     if is_edl:  # events in record order; two lines of one dissolve share a record-in
