@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rollingdepth.io.shots import detect_cuts  # noqa: E402
-from tests.shot_clips import CLIPS  # noqa: E402
+from rollingdepth.io.shots import detect_cuts
+from tests.shot_clips import CLIPS
 
 FPS = 24.0
 
