@@ -197,3 +197,33 @@ def test_compile_runs_for_real_and_matches_eager():
     assert compiled.shape == eager.shape
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
     torch._dynamo.reset()
+
+
+def test_heap_reuse_lifts_run_video_heap_limit_for_the_block_only(monkeypatch):
+    """Under limit_heap_growth (run-video), the block reuses freed blocks up to 32 MiB; after it
+    the 64 KiB limit is back and the free heap top trimmed. Without the limit: nothing done."""
+    import rollingdepth.device as device
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, option, value):
+            calls.append(("mallopt", option, value))
+            return 1
+
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+            return 1
+
+    monkeypatch.setattr(device, "_libc", lambda: FakeLibc())
+    monkeypatch.setattr(device, "_heap_limited", False)
+    with device.heap_reuse():
+        assert calls == []
+    assert calls == []
+    assert device.limit_heap_growth()
+    assert device._heap_limited
+    calls.clear()
+    with pytest.raises(RuntimeError), device.heap_reuse():
+        assert calls == [("mallopt", device._M_MMAP_THRESHOLD, 32 * 2**20)]
+        raise RuntimeError("the limit comes back on the way out too")
+    assert calls[1:] == [("mallopt", device._M_MMAP_THRESHOLD, 64 * 1024), ("trim", 0)]

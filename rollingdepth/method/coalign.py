@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rollingdepth.method.device import flush_denormals
+from rollingdepth.method.device import flush_denormals, heap_reuse
 from rollingdepth.method.snippets import snippet_indices
 
 __all__ = ["COALIGN_MODES", "CoalignProblem", "coalign", "coalign_loss", "merge_snippets",
@@ -155,7 +155,7 @@ def solve(problem: CoalignProblem, mode: str = "fast", iterations: int | None = 
     """Scales and shifts (one float32 array of S per group), the loss, and the iterations run."""
     if mode not in COALIGN_MODES:
         raise ValueError(f"coalign: unknown mode {mode!r}; expected one of {COALIGN_MODES}")
-    with flush_denormals(FLUSH_DENORMALS and problem.x[0].device.type == "cpu"):
+    with flush_denormals(FLUSH_DENORMALS and problem.x[0].device.type == "cpu"), heap_reuse():
         if mode == "reference":
             iters = REF_ITERATIONS if iterations is None else iterations
             scales, shifts = _solve_reference(problem, iters)
