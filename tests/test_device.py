@@ -202,7 +202,7 @@ def test_compile_runs_for_real_and_matches_eager():
 def test_heap_reuse_lifts_run_video_heap_limit_for_the_block_only(monkeypatch):
     """Under limit_heap_growth (run-video), the block reuses freed blocks up to 32 MiB; after it
     the 64 KiB limit is back and the free heap top trimmed. Without the limit: nothing done."""
-    import rollingdepth.device as device
+    import rollingdepth.method.device as device
 
     calls = []
 
