@@ -15,9 +15,10 @@ on a compact per-snippet layout (no dense ``[sum n, N, P]`` tensor) from the bes
 starting points (one is a least-squares alignment), with a short Adam schedule (100 steps,
 step size decaying from 0.1 to 1e-3), keeping the best point it visits.
 
-On a CPU, the solve and the merge flush subnormal floats to zero (``FLUSH_DENORMALS``):
-snippets that nearly agree (a static scene) leave near-zero residuals whose subnormal
-operands made the fast solve about four times slower (``docs/coalign.md``).
+On a CPU, the solve and the merge treat subnormal floats as zero (``FLUSH_DENORMALS``), so
+that near-zero residuals (snippets that nearly agree: a static scene) cannot slow the
+arithmetic down; under run-video's heap setting the solve reuses its freed temporaries
+(:func:`~rollingdepth.method.device.heap_reuse`). Figures: ``docs/performance.md``.
 """
 
 from __future__ import annotations
