@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmarks in one go, sized for one GPU and under 8 minutes:
+# The GPU benchmarks in one go, sized for one GPU: under 8 minutes for 1 and 2, at most 5 more for 3:
 #   1. run-video's fast preset on 250 frames at 768x432 (random SD2-sized weights unless
 #      CHECKPOINT names the real one): seconds, FLOPs and TFLOP/s per stage, peak GPU memory,
 #      share of the device's peak; fp16 and bf16, torch.compile off and on;
