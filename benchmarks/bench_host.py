@@ -2,8 +2,8 @@
 
 ``rollingdepth.runtime.video_job.process_video`` (run-video's work for one video) with the fast preset on
 a synthetic clip, with stand-ins for the UNet and the VAE that return tensors of the right
-shapes at near-zero cost (the pipeline's ``encode``, ``_vae_decode`` and ``_unet_call``
-replaced on one small random pipeline). What is left is the host's work: decoding the input,
+shapes at near-zero cost (the pipeline's ``encode``, ``denoise_snippets`` and
+``decode_depth`` replaced on one small random pipeline). What is left is the host's work: decoding the input,
 resizing, copies, the store, subsampling, co-alignment, merge, re-normalisation and writing.
 
 Each output set runs in its own process (under run-video's heap setting), timed whole: wall
@@ -71,22 +71,18 @@ def stand_in_pipeline(device: str):
 
     def encode(self, images):  # [B, 3, H, W] in [-1, 1]
         x = self._pad(images).to(device=self.vae.device, dtype=self.vae.dtype)
-        self.counts["vae_encodes"] += int(x.shape[0])
         return torch.cat([x[:, :, ::8, ::8], x[:, :1, ::8, ::8]], dim=1)  # [B, 4, h, w]
 
-    def unet_call(self, rgb_latents, depth_latents, timestep, num_view):
-        self.counts["unet_calls"] += 1
-        self.counts["unet_frames"] += int(rgb_latents.shape[0])
+    def denoise_snippets(self, rgb_latents, depth_latents, timestep, num_view, attn_span=None):
         return 0.5 * depth_latents + 0.5 * rgb_latents  # [B*n, 4, h, w]
 
-    def vae_decode(self, latents, size):
-        self.counts["vae_decodes"] += int(latents.shape[0])
+    def decode_depth(self, latents, size):
         up = F.interpolate(latents[:, :1].float(), scale_factor=8, mode="nearest")  # [B, 1, 8h, 8w]
         return up[:, 0, : size[0], : size[1]].to(latents.dtype)
 
     pipe.encode = types.MethodType(encode, pipe)
-    pipe._unet_call = types.MethodType(unet_call, pipe)
-    pipe._vae_decode = types.MethodType(vae_decode, pipe)
+    pipe.denoise_snippets = types.MethodType(denoise_snippets, pipe)
+    pipe.decode_depth = types.MethodType(decode_depth, pipe)
     return pipe
 
 
