@@ -129,7 +129,7 @@ def main() -> None:
                         "with --dilations instead of synthetic ones")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--static", action="store_true", help="the static-clip case: flushing subnormals or not")
-    p.add_argument("--noise", type=float, default=1e-4, help="--static: noise on the common map")
+    p.add_argument("--noise", type=float, default=1e-3, help="--static: noise on the common map")
     p.add_argument("--repeat", type=int, default=2, help="--static: runs of each variant (best CPU time kept)")
     p.add_argument("--run-video-heap", action="store_true",
                    help="the heap setting run-video makes (rollingdepth.method.device.limit_heap_growth) first")
