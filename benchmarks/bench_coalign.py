@@ -8,6 +8,14 @@ both modes and their ratio. The reference may run fewer than its 2000 iterations
 
     python benchmarks/bench_coalign.py                      # 250 frames, 432 x 768
     python benchmarks/bench_coalign.py --ref-iterations 2000
+
+``--static``: a static scene (every snippet the same map plus tiny noise, 30 frames at
+432 x 768 unless told, the fast preset's dilations capped to the clip): the fast mode as
+before, with subnormals flushed, and as the library runs it now (flushed, heap reused);
+CPU and wall seconds, page faults. ``--run-video-heap``: under run-video's heap setting.
+
+    python benchmarks/bench_coalign.py --static --frames 30
+    python benchmarks/bench_coalign.py --static --frames 30 --run-video-heap
 """
 
 from __future__ import annotations
@@ -20,8 +28,9 @@ import time
 import numpy as np
 import torch
 
+import rollingdepth.method.coalign as coalign_module
 from rollingdepth.method.coalign import REF_ITERATIONS, build_problem, coalign, coalign_loss
-from rollingdepth.method.snippets import snippet_indices
+from rollingdepth.method.snippets import plan_snippets, snippet_indices
 
 
 def depth_video(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -53,6 +62,59 @@ def make_snippets(video: np.ndarray, dilations, length: int, seed: int = 1):
     return groups
 
 
+def static_snippets(num_frames: int, height: int, width: int, dilations, length: int, noise: float, seed: int = 2):
+    """Every snippet frame one smooth map plus Gaussian noise of ``noise``: snippets that nearly agree."""
+    base = depth_video(1, height, width)[0]
+    rng = np.random.default_rng(seed)
+    groups = []
+    for d in dilations:
+        snip = np.broadcast_to(base, (len(snippet_indices(num_frames, length, d)), length, height, width)).copy()
+        snip += rng.normal(0, noise, size=snip.shape).astype(np.float32)
+        groups.append(snip)
+    return groups
+
+
+STATIC_VARIANTS = {  # name: (flush subnormals, reuse the heap)
+    "before": (False, False),
+    "flush only": (True, False),
+    "now": (True, True),
+}
+
+
+def run_static(args) -> dict:
+    """Fast co-alignment of a static clip as before (plain), with subnormals flushed, and as
+    now (flushed, heap reused: matters under run-video's heap setting). One warm-up run
+    (it touches the memory), then the variants in turn, ``--repeat`` times, best kept."""
+    import contextlib
+    import resource
+
+    plan = plan_snippets(args.frames, args.dilations, [args.snippet_len] * len(args.dilations), cap=True)
+    dilations = [d for d, _ in plan]
+    snippets = static_snippets(args.frames, args.height, args.width, dilations, args.snippet_len, args.noise)
+    print(f"static clip: {args.frames} frames, {args.height}x{args.width}, dilations {dilations}, noise {args.noise}: "
+          f"{sum(len(s) for s in snippets)} snippets; torch threads {torch.get_num_threads()}; "
+          f"heap: {'run-video (limit_heap_growth)' if args.run_video_heap else 'glibc default'}")
+    reuse = coalign_module.heap_reuse
+    results, depths = {}, {}
+    for run, name in enumerate(["now"] + list(STATIC_VARIANTS) * args.repeat):
+        flush, heap = STATIC_VARIANTS[name]
+        coalign_module.FLUSH_DENORMALS = flush
+        coalign_module.heap_reuse = reuse if heap else contextlib.nullcontext
+        r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        depths[name], info = coalign(snippets, dilations, mode="fast", device=args.device)
+        r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - w0
+        cpu, faults = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt
+        print(f"{'warm-up' if run == 0 else name:10s}: {cpu:6.1f} s CPU, {wall:6.1f} s wall, {faults:8d} page faults, "
+              f"loss {info['loss']:.6g}")
+        if run and (name not in results or cpu < results[name]["cpu_seconds"]):
+            results[name] = {"cpu_seconds": cpu, "wall_seconds": wall, "loss": info["loss"], "page_faults": faults}
+    coalign_module.FLUSH_DENORMALS, coalign_module.heap_reuse = True, reuse
+    print("best CPU time: " + ", ".join(f"{k} {v['cpu_seconds']:.1f} s" for k, v in results.items())
+          + f"; largest difference of the merged depth from before's "
+          f"{max(np.abs(d - depths['before']).max() for d in depths.values()):.2g}")
+    return {"variants": results, "dilations": dilations}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=250)
@@ -66,7 +128,24 @@ def main() -> None:
                    help="use snippets_0, snippets_1, ... of this .npz (e.g. tests/fixtures/golden/case_a/reference.npz) "
                         "with --dilations instead of synthetic ones")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--static", action="store_true", help="the static-clip case: flushing subnormals or not")
+    p.add_argument("--noise", type=float, default=1e-3, help="--static: noise on the common map")
+    p.add_argument("--repeat", type=int, default=2, help="--static: runs of each variant (best CPU time kept)")
+    p.add_argument("--run-video-heap", action="store_true",
+                   help="the heap setting run-video makes (rollingdepth.method.device.limit_heap_growth) first")
     args = p.parse_args()
+    if args.run_video_heap:
+        from rollingdepth.method.device import limit_heap_growth
+
+        limit_heap_growth()
+    if args.static:
+        if args.dilations == [1, 10, 25]:
+            args.dilations = [1, 25]  # the fast preset's
+        results = run_static(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"args": vars(args), "results": results}, f, indent=2)
+        return
 
     if args.snippets_npz:
         data = np.load(args.snippets_npz)

@@ -249,3 +249,49 @@ def test_independent_shifts_still_far_better_than_no_alignment(mode):
     depth, info = coalign(snippets, dilations, mode=mode)
     assert affine_error(depth, video, np.mean) < 0.4 * affine_error(naive, video, np.mean)
     assert info["loss"] < 0.5 * start_loss
+
+
+def static_snippets(num_frames=20, dilations=(1, 4), n=3, size=(44, 64), noise=1e-4, seed=0):
+    """A static scene: every snippet the same map plus tiny noise (near-zero residuals)."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(-1, 1, size).astype(np.float32)
+    groups = []
+    for d in dilations:
+        s = len(snippet_indices(num_frames, n, d))
+        groups.append(base + rng.normal(0, noise, (s, n, *size)).astype(np.float32))
+    return groups
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+@pytest.mark.parametrize("before", [False, True])
+def test_solve_flushes_denormals_and_restores_the_setting(monkeypatch, mode, before):
+    """During the solve and the merge subnormals are flushed; afterwards the caller's setting is
+    back; the result equals that of a solve without flushing (to float32 tolerance)."""
+    import rollingdepth.method.coalign as ca
+    from rollingdepth.method.device import denormals_flushed
+
+    snippets = static_snippets()
+    seen = []
+
+    def spy(name):
+        original = getattr(ca, name)
+        monkeypatch.setattr(ca, name, lambda *a, **k: seen.append(denormals_flushed()) or original(*a, **k))
+
+    spy("_solve_fast" if mode == "fast" else "_solve_reference")
+    torch.set_flush_denormal(before)
+    try:
+        depth, info = coalign(snippets, [1, 4], mode=mode, iterations=20)
+        assert denormals_flushed() == before
+        assert seen == [True]
+        spy("_as_tensor")  # called by the merge, within its flushed block
+        merge_snippets(snippets, [1, 4], info["scales"], info["shifts"], info["min_value"], 20)
+        assert denormals_flushed() == before
+        assert len(seen) > 1 and all(seen)
+        monkeypatch.setattr(ca, "FLUSH_DENORMALS", False)
+        torch.set_flush_denormal(False)
+        plain, plain_info = coalign(snippets, [1, 4], mode=mode, iterations=20)
+        assert not denormals_flushed()
+    finally:
+        torch.set_flush_denormal(False)
+    np.testing.assert_allclose(depth, plain, atol=1e-5)
+    assert info["loss"] == pytest.approx(plain_info["loss"], rel=1e-4, abs=1e-7)

@@ -3,15 +3,102 @@
 import pytest
 import torch
 
-from rollingdepth.method.device import resolve_device, resolve_dtype, to_device
+from rollingdepth.method.device import (CPU_BF16_ENV, _cpuinfo_has_bf16, cpu_has_native_bf16, denormals_flushed,
+                                        flush_denormals, resolve_device, resolve_dtype, to_device)
+
+from .conftest import TINY_CHECKPOINT
+
+CPU = torch.device("cpu")
 
 
-def test_dtype_names_and_cpu_fallback():
-    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
-    with pytest.warns(UserWarning, match="fp16 on CPU"):
-        assert resolve_dtype("fp16", torch.device("cpu")) == torch.float32
+def test_dtype_names_and_cpu_fallback(monkeypatch):
+    monkeypatch.setenv(CPU_BF16_ENV, "0")  # a CPU without native bf16
+    assert resolve_dtype("bf16", CPU) == torch.bfloat16
+    with pytest.warns(UserWarning, match="fp16 on CPU is slow and imprecise: running in fp32 instead"):
+        assert resolve_dtype("fp16", CPU) == torch.float32
     with pytest.raises(ValueError, match="^dtype: unknown value 'fp8'"):
-        resolve_dtype("fp8", torch.device("cpu"))
+        resolve_dtype("fp8", CPU)
+
+
+def test_fp16_runs_in_bf16_on_a_cpu_with_native_bf16(monkeypatch, recwarn):
+    """fp16 becomes bf16 (one warning); fp32, bf16 and fp16 on an accelerator are kept, silently."""
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    with pytest.warns(UserWarning, match="^fp16 on CPU: running in bf16 instead") as caught:
+        assert resolve_dtype("fp16", CPU) == torch.bfloat16
+    assert len(caught) == 1
+    recwarn.clear()
+    assert resolve_dtype("fp32", CPU) == torch.float32
+    assert resolve_dtype(torch.bfloat16, CPU) == torch.bfloat16
+    assert resolve_dtype("fp16", torch.device("cuda")) == torch.float16  # no CUDA needed to decide
+    assert not recwarn.list
+
+
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_the_paper_preset_stays_fp32_either_way(monkeypatch, native):
+    from rollingdepth.runtime.run_config import RunConfig
+
+    monkeypatch.setenv(CPU_BF16_ENV, native)
+    assert resolve_dtype(RunConfig.build("paper", {}).dtype, CPU) == torch.float32
+    fast = torch.bfloat16 if native == "1" else torch.float32
+    with pytest.warns(UserWarning, match="fp16 on CPU"):
+        assert resolve_dtype(RunConfig.build("fast", {}).dtype, CPU) == fast
+
+
+def test_native_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path):
+    """avx512_bf16 or amx_bf16 in the flags line; the variable forces the answer either way."""
+    monkeypatch.delenv(CPU_BF16_ENV, raising=False)
+    with_bf16 = tmp_path / "zen4"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    amx = tmp_path / "spr"
+    amx.write_text("flags\t: fpu avx512f amx_tile amx_bf16 amx_int8\n")
+    without = tmp_path / "zen3"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\nbugs\t: avx512_bf16\n")
+    assert _cpuinfo_has_bf16(str(with_bf16)) and _cpuinfo_has_bf16(str(amx))
+    assert not _cpuinfo_has_bf16(str(without))  # only the flags line counts
+    assert not _cpuinfo_has_bf16(str(tmp_path / "absent"))
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    assert cpu_has_native_bf16()
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    assert not cpu_has_native_bf16()
+    monkeypatch.setenv(CPU_BF16_ENV, "yes")
+    with pytest.raises(ValueError, match=f"^{CPU_BF16_ENV}: expected 0 or 1"):
+        cpu_has_native_bf16()
+
+
+@pytest.mark.parametrize(("native", "expected"), [("1", torch.bfloat16), ("0", torch.float32)])
+def test_loading_and_prepare_follow_the_same_rule(monkeypatch, native, expected):
+    """load_pipeline (run-video's loader) and prepare() (a pipeline built in fp16 by hand) both
+    turn fp16 on a CPU into bf16 or fp32 as the CPU allows; fp32 stays fp32."""
+    from rollingdepth import RollingDepthPipeline
+    from rollingdepth.method.loading import load_pipeline
+
+    monkeypatch.setenv(CPU_BF16_ENV, native)
+    with pytest.warns(UserWarning, match="fp16 on CPU"):
+        assert load_pipeline(str(TINY_CHECKPOINT), "fp16", "cpu").dtype == expected
+    assert load_pipeline(str(TINY_CHECKPOINT), "fp32", "cpu").dtype == torch.float32
+    pipe = RollingDepthPipeline.from_pretrained(str(TINY_CHECKPOINT), torch_dtype=torch.float16)
+    with pytest.warns(UserWarning, match="fp16 on CPU"):
+        pipe.prepare()
+    assert pipe.dtype == pipe.unet.dtype == pipe.vae.dtype == expected
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_flush_denormals_flushes_inside_and_restores_after(before):
+    torch.set_flush_denormal(before)
+    try:
+        assert denormals_flushed() == before
+        tiny = torch.tensor([1e-40], dtype=torch.float64).to(torch.float32)  # subnormal
+        with flush_denormals():
+            assert denormals_flushed()
+            assert float((tiny * 1.0)[0]) == 0.0
+        assert denormals_flushed() == before
+        with pytest.raises(RuntimeError), flush_denormals():
+            raise RuntimeError("restored on the way out too")
+        assert denormals_flushed() == before
+        with flush_denormals(enabled=False):
+            assert denormals_flushed() == before
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def test_bad_device_names_the_parameter():
@@ -109,3 +196,33 @@ def test_compile_runs_for_real_and_matches_eager():
     assert compiled.shape == eager.shape
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
     torch._dynamo.reset()
+
+
+def test_heap_reuse_lifts_run_video_heap_limit_for_the_block_only(monkeypatch):
+    """Under limit_heap_growth (run-video), the block reuses freed blocks up to 32 MiB; after it
+    the 64 KiB limit is back and the free heap top trimmed. Without the limit: nothing done."""
+    import rollingdepth.method.device as device
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, option, value):
+            calls.append(("mallopt", option, value))
+            return 1
+
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+            return 1
+
+    monkeypatch.setattr(device, "_libc", lambda: FakeLibc())
+    monkeypatch.setattr(device, "_heap_limited", False)
+    with device.heap_reuse():
+        assert calls == []
+    assert calls == []
+    assert device.limit_heap_growth()
+    assert device._heap_limited
+    calls.clear()
+    with pytest.raises(RuntimeError), device.heap_reuse():
+        assert calls == [("mallopt", device._M_MMAP_THRESHOLD, 32 * 2**20)]
+        raise RuntimeError("the limit comes back on the way out too")
+    assert calls[1:] == [("mallopt", device._M_MMAP_THRESHOLD, 64 * 1024), ("trim", 0)]

@@ -14,6 +14,11 @@ per snippet, every frame's target is the mean of ``y`` over the snippet frames s
 on a compact per-snippet layout (no dense ``[sum n, N, P]`` tensor) from the best of a few
 starting points (one is a least-squares alignment), with a short Adam schedule (100 steps,
 step size decaying from 0.1 to 1e-3), keeping the best point it visits.
+
+On a CPU, the solve and the merge treat subnormal floats as zero (``FLUSH_DENORMALS``), so
+that near-zero residuals (snippets that nearly agree: a static scene) cannot slow the
+arithmetic down; under run-video's heap setting the solve reuses its freed temporaries
+(:func:`~rollingdepth.method.device.heap_reuse`). Figures: ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from rollingdepth.method.device import flush_denormals, heap_reuse
 from rollingdepth.method.snippets import snippet_indices
 
 __all__ = ["COALIGN_MODES", "CoalignProblem", "coalign", "coalign_loss", "merge_snippets",
@@ -45,6 +51,7 @@ REF_ITERATIONS = 2000
 CHUNK = 64  # snippets per chunk in the compact computations
 FAST_ITERATIONS = 100  # Adam steps after the best starting point
 ALS_ROUNDS = 8
+FLUSH_DENORMALS = True  # subnormals as zero on the host during solve and merge (False: benchmarks' "before")
 
 
 @dataclass
@@ -149,13 +156,14 @@ def solve(problem: CoalignProblem, mode: str = "fast", iterations: int | None = 
     """Scales and shifts (one float32 array of S per group), the loss, and the iterations run."""
     if mode not in COALIGN_MODES:
         raise ValueError(f"coalign: unknown mode {mode!r}; expected one of {COALIGN_MODES}")
-    if mode == "reference":
-        iters = REF_ITERATIONS if iterations is None else iterations
-        scales, shifts = _solve_reference(problem, iters)
-    else:
-        iters = FAST_ITERATIONS if iterations is None else iterations
-        scales, shifts = _solve_fast(problem, iters)
-    loss = coalign_loss(problem, scales, shifts)
+    with flush_denormals(FLUSH_DENORMALS and problem.x[0].device.type == "cpu"), heap_reuse():
+        if mode == "reference":
+            iters = REF_ITERATIONS if iterations is None else iterations
+            scales, shifts = _solve_reference(problem, iters)
+        else:
+            iters = FAST_ITERATIONS if iterations is None else iterations
+            scales, shifts = _solve_fast(problem, iters)
+        loss = coalign_loss(problem, scales, shifts)
     return [s.cpu().numpy() for s in scales], [t.cpu().numpy() for t in shifts], loss, iters
 
 
@@ -355,14 +363,15 @@ def merge_snippets(
     h, w = snippets[0].shape[-2:]
     acc = torch.zeros(num_frames, h, w, dtype=torch.float32)
     count = torch.zeros(num_frames, dtype=torch.float32)
-    for snip, d, s, t in zip(snippets, dilations, scales, shifts):
-        x = _as_tensor(snip).to("cpu", torch.float32)
-        s = _as_tensor(s).to("cpu", torch.float32).reshape(-1, 1, 1, 1)
-        t = _as_tensor(t).to("cpu", torch.float32).reshape(-1, 1, 1, 1)
-        idx = torch.from_numpy(snippet_indices(num_frames, x.shape[1], int(d))).reshape(-1)
-        acc.index_add_(0, idx, ((x - min_value) * s + t).reshape(-1, h, w))
-        count.index_add_(0, idx, torch.ones(idx.numel()))
-    return (acc / count[:, None, None]).numpy()
+    with flush_denormals(FLUSH_DENORMALS):
+        for snip, d, s, t in zip(snippets, dilations, scales, shifts):
+            x = _as_tensor(snip).to("cpu", torch.float32)
+            s = _as_tensor(s).to("cpu", torch.float32).reshape(-1, 1, 1, 1)
+            t = _as_tensor(t).to("cpu", torch.float32).reshape(-1, 1, 1, 1)
+            idx = torch.from_numpy(snippet_indices(num_frames, x.shape[1], int(d))).reshape(-1)
+            acc.index_add_(0, idx, ((x - min_value) * s + t).reshape(-1, h, w))
+            count.index_add_(0, idx, torch.ones(idx.numel()))
+        return (acc / count[:, None, None]).numpy()
 
 
 def coalign(

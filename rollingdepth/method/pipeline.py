@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
@@ -23,7 +22,7 @@ from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from rollingdepth.method.cross_frame_attention import set_cross_frame_attention
-from rollingdepth.method.device import resolve_device, resolve_dtype, to_device
+from rollingdepth.method.device import cpu_dtype_for, resolve_device, resolve_dtype, to_device
 from rollingdepth.method.settings import MethodSettings
 
 if TYPE_CHECKING:
@@ -133,7 +132,7 @@ class RollingDepthPipeline(DiffusionPipeline):
     ) -> "RollingDepthPipeline":
         """Load and move to ``device`` (CUDA, then MPS, then CPU when ``None``).
 
-        fp16 on CPU falls back to fp32 with one warning.
+        fp16 on CPU runs in bf16 where the CPU computes it natively, else in fp32 (one warning).
         """
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
@@ -155,10 +154,10 @@ class RollingDepthPipeline(DiffusionPipeline):
         return settings.validate(max_refine_step=self.scheduler.config.num_train_timesteps // 2)
 
     def prepare(self) -> None:
-        """Before a run: fp16 on CPU becomes fp32 (one warning)."""
+        """Before a run: fp16 on CPU becomes bf16 or fp32 (one warning;
+        :func:`~rollingdepth.method.device.cpu_dtype_for`)."""
         if self.unet.device.type == "cpu" and self.dtype == torch.float16:
-            warnings.warn("fp16 on CPU is slow and imprecise: running in fp32 instead", stacklevel=3)
-            self.to(dtype=torch.float32)
+            self.to(dtype=cpu_dtype_for(torch.float16, stacklevel=3))
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
