@@ -37,7 +37,7 @@ import torch
 
 from rollingdepth.errors import EmptyVideoError
 from rollingdepth.method.coalign import problem_from_subsampled, solve, subsample
-from rollingdepth.method.device import to_device
+from rollingdepth.method.device import flush_denormals, to_device
 from rollingdepth.method.num_view import choose_num_view, motion_score
 from rollingdepth.method.settings import MethodSettings
 from rollingdepth.runtime.background import HostWriter, prefetch
@@ -482,7 +482,9 @@ class VideoRun:
         first = (store.resumed(MergeState) or MergeState(0)).windows
         acc = count = None
         self.notify("merge", min(first * MERGE_WINDOW, plan.num_frames), plan.num_frames)
-        with HostWriter(depth=1) as writer:  # a window is 32 full-size frames: keep few of them around
+        # subnormal floats would slow a CPU's arithmetic (docs/performance.md); a window is 32
+        # full-size frames: keep few of them around
+        with flush_denormals(device.type == "cpu"), HostWriter(depth=1) as writer:
             for f0, f1, g, part, local, data in prefetch(self._merge_reads(plan, snippets, first), depth=2):
                 if acc is None:
                     acc = torch.zeros((f1 - f0, *size), dtype=torch.float32, device=device)

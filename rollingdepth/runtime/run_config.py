@@ -40,7 +40,7 @@ class RunConfig(MethodSettings):
     checkpoint: str = opt(DEFAULT_CHECKPOINT, Option(
         ("-c", "--checkpoint"), f"Hub id or local folder. (default: {DEFAULT_CHECKPOINT})", "ID|PATH", MODEL))
     dtype: str = opt("fp16", Option(
-        ("--dtype", "--data-type"), "fp16, bf16 or fp32 (fp16 becomes fp32 on CPU).", "fp16|bf16|fp32", MODEL))
+        ("--dtype", "--data-type"), "fp16, bf16 or fp32 (on a CPU, fp16 runs in bf16 where the CPU computes it natively, else in fp32).", "fp16|bf16|fp32", MODEL))
     device: str | None = opt(None, Option(
         ("--device",), "cuda, cuda:1, mps or cpu. (default: best available)", "NAME", MODEL))
     seed: int = opt(0, Option(("--seed",), "Seed of the initial noise. (default: 0)", "INT", INFER, int))
