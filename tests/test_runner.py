@@ -65,7 +65,7 @@ def test_work_folder_removed_after_success_kept_for_resuming(tmp_path, capsys, m
     def fail_early(*a, **k):
         raise RuntimeError("before any checkpoint")
 
-    monkeypatch.setattr(driver, "encode_pass", fail_early)
+    monkeypatch.setattr(driver.VideoRun, "encode", fail_early)
     with pytest.raises(SystemExit) as info:
         cli.main(args + ["-o", str(tmp_path / "early")])
     assert info.value.code == 1 and not _work_folders(tmp_path / "early")
