@@ -82,7 +82,7 @@ def cpu_dtype_for(dtype: torch.dtype, stacklevel: int = 1) -> torch.dtype:
         return dtype
     if cpu_has_native_bf16():
         warnings.warn("fp16 on CPU: running in bf16 instead (this CPU computes bf16 natively; "
-                      "--dtype fp32 for full precision)", stacklevel=stacklevel + 1)
+                      "ask for fp32 for full precision)", stacklevel=stacklevel + 1)
         return torch.bfloat16
     warnings.warn("fp16 on CPU is slow and imprecise: running in fp32 instead", stacklevel=stacklevel + 1)
     return torch.float32
