@@ -7,6 +7,7 @@ and leaves the work to :mod:`rollingdepth.runtime.video_job` and the pipeline.
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import sys
 import time
@@ -231,7 +232,7 @@ def run_video(**values) -> None:
         try:
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-                probe = folder / ".run-video-write-test"
+                probe = folder / f".run-video-write-test-{os.getpid()}"  # one per process: ranks start together
                 probe.write_text("")
                 probe.unlink()
         except OSError as exc:
