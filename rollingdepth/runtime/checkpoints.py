@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-__all__ = ["CoalignState", "EncodeState", "GroupProgress", "MergeState", "OutputsState", "RefineDecodeState",
+__all__ = ["CoalignState", "EncodeState", "GroupProgress", "MergeState", "OutputsState", "RefineDecodeState", "ShotsState", "UnitsState",
            "RefineState", "RenormaliseState", "SnippetsState", "StageState"]
 
 
@@ -111,3 +111,24 @@ class OutputsState(StageState):
 
     stage: ClassVar[str] = "write"
     files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ShotsState(StageState):
+    """The video's shots: ``cuts`` (first frames of shots 2, 3, ...), how they were found, and
+    the frames processed."""
+
+    stage: ClassVar[str] = "shots"
+    cuts: list[int]
+    found_by: str
+    frames: int
+
+
+@dataclass
+class UnitsState(StageState):
+    """Units (shots or segments) whose run is complete, as their reports (``index`` first), and
+    the shots whose rows are in the prediction, as their reports."""
+
+    stage: ClassVar[str] = "units"
+    units: list[dict] = field(default_factory=list)
+    shots: list[dict] = field(default_factory=list)

@@ -22,6 +22,8 @@ __all__ = ["DEFAULT_CHECKPOINT", "PRESET", "PRESETS", "PRESET_DIR", "RunConfig",
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("fast", "fast1024", "full", "paper", "none")
 RENAMED = {"frame_count": "max_frames"}  # settings' former names, still read from preset YAML files
+SHOT_MODES = ("auto", "none")  # or a cut list file
+MIN_SEGMENT_FRAMES = 8  # a segment shares a quarter of itself with the next
 IN, MODEL, OUT, RUN = "Input", "Model", "Output", "Run"  # help panels (the method's: INFER)
 
 PRESET = Option(("-p", "--preset"), "fast, fast1024, full, paper, none, or a YAML file; options given here win. "
@@ -100,6 +102,14 @@ class RunConfig(MethodSettings):
     resume: bool = opt(True, _on_off(
         ("--resume/--restart",), "Continue an unfinished run of the same video and settings from its work folder, "
         "or discard that folder and start over. (default: resume)", RUN))
+    shots: str = opt("none", Option(
+        ("--shots",), "auto: find hard cuts and process each shot on its own; none: the video is one shot; or a cut "
+        "list FILE (frame numbers or timecodes, one per line, or a CMX3600 EDL; docs/shots.md). "
+        "(default: auto; none in the paper preset)", "auto|none|FILE", IN))
+    segment_frames: int = opt(1000, Option(
+        ("--segment-frames",), "Process a shot longer than this in overlapping segments of at most this many frames, "
+        "aligned on their overlap: host memory then depends on this, not on the video's length (0 = never split). "
+        "(default: 1000)", "K", RUN, int))
     strict: bool = opt(False, _on_off(
         ("--strict/--no-strict",), "Fail a video whose file decodes fewer frames than its container declares "
         "(truncated); without it, a warning gives both numbers. (default: off)", IN))
@@ -126,6 +136,12 @@ class RunConfig(MethodSettings):
         non_negative_int("--from", self.start_frame)
         non_negative_int("--frames", self.max_frames)
         non_negative_int("--seed", self.seed)
+        non_negative_int(option_name("segment_frames"), self.segment_frames)
+        if 0 < self.segment_frames < MIN_SEGMENT_FRAMES:
+            raise ValueError(f"{option_name('segment_frames')}: {self.segment_frames} is too short; give 0 (never split) "
+                             f"or at least {MIN_SEGMENT_FRAMES} frames")
+        if self.shots not in SHOT_MODES and not Path(str(self.shots)).expanduser().is_file():
+            raise ValueError(f"{option_name('shots')}: {self.shots!r} is neither auto, none nor a cut list file")
         if str(self.dtype).lower() not in DTYPES:
             raise ValueError(f"--dtype: unknown value {self.dtype!r}; expected fp16, bf16 or fp32")
         if isinstance(self.output_fps, bool) or not isinstance(self.output_fps, (int, float)) or self.output_fps < 0:

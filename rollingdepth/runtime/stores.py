@@ -230,6 +230,13 @@ class Store(Protocol):
     def output(self, shape):
         """The prediction's array ``[N, H, W]``."""
 
+    def child(self, name: str, fingerprint: dict) -> "Store":
+        """A store of the same kind for one part of the run (a shot or a segment): resumable on
+        its own, removed with :meth:`remove_child`."""
+
+    def remove_child(self, child: "Store") -> None:
+        """Close a child store and drop what it holds."""
+
     def close(self) -> None:
         """Close every file."""
 
@@ -280,6 +287,12 @@ class MemoryStore:
 
     def output(self, shape) -> np.ndarray:
         return self.array("output", shape)
+
+    def child(self, name: str, fingerprint: dict) -> "MemoryStore":
+        return MemoryStore()
+
+    def remove_child(self, child: "MemoryStore") -> None:
+        child.arrays.clear()
 
     def close(self) -> None:
         pass
@@ -524,6 +537,17 @@ class DiskStore:
 
     def output(self, shape) -> NpyFile:
         return self.array("output", shape)
+
+    def child(self, name: str, fingerprint: dict) -> "DiskStore":
+        """A store in the sub-folder ``name`` (created, or resumed when its journal matches
+        ``fingerprint``), with this store's budget."""
+        folder = self.workdir / name
+        folder.mkdir(exist_ok=True)
+        return DiskStore(folder, budget=self.budget, fingerprint=fingerprint)
+
+    def remove_child(self, child: "DiskStore") -> None:
+        child.close()
+        shutil.rmtree(child.workdir, ignore_errors=True)
 
     def close(self) -> None:
         """Close every file (the folder itself is the caller's)."""
