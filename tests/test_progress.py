@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rollingdepth.frontends.progress import (BarRenderer, JsonRenderer, LineRenderer, Reporter, make_renderer, only_errors,
-                                   split_stage)
+                                   split_stage, split_unit)
 
 from .conftest import TINY_CHECKPOINT, make_clip
 from .test_cli import run, write_clip
@@ -54,6 +54,24 @@ def test_split_stage():
     assert split_stage("snippets d=10") == ("snippets", 10)
     assert split_stage("refine decode") == ("refine decode", None)
     assert split_stage("merge") == ("merge", None)
+
+
+def test_a_unit_of_a_video_is_named_in_lines_and_json():
+    """A video run as several units (shots, segments): the library's stage names carry the unit;
+    JSON events give it as fields, lines keep it in the stage's name."""
+    assert split_unit("shot 3/41 segment 2/5 snippets d=10") == (
+        {"shot": 3, "shots": 41, "segment": 2, "segments": 5}, "snippets d=10")
+    assert split_unit("shot 1/2 merge") == ({"shot": 1, "shots": 2}, "merge")
+    assert split_unit("merge") == ({}, "merge")
+    report, clock, stream = json_reporter(log_every=0)
+    report.update("a.mp4", "shot 3/41 segment 2/5 snippets d=10", 4, 10)
+    report.end_stage("a.mp4")
+    start = parse(stream.getvalue())[0]
+    assert (start["stage"], start["dilation"], start["shot"], start["shots"], start["segment"], start["segments"]) == (
+        "snippets", 10, 3, 41, 2, 5)
+    report, clock, stream = lines_reporter(log_every=0)
+    report.update("a.mp4", "shot 2/3 encode", 1, 8)
+    assert "a.mp4: shot 2/3 encode started, 1/8 frames" in stream.getvalue()
 
 
 def test_lines_start_at_most_one_every_log_every_and_end():
