@@ -217,7 +217,7 @@ def test_killed_between_units_resumes_without_redoing_them(runs, tmp_path, case)
     proc = held_run(runs.args(tmp_path, *extra), {"stage": "encode", "phase": "start", **held_at}, cwd=REPO, env=env)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert "units" in _journal_stages(tmp_path) and not (tmp_path / "clip_pred.npy").exists()
+    assert "unit" in _journal_stages(tmp_path) and not (tmp_path / "clip_pred.npy").exists()
     resumed = subprocess.run([sys.executable, "-c", _RUN, *runs.args(tmp_path, *extra), "--progress", "json",
                               "--log-every", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-__all__ = ["CoalignState", "EncodeState", "GroupProgress", "MergeState", "OutputsState", "RefineDecodeState", "ShotsState", "UnitsState",
+__all__ = ["CoalignState", "EncodeState", "GroupProgress", "MergeState", "OutputsState", "RefineDecodeState", "ShotDone", "ShotsState", "UnitDone",
            "RefineState", "RenormaliseState", "SnippetsState", "StageState"]
 
 
@@ -125,10 +125,17 @@ class ShotsState(StageState):
 
 
 @dataclass
-class UnitsState(StageState):
-    """Units (shots or segments) whose run is complete, as their reports (``index`` first), and
-    the shots whose rows are in the prediction, as their reports."""
+class UnitDone(StageState):
+    """A unit (a shot or a segment) whose run is complete: its report (``index`` first). One
+    checkpoint per unit; a resumed run reads them all (:meth:`Store.resumed_all`)."""
 
-    stage: ClassVar[str] = "units"
-    units: list[dict] = field(default_factory=list)
-    shots: list[dict] = field(default_factory=list)
+    stage: ClassVar[str] = "unit"
+    report: dict
+
+
+@dataclass
+class ShotDone(StageState):
+    """A shot whose rows are in the prediction: its report (``index`` first)."""
+
+    stage: ClassVar[str] = "shot"
+    report: dict

@@ -218,6 +218,10 @@ class Store(Protocol):
     def resumed(self, kind: type[State]) -> State | None:
         """The last verified checkpoint of that stage, or None (start it afresh)."""
 
+    def resumed_all(self, kind: type[State]) -> list[State]:
+        """Every verified checkpoint of that stage, in order (for stages that checkpoint each
+        part of their work apart, e.g. the units of a video)."""
+
     def keep_maps(self, nbytes: int, output_bytes: int = 0) -> bool:
         """Whether the decoded snippet maps (``nbytes``) can be kept for the merge."""
 
@@ -274,6 +278,9 @@ class MemoryStore:
 
     def resumed(self, kind: type[State]) -> State | None:
         return None
+
+    def resumed_all(self, kind: type[State]) -> list[State]:
+        return []
 
     def keep_maps(self, nbytes: int, output_bytes: int = 0) -> bool:
         """Whether decoded snippet maps of ``nbytes`` can be kept: always, here."""
@@ -498,6 +505,10 @@ class DiskStore:
         """That stage's state at its last verified checkpoint (None: start it afresh)."""
         data = self.journal.state(kind.stage)
         return None if data is None else kind.from_json(data)
+
+    def resumed_all(self, kind: type[State]) -> list[State]:
+        """Every verified checkpoint of that stage, in order."""
+        return [kind.from_json(e["state"]) for e in self.journal.entries if e["stage"] == kind.stage]
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.workdir).free

@@ -29,7 +29,7 @@ from rollingdepth.io.shots import Shot
 from rollingdepth.method.settings import MethodSettings
 from rollingdepth.runtime.assembly import OverlapStats, SegmentRows, chain, write_shot
 from rollingdepth.runtime.background import prefetch
-from rollingdepth.runtime.checkpoints import UnitsState
+from rollingdepth.runtime.checkpoints import ShotDone, UnitDone
 from rollingdepth.runtime.model_steps import DepthModel
 from rollingdepth.runtime.passes import ProgressCallback, RunResult, run
 from rollingdepth.runtime.plan import Unit
@@ -137,21 +137,23 @@ class _UnitRunner:
     def __init__(self, pipe: DepthModel, store: Store, settings: MethodSettings, job: UnitsJob):
         self.pipe, self.store, self.job = pipe, store, job
         self.settings = dataclasses.replace(settings, cap_dilation=True)  # dilations capped per unit
-        self.state = store.resumed(UnitsState) or UnitsState()
+        self.units = {d.report["index"]: d.report for d in store.resumed_all(UnitDone)}  # unit index -> report
+        self.shots = {d.report["index"]: d.report for d in store.resumed_all(ShotDone)}  # shot index -> report
         self.num_frames = sum(s.count for s in job.shots)
         self.output = None
         self.rows: dict[int, Any] = {}  # unit index -> its prediction [count, H, W], for a segmented shot
 
     def run(self) -> RunResult:
-        done_shots = {s["index"] for s in self.state.shots}
         for shot_index, shot in enumerate(self.job.shots):
-            if shot_index in done_shots:
+            if shot_index in self.shots:
                 continue
             units = [u for u in self.job.units if u.shot == shot_index]
             children = [self._unit(u) for u in units]
-            record = self._place(shot_index, shot, units, children)
-            self.state.shots.append(record)
-            self.store.checkpoint(self.state)
+            self.shots[shot_index] = self._place(shot_index, shot, units, children)
+            for u in units:
+                if len(units) == 1:  # a shot of one unit: the unit is recorded with its shot
+                    self.store.checkpoint(UnitDone(self.units[u.index]))
+            self.store.checkpoint(ShotDone(self.shots[shot_index]))
             for child in children:
                 self.store.remove_child(child)
         return self._result()
@@ -160,7 +162,7 @@ class _UnitRunner:
     def _unit(self, unit: Unit) -> Store:
         """The unit's child store, with its prediction run (or found complete)."""
         child = self.store.child(f"unit_{unit.index:05d}", {"first": unit.first, "frames": unit.count})
-        if any(u["index"] == unit.index for u in self.state.units):
+        if unit.index in self.units:
             return child
         following = [u for u in self.job.units if u.shot == unit.shot and u.segment == unit.segment + 1]
         frames = prefetch(self.job.frames.frames(unit.first, unit.count, following[0].first if following else None))
@@ -174,13 +176,13 @@ class _UnitRunner:
             raise InputError(f"the input gave {result.num_frames} frames for {unit.label(len(self.job.shots))} "
                              f"(frames {unit.first}..{unit.stop - 1}); it was counted with more")
         self.rows[unit.index] = result.depth
-        self.state.units.append(_unit_report(unit, result))
+        self.units[unit.index] = _unit_report(unit, result, settings=not self.units)
         if unit.segments > 1:  # a shot of one unit is recorded once placed
-            self.store.checkpoint(self.state)
+            self.store.checkpoint(UnitDone(self.units[unit.index]))
         return child
 
     def _report(self, unit: Unit) -> dict:
-        return next(u for u in self.state.units if u["index"] == unit.index)
+        return self.units[unit.index]
 
     def _prediction(self, unit: Unit, child: Store):
         """The unit's prediction ``[count, H, W]``: from this run, or reopened from its store."""
@@ -199,7 +201,7 @@ class _UnitRunner:
         reports = [self._report(u) for u in units]
         out = self._out(reports[0]["size"])
         record = {"index": index, "first": shot.first, "frames": shot.count, "found_by": shot.found_by,
-                  "dilations": reports[0]["settings"]["dilations"],
+                  "dilations": reports[0]["dilations"],
                   "coalign_loss": float(np.average([r["coalign_loss"] for r in reports], weights=[u.count for u in units]))}
         if len(units) == 1:
             rows = self._prediction(units[0], children[0])
@@ -224,8 +226,8 @@ class _UnitRunner:
 
     # ------------------------------------------------------------------ the video's result
     def _result(self) -> RunResult:
-        reports = sorted(self.state.units, key=lambda r: r["index"])
-        main = max(reports, key=lambda r: r["frames"])  # the longest unit's settings stand for the video's
+        reports = [self.units[i] for i in sorted(self.units)]
+        main = next(r for r in reports if "settings" in r)  # the first unit run: its settings stand for the video's
         timings: dict[str, float] = {}
         counts: dict[str, int] = {}
         for r in reports:
@@ -233,7 +235,7 @@ class _UnitRunner:
                 timings[k] = timings.get(k, 0.0) + v
             for k, v in r["counts"].items():
                 counts[k] = counts.get(k, 0) + v
-        shots = sorted(self.state.shots, key=lambda s: s["index"])
+        shots = [self.shots[i] for i in sorted(self.shots)]
         settings = {**main["settings"], "num_frames": self.num_frames, "units": len(reports)}
         return RunResult(
             num_frames=self.num_frames, input_size=tuple(main["input_size"]), size=tuple(main["size"]),
@@ -243,10 +245,12 @@ class _UnitRunner:
             settings=settings, timings=timings, counts=counts, num_view_auto=main["num_view_auto"], shots=shots)
 
 
-def _unit_report(unit: Unit, result: RunResult) -> dict:
-    """What a finished unit's run reported, as its checkpoint keeps it."""
-    return {"index": unit.index, "shot": unit.shot, "segment": unit.segment, "first": unit.first,
-            "frames": unit.count, "depth_range": [float(v) for v in result.depth_range],
-            "coalign_loss": float(result.coalign_loss), "settings": result.settings,
-            "timings": {k: float(v) for k, v in result.timings.items()}, "counts": dict(result.counts),
-            "num_view_auto": result.num_view_auto, "input_size": list(result.input_size), "size": list(result.size)}
+def _unit_report(unit: Unit, result: RunResult, settings: bool) -> dict:
+    """What a finished unit's run reported, as its checkpoint keeps it (``settings``: with the
+    run's settings, which stand for the video's: kept once, so that the journal stays small)."""
+    report = {"index": unit.index, "shot": unit.shot, "segment": unit.segment, "first": unit.first,
+              "frames": unit.count, "depth_range": [float(v) for v in result.depth_range],
+              "coalign_loss": float(result.coalign_loss), "dilations": result.settings["dilations"],
+              "timings": {k: float(v) for k, v in result.timings.items()}, "counts": dict(result.counts),
+              "num_view_auto": result.num_view_auto, "input_size": list(result.input_size), "size": list(result.size)}
+    return {**report, "settings": result.settings} if settings else report
