@@ -227,3 +227,56 @@ def test_killed_between_units_resumes_without_redoing_them(runs, tmp_path, case)
     assert stages and not [e for e in stages if e.get(key) == value]  # the finished unit is not done again
     assert [e for e in stages if e.get(key) == value + 1]
     np.testing.assert_allclose(np.load(tmp_path / "clip_pred.npy"), want, atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- three scenes, the tiny checkpoint
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """Three scenes joined by hard cuts (tests/shot_clips.py) as a folder of PNGs, their true cuts,
+    and a cut list of them."""
+    from .shot_clips import three_scenes
+
+    frames, cuts = three_scenes()
+    folder = tmp_path_factory.mktemp("scenes") / "scenes"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame[..., ::-1])
+    cut_list = folder.parent / "cuts.csv"
+    cut_list.write_text("cut,note\n" + "".join(f"{c},hard cut\n" for c in cuts))
+    return folder, frames, cuts, cut_list
+
+
+def scene_run(folder: Path, out: Path, *extra) -> tuple[np.ndarray, dict]:
+    run_cli([str(folder), "-c", str(TINY_CHECKPOINT), "--res", "32", "-d", "1,4", "--dtype", "fp32", "--no-save-sbs",
+             "--cmap", "Greys_r", "-q", "-o", str(out), *extra])
+    return np.load(out / f"{folder.name}_pred.npy"), json.loads((out / f"{folder.name}_run.json").read_text())
+
+
+def test_scenes_cut_apart_as_runs_of_each_shot(scenes, tmp_path):
+    """--shots auto (the fast preset's) finds the hard cuts at their frames; each shot's rows are
+    what run-video gives for that shot alone; a cut list of those cuts gives the same."""
+    folder, frames, cuts, cut_list = scenes
+    depth, report = scene_run(folder, tmp_path / "auto")
+    assert [s["first"] for s in report["shots"][1:]] == cuts
+    assert [s["found_by"] for s in report["shots"]] == ["start", "auto", "auto"]
+    starts = [0, *cuts, len(frames)]
+    for first, stop in zip(starts, starts[1:]):
+        alone, _ = scene_run(folder, tmp_path / f"alone{first}", "--shots", "none", "--from", str(first),
+                             "--frames", str(stop - first))
+        np.testing.assert_allclose(depth[first:stop], alone, atol=1e-5, rtol=0)
+    listed, listed_report = scene_run(folder, tmp_path / "listed", "--shots", str(cut_list))
+    assert [s["found_by"] for s in listed_report["shots"]] == ["start", "cut list", "cut list"]
+    assert np.array_equal(listed, depth)
+
+
+def test_shots_none_is_the_method_on_the_whole_video(scenes, tmp_path):
+    """--shots none: one run of the method over every frame, as RollingDepthPipeline computes it."""
+    from rollingdepth import RollingDepthPipeline
+
+    folder, frames, cuts, _ = scenes
+    depth, report = scene_run(folder, tmp_path / "none", "--shots", "none")
+    assert len(report["shots"]) == 1 and report["settings"].get("units") is None
+    pipe = RollingDepthPipeline.from_pretrained(str(TINY_CHECKPOINT), torch_dtype=torch.float32)
+    want = pipe(frames, processing_res=32, dilations=[1, 4], snippet_lengths=[3], cap_dilation=True, refine_step=0,
+                coalign="fast", generator=torch.Generator().manual_seed(0)).depth
+    np.testing.assert_allclose(depth, want, atol=1e-5, rtol=0)
