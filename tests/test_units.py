@@ -172,6 +172,20 @@ def test_each_shot_equals_a_run_of_that_shot_alone(runs):
     assert np.abs(depth - whole).max() > 0.1  # the cuts change the result: each shot is its own problem
 
 
+def test_shots_of_one_to_five_frames(runs, tmp_path):
+    """Shots of 1, 2, 3 and 5 frames (dilations capped to each) run, each as it runs alone."""
+    cut_list = tmp_path / "short.txt"
+    cut_list.write_text("1\n3\n6\n11\n35\n")
+    depth, report = runs("--shots", str(cut_list), "--segment-frames", "0")
+    spans = [(s["first"], s["frames"]) for s in report["shots"]]
+    assert spans == [(0, 1), (1, 2), (3, 3), (6, 5), (11, 24), (35, 5)]
+    assert [s["dilations"] for s in report["shots"]][:4] == [[1]] * 4  # 10 capped to what fits, then 1 once
+    for first, count in spans:
+        alone, _ = runs("--shots", "none", "--from", str(first), "--frames", str(count))
+        assert np.array_equal(depth[first : first + count], alone), (first, count)
+    assert np.isfinite(depth).all() and depth.min() == -1.0
+
+
 def test_segments_recover_the_video_as_well_as_one_piece(runs):
     """40 frames in segments of at most 16 (three, overlapping by 4): chained and blended, they
     recover the depth video about as well as the method in one piece."""
