@@ -118,6 +118,19 @@ def video_shots(source: VideoSource, cfg: RunConfig, store, expected: int, progr
     return shots_from_cuts(state.cuts, state.frames, state.found_by)
 
 
+def _check_depth_points(cfg: RunConfig, shots: list[Shot]) -> None:
+    """Before the run: every shot has two known distances or more (else ``InputError``)."""
+    from rollingdepth.io.depth_points import read_depth_points
+
+    points = read_depth_points(Path(cfg.depth_points).expanduser())
+    start = cfg.start_frame
+    missing = [s for s in shots if len(points.in_frames(start + s.first, start + s.stop)) < 2]
+    if missing:
+        spans = ", ".join(f"{start + s.first}..{start + s.stop - 1}" for s in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise InputError(f"{cfg.depth_points}: {len(missing)} of {len(shots)} shots have fewer than two known distances "
+                         f"(frames {spans}); add points there, or give {option_name('depth_range')} NEAR,FAR for them")
+
+
 class _Counted:
     """Frames passed through, counted, with progress of the ``shots`` stage."""
 
@@ -183,6 +196,8 @@ def predict_video(
         pending.estimate_s = _estimate(pipe, expected, source, cfg)
         try:
             shots = video_shots(source, cfg, store, expected, progress)
+            if cfg.depth_points and not cfg.depth_range:
+                _check_depth_points(cfg, shots)
             units = plan_units([(s.first, s.count) for s in shots], cfg.segment_frames)
             if len(units) == 1:  # the video is one unit: one run over the video's own store
                 frames = prefetch(source.frames(cfg.start_frame, cfg.max_frames))
