@@ -25,7 +25,7 @@ from rollingdepth.runtime.assembly import OverlapStats, SegmentRows, chain, comp
 from rollingdepth.runtime.plan import plan_units, segment_overlap, segment_starts
 
 from .conftest import TINY_CHECKPOINT, held_run
-from .stand_ins import depth_video, frames_with_ids, save_stand_in_checkpoint
+from .stand_ins import depth_video, save_frames_with_ids, save_stand_in_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 FRAMES, SIZE = 40, (32, 48)
@@ -101,10 +101,7 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """The clip as a folder of PNGs (lossless: each frame keeps its number), and a cut list."""
-    folder = tmp_path_factory.mktemp("input") / "clip"
-    folder.mkdir()
-    for i, frame in enumerate(frames_with_ids(FRAMES, *SIZE)):
-        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    folder = save_frames_with_ids(tmp_path_factory.mktemp("input") / "clip", FRAMES, *SIZE)
     cut_list = folder.parent / "cuts.txt"
     cut_list.write_text("# cut list: first frame of each new shot\n" + "\n".join(map(str, CUTS)) + "\n")
     return folder, cut_list
