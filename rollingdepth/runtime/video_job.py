@@ -118,6 +118,14 @@ def video_shots(source: VideoSource, cfg: RunConfig, store, expected: int, progr
     return shots_from_cuts(state.cuts, state.frames, state.found_by)
 
 
+def _units_note(stem: str, shots: list[Shot], units: list) -> str:
+    """One line for the user: the shots found and how many ran in segments."""
+    cuts = [str(s.first) for s in shots[1:]]
+    where = f"cuts at frames {', '.join(cuts[:6])}{', ...' if len(cuts) > 6 else ''}" if cuts else "no cut"
+    segmented = len({u.shot for u in units if u.segments > 1})
+    return f"{stem}: {len(shots)} shot(s), {where}; {segmented} shot(s) in segments; {len(units)} units"
+
+
 def _check_depth_points(cfg: RunConfig, shots: list[Shot]) -> None:
     """Before the run: every shot has two known distances or more (else ``InputError``)."""
     from rollingdepth.io.depth_points import read_depth_points
@@ -212,6 +220,7 @@ def predict_video(
                 job = UnitsJob(shots, units, cursor, lambda: torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed),
                                progress)
                 pending.result = run_units(pipe, store, cfg.method_settings(), job)
+                pending.notes.append(_units_note(source.stem, shots, units))
         except EmptyVideoError:
             raise EmptyVideoError(f"{source.path}: the video has no frames") from None
         except OSError as exc:
