@@ -154,7 +154,8 @@ class _UnitRunner:
                 if len(units) == 1:  # a shot of one unit: the unit is recorded with its shot
                     self.store.checkpoint(UnitDone(self.units[u.index]))
             self.store.checkpoint(ShotDone(self.shots[shot_index]))
-            for child in children:
+            for u, child in zip(units, children):
+                self.rows.pop(u.index, None)
                 self.store.remove_child(child)
         return self._result()
 
