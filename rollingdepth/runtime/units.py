@@ -148,47 +148,53 @@ class _UnitRunner:
             if shot_index in self.shots:
                 continue
             units = [u for u in self.job.units if u.shot == shot_index]
-            children = [self._unit(u) for u in units]
-            self.shots[shot_index] = self._place(shot_index, shot, units, children)
+            for u in units:
+                self._unit(u)
+            self.shots[shot_index] = self._place(shot_index, shot, units)
             for u in units:
                 if len(units) == 1:  # a shot of one unit: the unit is recorded with its shot
                     self.store.checkpoint(UnitDone(self.units[u.index]))
             self.store.checkpoint(ShotDone(self.shots[shot_index]))
-            for u, child in zip(units, children):
-                self.rows.pop(u.index, None)
-                self.store.remove_child(child)
+            for u in units:
+                rows = self.rows.pop(u.index, None)
+                if hasattr(rows, "close"):
+                    rows.close()
+                self.store.remove_child(_name(u))
         return self._result()
 
     # ------------------------------------------------------------------ one unit
-    def _unit(self, unit: Unit) -> Store:
-        """The unit's child store, with its prediction run (or found complete)."""
-        child = self.store.child(f"unit_{unit.index:05d}", {"first": unit.first, "frames": unit.count})
+    def _unit(self, unit: Unit) -> None:
+        """Run the unit's prediction into its child store (unless a checkpoint says it is done).
+        The child is closed afterwards: a long shot's segments wait for their shot's end without
+        their journals in memory."""
         if unit.index in self.units:
-            return child
+            return
         following = [u for u in self.job.units if u.shot == unit.shot and u.segment == unit.segment + 1]
         frames = prefetch(self.job.frames.frames(unit.first, unit.count, following[0].first if following else None))
         notify = self.job.callback
         if notify is not None:
             label = unit.label(len(self.job.shots))
             notify = lambda stage, done, total: self.job.callback(f"{label} {stage}", done, total)  # noqa: E731
-        result = run(self.pipe, frames, child, self.settings, generator=self.job.generator(), callback=notify,
-                     num_frames_hint=unit.count)
+        child = self.store.child(_name(unit), {"first": unit.first, "frames": unit.count})
+        try:
+            result = run(self.pipe, frames, child, self.settings, generator=self.job.generator(), callback=notify,
+                         num_frames_hint=unit.count)
+        finally:
+            child.close()
         if result.num_frames != unit.count:
             raise InputError(f"the input gave {result.num_frames} frames for {unit.label(len(self.job.shots))} "
                              f"(frames {unit.first}..{unit.stop - 1}); it was counted with more")
-        self.rows[unit.index] = result.depth
         self.units[unit.index] = _unit_report(unit, result, settings=not self.units)
         if unit.segments > 1:  # a shot of one unit is recorded once placed
             self.store.checkpoint(UnitDone(self.units[unit.index]))
-        return child
 
     def _report(self, unit: Unit) -> dict:
         return self.units[unit.index]
 
-    def _prediction(self, unit: Unit, child: Store):
-        """The unit's prediction ``[count, H, W]``: from this run, or reopened from its store."""
+    def _prediction(self, unit: Unit):
+        """The finished unit's prediction ``[count, H, W]``, read from its child store."""
         if unit.index not in self.rows:
-            self.rows[unit.index] = child.output((unit.count, *self._report(unit)["size"]))
+            self.rows[unit.index] = self.store.child_output(_name(unit), (unit.count, *self._report(unit)["size"]))
         return self.rows[unit.index]
 
     # ------------------------------------------------------------------ one shot's rows
@@ -197,7 +203,7 @@ class _UnitRunner:
             self.output = self.store.output((self.num_frames, *size))
         return self.output
 
-    def _place(self, index: int, shot: Shot, units: list[Unit], children: list[Store]) -> dict:
+    def _place(self, index: int, shot: Shot, units: list[Unit]) -> dict:
         """Write the shot's rows into the video's prediction; the shot's report."""
         reports = [self._report(u) for u in units]
         out = self._out(reports[0]["size"])
@@ -205,13 +211,13 @@ class _UnitRunner:
                   "dilations": reports[0]["dilations"],
                   "coalign_loss": float(np.average([r["coalign_loss"] for r in reports], weights=[u.count for u in units]))}
         if len(units) == 1:
-            rows = self._prediction(units[0], children[0])
+            rows = self._prediction(units[0])
             for f0 in range(0, shot.count, COPY_CHUNK):
                 f1 = min(shot.count, f0 + COPY_CHUNK)
                 self.store.write(out, slice(shot.first + f0, shot.first + f1), np.asarray(rows[f0:f1], np.float32))
             record["depth_range"] = reports[0]["depth_range"]
             return record
-        segments = [SegmentRows(u.first - shot.first, self._prediction(u, c)) for u, c in zip(units, children)]
+        segments = [SegmentRows(u.first - shot.first, self._prediction(u)) for u in units]
         stats = [OverlapStats.of(cur.rows[: prev.stop - cur.first], prev.rows[cur.first - prev.first :])
                  for prev, cur in zip(segments, segments[1:])]
         affines = chain(stats)
@@ -244,6 +250,11 @@ class _UnitRunner:
             coalign_loss=float(np.average([s["coalign_loss"] for s in shots], weights=[s["frames"] for s in shots])),
             depth_range=(min(s["depth_range"][0] for s in shots), max(s["depth_range"][1] for s in shots)),
             settings=settings, timings=timings, counts=counts, num_view_auto=main["num_view_auto"], shots=shots)
+
+
+def _name(unit: Unit) -> str:
+    """The unit's child store."""
+    return f"unit_{unit.index:05d}"
 
 
 def _unit_report(unit: Unit, result: RunResult, settings: bool) -> dict:
