@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from rollingdepth.frontends import run_video as cli
 
-from .conftest import TINY_CHECKPOINT, held_run, make_clip, require, require_module
+from .conftest import TINY_CHECKPOINT, held_run, make_clip, require, require_module, work_folders
 from .test_cli import write_clip
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,10 +25,6 @@ def run_cli(args) -> int:
     with pytest.raises(SystemExit) as info:
         cli.main([str(a) for a in args])
     return info.value.code
-
-
-def work_folders(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if ".rollingdepth-work-" in p.name] if folder.exists() else []
 
 
 def test_work_dir_and_no_resume_after_the_input_changed(tmp_path, capsys):
