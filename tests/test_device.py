@@ -117,7 +117,17 @@ def test_to_device_on_the_host_keeps_values_and_does_not_copy():
 
 
 def test_to_device_stages_cuda_copies_in_pinned_memory(monkeypatch):
-    """Towards CUDA the copy is queued (pinned source, non_blocking), never a synchronising copy."""
+    """Towards CUDA the copy is queued (pinned source, non_blocking), never a synchronising copy.
+
+    Checked here, without CUDA: ``to_device``'s choice. A host tensor bound for a CUDA device
+    is pinned first (unless it already is), copied with ``non_blocking=True``, and converted to
+    the dtype after the copy. ``Tensor.to``, ``is_pinned`` and ``pin_memory`` are stand-ins:
+    a CPU-only torch can neither pin memory nor make a CUDA tensor, so no real copy runs.
+    Only a CUDA machine can check what the choice is for: that the host does not wait (a copy
+    queued behind a long kernel returns before ``torch.cuda.synchronize()``), that the pinned
+    buffer lives until the copy is done (the values arrive intact though the caller drops the
+    source at once), and that the copy equals its source. No test here runs on CUDA.
+    """
     calls = []
     original_to = torch.Tensor.to
 
