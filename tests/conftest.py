@@ -87,21 +87,33 @@ def _no_held_run_outlives_its_test():
 
 
 def kill_group(proc) -> None:
-    """Kill what is left of the process group ``proc`` leads (started with
-    ``start_new_session=True``): a launcher's workers too, not only the launcher."""
+    """Kill what is left of ``proc`` (started with ``start_new_session=True``): its process
+    group and every process it started (torchrun starts each worker in a session of its own)."""
     import signal
 
+    import psutil
+
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        pass  # nothing left
+        pass  # nothing left in the group
+    for child in family:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
     proc.wait()
 
 
 def run_group(command, timeout: float, **popen_kwargs):
     """``subprocess.run(command, capture_output=True, text=True, timeout=timeout)`` in a process
     group of its own: when it times out (or the test stops meanwhile) every process of the
-    group is killed, the workers that ``torchrun`` or ``accelerate launch`` started included."""
+    group and every process it started are killed, the workers of ``torchrun`` or ``accelerate
+    launch`` included."""
     import subprocess
 
     proc = subprocess.Popen([str(a) for a in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -5,7 +5,6 @@ original's option spellings, `accelerate launch`, and the `full` preset end to e
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from rollingdepth.frontends import run_video as cli
 
-from .conftest import TINY_CHECKPOINT, held_run, make_clip, require, require_module, work_folders
+from .conftest import TINY_CHECKPOINT, held_run, make_clip, require, require_module, run_group, work_folders
 from .test_cli import write_clip
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,10 +131,9 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env.pop(name, None)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "-m", "rollingdepth", str(clips), *SMALL, "-q", "-o", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    proc = run_group([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                      "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                      "-m", "rollingdepth", clips, *SMALL, "-q", "-o", out], 900, cwd=REPO, env=env)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     reports = {p.name: json.loads(p.read_text()) for p in out.glob("*_run.json")}
     assert sorted(reports) == ["v0_run.json", "v1_run.json", "v2_run.json"]
