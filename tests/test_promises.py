@@ -70,7 +70,8 @@ def _inductor_can_build() -> bool:
 def test_accelerator_options_from_the_command_line(tmp_path, capsys):
     """--compile (the real torch.compile: inductor on CPU, which builds C++ kernels),
     --channels-last and --device through run-video: the run reports them, dynamo compiled the
-    UNet, the VAE encoder and the VAE decoder, and the depth is the plain run's."""
+    UNet, the VAE encoder and the VAE decoder, and the depth is the plain run's. The suite's
+    one torch.compile run (a minute of CPU on a clean cache): 3 frames of 16x16, one snippet."""
     require(_inductor_can_build(), "torch.compile on CPU needs a C++ compiler (g++) and Python's headers")
     import torch
     import torch._dynamo
