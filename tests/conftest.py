@@ -93,6 +93,8 @@ def kill_group(proc) -> None:
 
     import psutil
 
+    if proc.poll() is not None:
+        return  # it ended (its workers with it): its pid may be another process's by now
     try:
         family = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -131,8 +133,8 @@ def held_run(args, event: dict, cwd=None, env=None, timeout: float = 300, launch
     "done": 32}``): it waits there, inside its progress report, until a signal comes, however
     fast the machine. Its stderr (read on in a thread, so that no process blocks writing) is
     the Popen's ``seen``, a list of lines. ``launcher`` (e.g. torchrun's argv) runs the script
-    instead of Python; every process of it that reports ``event`` is held (give ``"rank"`` to
-    hold one), in the launcher's first round only. The child leads a process group of its
+    instead of Python; every process of it that reports ``event`` is held (under torchrun only
+    rank 0 reports progress), in the launcher's first round only. The child leads a process group of its
     own (``kill_group``). Fails when the run ends first."""
     import json
     import subprocess
