@@ -9,9 +9,12 @@ it waits right there, inside its progress report, until a signal arrives:
   progress report holds a ``cancel`` event, until the run sets it: the point where the run
   tells that thread to stop. If the run never does, the thread stays held (the test times out).
 
-Under torchrun, only in the launcher's first round (not after an elastic restart).
+Under torchrun, only in the launcher's first round (not after an elastic restart). Before the
+run, the modules named in the environment's HELD_RUN_IMPORTS (comma-separated, e.g.
+``tests.stand_ins``, a stand-in model's) are imported, found from the working folder.
 """
 
+import importlib
 import json
 import os
 import signal
@@ -81,6 +84,9 @@ class Held:
 
 
 if __name__ == "__main__":
+    sys.path[0] = os.getcwd()  # as `python -c` has it (not this folder)
+    for module in filter(None, os.environ.get("HELD_RUN_IMPORTS", "").split(",")):
+        importlib.import_module(module)
     signal.signal = lambda signum, handler: _install(signum, _noting(handler))
     signal.signal(signal.SIGINT, signal.getsignal(signal.SIGINT))
     sys.stderr = Held(sys.stderr)
