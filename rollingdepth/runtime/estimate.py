@@ -32,7 +32,7 @@ __all__ = ["Estimate", "dtype_name", "estimate_run", "format_duration", "quick_r
 
 CALIBRATION_LATENT = (18, 32)  # latent size (h, w) of the frames the throughput is measured on
 QUICK_RES = (768, 640, 512, 384, 320, 256, 192, 160, 128, 96, 80, 64, 48, 32)  # resolutions to suggest, highest first
-QUICK_S = 60.0  # a quick first look takes about this long
+QUICK_S = 90.0  # a quick first look takes at most this long (about a minute)
 LONG_S = 300.0  # an estimate over this (on a CPU) names the resolution of a quick first look
 
 
