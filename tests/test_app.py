@@ -752,6 +752,7 @@ def test_ctrl_c_stops_the_page_cleanly(tmp_path):
     proc, url, log = _start_app(tmp_path, "sigint.log")
     try:
         _wait_until_served(proc, url, log)
+        _wait(lambda: "serving on" in log.read_text(), 30, "the app to say where it serves")
         (root,) = (tmp_path / "tmp").glob("rollingdepth-app-*")
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)

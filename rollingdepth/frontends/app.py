@@ -739,7 +739,7 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(workspace.root / "examples")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    service = None
+    service = page = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         from rollingdepth.method.loading import load_pipeline
@@ -759,11 +759,14 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
             raise InputError(f"{APP_OPTIONS['port'].name}: cannot listen on {host}:{port} ({' '.join(str(exc).split())})") from None
         print(f"rollingdepth-app: serving on {page.local_url or f'http://{host}:{port}/'} (Ctrl-C stops it)",
               file=sys.stderr, flush=True)
-        _wait_until_stopped(page)
+        while page.is_running:  # until Ctrl-C or SIGTERM (a KeyboardInterrupt)
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if page is not None:
+            page.close(verbose=False)  # nothing when it never started
         if service is not None:
             service.shutdown()
             print(f"rollingdepth-app: stopped; removed {workspace.root}", file=sys.stderr, flush=True)
@@ -773,15 +776,6 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-def _wait_until_stopped(page) -> None:
-    """Serve until Ctrl-C or SIGTERM (a KeyboardInterrupt here), then close the server."""
-    try:
-        while page.is_running:
-            time.sleep(0.2)
-    finally:
-        page.close(verbose=False)
 
 
 def main(argv: list[str] | None = None) -> None:
