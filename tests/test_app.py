@@ -699,9 +699,10 @@ def test_two_browsers_at_once_run_one_after_the_other(app, browser, reference, t
 
 
 def test_cancel_stops_the_job_and_leaves_no_files(app, browser):
-    """The job is held inside its progress report at its snippets (app.HOLD_ENV), Cancel is
-    pressed there: the worker stops within a few seconds, the page says "Cancelled" only once it
-    has, nothing of the job is left, and the next job starts at once and runs to its end."""
+    """The job is held inside its progress report at its snippets (app.HOLD_ENV), as in a long
+    batch, and Cancel is pressed there: the page says "Cancelling" while the job still runs and
+    "Cancelled" only once it has stopped; released, the worker stops within a few seconds,
+    nothing of the job is left, and the next job starts at once and runs to its end."""
     from selenium.webdriver.common.by import By
 
     hold = app.tmp / "hold"
@@ -712,16 +713,21 @@ def test_cancel_stops_the_job_and_leaves_no_files(app, browser):
     _settings(page)
     runs_before = app.runs()
     log_start = len(app.log_text())
+    ended = re.compile(r"job \d+ ended")
     hold.write_text("")
     try:
         _run(page)
         _wait(held.exists, 120, "the job held at its snippets")
         assert len(app.runs()) == len(runs_before) + 1  # its folder exists while it runs
-        assert not re.search(r"job \d+ ended", app.log_text()[log_start:])
         page.find_element(By.ID, "rd-cancel").click()
-        clicked = time.time()
-        _wait(lambda: re.search(r"job \d+ ended", app.log_text()[log_start:]), 10, "the worker to stop")
-        stopped = time.time() - clicked
+        _wait(lambda: _text(page, "rd-status").startswith("Cancelling"), 30, "the page to say it is cancelling")
+        time.sleep(1)
+        assert _text(page, "rd-status").startswith("Cancelling"), _text(page, "rd-status")
+        assert not ended.search(app.log_text()[log_start:])  # the job is still held: not "Cancelled" yet
+        hold.unlink()
+        released = time.time()
+        _wait(lambda: ended.search(app.log_text()[log_start:]), 10, "the worker to stop")
+        stopped = time.time() - released
         status = _wait(lambda: _finished(page), 30, "the page to say it cancelled")
     finally:
         hold.unlink(missing_ok=True)

@@ -281,7 +281,7 @@ class DepthService:
         from rollingdepth.runtime.video_job import process_video
 
         def on_progress(stage: str, done: int, total: int) -> None:
-            _hold_for_tests(stage, event)
+            _hold_for_tests(stage)
             if event.is_set():
                 raise JobCancelled
             if progress is not None:
@@ -339,9 +339,9 @@ class DepthService:
         from rollingdepth.runtime.estimate import Estimate, quick_res
 
         frames, size = 72, (192, 320)
-        if self.sample is not None:
-            frames, size = _frames_and_size(self.sample)
         try:
+            if self.sample is not None:
+                frames, size = _frames_and_size(self.sample)
             form = {"preset": "fast", **self.preset_values("fast")}
             estimate = Estimate(self.pipe, frames, size, self.config(form).method_settings())
             found = quick_res([estimate], res + 1, CPU_START_S)
@@ -365,7 +365,7 @@ class DepthService:
             return ""
         frames = max(frames - cfg.start_frame, 0)
         frames = min(frames, cfg.max_frames) if cfg.max_frames else frames
-        if not self.device_lock.acquire(timeout=5):  # a job runs: it is not measured beside it
+        if not self.device_lock.acquire(timeout=2):  # a job runs: it is not measured beside it
             return "The estimate comes when the job that runs now has finished."
         try:
             line, _ = estimate_run(self.pipe, [(frames, size)], cfg.method_settings())
@@ -414,8 +414,8 @@ class DepthService:
         self.workspace.close()
 
 
-def _hold_for_tests(stage: str, cancel: threading.Event) -> None:
-    """Hold a job at a known point while a test acts (:data:`HOLD_ENV`); a cancel ends the hold."""
+def _hold_for_tests(stage: str) -> None:
+    """Hold a job at a known point while a test acts (:data:`HOLD_ENV`), as a long batch would."""
     spec = os.environ.get(HOLD_ENV)
     if not spec:
         return
@@ -424,8 +424,8 @@ def _hold_for_tests(stage: str, cancel: threading.Event) -> None:
     if not stage.startswith(at) or not hold.exists():
         return
     Path(f"{hold}.held").write_text(stage)
-    while hold.exists() and not cancel.wait(0.05):
-        pass
+    while hold.exists():
+        time.sleep(0.05)
 
 
 def _frames_and_size(path: Path) -> tuple[int, tuple[int, int]]:
@@ -626,10 +626,12 @@ def _connect(service: DepthService, p: _Page) -> None:
                 [str(path) for path in outcome.downloads], state)
 
     def cancel(request: gr.Request):
+        yield "Cancelling: the job stops after its current batch …"
         stopped = service.cancel(request.session_hash)  # waits until the job has stopped
         if stopped is None:
-            return "Cancelling: the job stops after its current step."
-        return "Cancelled: the job stopped and its files were removed." if stopped else "Cancelled."
+            yield "Cancelling: the job has not stopped yet; it stops after its current batch."
+        else:
+            yield "Cancelled: the job stopped and its files were removed." if stopped else "Cancelled."
 
     def show_frame(index, state):
         return service.frame_view(state, index)
@@ -649,7 +651,8 @@ def _connect(service: DepthService, p: _Page) -> None:
     gr.on([field.change for field in fields], estimate, inputs=set(fields), outputs=p.estimate,
           show_progress="hidden", trigger_mode="always_last", concurrency_limit=1, concurrency_id="estimate",
           api_visibility="private")
-    p.cancel_btn.click(cancel, outputs=p.status, cancels=[job], queue=False, api_visibility="private")
+    p.cancel_btn.click(cancel, outputs=p.status, cancels=[job], concurrency_limit=None, show_progress="hidden",
+                       api_visibility="private")  # queued: its lines stream
     p.frame.change(show_frame, inputs=[p.frame, p.view], outputs=p.frame_image, show_progress="hidden",
                    concurrency_limit=4, concurrency_id="view", api_visibility="private")
 
