@@ -487,6 +487,8 @@ def test_sample_clip_run_matches_run_video(app, browser, reference):
     _settings(page)
     line = _wait(lambda: _estimate_of(page, 12), 60, "the estimate for the small settings")["line"]
     assert "for 12 frames at 32x19" in line and line == _run_video_estimate(12), line
+    toasts = [e.text for e in page.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]") if e.is_displayed()]
+    assert not toasts, toasts  # typing the settings raised no message on the way
     IMAGES.mkdir(parents=True, exist_ok=True)
     page.save_screenshot(str(IMAGES / "app-before.png"))
 

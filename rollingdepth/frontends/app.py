@@ -604,7 +604,9 @@ def _connect(service: DepthService, p: _Page) -> None:
         return values["res"], values["dilations"], values["snippet"], values["refine"]
 
     def estimate(values: dict):
-        return service.estimate(values[p.upload], {name: values[getattr(p, name)] for name in _Page.FORM})
+        upload = values[p.upload]  # the file's path, or its raw record (the live estimate skips preprocessing)
+        upload = upload.get("path") if isinstance(upload, dict) else upload
+        return service.estimate(upload, {name: values[getattr(p, name)] for name in _Page.FORM})
 
     def clear(values: dict):
         return ("", None, gr.update(visible=False, value=1), gr.update(visible=False, value=None), None, None,
@@ -648,7 +650,8 @@ def _connect(service: DepthService, p: _Page) -> None:
         run, inputs=set(fields), outputs=outputs, show_progress_on=[p.video],
         concurrency_limit=1, concurrency_id="inference", api_name="predict",
     )
-    gr.on([field.change for field in fields], estimate, inputs=set(fields), outputs=p.estimate,
+    # raw values: a number typed digit by digit is not refused (with a message) on its way
+    gr.on([field.change for field in fields], estimate, inputs=set(fields), outputs=p.estimate, preprocess=False,
           show_progress="hidden", trigger_mode="always_last", concurrency_limit=1, concurrency_id="estimate",
           api_visibility="private")
     p.cancel_btn.click(cancel, outputs=p.status, cancels=[job], concurrency_limit=None, show_progress="hidden",
