@@ -13,6 +13,7 @@ everything with pixels (which overstates it).
     python benchmarks/bench_memory.py
     python benchmarks/bench_memory.py --size 64x112 128x224 --frames 300 1000 3000
     python benchmarks/bench_memory.py --size 432x768 --frames 100 300   # the real size: slow on a CPU
+    python benchmarks/bench_memory.py --frames 1000 8000 --segment-frames 1000   # long shots in segments
 """
 
 from __future__ import annotations
@@ -45,16 +46,39 @@ def frames(n: int, h: int, w: int):
 HANDS_OVER = {"encode": "snippets", "coalign": "merge"}
 
 
-def worker(args) -> dict:
-    from rollingdepth.method.device import limit_heap_growth
+def run_video(pipe, store, settings, args, on_stage):
+    """The run as run-video makes it: one run of the method, or (``--segment-frames``) one shot in
+    segments of at most that many frames, the frames read forward once."""
+    import itertools
+
+    from rollingdepth.io.shots import Shot
     from rollingdepth.runtime.passes import run
+    from rollingdepth.runtime.plan import plan_units
+    from rollingdepth.runtime.units import FrameCursor, UnitsJob, run_units
+
+    h, w = args.size
+    units = plan_units([(0, args.n)], args.segment_frames)
+    if len(units) == 1:
+        return run(pipe, frames(args.n, h, w), store, settings, num_frames_hint=args.n, callback=on_stage)
+    cursor = FrameCursor(lambda first: itertools.islice(frames(args.n, h, w), first, None), spill_dir=store.workdir)
+    return run_units(pipe, store, settings, UnitsJob([Shot(0, args.n, "start")], units, cursor, lambda: None, on_stage))
+
+
+def worker(args) -> dict:
+    from rollingdepth.frontends.progress import split_unit
+    from rollingdepth.method.device import limit_heap_growth
     from rollingdepth.method.settings import MethodSettings
     from rollingdepth.runtime.stores import DiskStore
 
     if not args.no_heap_limit:
         limit_heap_growth()  # as run-video does
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = random_pipeline(args.layout, torch.float32, device)
+    if args.layout == "stand-in":  # the micro model with near-zero-cost stand-ins (bench_host.py): long clips fast
+        from bench_host import stand_in_pipeline
+
+        pipe = stand_in_pipeline(device)
+    else:
+        pipe = random_pipeline(args.layout, torch.float32, device)
     h, w = args.size
     # the high-water mark starts here (model loaded), so that loading's own peak cannot hide the run's
     reset = reset_peak_rss()
@@ -70,7 +94,7 @@ def worker(args) -> dict:
     def on_stage(stage, done, total):
         """At each change of stage: the finished stage's peak RSS, then a new high-water mark."""
         trace.append((round(time.perf_counter() - t0, 3), stage, done, total, current_rss_mb("VmRSS")))
-        stage = stage.split(" d=")[0]  # "snippets d=10" -> "snippets"
+        stage = split_unit(stage)[1].split(" d=")[0]  # "shot 1/1 segment 2/8 snippets d=10" -> "snippets"
         if stage in HANDS_OVER and total and done >= total:
             stage = HANDS_OVER[stage]  # finished: what follows is the next stage's first batch
         if stage != current[0] and reset:
@@ -84,8 +108,7 @@ def worker(args) -> dict:
         # as run-video runs it: a DiskStore in a work folder, the .npy written by rows with file I/O
         settings = MethodSettings(processing_res=0, dilations=args.dilations, snippet_lengths=[3],
                                   refine_step=args.refine_step, unet_batch_size=16, max_vae_bs=16).validate()
-        result = run(pipe, frames(args.n, h, w), DiskStore(Path(tmp)), settings, num_frames_hint=args.n,
-                     callback=on_stage)
+        result = run_video(pipe, DiskStore(Path(tmp)), settings, args, on_stage)
     on_stage("end", 0, 0)
     return {
         "frames": args.n,
@@ -107,10 +130,14 @@ def main() -> None:
     p.add_argument("--size", nargs="+", default=["64x112"],
                    help="HxW of the frames (processed at this size); with two or more, the per-frame slope is "
                         "fitted as a + b * pixels and extrapolated to 768x432")
-    p.add_argument("--layout", default="micro", choices=["micro", "small"], help="random model (VAE downscale 8 in both)")
+    p.add_argument("--layout", default="micro", choices=["micro", "small", "stand-in"],
+                   help="random model (VAE downscale 8 in both), or the micro one with stand-ins of near-zero cost for "
+                        "its UNet and VAE (the host's memory is what is measured)")
     p.add_argument("--dilations", type=int, nargs="+", default=[1, 10, 25])
     p.add_argument("--refine-step", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--segment-frames", type=int, default=0,
+                   help="process the clip in segments of at most this many frames, as run-video does (0: one piece)")
     p.add_argument("--no-heap-limit", action="store_true", help="leave glibc's malloc settings alone (to see its growth)")
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -128,7 +155,8 @@ def main() -> None:
         per_size = []
         for n in args.frames:
             cmd = [sys.executable, __file__, "--n", str(n), "--size", f"{h}x{w}", "--refine-step", str(args.refine_step),
-                   "--layout", args.layout, "--dilations", *map(str, args.dilations)]
+                   "--layout", args.layout, "--dilations", *map(str, args.dilations),
+                   "--segment-frames", str(args.segment_frames)]
             cmd += ["--no-heap-limit"] if args.no_heap_limit else []
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -184,8 +212,9 @@ def main() -> None:
                     "projected_peak_mb_10000_frames_at_768x432": projected})
     print(f"slope at 768x432: {estimate:.3f} MB/frame (bound 0.5; {how}); projected peak for 10,000 frames at "
           f"768x432: {projected / 1024:.1f} GB (this model's {largest['intercept_mb']:.0f} MB base + frames)")
+    segments = f", segments of at most {args.segment_frames} frames" if args.segment_frames else ""
     title = (f"Peak memory vs. frames: run-video's disk store, random {args.layout} model (VAE /8), dilations "
-             f"{'/'.join(map(str, args.dilations))}, n=3, refine {args.refine_step}; {machine()}")
+             f"{'/'.join(map(str, args.dilations))}, n=3, refine {args.refine_step}{segments}; {machine()}")
     write_reports(args.out, "bench_memory", {"title": title, "results": results, "summary": summary},
                   ["size", "frames", "seconds", "RSS before run MB", "peak RSS MB", "peak CUDA MB"], rows)
 

@@ -69,13 +69,16 @@ def clip():
     return make_clip
 
 
-# run-video in a child process that stops at a point the run reports: once it prints the
+# run-video in a child process that stops at a point the run reports (after importing the
+# modules named in HELD_RUN_IMPORTS, e.g. a stand-in model's): once it prints the
 # `--progress json` event whose fields include all of argv[1] (a JSON object), the event is
 # written out and the run waits right there, inside the progress report, until a signal
 # arrives. A signal sent then finds the run at that point, however fast the machine.
 _HELD_RUN = """
-import json, sys, time
+import importlib, json, os, sys, time
 want = json.loads(sys.argv[1])
+for module in filter(None, os.environ.get("HELD_RUN_IMPORTS", "").split(",")):  # e.g. tests.stand_ins
+    importlib.import_module(module)
 
 class Held:
     def __init__(self, stream):

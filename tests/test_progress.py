@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rollingdepth.frontends.progress import (BarRenderer, JsonRenderer, LineRenderer, Reporter, make_renderer, only_errors,
-                                   split_stage)
+                                   split_stage, split_unit)
 
 from .conftest import TINY_CHECKPOINT, make_clip
 from .test_cli import run, write_clip
@@ -54,6 +54,24 @@ def test_split_stage():
     assert split_stage("snippets d=10") == ("snippets", 10)
     assert split_stage("refine decode") == ("refine decode", None)
     assert split_stage("merge") == ("merge", None)
+
+
+def test_a_unit_of_a_video_is_named_in_lines_and_json():
+    """A video run as several units (shots, segments): the library's stage names carry the unit;
+    JSON events give it as fields, lines keep it in the stage's name."""
+    assert split_unit("shot 3/41 segment 2/5 snippets d=10") == (
+        {"shot": 3, "shots": 41, "segment": 2, "segments": 5}, "snippets d=10")
+    assert split_unit("shot 1/2 merge") == ({"shot": 1, "shots": 2}, "merge")
+    assert split_unit("merge") == ({}, "merge")
+    report, clock, stream = json_reporter(log_every=0)
+    report.update("a.mp4", "shot 3/41 segment 2/5 snippets d=10", 4, 10)
+    report.end_stage("a.mp4")
+    start = parse(stream.getvalue())[0]
+    assert (start["stage"], start["dilation"], start["shot"], start["shots"], start["segment"], start["segments"]) == (
+        "snippets", 10, 3, 41, 2, 5)
+    report, clock, stream = lines_reporter(log_every=0)
+    report.update("a.mp4", "shot 2/3 encode", 1, 8)
+    assert "a.mp4: shot 2/3 encode started, 1/8 frames" in stream.getvalue()
 
 
 def test_lines_start_at_most_one_every_log_every_and_end():
@@ -250,7 +268,7 @@ def test_a_log_file_gets_plain_progress_lines(tmp_path, clip):
     stamp = r"\d\d:\d\d:\d\d a\.mp4: "
     started = re.findall(rf"^{stamp}(.+) started, \d+/\d+", log, re.M)
     ended = re.findall(rf"^{stamp}(.+) done, (\d+)/(\d+)", log, re.M)
-    assert started[:5] == ["encode", "snippets d=1", "coalign", "merge", "write"], log
+    assert started[:6] == ["shots", "encode", "snippets d=1", "coalign", "merge", "write"], log  # fast: --shots auto
     assert [name for name, _, _ in ended] == started
     assert all(done == total for _, done, total in ended), log
     periodic = re.findall(rf"^{stamp}\S+.* \d+/\d+ .*elapsed \S+", log, re.M)
@@ -274,7 +292,7 @@ def test_progress_json_lines_parse_and_end_at_their_totals(tmp_path, capsys, cli
     assert {e["video"] for e in stages} == {str(folder / "a.mp4")}
     assert not [e for e in stages if " d=" in e["stage"]]
     names = [(e["stage"], e.get("dilation")) for e in stages if e["phase"] == "start"]
-    assert names[:5] == [("encode", None), ("snippets", 1), ("coalign", None), ("merge", None), ("write", None)]
+    assert names[:6] == [("shots", None), ("encode", None), ("snippets", 1), ("coalign", None), ("merge", None), ("write", None)]
     for name in names:
         own = [e for e in stages if (e["stage"], e.get("dilation")) == name]
         assert own[0]["phase"] == "start" and own[-1]["phase"] == "end", name

@@ -341,14 +341,15 @@ def _write_benchmark_reports(ctx: _Context, bench: Benchmark, protocol: Protocol
 
 def _prediction_config(ctx: _Context, options: dict):
     """The run settings: preset, then the options given (parsed by their declarations); outputs cut
-    to what scoring needs."""
+    to what scoring needs. A benchmark sequence is one shot, scored with one affine fit: it runs
+    as one piece (no shot detection, no segments)."""
     from rollingdepth.runtime.run_config import RunConfig, run_options
 
     declared_options = run_options()
     try:
         overrides = {k: declared_options[k].value(v) for k, v in options.items() if k != "preset"}
         overrides.update(save_npy=True, save_sbs=False, save_snippets=False, save_png16=False, restore_res=False,
-                         cmaps=["Greys_r"], start_frame=0, max_frames=0)
+                         cmaps=["Greys_r"], start_frame=0, max_frames=0, shots="none", segment_frames=0)
         cfg = RunConfig.build(options["preset"], overrides)
         if cfg.device is not None:
             from rollingdepth.method.device import resolve_device

@@ -33,15 +33,26 @@ from typing import Any, Callable, ClassVar, TextIO
 
 __all__ = ["BarRenderer", "Event", "JsonRenderer", "LineRenderer", "Message", "Reporter", "StageEvent", "Summary", "start_share",
            "VideoDone", "VideoFailed", "VideoSkipped", "VideoStart", "make_renderer", "only_errors",
-           "split_stage", "PROGRESS_MODES"]
+           "split_stage", "split_unit", "PROGRESS_MODES"]
 
 PROGRESS_MODES = ("auto", "bar", "lines", "json")
 
 # What a stage counts, where the library's numbers have one unit throughout.
-STAGE_UNITS = {"encode": "frames", "snippets": "snippets", "merge": "frames", "refine": "steps",
+STAGE_UNITS = {"shots": "frames", "encode": "frames", "snippets": "snippets", "merge": "frames", "refine": "steps",
                "refine decode": "frames"}
 
 _DILATION = re.compile(r"^(?P<stage>.*\S)\s+d=(?P<dilation>\d+)$")
+# a stage of one unit of a video in several (runtime.units): "shot 3/41 segment 2/5 snippets d=10"
+_UNIT = re.compile(r"^shot (?P<shot>\d+)/(?P<shots>\d+)(?: segment (?P<segment>\d+)/(?P<segments>\d+))? (?P<rest>.+)$")
+
+
+def split_unit(name: str) -> tuple[dict[str, int], str]:
+    """``"shot 3/41 segment 2/5 merge"`` -> ``({"shot": 3, "shots": 41, "segment": 2, "segments": 5}, "merge")``;
+    a stage of a video in one unit -> ``({}, name)``."""
+    match = _UNIT.match(name)
+    if not match:
+        return {}, name
+    return {k: int(v) for k, v in match.groupdict().items() if k != "rest" and v is not None}, match["rest"]
 
 
 def split_stage(name: str) -> tuple[str, int | None]:
@@ -86,11 +97,18 @@ class StageEvent(Event):
     eta_s: float | None = None
     dilation: int | None = None
     unit: str | None = None
+    shot: int | None = None  # 1-based, of ``shots``, when the video runs as several units
+    shots: int | None = None
+    segment: int | None = None  # 1-based, of ``segments``, when the shot runs in segments
+    segments: int | None = None
 
     @property
     def label(self) -> str:
-        """The library's name of the stage (``snippets d=10``)."""
-        return self.stage if self.dilation is None else f"{self.stage} d={self.dilation}"
+        """The library's name of the stage (``snippets d=10``, ``shot 3/41 segment 2/5 merge``)."""
+        name = self.stage if self.dilation is None else f"{self.stage} d={self.dilation}"
+        if self.segment is not None:
+            name = f"segment {self.segment}/{self.segments} {name}"
+        return name if self.shot is None else f"shot {self.shot}/{self.shots} {name}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -317,7 +335,8 @@ class Reporter:
         s.stage = None
 
     def _stage_event(self, video: str, s: _Stream, phase: str, now: float, wall: float) -> StageEvent:
-        stage, dilation = split_stage(s.stage)
+        where, stage = split_unit(s.stage)
+        stage, dilation = split_stage(stage)
         elapsed = max(now - s.stage_started, 0.0)
         span, counted = now - s.base_time, s.done - s.base_done
         rate = counted / span if span > 0 and counted > 0 else None
@@ -326,7 +345,7 @@ class Reporter:
             eta = round((s.total - s.done) / rate, 1)
         return StageEvent(time=wall, rank=self.rank, video=video, stage=stage, phase=phase, done=s.done,
                           total=s.total, elapsed_s=round(elapsed, 3), rate=None if rate is None else round(rate, 3),
-                          eta_s=eta, dilation=dilation, unit=STAGE_UNITS.get(stage))
+                          eta_s=eta, dilation=dilation, unit=STAGE_UNITS.get(stage), **where)
 
     def _emit(self, event: Event) -> None:
         self.sink(event)

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-__all__ = ["CoalignState", "EncodeState", "GroupProgress", "MergeState", "OutputsState", "RefineDecodeState",
+__all__ = ["CoalignState", "EncodeState", "GroupProgress", "MergeState", "OutputsState", "RefineDecodeState", "ShotDone", "ShotsState", "UnitDone",
            "RefineState", "RenormaliseState", "SnippetsState", "StageState"]
 
 
@@ -111,3 +111,31 @@ class OutputsState(StageState):
 
     stage: ClassVar[str] = "write"
     files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ShotsState(StageState):
+    """The video's shots: ``cuts`` (first frames of shots 2, 3, ...), how they were found, and
+    the frames processed."""
+
+    stage: ClassVar[str] = "shots"
+    cuts: list[int]
+    found_by: str
+    frames: int
+
+
+@dataclass
+class UnitDone(StageState):
+    """A unit (a shot or a segment) whose run is complete: its report (``index`` first). One
+    checkpoint per unit; a resumed run reads them all (:meth:`Store.resumed_all`)."""
+
+    stage: ClassVar[str] = "unit"
+    report: dict
+
+
+@dataclass
+class ShotDone(StageState):
+    """A shot whose rows are in the prediction: its report (``index`` first)."""
+
+    stage: ClassVar[str] = "shot"
+    report: dict

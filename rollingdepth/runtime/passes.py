@@ -76,6 +76,7 @@ class RunResult:
     timings: dict = field(default_factory=dict)  # seconds per stage
     counts: dict = field(default_factory=dict)  # vae_encodes, vae_decodes (frames), unet_calls, unet_frames
     num_view_auto: dict | None = None  # the automatic snippet length's choice and reasons, when "auto"
+    shots: list[dict] | None = None  # per shot its report, when the video ran as several units (runtime.units)
 
 
 @dataclass

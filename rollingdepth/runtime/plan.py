@@ -12,7 +12,7 @@ import numpy as np
 from rollingdepth.method.settings import MethodSettings
 from rollingdepth.method.snippets import plan_snippets, refine_dilations, snippet_indices
 
-__all__ = ["Plan", "RefinePlan", "SnippetGroup"]
+__all__ = ["SEGMENT_OVERLAP", "Plan", "RefinePlan", "SnippetGroup", "Unit", "plan_units", "segment_overlap", "segment_starts"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +106,61 @@ class Plan:
             "refine_start_dilation": refine.start_dilation if refine else settings.refine_start_dilation,
             "refine_dilations": refine.schedule if refine else [],
         }
+
+
+# ----------------------------------------------------------------------------- units of a video
+SEGMENT_OVERLAP = 48  # frames two consecutive segments of a long shot share (at most a quarter of a segment)
+
+
+def segment_overlap(segment_frames: int) -> int:
+    """The overlap of consecutive segments at most ``segment_frames`` long: :data:`SEGMENT_OVERLAP`,
+    or a quarter of a short segment."""
+    return min(SEGMENT_OVERLAP, segment_frames // 4)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A piece of a video that runs the method on its own: a shot, or a segment of a long shot.
+
+    Frames ``first .. first + count - 1`` (of the frames processed), shot ``shot`` (0-based),
+    segment ``segment`` of ``segments`` in that shot."""
+
+    index: int
+    shot: int
+    segment: int
+    segments: int
+    first: int
+    count: int
+
+    @property
+    def stop(self) -> int:
+        return self.first + self.count
+
+    def label(self, shots: int) -> str:
+        """``shot 3/41`` or ``shot 3/41 segment 2/5`` (1-based), for progress and messages."""
+        text = f"shot {self.shot + 1}/{shots}"
+        return text if self.segments == 1 else f"{text} segment {self.segment + 1}/{self.segments}"
+
+
+def segment_starts(count: int, segment_frames: int) -> list[tuple[int, int]]:
+    """``(first, count)`` of the segments of a shot of ``count`` frames: one when it fits in
+    ``segment_frames`` (0 = no limit), else the fewest segments of equal length at most
+    ``segment_frames`` whose neighbours overlap by at least :func:`segment_overlap` frames."""
+    if segment_frames <= 0 or count <= segment_frames:
+        return [(0, count)]
+    overlap = segment_overlap(segment_frames)
+    m = -(-(count - overlap) // (segment_frames - overlap))  # segments needed
+    length = -(-(count + (m - 1) * overlap) // m)  # <= segment_frames
+    starts = [(j * (count - length)) // (m - 1) for j in range(m)]
+    return [(s, length) for s in starts]
+
+
+def plan_units(shot_spans: list[tuple[int, int]], segment_frames: int) -> list[Unit]:
+    """The units of a video whose shots are ``(first, count)``: each shot whole, or in
+    overlapping segments of at most ``segment_frames`` frames (0 = never split)."""
+    units: list[Unit] = []
+    for s, (first, count) in enumerate(shot_spans):
+        parts = segment_starts(count, segment_frames)
+        for j, (offset, length) in enumerate(parts):
+            units.append(Unit(len(units), s, j, len(parts), first + offset, length))
+    return units

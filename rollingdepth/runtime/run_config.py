@@ -22,6 +22,8 @@ __all__ = ["DEFAULT_CHECKPOINT", "PRESET", "PRESETS", "PRESET_DIR", "RunConfig",
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("fast", "fast1024", "full", "paper", "none")
 RENAMED = {"frame_count": "max_frames"}  # settings' former names, still read from preset YAML files
+SHOT_MODES = ("auto", "none")  # or a cut list file
+MIN_SEGMENT_FRAMES = 8  # a segment shares a quarter of itself with the next
 IN, MODEL, OUT, RUN = "Input", "Model", "Output", "Run"  # help panels (the method's: INFER)
 
 PRESET = Option(("-p", "--preset"), "fast, fast1024, full, paper, none, or a YAML file; options given here win. "
@@ -76,6 +78,10 @@ class RunConfig(MethodSettings):
     depth_range: list[float] | None = opt(None, Option(  # [NEAR, FAR] in the user's units
         ("--depth-range",), "With --depth-out depth: the depth of the nearest and farthest point of the video, in "
         "your units (e.g. 0.5,20).", "NEAR,FAR", OUT, list, parse_floats))
+    depth_points: str | None = opt(None, Option(
+        ("--depth-points",), "Known distances: a CSV of frame, x, y, depth (input pixels, any unit). Each shot's "
+        "inverse depth is fitted to them and npy, EXR, PNG16 and PLY hold depth in that unit; shots without two "
+        "points use --depth-range (docs/outputs.md).", "FILE", OUT))
     save_ply: int = opt(0, Option(  # a point cloud every this many frames (0 = none)
         ("--save-ply",), "{stem}_ply/000000.ply ..., coloured point cloud (binary PLY) of every EVERY-th frame "
         "(default 1: all); needs --depth-out depth.", "[EVERY]", OUT, int, show_default=False))
@@ -100,6 +106,14 @@ class RunConfig(MethodSettings):
     resume: bool = opt(True, _on_off(
         ("--resume/--restart",), "Continue an unfinished run of the same video and settings from its work folder, "
         "or discard that folder and start over. (default: resume)", RUN))
+    shots: str = opt("none", Option(
+        ("--shots",), "auto: find hard cuts and process each shot on its own; none: the video is one shot; or a cut "
+        "list FILE (frame numbers or timecodes, one per line, or a CMX3600 EDL; docs/shots.md). "
+        "(default: auto; none in the paper preset)", "auto|none|FILE", IN))
+    segment_frames: int = opt(1000, Option(
+        ("--segment-frames",), "Process a shot longer than this in overlapping segments of at most this many frames, "
+        "aligned on their overlap: host memory then depends on this, not on the video's length (0 = never split). "
+        "(default: 1000)", "K", RUN, int))
     strict: bool = opt(False, _on_off(
         ("--strict/--no-strict",), "Fail a video whose file decodes fewer frames than its container declares "
         "(truncated); without it, a warning gives both numbers. (default: off)", IN))
@@ -126,6 +140,12 @@ class RunConfig(MethodSettings):
         non_negative_int("--from", self.start_frame)
         non_negative_int("--frames", self.max_frames)
         non_negative_int("--seed", self.seed)
+        non_negative_int(option_name("segment_frames"), self.segment_frames)
+        if 0 < self.segment_frames < MIN_SEGMENT_FRAMES:
+            raise ValueError(f"{option_name('segment_frames')}: {self.segment_frames} is too short; give 0 (never split) "
+                             f"or at least {MIN_SEGMENT_FRAMES} frames")
+        if self.shots not in SHOT_MODES and not Path(str(self.shots)).expanduser().is_file():
+            raise ValueError(f"{option_name('shots')}: {self.shots!r} is neither auto, none nor a cut list file")
         if str(self.dtype).lower() not in DTYPES:
             raise ValueError(f"--dtype: unknown value {self.dtype!r}; expected fp16, bf16 or fp32")
         if isinstance(self.output_fps, bool) or not isinstance(self.output_fps, (int, float)) or self.output_fps < 0:
@@ -156,11 +176,16 @@ class RunConfig(MethodSettings):
             if len(pair) != 2 or not all(number(v) for v in pair) or not 0 < pair[0] < pair[1]:
                 raise ValueError(f"--depth-range: expected NEAR,FAR with 0 < NEAR < FAR, got {self.depth_range!r}")
             self.depth_range = [float(v) for v in pair]
-            if self.depth_out != "depth":
+            if self.depth_out != "depth" and not self.depth_points:
                 raise ValueError("--depth-range: applies to --depth-out depth; add --depth-out depth")
-        elif self.depth_out == "depth":
+        elif self.depth_out == "depth" and not self.depth_points:
             raise ValueError("--depth-out depth: needs --depth-range NEAR,FAR (the scene's nearest and farthest "
                              "depth in your units, e.g. 0.5,20 for metres)")
+        if self.depth_points:
+            from rollingdepth.io.depth_points import read_depth_points
+
+            read_depth_points(Path(self.depth_points).expanduser())  # one line naming the file and line
+            self.depth_out = "depth"  # known distances: the outputs hold depth in their unit
         if isinstance(self.save_ply, bool) or not isinstance(self.save_ply, int) or self.save_ply < 0:
             raise ValueError(f"--save-ply: {self.save_ply!r} is not a non-negative integer (every how many frames)")
         if self.save_ply and self.depth_out != "depth":

@@ -218,6 +218,10 @@ class Store(Protocol):
     def resumed(self, kind: type[State]) -> State | None:
         """The last verified checkpoint of that stage, or None (start it afresh)."""
 
+    def resumed_all(self, kind: type[State]) -> list[State]:
+        """Every verified checkpoint of that stage, in order (for stages that checkpoint each
+        part of their work apart, e.g. the units of a video)."""
+
     def keep_maps(self, nbytes: int, output_bytes: int = 0) -> bool:
         """Whether the decoded snippet maps (``nbytes``) can be kept for the merge."""
 
@@ -229,6 +233,13 @@ class Store(Protocol):
 
     def output(self, shape):
         """The prediction's array ``[N, H, W]``."""
+
+    def child(self, name: str, fingerprint: dict) -> "Store":
+        """A store of the same kind for one part of the run (a shot or a segment): resumable on
+        its own, removed with :meth:`remove_child`."""
+
+    def remove_child(self, child: "Store") -> None:
+        """Close a child store and drop what it holds."""
 
     def close(self) -> None:
         """Close every file."""
@@ -268,6 +279,9 @@ class MemoryStore:
     def resumed(self, kind: type[State]) -> State | None:
         return None
 
+    def resumed_all(self, kind: type[State]) -> list[State]:
+        return []
+
     def keep_maps(self, nbytes: int, output_bytes: int = 0) -> bool:
         """Whether decoded snippet maps of ``nbytes`` can be kept: always, here."""
         return True
@@ -280,6 +294,12 @@ class MemoryStore:
 
     def output(self, shape) -> np.ndarray:
         return self.array("output", shape)
+
+    def child(self, name: str, fingerprint: dict) -> "MemoryStore":
+        return MemoryStore()
+
+    def remove_child(self, child: "MemoryStore") -> None:
+        child.arrays.clear()
 
     def close(self) -> None:
         pass
@@ -486,6 +506,10 @@ class DiskStore:
         data = self.journal.state(kind.stage)
         return None if data is None else kind.from_json(data)
 
+    def resumed_all(self, kind: type[State]) -> list[State]:
+        """Every verified checkpoint of that stage, in order."""
+        return [kind.from_json(e["state"]) for e in self.journal.entries if e["stage"] == kind.stage]
+
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.workdir).free
 
@@ -524,6 +548,17 @@ class DiskStore:
 
     def output(self, shape) -> NpyFile:
         return self.array("output", shape)
+
+    def child(self, name: str, fingerprint: dict) -> "DiskStore":
+        """A store in the sub-folder ``name`` (created, or resumed when its journal matches
+        ``fingerprint``), with this store's budget."""
+        folder = self.workdir / name
+        folder.mkdir(exist_ok=True)
+        return DiskStore(folder, budget=self.budget, fingerprint=fingerprint)
+
+    def remove_child(self, child: "DiskStore") -> None:
+        child.close()
+        shutil.rmtree(child.workdir, ignore_errors=True)
 
     def close(self) -> None:
         """Close every file (the folder itself is the caller's)."""

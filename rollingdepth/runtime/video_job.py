@@ -14,11 +14,12 @@ from rollingdepth.io.video_io import InputError, VideoSource
 from rollingdepth.method.device import is_out_of_memory
 from rollingdepth.runtime.background import prefetch
 from rollingdepth.runtime.outputs import PendingOutputs, VideoResult
-from rollingdepth.runtime.run_config import RunConfig, option_name
+from rollingdepth.runtime.run_config import SHOT_MODES, RunConfig, option_name
 
 __all__ = ["fingerprint", "predict_video", "process_video", "work_folder"]
 
 if TYPE_CHECKING:
+    from rollingdepth.io.shots import Shot
     from rollingdepth.method.pipeline import RollingDepthPipeline
 
 Progress = Callable[[str, int, int], None]
@@ -82,7 +83,76 @@ def fingerprint(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthPipeline
     }
     for name, option in method_fields().items():
         fp[option] = getattr(cfg, name)
+    fp[option_name("segment_frames")] = cfg.segment_frames
+    fp[option_name("shots")] = cfg.shots if cfg.shots in SHOT_MODES else _file_digest(Path(cfg.shots).expanduser())
     return fp
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return "sha1:" + hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def video_shots(source: VideoSource, cfg: RunConfig, store, expected: int, progress: Progress) -> list[Shot]:
+    """The shots of the frames to process (``cfg.shots``): found (a pass over the frames, kept in
+    ``store`` so that a resumed run does not look again), read from a cut list, or one."""
+    from rollingdepth.io.shots import detect_cuts, read_cut_list, shots_from_cuts
+    from rollingdepth.runtime.checkpoints import ShotsState
+
+    if cfg.shots == "none" or expected <= 0:
+        return shots_from_cuts([], max(expected, 1), "auto")
+    state = store.resumed(ShotsState)
+    if state is None:
+        if cfg.shots == "auto":
+            counted = _Counted(prefetch(source.frames(cfg.start_frame, cfg.max_frames)), expected, progress)
+            cuts = detect_cuts(counted)
+            state = ShotsState(cuts, "auto", counted.seen)
+        else:
+            listed = read_cut_list(Path(cfg.shots).expanduser(), source.fps, source.frame_count)
+            cuts = [s.first - cfg.start_frame for s in listed[1:] if cfg.start_frame < s.first < cfg.start_frame + expected]
+            state = ShotsState(cuts, "cut list", expected)
+        store.checkpoint(state)
+    if state.frames <= 0:
+        raise EmptyVideoError(f"{source.path}: the video has no frames")
+    return shots_from_cuts(state.cuts, state.frames, state.found_by)
+
+
+def _units_note(stem: str, shots: list[Shot], units: list) -> str:
+    """One line for the user: the shots found and how many ran in segments."""
+    cuts = [str(s.first) for s in shots[1:]]
+    where = f"cuts at frames {', '.join(cuts[:6])}{', ...' if len(cuts) > 6 else ''}" if cuts else "no cut"
+    segmented = len({u.shot for u in units if u.segments > 1})
+    return f"{stem}: {len(shots)} shot(s), {where}; {segmented} shot(s) in segments; {len(units)} units"
+
+
+def _check_depth_points(cfg: RunConfig, shots: list[Shot]) -> None:
+    """Before the run: every shot has two known distances or more (else ``InputError``)."""
+    from rollingdepth.io.depth_points import read_depth_points
+
+    points = read_depth_points(Path(cfg.depth_points).expanduser())
+    start = cfg.start_frame
+    missing = [s for s in shots if len(points.in_frames(start + s.first, start + s.stop)) < 2]
+    if missing:
+        spans = ", ".join(f"{start + s.first}..{start + s.stop - 1}" for s in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise InputError(f"{cfg.depth_points}: {len(missing)} of {len(shots)} shots have fewer than two known distances "
+                         f"(frames {spans}); add points there, or give {option_name('depth_range')} NEAR,FAR for them")
+
+
+class _Counted:
+    """Frames passed through, counted, with progress of the ``shots`` stage."""
+
+    def __init__(self, frames, expected: int, progress: Progress):
+        self.frames, self.expected, self.progress, self.seen = frames, expected, progress, 0
+
+    def __iter__(self):
+        self.progress("shots", 0, self.expected)
+        for frame in self.frames:
+            self.seen += 1
+            if self.seen % 16 == 0:
+                self.progress("shots", self.seen, max(self.seen, self.expected))
+            yield frame
+        self.progress("shots", self.seen, self.seen)
 
 
 def predict_video(
@@ -102,7 +172,9 @@ def predict_video(
     import torch
 
     from rollingdepth.runtime.passes import run
+    from rollingdepth.runtime.plan import plan_units
     from rollingdepth.runtime.stores import DiskStore, ResumeMismatch
+    from rollingdepth.runtime.units import FrameCursor, UnitsJob, run_units
 
     started = time.perf_counter()
     workdir = work_folder(out_dir, source.stem, cfg)
@@ -130,10 +202,25 @@ def predict_video(
         for stage in store.journal.rolled_back:
             pending.notes.append(f"{source.stem}: a damaged file of stage {stage} in {workdir.name} is computed again")
         pending.estimate_s = _estimate(pipe, expected, source, cfg)
-        frames = prefetch(source.frames(cfg.start_frame, cfg.max_frames))
         try:
-            pending.result = run(pipe, frames, store, cfg.method_settings(), generator=generator, callback=progress,
-                                 num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
+            shots = video_shots(source, cfg, store, expected, progress)
+            if cfg.depth_points and not cfg.depth_range:
+                _check_depth_points(cfg, shots)
+            units = plan_units([(s.first, s.count) for s in shots], cfg.segment_frames)
+            if len(units) == 1:  # the video is one unit: one run over the video's own store
+                frames = prefetch(source.frames(cfg.start_frame, cfg.max_frames))
+                pending.result = run(pipe, frames, store, cfg.method_settings(), generator=generator, callback=progress,
+                                     num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
+            else:
+                if cfg.save_snippets:
+                    raise InputError(f"{source.path}: {option_name('save_snippets')} needs the video in one unit; it has "
+                                     f"{len(shots)} shots in {len(units)} units (add {option_name('shots')} none and "
+                                     f"{option_name('segment_frames')} 0)")
+                cursor = FrameCursor(lambda first: source.frames(cfg.start_frame + first), spill_dir=workdir)
+                job = UnitsJob(shots, units, cursor, lambda: torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed),
+                               progress)
+                pending.result = run_units(pipe, store, cfg.method_settings(), job)
+                pending.notes.append(_units_note(source.stem, shots, units))
         except EmptyVideoError:
             raise EmptyVideoError(f"{source.path}: the video has no frames") from None
         except OSError as exc:

@@ -1,0 +1,257 @@
+"""One video as units: each shot runs the method on its own, a long shot in segments.
+
+:func:`run_units` runs :func:`rollingdepth.runtime.passes.run` once per
+:class:`~rollingdepth.runtime.plan.Unit`, each over a child store of the video's store, with
+its own generator seeded alike (a shot gives what a run of that shot alone gives) and with
+dilations capped to the unit (so that a 12-frame shot works). Each shot's rows then go into
+the video's prediction: a shot run whole as it is, a shot run in segments joined on their
+overlaps (:mod:`rollingdepth.runtime.assembly`). Finished units and shots are checkpointed in
+the video's store (:class:`~rollingdepth.runtime.checkpoints.UnitsState`): a killed run
+redoes neither, and resumes the unit it was in from that unit's own checkpoints.
+
+Host memory depends on the longest unit, not on the video: frames are read forward once
+(:class:`FrameCursor`), and only the frames two segments share are kept (on disk) for the
+second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from rollingdepth.errors import InputError
+from rollingdepth.io.shots import Shot
+from rollingdepth.method.settings import MethodSettings
+from rollingdepth.runtime.assembly import OverlapStats, SegmentRows, chain, write_shot
+from rollingdepth.runtime.background import prefetch
+from rollingdepth.runtime.checkpoints import ShotDone, UnitDone
+from rollingdepth.runtime.model_steps import DepthModel
+from rollingdepth.runtime.passes import ProgressCallback, RunResult, run
+from rollingdepth.runtime.plan import Unit
+from rollingdepth.runtime.stores import RowLog, Store
+
+__all__ = ["FrameCursor", "UnitsJob", "run_units"]
+
+COPY_CHUNK = 32  # frames copied at a time
+
+
+class _Kept:
+    """Frames kept for the next unit: on disk in ``path`` (or in memory when None)."""
+
+    def __init__(self, first: int, path: Path | None):
+        self.first, self.path = first, path
+        self.log: RowLog | list | None = None if path else []
+
+    def append(self, frame: np.ndarray) -> None:
+        if self.log is None:
+            self.log = RowLog(self.path, frame.shape, np.uint8)
+        if isinstance(self.log, list):
+            self.log.append(frame)
+        else:
+            self.log.append(frame[None])
+
+    def __len__(self) -> int:
+        return 0 if self.log is None else len(self.log)
+
+    def get(self, frame: int) -> np.ndarray:
+        i = frame - self.first
+        return self.log[i] if isinstance(self.log, list) else self.log[i : i + 1][0]
+
+    def holds(self, frame: int) -> bool:
+        return self.first <= frame < self.first + len(self)
+
+
+class FrameCursor:
+    """The frames of a video, read forward once for units that ask for them in order.
+
+    ``open_at(f)`` iterates the frames from frame ``f`` on (of the frames processed). A unit
+    that shares frames with the next one says from which frame on (``keep_from``): those are
+    kept, in a file of ``spill_dir`` (or in memory without one), and the next unit gets them
+    from there. A unit that starts behind what was read and kept reopens the input.
+    """
+
+    def __init__(self, open_at: Callable[[int], Iterator[np.ndarray]], spill_dir: Path | None = None):
+        self.open_at, self.spill_dir = open_at, spill_dir
+        self._gen: Iterator[np.ndarray] | None = None
+        self._pos = 0  # the frame the decoder gives next
+        self._kept = _Kept(0, None)
+        self._flip = 0
+
+    def _decode(self, frame: int) -> np.ndarray:
+        """Frame ``frame`` from the decoder; ``StopIteration`` past the end."""
+        if self._gen is None or self._pos > frame:
+            self._gen, self._pos = iter(self.open_at(frame)), frame
+        while self._pos < frame:
+            next(self._gen)
+            self._pos += 1
+        image = next(self._gen)
+        self._pos += 1
+        return image
+
+    def frames(self, first: int, count: int, keep_from: int | None = None) -> Iterator[np.ndarray]:
+        """Frames ``first .. first + count - 1`` (fewer where the input ends), keeping those from
+        ``keep_from`` on for the next call."""
+        old = self._kept
+        path = None
+        if self.spill_dir is not None:
+            self._flip ^= 1
+            path = Path(self.spill_dir) / f"kept_frames_{self._flip}.bin"
+        new = _Kept(keep_from if keep_from is not None else first + count, path)
+        for f in range(first, first + count):
+            if old.holds(f):
+                image = old.get(f)
+            else:
+                try:
+                    image = self._decode(f)
+                except StopIteration:
+                    break
+            if keep_from is not None and f >= keep_from:
+                new.append(image)
+            yield image
+        self._kept = new
+
+
+@dataclass
+class UnitsJob:
+    """What :func:`run_units` needs besides the model, the store and the settings: the video's
+    shots and units, its frames, a fresh seeded generator per unit, the progress callback."""
+
+    shots: list[Shot]
+    units: list[Unit]
+    frames: FrameCursor
+    generator: Callable[[], torch.Generator | None]
+    callback: ProgressCallback | None = None
+
+
+def run_units(pipe: DepthModel, store: Store, settings: MethodSettings, job: UnitsJob) -> RunResult:
+    """Predict depth for a video of several units (:class:`_UnitRunner`) into ``store``'s output."""
+    return _UnitRunner(pipe, store, settings, job).run()
+
+
+class _UnitRunner:
+    def __init__(self, pipe: DepthModel, store: Store, settings: MethodSettings, job: UnitsJob):
+        self.pipe, self.store, self.job = pipe, store, job
+        self.settings = dataclasses.replace(settings, cap_dilation=True)  # dilations capped per unit
+        self.units = {d.report["index"]: d.report for d in store.resumed_all(UnitDone)}  # unit index -> report
+        self.shots = {d.report["index"]: d.report for d in store.resumed_all(ShotDone)}  # shot index -> report
+        self.num_frames = sum(s.count for s in job.shots)
+        self.output = None
+        self.rows: dict[int, Any] = {}  # unit index -> its prediction [count, H, W], for a segmented shot
+
+    def run(self) -> RunResult:
+        for shot_index, shot in enumerate(self.job.shots):
+            if shot_index in self.shots:
+                continue
+            units = [u for u in self.job.units if u.shot == shot_index]
+            children = [self._unit(u) for u in units]
+            self.shots[shot_index] = self._place(shot_index, shot, units, children)
+            for u in units:
+                if len(units) == 1:  # a shot of one unit: the unit is recorded with its shot
+                    self.store.checkpoint(UnitDone(self.units[u.index]))
+            self.store.checkpoint(ShotDone(self.shots[shot_index]))
+            for u, child in zip(units, children):
+                self.rows.pop(u.index, None)
+                self.store.remove_child(child)
+        return self._result()
+
+    # ------------------------------------------------------------------ one unit
+    def _unit(self, unit: Unit) -> Store:
+        """The unit's child store, with its prediction run (or found complete)."""
+        child = self.store.child(f"unit_{unit.index:05d}", {"first": unit.first, "frames": unit.count})
+        if unit.index in self.units:
+            return child
+        following = [u for u in self.job.units if u.shot == unit.shot and u.segment == unit.segment + 1]
+        frames = prefetch(self.job.frames.frames(unit.first, unit.count, following[0].first if following else None))
+        notify = self.job.callback
+        if notify is not None:
+            label = unit.label(len(self.job.shots))
+            notify = lambda stage, done, total: self.job.callback(f"{label} {stage}", done, total)  # noqa: E731
+        result = run(self.pipe, frames, child, self.settings, generator=self.job.generator(), callback=notify,
+                     num_frames_hint=unit.count)
+        if result.num_frames != unit.count:
+            raise InputError(f"the input gave {result.num_frames} frames for {unit.label(len(self.job.shots))} "
+                             f"(frames {unit.first}..{unit.stop - 1}); it was counted with more")
+        self.rows[unit.index] = result.depth
+        self.units[unit.index] = _unit_report(unit, result, settings=not self.units)
+        if unit.segments > 1:  # a shot of one unit is recorded once placed
+            self.store.checkpoint(UnitDone(self.units[unit.index]))
+        return child
+
+    def _report(self, unit: Unit) -> dict:
+        return self.units[unit.index]
+
+    def _prediction(self, unit: Unit, child: Store):
+        """The unit's prediction ``[count, H, W]``: from this run, or reopened from its store."""
+        if unit.index not in self.rows:
+            self.rows[unit.index] = child.output((unit.count, *self._report(unit)["size"]))
+        return self.rows[unit.index]
+
+    # ------------------------------------------------------------------ one shot's rows
+    def _out(self, size):
+        if self.output is None:
+            self.output = self.store.output((self.num_frames, *size))
+        return self.output
+
+    def _place(self, index: int, shot: Shot, units: list[Unit], children: list[Store]) -> dict:
+        """Write the shot's rows into the video's prediction; the shot's report."""
+        reports = [self._report(u) for u in units]
+        out = self._out(reports[0]["size"])
+        record = {"index": index, "first": shot.first, "frames": shot.count, "found_by": shot.found_by,
+                  "dilations": reports[0]["dilations"],
+                  "coalign_loss": float(np.average([r["coalign_loss"] for r in reports], weights=[u.count for u in units]))}
+        if len(units) == 1:
+            rows = self._prediction(units[0], children[0])
+            for f0 in range(0, shot.count, COPY_CHUNK):
+                f1 = min(shot.count, f0 + COPY_CHUNK)
+                self.store.write(out, slice(shot.first + f0, shot.first + f1), np.asarray(rows[f0:f1], np.float32))
+            record["depth_range"] = reports[0]["depth_range"]
+            return record
+        segments = [SegmentRows(u.first - shot.first, self._prediction(u, c)) for u, c in zip(units, children)]
+        stats = [OverlapStats.of(cur.rows[: prev.stop - cur.first], prev.rows[cur.first - prev.first :])
+                 for prev, cur in zip(segments, segments[1:])]
+        affines = chain(stats)
+        lo, hi = write_shot(segments, affines, lambda rows, values: self.store.write(
+            out, slice(shot.first + rows.start, shot.first + rows.stop), values))
+        record["depth_range"] = [-1.0, 1.0] if hi > lo else [0.0, 0.0]
+        record["segments"] = [
+            {"first": u.first, "frames": u.count, "scale": a, "shift": b, "coalign_loss": r["coalign_loss"],
+             "overlap_frames": (segments[j - 1].stop - segments[j].first) if j else 0,
+             "overlap_rms": stats[j - 1].rms(*stats[j - 1].fit()) if j else 0.0}
+            for j, (u, r, (a, b)) in enumerate(zip(units, reports, affines))]
+        return record
+
+    # ------------------------------------------------------------------ the video's result
+    def _result(self) -> RunResult:
+        reports = [self.units[i] for i in sorted(self.units)]
+        main = next(r for r in reports if "settings" in r)  # the first unit run: its settings stand for the video's
+        timings: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for r in reports:
+            for k, v in r["timings"].items():
+                timings[k] = timings.get(k, 0.0) + v
+            for k, v in r["counts"].items():
+                counts[k] = counts.get(k, 0) + v
+        shots = [self.shots[i] for i in sorted(self.shots)]
+        settings = {**main["settings"], "num_frames": self.num_frames, "units": len(reports)}
+        return RunResult(
+            num_frames=self.num_frames, input_size=tuple(main["input_size"]), size=tuple(main["size"]),
+            depth=self._out(main["size"]), depth_coaligned=self._out(main["size"]), snippets=[],
+            coalign_loss=float(np.average([s["coalign_loss"] for s in shots], weights=[s["frames"] for s in shots])),
+            depth_range=(min(s["depth_range"][0] for s in shots), max(s["depth_range"][1] for s in shots)),
+            settings=settings, timings=timings, counts=counts, num_view_auto=main["num_view_auto"], shots=shots)
+
+
+def _unit_report(unit: Unit, result: RunResult, settings: bool) -> dict:
+    """What a finished unit's run reported, as its checkpoint keeps it (``settings``: with the
+    run's settings, which stand for the video's: kept once, so that the journal stays small)."""
+    report = {"index": unit.index, "shot": unit.shot, "segment": unit.segment, "first": unit.first,
+              "frames": unit.count, "depth_range": [float(v) for v in result.depth_range],
+              "coalign_loss": float(result.coalign_loss), "dilations": result.settings["dilations"],
+              "timings": {k: float(v) for k, v in result.timings.items()}, "counts": dict(result.counts),
+              "num_view_auto": result.num_view_auto, "input_size": list(result.input_size), "size": list(result.size)}
+    return {**report, "settings": result.settings} if settings else report

@@ -1,0 +1,331 @@
+"""A video as units (rollingdepth/runtime/units.py, assembly.py, plan.py's units): shots run
+apart, long shots in segments chained on their overlaps, units resumed after a kill.
+
+The model is the stand-in of :mod:`tests.stand_ins`: its snippets are known affine copies of a
+known depth video, so what a segmented run recovers can be measured against the truth. The
+frames carry their own number, so every unit sees the video's frames, not its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from rollingdepth.frontends import run_video as cli
+from rollingdepth.runtime.assembly import OverlapStats, SegmentRows, chain, compose, write_shot
+from rollingdepth.runtime.plan import plan_units, segment_overlap, segment_starts
+
+from .conftest import TINY_CHECKPOINT, held_run
+from .stand_ins import depth_video, save_frames_with_ids, save_stand_in_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+FRAMES, SIZE = 40, (32, 48)
+CUTS = [14, 24]  # shots of 14, 10 and 16 frames
+SHOTS = [(0, 14), (14, 10), (24, 16)]
+# run-video in a child process that can load the stand-in (diffusers finds its classes in imported modules)
+_RUN = "import sys, tests.stand_ins\nfrom rollingdepth.frontends import run_video as cli\ncli.main(sys.argv[1:])\n"
+
+
+# ----------------------------------------------------------------------------- the plan of units
+@pytest.mark.parametrize("count,k", [(40, 16), (14, 12), (1000, 100), (8000, 1000), (101, 100), (17, 8)])
+def test_segments_cover_a_long_shot_with_overlaps(count, k):
+    parts = segment_starts(count, k)
+    assert parts[0][0] == 0 and parts[-1][0] + parts[-1][1] == count
+    assert all(n <= k for _, n in parts)
+    overlaps = [a + n - b for (a, n), (b, _) in zip(parts, parts[1:])]
+    assert min(overlaps) >= segment_overlap(k) and max(overlaps) < min(n for _, n in parts) / 2
+    fewer = len(parts) - 1  # one segment fewer could not cover the shot with those overlaps
+    assert fewer * k - (fewer - 1) * segment_overlap(k) < count
+
+
+def test_a_shot_that_fits_is_one_unit():
+    assert segment_starts(40, 40) == [(0, 40)] and segment_starts(40, 0) == [(0, 40)]
+    units = plan_units(SHOTS, 12)
+    assert [(u.shot, u.segment, u.segments, u.first) for u in units] == [
+        (0, 0, 2, 0), (0, 1, 2, 5), (1, 0, 1, 14), (2, 0, 2, 24), (2, 1, 2, 30)]
+    assert [u.index for u in units] == list(range(5))
+    assert units[1].label(3) == "shot 1/3 segment 2/2" and units[2].label(3) == "shot 2/3"
+
+
+# ----------------------------------------------------------------------------- assembly
+def test_overlap_fit_and_chain_recover_known_affines():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.5, 2.0, size=(30, 6, 8)).astype(np.float32)  # the shot, in segment 0's terms
+    spans, affines = [(0, 14), (10, 12), (18, 12)], [(1.0, 0.0), (2.5, -0.7), (0.4, 0.3)]
+    # segment j holds (truth - b_j) / a_j: a_j * x + b_j gives the truth back
+    seg = [SegmentRows(a0, (truth[a0 : a0 + n] - b) / a) for (a0, n), (a, b) in zip(spans, affines)]
+    stats = [OverlapStats.of(cur.rows[: prev.stop - cur.first], prev.rows[cur.first - prev.first :])
+             for prev, cur in zip(seg, seg[1:])]
+    got = chain(stats)
+    np.testing.assert_allclose(np.array(got), np.array(affines), atol=1e-5)
+    assert all(s.rms(*s.fit()) < 1e-5 for s in stats)
+    np.testing.assert_allclose(compose(seg, got, 0, 30), truth, atol=1e-5)
+    out = np.zeros_like(truth)
+    lo, hi = write_shot(seg, got, lambda rows, v: out.__setitem__(rows, v))
+    assert (lo, hi) == pytest.approx((float(truth.min()), float(truth.max())), abs=1e-5)
+    np.testing.assert_allclose(out, (truth - truth.min()) / (truth.max() - truth.min()) * 2 - 1, atol=1e-5)
+
+
+def test_overlap_blend_ramps_from_one_segment_to_the_next():
+    a = SegmentRows(0, np.zeros((10, 1, 1), np.float32))
+    b = SegmentRows(6, np.ones((10, 1, 1), np.float32))  # frames 6..9 shared
+    blended = compose([a, b], [(1.0, 0.0), (1.0, 0.0)], 0, 16)[:, 0, 0]
+    np.testing.assert_allclose(blended[:6], 0) and np.testing.assert_allclose(blended[10:], 1)
+    np.testing.assert_allclose(blended[6:10], [0.2, 0.4, 0.6, 0.8], atol=1e-6)
+
+
+def test_a_flat_or_flipped_overlap_fits_a_shift_only():
+    x = np.full((2, 3, 3), 0.5, np.float32)
+    assert OverlapStats.of(x, x + 1).fit() == pytest.approx((1.0, 1.0))
+    y = np.arange(18, dtype=np.float32).reshape(2, 3, 3)
+    assert OverlapStats.of(y, -y).fit()[0] == 1.0
+    with pytest.raises(ValueError, match="x_rows and y_rows"):
+        OverlapStats.of(x, x[:1])
+
+
+# ----------------------------------------------------------------------------- run-video with the stand-in
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_stand_in_checkpoint(tmp_path_factory.mktemp("stand_in") / "checkpoint", TINY_CHECKPOINT)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """The clip as a folder of PNGs (lossless: each frame keeps its number), and a cut list."""
+    folder = save_frames_with_ids(tmp_path_factory.mktemp("input") / "clip", FRAMES, *SIZE)
+    cut_list = folder.parent / "cuts.txt"
+    cut_list.write_text("# cut list: first frame of each new shot\n" + "\n".join(map(str, CUTS)) + "\n")
+    return folder, cut_list
+
+
+def args_for(checkpoint, folder, out, *extra) -> list[str]:
+    return [str(folder), "-c", str(checkpoint), "--res", "0", "-d", "1,10", "--snippet-lengths", "3",
+            "--dtype", "fp32", "--no-save-sbs", "--cmap", "Greys_r", "-o", str(out), *extra]
+
+
+def run_cli(args) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(args)
+    assert info.value.code == 0
+
+
+class Runs:
+    """run-video's prediction and report per set of options, each computed once for the module."""
+
+    def __init__(self, checkpoint, clip, root: Path):
+        self.checkpoint, (self.folder, self.cut_list), self.root = checkpoint, clip, root
+        self.done: dict[tuple, tuple[np.ndarray, dict]] = {}
+
+    def args(self, out: Path, *extra) -> list[str]:
+        return args_for(self.checkpoint, self.folder, out, *extra)
+
+    def __call__(self, *extra) -> tuple[np.ndarray, dict]:
+        if extra not in self.done:
+            out = self.root / f"run{len(self.done)}"
+            run_cli(self.args(out, "-q", *extra))
+            self.done[extra] = (np.load(out / "clip_pred.npy"), json.loads((out / "clip_run.json").read_text()))
+        return self.done[extra]
+
+    def cuts(self, *extra):
+        return self("--shots", str(self.cut_list), *extra)
+
+
+@pytest.fixture(scope="module")
+def runs(checkpoint, clip, tmp_path_factory):
+    return Runs(checkpoint, clip, tmp_path_factory.mktemp("runs"))
+
+
+def affine_error(depth: np.ndarray, frames: slice = slice(None)) -> float:
+    """Mean absolute error of ``depth`` against the stand-in's depth video, after the best affine fit."""
+    video = depth_video(torch.arange(FRAMES), *SIZE).numpy()[frames]
+    fit = np.polyfit(depth[frames].ravel(), video.ravel(), 1)
+    return float(np.abs(video - np.polyval(fit, depth[frames])).mean())
+
+
+def test_each_shot_equals_a_run_of_that_shot_alone(runs):
+    """With a cut list, each shot's rows are, bit for bit, what run-video gives for that shot
+    alone (--from, --frames); run.json lists the shots."""
+    depth, report = runs.cuts("--segment-frames", "0")
+    assert [(s["first"], s["frames"], s["found_by"]) for s in report["shots"]] == [
+        (0, 14, "start"), (14, 10, "cut list"), (24, 16, "cut list")]
+    assert report["frames"] == FRAMES and report["settings"]["units"] == 3
+    for first, count in SHOTS:
+        alone, alone_report = runs("--shots", "none", "--from", str(first), "--frames", str(count))
+        assert alone.shape[0] == count
+        assert np.array_equal(depth[first : first + count], alone), (first, count)
+    whole, whole_report = runs("--shots", "none", "--segment-frames", "0")
+    assert whole_report["shots"] == [{"index": 0, "first": 0, "frames": FRAMES, "found_by": "start",
+                                      "dilations": [1, 10], "coalign_loss": whole_report["coalign_loss"],
+                                      "depth_range": whole_report["depth_range"]}]
+    assert np.abs(depth - whole).max() > 0.1  # the cuts change the result: each shot is its own problem
+
+
+def test_shots_of_one_to_five_frames(runs, tmp_path):
+    """Shots of 1, 2, 3 and 5 frames (dilations capped to each) run, each as it runs alone."""
+    cut_list = tmp_path / "short.txt"
+    cut_list.write_text("1\n3\n6\n11\n35\n")
+    depth, report = runs("--shots", str(cut_list), "--segment-frames", "0")
+    spans = [(s["first"], s["frames"]) for s in report["shots"]]
+    assert spans == [(0, 1), (1, 2), (3, 3), (6, 5), (11, 24), (35, 5)]
+    assert [s["dilations"] for s in report["shots"]][:4] == [[1]] * 4  # 10 capped to what fits, then 1 once
+    for first, count in spans:
+        alone, _ = runs("--shots", "none", "--from", str(first), "--frames", str(count))
+        assert np.array_equal(depth[first : first + count], alone), (first, count)
+    assert np.isfinite(depth).all() and depth.min() == -1.0
+
+
+def test_segments_recover_the_video_as_well_as_one_piece(runs):
+    """40 frames in segments of at most 16 (three, overlapping by 4): chained and blended, they
+    recover the depth video about as well as the method in one piece."""
+    one_piece, _ = runs("--shots", "none", "--segment-frames", "0")
+    segmented, report = runs("--shots", "none", "--segment-frames", "16")
+    [shot] = report["shots"]
+    assert [(s["first"], s["frames"], s["overlap_frames"]) for s in shot["segments"]] == [(0, 16, 0), (12, 16, 4),
+                                                                                          (24, 16, 4)]
+    assert report["settings"]["units"] == 3 and segmented.min() == -1.0 and segmented.max() == 1.0
+    e_one, e_seg = affine_error(one_piece), affine_error(segmented)
+    print(f"mean error after an affine fit: one piece {e_one:.5f}, segments {e_seg:.5f}")
+    assert e_seg <= 1.5 * e_one + 1e-3
+    assert np.abs(segmented - one_piece).max() > 1e-4  # a different computation, not the same one
+
+
+def test_a_shot_within_the_segment_length_is_unchanged(runs):
+    """Segments of at most 12 frames: shots 1 (14) and 3 (16) run in segments, shot 2 (10) whole,
+    and its rows are bit for bit those of shot 2 alone."""
+    depth, report = runs.cuts("--segment-frames", "12")
+    assert [len(s.get("segments", [])) for s in report["shots"]] == [2, 0, 2]
+    alone, _ = runs("--shots", "none", "--from", "14", "--frames", "10")
+    assert np.array_equal(depth[14:24], alone)
+    for first, count in (SHOTS[0], SHOTS[2]):
+        rows = slice(first, first + count)
+        assert affine_error(depth, rows) < 0.05, rows
+
+
+def true_depth(frames: np.ndarray) -> np.ndarray:
+    """The scene's depth in metres: its inverse is affine in the stand-in's depth video."""
+    return 1.0 / (0.5 * depth_video(torch.from_numpy(frames), *SIZE).numpy() + 0.1)
+
+
+def test_known_distances_give_depth_in_their_unit_per_shot(runs, tmp_path):
+    """--depth-points: six measured points per shot; every shot's depth comes out in metres,
+    close to the truth everywhere (not only at the points), each shot with its own fit."""
+    rng = np.random.default_rng(3)
+    lines = ["frame,x,y,depth_m"]
+    for first, count in SHOTS:
+        for _ in range(6):
+            f, x, y = int(rng.integers(first, first + count)), int(rng.integers(0, SIZE[1])), int(rng.integers(0, SIZE[0]))
+            lines.append(f"{f},{x},{y},{true_depth(np.array([f]))[0, y, x]:.6f}")
+    points = tmp_path / "points.csv"
+    points.write_text("\n".join(lines) + "\n")
+    depth, report = runs.cuts("--segment-frames", "0", "--depth-points", str(points))
+    truth = true_depth(np.arange(FRAMES))
+    relative = np.abs(depth - truth) / truth
+    print(f"known distances: median relative error {np.median(relative):.4f}, 95th percentile "
+          f"{np.percentile(relative, 95):.4f}")
+    assert np.median(relative) < 0.03 and np.percentile(relative, 95) < 0.1
+    fits = report["depth_points"]
+    assert [(f["first"], f["points"]) for f in fits] == [(0, 6), (14, 6), (24, 6)]
+    assert len({round(f["scale"], 6) for f in fits}) == 3  # a fit per shot
+    assert report["depth_output"]["mode"] == "per shot"
+    assert max(f["rms"] for f in fits) < 0.1
+
+
+def test_a_shot_without_known_distances_is_refused_before_the_run(runs, tmp_path):
+    points = tmp_path / "few.csv"
+    points.write_text("0,1,1,2.0\n5,3,3,2.5\n")  # the first shot only
+    with pytest.raises(SystemExit) as info:
+        cli.main(runs.args(tmp_path / "out", "-q", "--shots", str(runs.cut_list), "--depth-points", str(points)))
+    assert info.value.code != 0
+    assert not list((tmp_path / "out").glob("clip_*"))
+
+
+def _journal_stages(out: Path) -> list[str]:
+    [folder] = [p for p in out.iterdir() if ".rollingdepth-work-" in p.name]
+    return [json.loads(line)["stage"] for line in (folder / "journal.jsonl").read_text().splitlines()[1:] if line]
+
+
+@pytest.mark.parametrize("case", ["shot", "segment"])
+def test_killed_between_units_resumes_without_redoing_them(runs, tmp_path, case):
+    """SIGKILL while the second unit starts (the next shot, or the next segment of a shot); the
+    same command again does not redo the first unit and gives the same prediction."""
+    if case == "shot":
+        extra, held_at, finished = ("--shots", str(runs.cut_list), "--segment-frames", "0"), {"shot": 2}, {"shot": 1}
+    else:
+        extra, held_at, finished = ("--shots", "none", "--segment-frames", "16"), {"segment": 2}, {"segment": 1}
+    want, _ = runs(*extra)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HELD_RUN_IMPORTS="tests.stand_ins")
+    proc = held_run(runs.args(tmp_path, *extra), {"stage": "encode", "phase": "start", **held_at}, cwd=REPO, env=env)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert "unit" in _journal_stages(tmp_path) and not (tmp_path / "clip_pred.npy").exists()
+    resumed = subprocess.run([sys.executable, "-c", _RUN, *runs.args(tmp_path, *extra), "--progress", "json",
+                              "--log-every", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    events = [json.loads(line) for line in resumed.stderr.splitlines() if line.startswith("{")]
+    stages = [e for e in events if e["event"] == "stage" and e["stage"] != "write"]
+    key, value = next(iter(finished.items()))
+    assert stages and not [e for e in stages if e.get(key) == value]  # the finished unit is not done again
+    assert [e for e in stages if e.get(key) == value + 1]
+    np.testing.assert_allclose(np.load(tmp_path / "clip_pred.npy"), want, atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- three scenes, the tiny checkpoint
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """Three scenes joined by hard cuts (tests/shot_clips.py) as a folder of PNGs, their true cuts,
+    and a cut list of them."""
+    from .shot_clips import three_scenes
+
+    frames, cuts = three_scenes()
+    folder = tmp_path_factory.mktemp("scenes") / "scenes"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame[..., ::-1])
+    cut_list = folder.parent / "cuts.csv"
+    cut_list.write_text("cut,note\n" + "".join(f"{c},hard cut\n" for c in cuts))
+    return folder, frames, cuts, cut_list
+
+
+def scene_run(folder: Path, out: Path, *extra) -> tuple[np.ndarray, dict]:
+    run_cli([str(folder), "-c", str(TINY_CHECKPOINT), "--res", "32", "-d", "1,4", "--dtype", "fp32", "--no-save-sbs",
+             "--cmap", "Greys_r", "-q", "-o", str(out), *extra])
+    return np.load(out / f"{folder.name}_pred.npy"), json.loads((out / f"{folder.name}_run.json").read_text())
+
+
+def test_scenes_cut_apart_as_runs_of_each_shot(scenes, tmp_path):
+    """--shots auto (the fast preset's) finds the hard cuts at their frames; each shot's rows are
+    what run-video gives for that shot alone; a cut list of those cuts gives the same."""
+    folder, frames, cuts, cut_list = scenes
+    depth, report = scene_run(folder, tmp_path / "auto")
+    assert [s["first"] for s in report["shots"][1:]] == cuts
+    assert [s["found_by"] for s in report["shots"]] == ["start", "auto", "auto"]
+    starts = [0, *cuts, len(frames)]
+    for first, stop in zip(starts, starts[1:]):
+        alone, _ = scene_run(folder, tmp_path / f"alone{first}", "--shots", "none", "--from", str(first),
+                             "--frames", str(stop - first))
+        np.testing.assert_allclose(depth[first:stop], alone, atol=1e-5, rtol=0)
+    listed, listed_report = scene_run(folder, tmp_path / "listed", "--shots", str(cut_list))
+    assert [s["found_by"] for s in listed_report["shots"]] == ["start", "cut list", "cut list"]
+    assert np.array_equal(listed, depth)
+
+
+def test_shots_none_is_the_method_on_the_whole_video(scenes, tmp_path):
+    """--shots none: one run of the method over every frame, as RollingDepthPipeline computes it."""
+    from rollingdepth import RollingDepthPipeline
+
+    folder, frames, cuts, _ = scenes
+    depth, report = scene_run(folder, tmp_path / "none", "--shots", "none")
+    assert len(report["shots"]) == 1 and report["settings"].get("units") is None
+    pipe = RollingDepthPipeline.from_pretrained(str(TINY_CHECKPOINT), torch_dtype=torch.float32)
+    want = pipe(frames, processing_res=32, dilations=[1, 4], snippet_lengths=[3], cap_dilation=True, refine_step=0,
+                coalign="fast", generator=torch.Generator().manual_seed(0)).depth
+    np.testing.assert_allclose(depth, want, atol=1e-5, rtol=0)
