@@ -579,6 +579,20 @@ def test_skip_existing_compares_the_recorded_settings(tmp_path, capsys, clips):
     code, out, err = run([clip, *other, "-o", tmp_path, "--skip-existing"], capsys)
     assert code == 0 and "skipped" in out and "other settings" not in err, err
 
+    # a video of three shots: its report's plan is its first shot's (capped there), and it skips too
+    from .shot_clips import three_scenes
+
+    shots = write_clip(tmp_path / "shots.mp4", three_scenes()[0])
+    args = [shots, *BASE, "-d", "1,10", "--shots", "auto", "-o", tmp_path / "s"]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "shots_run.json").read_text())["settings"]["units"] == 3
+    code, out, err = run([*args, "--skip-existing"], capsys)
+    assert code == 0 and "skipped" in out and "other settings" not in err, err
+    code, out, err = run([shots, *BASE, "-d", "1,2", "--shots", "auto", "-o", tmp_path / "s", "--skip-existing",
+                          "--progress", "lines"], capsys)
+    assert code == 0 and "skipped" not in out and "--dilations" in err, err
+
 
 def test_inputs_are_probed_before_the_model_loads(tmp_path, capsys, clips, monkeypatch):
     """A text file named .mp4 and a zero-byte .mp4: each said in one line, exit 2, no model

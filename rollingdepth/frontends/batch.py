@@ -217,8 +217,8 @@ class _Writer:
 # the recorded settings compared as they are (the others: as planned, or not at all: device, batch sizes,
 # work folder and the choice of output files, which outputs_complete looks at)
 _SAME_AS_GIVEN = ("checkpoint", "processing_res", "cap_dilation", "refine_step", "coalign", "attn_span", "seed",
-                  "start_frame", "max_frames", "output_fps", "restore_res", "depth_out", "depth_range", "save_ply",
-                  "fov", "focal", "ply_stride")
+                  "start_frame", "max_frames", "shots", "segment_frames", "output_fps", "restore_res", "depth_out",
+                  "depth_range", "depth_points", "save_ply", "fov", "focal", "ply_stride")
 _PLANNED = ("dilations", "snippet_lengths", "refine_snippet_len", "refine_start_dilation")
 
 
@@ -256,7 +256,7 @@ def _changed_settings(recorded: dict, cfg) -> list[str]:
     settings = cfg.method_settings()
     given = {name: getattr(cfg, name) for name in _SAME_AS_GIVEN}
     auto = recorded.get("num_view_auto") is not None  # the earlier run chose its snippet length
-    plan = Plan.build(settings, int(recorded["num_frames"]),
+    plan = Plan.build(settings, _planned_frames(recorded),
                       recorded["snippet_lengths"][0] if settings.auto_num_view else None)
     given.update({k: v for k, v in plan.report(settings).items() if k in _PLANNED})
     if settings.auto_num_view != auto:
@@ -274,6 +274,15 @@ def _changed_settings(recorded: dict, cfg) -> list[str]:
 
     return [f"{option_name(name)} {text(recorded.get(name))} (now {text(value)})"
             for name, value in given.items() if _json_value(value) != recorded.get(name)]
+
+
+def _planned_frames(recorded: dict) -> int:
+    """The frame count the recorded plan was made for: the video's, or with shots or segments
+    (``units``) the first unit's, which the report's plan is (its snippets at dilation 1)."""
+    if int(recorded.get("units") or 1) <= 1:
+        return int(recorded["num_frames"])
+    i = list(recorded["dilations"]).index(1)
+    return int(recorded["snippets_per_dilation"][i]) + int(recorded["snippet_lengths"][i]) - 1
 
 
 def _json_value(value):
