@@ -425,7 +425,7 @@ def test_truncated_video_warning_in_run_video(tmp_path, capsys):
     report = json.loads((tmp_path / "o" / "cut_run.json").read_text())
     assert report["input_frames"] == {"decoded": decoded, "container": 30}
     code, out, err = run([cut, *BASE, "-d", "1", "--frames", "3", "--strict", "-q", "-o", tmp_path / "strict"], capsys)
-    assert code == 1
+    assert code == 2
     error_line(err, f"declares 30 frames but only {decoded} decode")
     assert not list((tmp_path / "strict").glob("cut_*"))
 
@@ -512,7 +512,7 @@ def test_bad_inputs_one_line_no_traceback_no_output(tmp_path, capsys, clips, mon
 def test_verbose_shows_traceback(tmp_path, capsys):
     (tmp_path / "notes.mp4").write_text("not a video")
     code, out, err = run([tmp_path / "notes.mp4", *FAST, "-v", "-o", tmp_path / "o"], capsys)
-    assert code == 1 and "Traceback" in err
+    assert code == 2 and "Traceback" in err
 
 
 def test_zero_frame_video(tmp_path, capsys):
@@ -522,7 +522,7 @@ def test_zero_frame_video(tmp_path, capsys):
     # keep the container and stream, drop every frame
     subprocess.run([ffmpeg, "-v", "error", "-i", src, "-frames:v", "0", "-c", "copy", empty], check=True)
     code, out, err = run([empty, *FAST, "-o", tmp_path / "o"], capsys)
-    assert code == 1
+    assert code == 2  # found before the model loads, as other input errors
     error_line(err, "no frames")
     assert not list((tmp_path / "o").iterdir())
 
@@ -552,6 +552,77 @@ def test_skip_existing_resumes(tmp_path, capsys, clips):
     assert (tmp_path / "a_pred.npy").stat().st_mtime_ns == stamp
     assert "skipped" in out
     assert (tmp_path / "b_run.json").exists()
+
+
+def test_skip_existing_compares_the_recorded_settings(tmp_path, capsys, clips):
+    """The same settings skip; other settings predict the video again, replace its outputs and
+    say in one line which settings differed; the model is not loaded when every video skips."""
+    clip = clips / "a.mp4"
+    code, _, err = run([clip, *FAST, "-o", tmp_path], capsys)
+    assert code == 0, err
+    stamp = (tmp_path / "a_pred.npy").stat().st_mtime_ns
+    code, out, err = run([clip, *FAST, "-o", tmp_path, "--skip-existing", "--progress", "lines"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "a_pred.npy").stat().st_mtime_ns == stamp and "skipped" in out
+    assert "loading checkpoint" not in err and "other settings" not in err
+
+    other = ["-c", TINY_CHECKPOINT, "--res", "24", "--dtype", "fp32", "-d", "1,4"]
+    code, out, err = run([clip, *other, "-o", tmp_path, "--skip-existing", "--progress", "lines"], capsys)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "other settings" in line]
+    assert len(notes) == 1 and "--res 32 (now 24)" in notes[0], err
+    assert "--dilations" not in notes[0] and "skipped" not in out
+    report = json.loads((tmp_path / "a_run.json").read_text())
+    assert report["settings"]["processing_res"] == 24 and np.load(tmp_path / "a_pred.npy").shape[1:] == (18, 24)
+    # and now those settings are the recorded ones: skipped
+    code, out, err = run([clip, *other, "-o", tmp_path, "--skip-existing"], capsys)
+    assert code == 0 and "skipped" in out and "other settings" not in err, err
+
+    # a video of three shots: its report's plan is its first shot's (capped there), and it skips too
+    from .shot_clips import three_scenes
+
+    shots = write_clip(tmp_path / "shots.mp4", three_scenes()[0])
+    args = [shots, *BASE, "-d", "1,10", "--shots", "auto", "-o", tmp_path / "s"]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "shots_run.json").read_text())["settings"]["units"] == 3
+    code, out, err = run([*args, "--skip-existing"], capsys)
+    assert code == 0 and "skipped" in out and "other settings" not in err, err
+    code, out, err = run([shots, *BASE, "-d", "1,2", "--shots", "auto", "-o", tmp_path / "s", "--skip-existing",
+                          "--progress", "lines"], capsys)
+    assert code == 0 and "skipped" not in out and "--dilations" in err, err
+
+
+def test_inputs_are_probed_before_the_model_loads(tmp_path, capsys, clips, monkeypatch):
+    """A text file named .mp4 and a zero-byte .mp4: each said in one line, exit 2, no model
+    loaded and no summary when every input is bad; beside a good one, said first and the
+    good one runs."""
+    from rollingdepth.method import loading
+
+    loads = []
+    real = loading.load_pipeline
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "notes.mp4").write_text("this is a text file, not a video\n")
+    (folder / "zero.mp4").write_bytes(b"")
+    code, out, err = run([folder, *FAST, "-o", tmp_path / "o"], capsys)
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 2 and "notes.mp4: not a readable video" in errors[0] and "zero.mp4: empty file" in errors[1], err
+    assert not loads and "summary" not in out + err and "Traceback" not in err
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+    (folder / "a.mp4").write_bytes((clips / "a.mp4").read_bytes())
+    code, out, err = run([folder, *FAST, "-o", tmp_path / "o", "--progress", "lines"], capsys)
+    assert code == 1, err
+    lines = err.splitlines()
+    first_error = min(i for i, line in enumerate(lines) if line.startswith("Error:"))
+    loading_at = lines.index(f"loading checkpoint {TINY_CHECKPOINT}")
+    assert first_error < loading_at and len(loads) == 1, err  # the bad ones come first
+    assert (tmp_path / "o" / "a_run.json").exists() and not list((tmp_path / "o").glob("notes*"))
+    summary = " ".join(out.split())
+    assert "notes.mp4" in summary and "empty file" in summary
 
 
 def test_interrupt_leaves_no_partial_file(tmp_path, capsys, clips, monkeypatch):
