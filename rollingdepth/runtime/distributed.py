@@ -50,6 +50,23 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
+    def barrier(self) -> None:
+        """Wait until every rank is here (nothing without a launcher)."""
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def agree(self, error: BaseException | None) -> None:
+        """Every rank says whether its step failed (a collective call: every rank must make it);
+        when one did, every rank raises: its own error, or ``RuntimeError`` naming the rank that failed."""
+        said = self.all_gather(None if error is None else f"rank {self.rank}: {type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        failed = [m for m in said if m is not None]
+        if failed:
+            raise RuntimeError(failed[0])
+
     def close(self, barrier: bool = True) -> None:
         if self.enabled:
             import torch.distributed as dist
