@@ -71,14 +71,29 @@ def clip():
 
 # run-video in a child process that stops at a point the run reports (after importing the
 # modules named in HELD_RUN_IMPORTS, e.g. a stand-in model's): once it prints the
-# `--progress json` event whose fields include all of argv[1] (a JSON object), the event is
-# written out and the run waits right there, inside the progress report, until a signal
-# arrives. A signal sent then finds the run at that point, however fast the machine.
-_HELD_RUN = """
+# `--progress json` event whose fields include all of argv[1] (a JSON object; or of the
+# environment's HELD_AT, run-video's arguments then start at argv[1]), the event is written
+# out, then "HELD <pid>", and the run waits right there, inside the progress report, until a
+# signal arrives. A signal sent then finds the run at that point, however fast the machine.
+# With HELD_MARK (a file name), only the first process to get there holds (it creates the
+# file): e.g. one rank of torchrun, and not again after torchrun restarts it.
+HELD_RUN = """
 import importlib, json, os, sys, time
-want = json.loads(sys.argv[1])
+held_at = os.environ.get("HELD_AT")
+want = json.loads(held_at or sys.argv[1])
+args = sys.argv[1:] if held_at else sys.argv[2:]
 for module in filter(None, os.environ.get("HELD_RUN_IMPORTS", "").split(",")):  # e.g. tests.stand_ins
     importlib.import_module(module)
+
+def first_here():
+    mark = os.environ.get("HELD_MARK")
+    if not mark:
+        return True
+    try:
+        os.close(os.open(mark, os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        return False
 
 class Held:
     def __init__(self, stream):
@@ -88,9 +103,9 @@ class Held:
         written = self.stream.write(text)
         for line in text.splitlines():
             event = json.loads(line) if line.startswith("{") else {}
-            if not self.held and all(event.get(k) == v for k, v in want.items()):
+            if not self.held and event and all(event.get(k) == v for k, v in want.items()) and first_here():
                 self.held = True
-                self.stream.write("HELD\\n")
+                self.stream.write(f"HELD {os.getpid()}\\n")
                 self.stream.flush()
                 while True:
                     time.sleep(0.05)
@@ -101,7 +116,7 @@ class Held:
 
 sys.stderr = Held(sys.stderr)
 from rollingdepth.frontends import run_video as cli
-cli.main(sys.argv[2:])
+cli.main(args)
 """
 
 
@@ -114,7 +129,7 @@ def held_run(args, event: dict, cwd=None, env=None, timeout: float = 300):
     import threading
 
     env = dict(os.environ, HF_HUB_OFFLINE="1") if env is None else env
-    proc = subprocess.Popen([sys.executable, "-c", _HELD_RUN, __import__("json").dumps(event), *map(str, args),
+    proc = subprocess.Popen([sys.executable, "-c", HELD_RUN, __import__("json").dumps(event), *map(str, args),
                              "--progress", "json", "--log-every", "0"], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(timeout, proc.kill)  # only when the run never reaches the event
@@ -123,7 +138,7 @@ def held_run(args, event: dict, cwd=None, env=None, timeout: float = 300):
     try:
         for line in proc.stderr:
             proc.seen.append(line)
-            if line == "HELD\n":
+            if line.startswith("HELD "):
                 return proc
     finally:
         watchdog.cancel()

@@ -282,7 +282,8 @@ def _run_all(entries: list, cfg, v: dict, report: Reporter):
     dist = init_distributed()
     interrupted, clean = False, False
     try:
-        mine = _my_share(entries, dist)
+        share = _my_share(entries, dist, cfg, output_dir if skip_existing else None)
+        mine = [entry for entry, _ in share]
         show = not v["quiet"] and dist.is_main
         needed = _needs_model(mine, output_dir, cfg, skip_existing)
         started = time.time()
@@ -299,7 +300,7 @@ def _run_all(entries: list, cfg, v: dict, report: Reporter):
             _say_estimate(pipe, mine, output_dir, cfg, skip_existing, report)
         batch = Batch(output_dir, cfg, dist, report, verbose=v["verbose"], skip_existing=skip_existing, pipe=pipe)
         with report:
-            interrupted = run_batch([_item(e, cfg) for e in mine], batch)
+            interrupted = run_batch([_item(e, cfg, spread) for e, spread in share], batch)
         results = batch.results
         all_results = results if interrupted else [r for part in dist.all_gather(results) for r in part]
         clean = not interrupted
@@ -308,11 +309,12 @@ def _run_all(entries: list, cfg, v: dict, report: Reporter):
     return all_results, interrupted, time.time() - started, show
 
 
-def _item(entry, cfg) -> BatchItem:
+def _item(entry, cfg, spread=None) -> BatchItem:
     from rollingdepth.io.video_io import load_source
 
     name = str(entry[0] if isinstance(entry, tuple) else entry)
-    return BatchItem(name=name, stem=_entry_stem(entry), open=lambda: load_source(entry, strict=cfg.strict))
+    return BatchItem(name=name, stem=_entry_stem(entry), open=lambda: load_source(entry, strict=cfg.strict),
+                     shared=spread)
 
 
 def _stop_on_sigterm() -> None:
@@ -406,25 +408,33 @@ def _finished_since(path: Path, since: float) -> bool:
         return False
 
 
-def _my_share(entries: list, dist) -> list:
-    """This process's videos: all of them, or a share balanced by frame count."""
+def _my_share(entries: list, dist, cfg, skip_in: Path | None = None) -> list[tuple]:
+    """This process's videos, each with None (it runs whole here) or its shots (a ``ShotsState``:
+    its units are spread over every rank): all of them whole without a launcher; else every
+    video of several units (shots, or segments of a long shot), first, then a share of the
+    others balanced by frame count. ``skip_in``: the output folder of ``--skip-existing``."""
     if not dist.enabled:
-        return entries
-    from rollingdepth.runtime.distributed import balanced_shards
+        return [(e, None) for e in entries]
     from rollingdepth.io.video_io import load_source
+    from rollingdepth.runtime.distributed import balanced_shards
+    from rollingdepth.runtime.outputs import outputs_complete
+    from rollingdepth.runtime.video_job import spread_shots
 
-    def frames(entry) -> int:
+    def probe(entry) -> tuple:
         try:
-            return load_source(entry).frame_count
+            source = load_source(entry)
+            done = skip_in is not None and outputs_complete(skip_in, _entry_stem(entry), cfg)
+            return source.frame_count, None if done else spread_shots(source, cfg)
         except Exception:  # the rank that gets it reports the error
-            return 0
+            return 0, None
 
-    probed = {i: frames(entries[i]) for i in range(dist.rank, len(entries), dist.world_size)}
-    counts = {}
-    for part in dist.all_gather(probed):
-        counts.update(part)
-    shards = balanced_shards([counts[i] for i in range(len(entries))], dist.world_size)
-    return [entries[i] for i in shards[dist.rank]]
+    probed = {}
+    for part in dist.all_gather({i: probe(entries[i]) for i in range(dist.rank, len(entries), dist.world_size)}):
+        probed.update(part)
+    spread = [i for i in range(len(entries)) if probed[i][1] is not None]
+    whole = [i for i in range(len(entries)) if probed[i][1] is None]
+    shards = balanced_shards([probed[i][0] for i in whole], dist.world_size)
+    return [(entries[i], probed[i][1]) for i in spread] + [(entries[whole[k]], None) for k in shards[dist.rank]]
 
 
 def run_app(typer_app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> None:

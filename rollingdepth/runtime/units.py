@@ -238,7 +238,9 @@ class _UnitRunner:
             depth=self._out(main["size"]), depth_coaligned=self._out(main["size"]), snippets=[],
             coalign_loss=float(np.average([s["coalign_loss"] for s in shots], weights=[s["frames"] for s in shots])),
             depth_range=(min(s["depth_range"][0] for s in shots), max(s["depth_range"][1] for s in shots)),
-            settings=settings, timings=timings, counts=counts, num_view_auto=main["num_view_auto"], shots=shots)
+            settings=settings, timings=timings, counts=counts, num_view_auto=main["num_view_auto"], shots=shots,
+            units=[{k: r[k] for k in ("index", "shot", "segment", "first", "frames", "seconds", "rank", "round") if k in r}
+                   for r in reports])
 
 
 def copy_rows(rows, shot: Shot, write) -> None:
