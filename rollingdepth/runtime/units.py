@@ -73,11 +73,14 @@ class FrameCursor:
     ``open_at(f)`` iterates the frames from frame ``f`` on (of the frames processed). A unit
     that shares frames with the next one says from which frame on (``keep_from``): those are
     kept, in a file of ``spill_dir`` (or in memory without one), and the next unit gets them
-    from there. A unit that starts behind what was read and kept reopens the input.
+    from there. A unit that starts behind what was read and kept reopens the input; so does one
+    that starts over ``skip_limit`` frames ahead of it (an input that seeks: the frames between
+    are not decoded; None: never).
     """
 
-    def __init__(self, open_at: Callable[[int], Iterator[np.ndarray]], spill_dir: Path | None = None):
-        self.open_at, self.spill_dir = open_at, spill_dir
+    def __init__(self, open_at: Callable[[int], Iterator[np.ndarray]], spill_dir: Path | None = None,
+                 skip_limit: int | None = None):
+        self.open_at, self.spill_dir, self.skip_limit = open_at, spill_dir, skip_limit
         self._gen: Iterator[np.ndarray] | None = None
         self._pos = 0  # the frame the decoder gives next
         self._kept = _Kept(0, None)
@@ -85,7 +88,8 @@ class FrameCursor:
 
     def _decode(self, frame: int) -> np.ndarray:
         """Frame ``frame`` from the decoder; ``StopIteration`` past the end."""
-        if self._gen is None or self._pos > frame:
+        ahead = self.skip_limit is not None and frame - self._pos > self.skip_limit
+        if self._gen is None or self._pos > frame or ahead:
             self._gen, self._pos = iter(self.open_at(frame)), frame
         while self._pos < frame:
             next(self._gen)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rollingdepth.method.pipeline import RollingDepthPipeline
 
 Progress = Callable[[str, int, int], None]
+SEEK_AHEAD = 48  # frames: a unit further ahead of the decoder than this seeks (ffmpeg decodes from the keyframe before)
 
 
 def _oom_advice(pipe: "RollingDepthPipeline", shape, cfg: RunConfig) -> str:
@@ -261,7 +262,9 @@ def _units_job(pipe: "RollingDepthPipeline", source: VideoSource, cfg: RunConfig
 
     from rollingdepth.runtime.units import FrameCursor, UnitsJob
 
-    cursor = FrameCursor(lambda first: source.frames(cfg.start_frame + first), spill_dir=spill_dir)
+    # an input that seeks is reopened at a unit far ahead (images: at any unit ahead), not decoded up to it
+    skip_limit = 0 if source.images is not None else SEEK_AHEAD if source.frame_seconds else None
+    cursor = FrameCursor(lambda first: source.frames(cfg.start_frame + first), spill_dir=spill_dir, skip_limit=skip_limit)
     return UnitsJob(*plan, cursor, lambda: torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed), progress)
 
 
