@@ -144,6 +144,16 @@ def test_torchrun_spreads_one_video_like_one_process(setup, one_process, tmp_pat
     assert not [p for p in out.iterdir() if ".rollingdepth-work-" in p.name]  # the work folder is gone
 
 
+def _held(proc) -> int:
+    """The pid of the rank that printed "HELD <pid>" (tests/conftest.py's HELD_RUN), once it did."""
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("HELD "):
+            return int(line.split()[1])
+    pytest.fail(f"the run ended before it was held: {''.join(seen)[-3000:]}")
+
+
 def _journal_units(path: Path) -> list[int]:
     try:
         lines = path.read_text().splitlines()[1:]
@@ -175,12 +185,7 @@ def test_killed_rank_resumes_its_unit_and_redoes_none(setup, one_process, tmp_pa
     command = _torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1", setup["script"],
                         *args_for(setup, out, "--progress", "json", "--log-every", "0"))
     with launched([command], env) as [proc]:
-        seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            if line.startswith("HELD "):
-                break
-        assert seen and seen[-1].startswith("HELD "), "".join(seen)[-3000:]
+        pid = _held(proc)
         [work] = [p for p in out.iterdir() if ".rollingdepth-work-" in p.name]
         mine1 = [u.index for u, r in zip(units, owners) if r == 1]
         deadline = time.monotonic() + 120
@@ -189,7 +194,7 @@ def test_killed_rank_resumes_its_unit_and_redoes_none(setup, one_process, tmp_pa
             time.sleep(0.1)
         done0 = _journal_units(work / "ranks2_0" / "journal.jsonl")
         assert done0 == [rank0[0].index]
-        os.kill(int(seen[-1].split()[1]), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
         rest, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, (rest + stderr)[-3000:]
     np.testing.assert_array_equal(np.load(out / "clip_pred.npy"), one_process)
@@ -205,6 +210,25 @@ def test_killed_rank_resumes_its_unit_and_redoes_none(setup, one_process, tmp_pa
     assert not [e for e in stages if (e["shot"], e.get("segment")) == (first.shot + 1, first.segment + 1)]
     again = [e["stage"] for e in stages if (e["shot"], e.get("segment")) == (held.shot + 1, held.segment + 1)]
     assert "merge" in again and "snippets" not in again, again  # resumed from its checkpoints
+
+
+def test_killed_while_writing_the_outputs_predicts_nothing_again(setup, one_process, tmp_path):
+    """Rank 0 killed once the shots are recorded, as its outputs start: after the restart no rank
+    runs a unit again, and rank 0 writes the outputs from the rows every rank wrote."""
+    out = tmp_path / "out"
+    env = _env(HELD_AT=json.dumps({"stage": "write", "phase": "start"}), HELD_MARK=str(tmp_path / "held"))
+    command = _torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1", setup["script"],
+                        *args_for(setup, out, "--progress", "json", "--log-every", "0"))
+    with launched([command], env) as [proc]:
+        os.kill(_held(proc), signal.SIGKILL)
+        rest, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, (rest + stderr)[-3000:]
+    np.testing.assert_array_equal(np.load(out / "clip_pred.npy"), one_process)
+    after = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert [e for e in after if e.get("event") == "stage" and e["stage"] == "write"]
+    assert not [e for e in after if e.get("event") == "stage" and e.get("shot")]  # no unit ran again
+    report = json.loads((out / "clip_run.json").read_text())
+    assert sorted(u["index"] for u in report["units"]) == list(range(6)) and {u["round"] for u in report["units"]} == {0}
 
 
 def test_two_nodes_on_one_machine(setup, one_process, tmp_path):

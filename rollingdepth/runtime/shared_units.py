@@ -161,8 +161,15 @@ class _SharedRunner(_UnitRunner):
             return None
         if self.output is not None:  # read back what every rank wrote, through a fresh file
             self.output.close()
-            self.output = self.video.array("output", self.output.array_shape)
+            self.output = None
         return self._result()
+
+    def _out(self, size):
+        """The video's prediction, as every rank wrote it (rank 0, once the rows are written)."""
+        if self.output is None:
+            self.output = NpyFile(self.shared.workdir / PREDICTION, (self.num_frames, *size), np.float32, mode="r+")
+            self.video.arrays["output"] = self.output  # closed with the video's store
+        return self.output
 
     # ------------------------------------------------------------------ this rank's units
     def _run_mine(self) -> None:
