@@ -231,6 +231,19 @@ def test_killed_while_writing_the_outputs_predicts_nothing_again(setup, one_proc
     assert sorted(u["index"] for u in report["units"]) == list(range(6)) and {u["round"] for u in report["units"]} == {0}
 
 
+def test_a_rank_that_fails_fails_the_video_on_every_rank(setup, tmp_path):
+    """The model fails on rank 1: no rank waits for it for ever; the video is reported failed once,
+    naming the rank, both ranks exit non-zero, and no output is left."""
+    out = tmp_path / "out"
+    command = _torchrun("--standalone", "--nproc-per-node", "2", setup["script"], *args_for(setup, out))
+    with launched([command], _env(STAND_IN_FAIL_ON_RANK="1")) as [proc]:
+        stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    summary = " ".join(stdout.split())
+    assert stdout.count("run-video summary") == 1 and "rank 1: RuntimeError: the stand-in fails on rank 1" in summary
+    assert not (out / "clip_pred.npy").exists() and not (out / "clip_run.json").exists()
+
+
 def test_two_nodes_on_one_machine(setup, one_process, tmp_path):
     """--nnodes 2: two launchers (one process each, as two machines would run them, the output
     folder shared), gloo on CPU: the same prediction as one process, both did units."""

@@ -149,12 +149,7 @@ class _SharedRunner(_UnitRunner):
             for part in self.dist.all_gather({i: r for i, r in self.units.items() if self.owners[i] == self.dist.rank}):
                 self.units.update(part)
             self._assemble()
-            if self.video is not None:
-                for i in sorted(self.units):
-                    self.video.checkpoint(UnitDone(self.units[i]))
-                for i in sorted(self.shots):
-                    self.video.checkpoint(ShotDone(self.shots[i]))
-            self.dist.barrier()  # the video is recorded done: the units' folders can go
+            self.dist.gathered(self._record)  # the video is recorded done: the units' folders can go
         self.store.close()
         shutil.rmtree(self.store.workdir, ignore_errors=True)
         if self.video is None:
@@ -163,6 +158,14 @@ class _SharedRunner(_UnitRunner):
             self.output.close()
             self.output = None
         return self._result()
+
+    def _record(self) -> None:
+        """Rank 0: the units and the shots, in the video's journal."""
+        if self.video is not None:
+            for i in sorted(self.units):
+                self.video.checkpoint(UnitDone(self.units[i]))
+            for i in sorted(self.shots):
+                self.video.checkpoint(ShotDone(self.shots[i]))
 
     def _out(self, size):
         """The video's prediction, as every rank wrote it (rank 0, once the rows are written)."""
@@ -190,9 +193,8 @@ class _SharedRunner(_UnitRunner):
 
     def _keep_from(self, unit: Unit) -> int | None:
         """Frames are kept for the next segment only when this rank runs it."""
-        keep = super()._keep_from(unit)
-        following = [u for u in self.job.units if u.shot == unit.shot and u.segment == unit.segment + 1]
-        return keep if following and self.owners[following[0].index] == self.dist.rank else None
+        following = self._following(unit)
+        return following.first if following is not None and self._mine(following) else None
 
     # ------------------------------------------------------------------ the shots, together
     def _rows(self, unit: Unit) -> _LazyRows:
@@ -202,41 +204,61 @@ class _SharedRunner(_UnitRunner):
         return rows
 
     def _assemble(self) -> None:
-        """Write this rank's rows of the video's prediction, shot by shot (see the module's text)."""
-        mine = lambda u: self.owners[u.index] == self.dist.rank  # noqa: E731
+        """Write this rank's rows of the video's prediction, shot by shot (see the module's text).
+        Each step ends in an exchange that every rank reaches, also when the step failed on one."""
         shape = (self.num_frames, *next(iter(self.units.values()))["size"])
-        if self.video is not None:
-            self.output = self.video.output(shape)  # a new file, sized for every row
-        self.dist.barrier()
-        out = self.output if self.video is not None else NpyFile(self.shared.workdir / PREDICTION, shape, np.float32, mode="r+")
+        self.dist.gathered(lambda: self._allocate(shape))
         shots = []  # (shot, its units, their rows)
-        stats = {}  # unit index -> the sums of its overlap with the segment before
         for s, shot in enumerate(self.job.shots):
             units = [u for u in self.job.units if u.shot == s]
-            segs = [SegmentRows(u.first - shot.first, self._rows(u)) for u in units]
-            shots.append((shot, units, segs))
-            stats.update({u.index: overlap_of(segs[j - 1], segs[j]) for j, u in enumerate(units) if j and mine(u)})
-        stats = {i: v for part in self.dist.all_gather(stats) for i, v in part.items()}
+            shots.append((shot, units, [SegmentRows(u.first - shot.first, self._rows(u)) for u in units]))
+        stats = {i: v for part in self.dist.gathered(lambda: self._overlaps(shots)) for i, v in part.items()}
         stats = [[stats[u.index] for u in units[1:]] for _, units, _ in shots]  # per shot, per overlap
         affines = [chain(shot_stats) for shot_stats in stats]
-        ranges = {}  # shot -> min and max of this rank's frames of it
+        every = self.dist.gathered(lambda: self._ranges(shots, affines))
+        ranges = {}  # shot -> min and max of its composed frames, over every rank
+        for part in every:
+            for s, (lo, hi) in part.items():
+                old = ranges.get(s, (lo, hi))
+                ranges[s] = (min(lo, old[0]), max(hi, old[1]))
+        self.dist.gathered(lambda: self._write_rows(shape, shots, (stats, affines), ranges))
+
+    def _allocate(self, shape) -> None:
+        """Rank 0: the video's prediction, a new file sized for every row."""
+        if self.video is not None:
+            self.output = self.video.output(shape)
+
+    def _mine(self, unit: Unit) -> bool:
+        return self.owners[unit.index] == self.dist.rank
+
+    def _overlaps(self, shots) -> dict:
+        """unit index -> the sums of its overlap with the segment before, for this rank's units."""
+        return {u.index: overlap_of(segs[j - 1], segs[j])
+                for _, units, segs in shots for j, u in enumerate(units) if j and self._mine(u)}
+
+    def _ranges(self, shots, affines) -> dict:
+        """shot -> min and max of the composed frames this rank writes of it (shots in segments)."""
+        ranges = {}
         for s, (shot, units, segs) in enumerate(shots):
             for j, u in enumerate(units):
-                if len(units) > 1 and mine(u):
+                if len(units) > 1 and self._mine(u):
                     lo, hi = shot_range(segs, affines[s], *_owned(units, j, shot.first))
                     old = ranges.get(s, (lo, hi))
                     ranges[s] = (min(lo, old[0]), max(hi, old[1]))
-        every = self.dist.all_gather(ranges)
+        return ranges
+
+    def _write_rows(self, shape, shots, fits, ranges) -> None:
+        """This rank's rows of every shot, flushed to the storage; every shot's report."""
+        out = self.output if self.video is not None else NpyFile(self.shared.workdir / PREDICTION, shape, np.float32, mode="r+")
         write = self._writer(out)
-        for s, (shot, units, segs) in enumerate(shots):
-            found = [part[s] for part in every if s in part]
-            value_range = (min(r[0] for r in found), max(r[1] for r in found)) if found else None
-            self._write_shot(s, (shot, units, segs), (stats[s], affines[s]), value_range, write)
+        for s, parts in enumerate(shots):
+            self._write_shot(s, parts, (fits[0][s], fits[1][s]), ranges.get(s), write)
         out.flush()
         os.fsync(out._file.fileno())  # on shared storage, before the others go on
         for rows in self.opened:
             rows.close()
-        self.dist.barrier()
+        if self.video is None:
+            out.close()
 
     def _writer(self, out):
         if self.video is not None:  # rank 0: through the video's store (its checksums go in the journal)

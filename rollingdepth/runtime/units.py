@@ -191,8 +191,12 @@ class _UnitRunner:
 
     def _keep_from(self, unit: Unit) -> int | None:
         """The first frame of the unit's next segment (its frames are kept for it), or None."""
-        following = [u for u in self.job.units if u.shot == unit.shot and u.segment == unit.segment + 1]
-        return following[0].first if following else None
+        following = self._following(unit)
+        return following.first if following else None
+
+    def _following(self, unit: Unit) -> Unit | None:
+        """The next segment of the unit's shot, or None."""
+        return next((u for u in self.job.units if u.shot == unit.shot and u.segment == unit.segment + 1), None)
 
     def _report(self, unit: Unit) -> dict:
         return self.units[unit.index]
