@@ -50,13 +50,6 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
-    def barrier(self) -> None:
-        """Wait until every rank is here (nothing without a launcher)."""
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
     def agree(self, error: BaseException | None) -> None:
         """Every rank says whether its step failed (a collective call: every rank must make it);
         when one did, every rank raises: its own error, or ``RuntimeError`` naming the rank that failed."""
