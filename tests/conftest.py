@@ -69,76 +69,93 @@ def clip():
     return make_clip
 
 
-# run-video in a child process that stops at a point the run reports (after importing the
-# modules named in HELD_RUN_IMPORTS, e.g. a stand-in model's): once it prints the
-# `--progress json` event whose fields include all of argv[1] (a JSON object; or of the
-# environment's HELD_AT, run-video's arguments then start at argv[1]), the event is written
-# out, then "HELD <pid>", and the run waits right there, inside the progress report, until a
-# signal arrives. A signal sent then finds the run at that point, however fast the machine.
-# With HELD_MARK (a file name), only the first process to get there holds (it creates the
-# file): e.g. one rank of torchrun, and not again after torchrun restarts it.
-HELD_RUN = """
-import importlib, json, os, sys, time
-held_at = os.environ.get("HELD_AT")
-want = json.loads(held_at or sys.argv[1])
-args = sys.argv[1:] if held_at else sys.argv[2:]
-for module in filter(None, os.environ.get("HELD_RUN_IMPORTS", "").split(",")):  # e.g. tests.stand_ins
-    importlib.import_module(module)
+def work_folders(folder: Path) -> list[Path]:
+    """The work folders run-video keeps in ``folder`` (none when it does not exist)."""
+    return [p for p in folder.iterdir() if ".rollingdepth-work-" in p.name] if folder.exists() else []
 
-def first_here():
-    mark = os.environ.get("HELD_MARK")
-    if not mark:
-        return True
+
+HELD_CHILD = Path(__file__).parent / "held_child.py"
+_HELD: list = []  # the held runs of the current test
+
+
+@pytest.fixture(autouse=True)
+def _no_held_run_outlives_its_test():
+    """A held run waits for a signal forever: whatever the test did, none is left behind."""
+    yield
+    while _HELD:
+        kill_group(_HELD.pop())
+
+
+def kill_group(proc) -> None:
+    """Kill what is left of ``proc`` (started with ``start_new_session=True``): its process
+    group and every process it started (torchrun starts each worker in a session of its own)."""
+    import signal
+
+    import psutil
+
+    if proc.poll() is not None:
+        return  # it ended (its workers with it): its pid may be another process's by now
     try:
-        os.close(os.open(mark, os.O_CREAT | os.O_EXCL))
-        return True
-    except FileExistsError:
-        return False
-
-class Held:
-    def __init__(self, stream):
-        self.stream, self.held = stream, False
-
-    def write(self, text):
-        written = self.stream.write(text)
-        for line in text.splitlines():
-            event = json.loads(line) if line.startswith("{") else {}
-            if not self.held and event and all(event.get(k) == v for k, v in want.items()) and first_here():
-                self.held = True
-                self.stream.write(f"HELD {os.getpid()}\\n")
-                self.stream.flush()
-                while True:
-                    time.sleep(0.05)
-        return written
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-sys.stderr = Held(sys.stderr)
-from rollingdepth.frontends import run_video as cli
-cli.main(args)
-"""
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing left in the group
+    for child in family:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
 
 
-def held_run(args, event: dict, cwd=None, env=None, timeout: float = 300):
-    """Start ``run-video args`` (with ``--progress json --log-every 0``) in a child process and
-    return it once it is held at ``event`` (e.g. ``{"stage": "merge", "done": 32}``); its
-    stderr so far is the Popen's ``seen`` (a list of lines). Fails when the run ends first."""
+def run_group(command, timeout: float, **popen_kwargs):
+    """``subprocess.run(command, capture_output=True, text=True, timeout=timeout)`` in a process
+    group of its own: when it times out (or the test stops meanwhile) every process of the
+    group and every process it started are killed, the workers of ``torchrun`` or ``accelerate
+    launch`` included."""
+    import subprocess
+
+    proc = subprocess.Popen([str(a) for a in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **popen_kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        kill_group(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def held_run(args, event: dict, cwd=None, env=None, timeout: float = 300, launcher=None):
+    """Start ``run-video args`` (with ``--progress json --log-every 0``) in a child process
+    (tests/held_child.py) and return it once it is held at ``event`` (e.g. ``{"stage": "merge",
+    "done": 32}``): it waits there, inside its progress report, until a signal comes, however
+    fast the machine. Its stderr (read on in a thread, so that no process blocks writing) is
+    the Popen's ``seen``, a list of lines. ``launcher`` (e.g. torchrun's argv) runs the script
+    instead of Python; every process of it that reports ``event`` is held (under torchrun only
+    rank 0 reports progress), in the launcher's first round only. The child leads a process group of its
+    own (``kill_group``). Fails when the run ends first."""
+    import json
     import subprocess
     import sys
     import threading
 
     env = dict(os.environ, HF_HUB_OFFLINE="1") if env is None else env
-    proc = subprocess.Popen([sys.executable, "-c", HELD_RUN, __import__("json").dumps(event), *map(str, args),
-                             "--progress", "json", "--log-every", "0"], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(timeout, proc.kill)  # only when the run never reaches the event
+    command = [*(launcher or [sys.executable]), HELD_CHILD, json.dumps(event), *args, "--progress", "json",
+               "--log-every", "0"]
+    proc = subprocess.Popen([str(a) for a in command], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _HELD.append(proc)
+    watchdog = threading.Timer(timeout, kill_group, [proc])  # only when the run never reaches the event
     watchdog.start()
     proc.seen = []
     try:
         for line in proc.stderr:
             proc.seen.append(line)
-            if line.startswith("HELD "):
+            if line == "HELD\n":
+                proc.drain = threading.Thread(target=lambda: proc.seen.extend(proc.stderr), daemon=True)
+                proc.drain.start()
                 return proc
     finally:
         watchdog.cancel()

@@ -43,6 +43,17 @@ def frames_with_ids(num_frames: int, height: int, width: int) -> np.ndarray:
     return np.broadcast_to(values[:, None, None, None], (num_frames, height, width, 3)).astype(np.uint8)
 
 
+def save_frames_with_ids(folder: Path, num_frames: int, height: int, width: int) -> Path:
+    """:func:`frames_with_ids` as a new folder of PNGs (lossless: each frame keeps its identity)."""
+    import cv2
+
+    folder = Path(folder)
+    folder.mkdir()
+    for i, frame in enumerate(frames_with_ids(num_frames, height, width)):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    return folder
+
+
 def depth_video(frame_ids: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The depth video ``D`` at frames ``frame_ids [B]``: float32 ``[B, H, W]``, in [0.45, 2.55]."""
     yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),

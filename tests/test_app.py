@@ -156,6 +156,22 @@ def test_page_settings_build_the_config_run_video_builds(tmp_path):
     service.workspace.close()
 
 
+def test_frame_view_counts_frames_from_one_as_the_slider(tmp_path, monkeypatch):
+    """Slider value i shows frame i of N (1..N): the title and the depth drawn are the same frame."""
+    from rollingdepth.frontends import app as page
+
+    depth = np.stack([np.full((4, 6), i, np.float32) for i in range(3)])  # frame i holds the value i - 1
+    np.save(tmp_path / "d.npy", depth)
+    drawn = []
+    monkeypatch.setattr(page, "_with_colour_bar", lambda image, cmap, vmin, vmax, title: drawn.append((image, title)))
+    state = {"npy": str(tmp_path / "d.npy"), "frames": 3, "cmap": "Greys_r", "range": [0.0, 2.0]}
+    for index in (1, 3, 0, 9):
+        page.DepthService.frame_view(state, index)
+    titles = [title for _, title in drawn]
+    assert titles == ["frame 1 of 3", "frame 3 of 3", "frame 1 of 3", "frame 3 of 3"]
+    assert drawn[0][0].mean() < drawn[1][0].mean()  # Greys_r: frame 1 (value 0) is darker than frame 3 (value 2)
+
+
 # ============================================================================ the app and browsers
 def _free_port() -> int:
     with socket.socket() as s:
@@ -179,11 +195,11 @@ class App:
         return set(self.root.glob("users/*/run-*"))
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory, request):
-    require_module("gradio")
-    tmp = tmp_path_factory.mktemp("app")
-    (tmp / "tmp").mkdir()
+def _start_app(tmp: Path, log_name: str, hold: Path | None = None):
+    """The app as its own process (tiny checkpoint, fp32, one torch thread); (Popen, url, log).
+    ``hold``: a job is held at its snippets while that file exists (app.HOLD_ENV)."""
+    from rollingdepth.frontends.app import HOLD_ENV
+
     port = _free_port()
     env = dict(os.environ)
     env.update(
@@ -192,7 +208,9 @@ def app(tmp_path_factory, request):
         GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
         no_proxy="127.0.0.1,localhost", NO_PROXY="127.0.0.1,localhost",
     )
-    log = tmp / "app.log"
+    if hold is not None:
+        env[HOLD_ENV] = f"snippets:{hold}"
+    log = tmp / log_name
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "rollingdepth.frontends.app", "-c", str(TINY_CHECKPOINT), "--dtype", "fp32",
@@ -200,22 +218,34 @@ def app(tmp_path_factory, request):
              "--max-res", "256", "--results-ttl", "1h"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
-    request.getfixturevalue("reference")  # computed in this process while the app starts
-    deadline = time.time() + 180
+    return proc, f"http://127.0.0.1:{port}", log
+
+
+def _wait_until_served(proc, url: str, log: Path, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
     while True:
         if proc.poll() is not None:
             pytest.fail(f"the app exited with {proc.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(url + "/", timeout=5) as response:
                 if response.status == 200:
-                    break
+                    return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         if time.time() > deadline:
             proc.kill()
             pytest.fail(f"the app did not start in time:\n{log.read_text()}")
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, request):
+    require_module("gradio")
+    tmp = tmp_path_factory.mktemp("app")
+    (tmp / "tmp").mkdir()
+    proc, url, log = _start_app(tmp, "app.log", hold=tmp / "hold")
+    request.getfixturevalue("reference")  # computed in this process while the app starts
+    _wait_until_served(proc, url, log)
     yield App(proc, url, log, tmp)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -364,20 +394,59 @@ def _finished(driver) -> str:
     return status if status.startswith(("Done", "Error", "Cancelled")) else ""
 
 
-def _run_and_watch(driver, timeout=120) -> tuple[str, set[str], bool]:
-    """Press Run; return the final status, the stages the progress bar showed, whether it queued."""
+def _run_and_watch(driver, timeout=120, bars: list | None = None) -> tuple[str, set[str], bool]:
+    """Press Run; return the final status, the stages the progress bar showed, whether it queued.
+    ``bars`` gets the number of progress bars the page drew at each look."""
     stages, queued = set(), False
     _run(driver)
     deadline = time.time() + timeout
     while time.time() < deadline:
         page = driver.find_element("css selector", "body").text
-        stages.update(m.group(1) for m in STAGE.finditer(page))
+        found = [m.group(1) for m in STAGE.finditer(page)]
+        stages.update(found)
+        if bars is not None:
+            bars.append(len(found))
         queued = queued or bool(QUEUE.search(page))
         status = _finished(driver)
         if status:
             return status, stages, queued
         time.sleep(0.15)
     raise AssertionError(f"no result after {timeout} s; page shows: {driver.find_element('css selector', 'body').text[:500]}")
+
+
+ESTIMATE = re.compile(r"^Estimated (?P<time>\d+ s|\d+ min|\d+ h \d+ min) on cpu \(fp32\) for (?P<frames>\d+) frames "
+                      r"at (?P<w>\d+)x(?P<h>\d+)")
+
+
+def _estimate_of(driver, frames: int) -> dict | None:
+    """The page's estimate once it is for ``frames`` frames: its line, width and seconds; else None."""
+    line = _text(driver, "rd-estimate")
+    found = ESTIMATE.match(line)
+    if not found or int(found.group("frames")) != frames:
+        return None
+    numbers = [int(x) for x in re.findall(r"\d+", found.group("time"))]
+    unit = 3600 if " h " in found.group("time") else 60 if "min" in found.group("time") else 1
+    seconds = numbers[0] * unit + (numbers[1] * 60 if len(numbers) == 2 else 0)
+    return {"line": line, "w": int(found.group("w")), "seconds": seconds}
+
+
+def _run_video_estimate(frames: int) -> str:
+    """The line run-video says before the sample clip's run with the page's small settings, in this
+    process (the app's throughput, measured with one torch thread, is in the same cache)."""
+    import torch
+
+    from rollingdepth.method.loading import load_pipeline
+    from rollingdepth.runtime.estimate import estimate_run
+    from rollingdepth.runtime.run_config import RunConfig
+
+    cfg = RunConfig.build("fast", dict(processing_res=SMALL["res"], dilations=[1, 4], max_frames=frames, dtype="fp32"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pipe = load_pipeline(str(TINY_CHECKPOINT), "fp32", "cpu")
+        return estimate_run(pipe, [(frames, (192, 320))], cfg.method_settings())[0]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _download_links(driver) -> dict[str, str]:
@@ -408,14 +477,26 @@ def test_sample_clip_run_matches_run_video(app, browser, reference):
 
     page = browser("a")
     _open(page, app)
+    # On a CPU the page starts at a resolution whose run of the sample clip takes minutes, and
+    # says so with the estimate run-video prints (the app's --max-res 256 is the fast preset's here).
+    first = int(page.find_element(By.CSS_SELECTOR, "#rd-res input[type=number]").get_attribute("value"))
+    assert 16 <= first < 256, first
     _upload(page, SAMPLE)
+    said = _wait(lambda: _estimate_of(page, 72), 60, "the estimate for the sample clip")
+    assert said["w"] == first and said["seconds"] <= 180, said
     _settings(page)
+    line = _wait(lambda: _estimate_of(page, 12), 60, "the estimate for the small settings")["line"]
+    assert "for 12 frames at 32x19" in line and line == _run_video_estimate(12), line
+    toasts = [e.text for e in page.find_elements(By.CSS_SELECTOR, "[data-testid=toast-body]") if e.is_displayed()]
+    assert not toasts, toasts  # typing the settings raised no message on the way
     IMAGES.mkdir(parents=True, exist_ok=True)
     page.save_screenshot(str(IMAGES / "app-before.png"))
 
-    status, stages, _ = _run_and_watch(page)
+    bars = []
+    status, stages, _ = _run_and_watch(page, bars=bars)
     assert status.startswith("Done: synthetic_scene.mp4, 12 frames at 32x19"), status
     assert stages & {"encode", "snippets d=1", "snippets d=3", "coalign", "merge", "write"}, stages
+    assert max(bars) == 1, bars  # one progress bar, never two
 
     # The input and the coloured depth side by side, as a video the browser plays.
     video = _wait(lambda: page.execute_script(
@@ -423,19 +504,25 @@ def test_sample_clip_run_matches_run_video(app, browser, reference):
         "return v && v.readyState >= 1 && v.duration > 0 ? [v.duration, v.videoWidth, v.videoHeight] : null;"),
         30, "a playable result video")
     assert video[1] == 2 * 32 + 16 and video[2] in (19, 20)  # input | gap | depth, padded to even
+    # Its label stands above it: nothing of the label is over the video.
+    label, shown = page.execute_script(
+        "const r = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };"
+        "return [r(document.querySelector('#rd-video-label')), r(document.querySelector('#rd-video video'))];")
+    assert "Input and depth" in _text(page, "rd-video-label") and label[3] <= shown[1], (label, shown)
+    assert not [e for e in page.find_elements(By.CSS_SELECTOR, "#rd-video [data-testid=block-label]") if e.is_displayed()]
 
     # One frame with its colour bar; the slider moves to another frame.
     def frame_image():
         found = page.find_elements(By.CSS_SELECTOR, "#rd-frame-image img")
         return found[0].get_attribute("src") if found else None
 
-    first = _wait(frame_image, 30, "the frame view")
+    first_view = _wait(frame_image, 30, "the frame view")
     slider = page.find_element(By.CSS_SELECTOR, "#rd-frame input[type=range]")
-    assert slider.get_attribute("max") == "11"
+    assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("1", "12")  # as the title counts: 1 of 12
     slider.send_keys(Keys.END)
-    _wait(lambda: page.find_element(By.CSS_SELECTOR, "#rd-frame input[type=number]").get_attribute("value") == "11",
+    _wait(lambda: page.find_element(By.CSS_SELECTOR, "#rd-frame input[type=number]").get_attribute("value") == "12",
           10, "the slider at the last frame")
-    _wait(lambda: (src := frame_image()) and src != first, 30, "the view of another frame")
+    _wait(lambda: (src := frame_image()) and src != first_view, 30, "the view of another frame")
     page.save_screenshot(str(IMAGES / "app-result.png"))
 
     # Downloads: the prediction, the 16-bit PNGs, the colour videos, the run report.
@@ -614,26 +701,77 @@ def test_two_browsers_at_once_run_one_after_the_other(app, browser, reference, t
 
 
 def test_cancel_stops_the_job_and_leaves_no_files(app, browser):
+    """The job is held inside its progress report at its snippets (app.HOLD_ENV), as in a long
+    batch, and Cancel is pressed there: the page says "Cancelling" while the job still runs and
+    "Cancelled" only once it has stopped; released, the worker stops within a few seconds,
+    nothing of the job is left, and the next job starts at once and runs to its end."""
     from selenium.webdriver.common.by import By
 
+    hold = app.tmp / "hold"
+    held = Path(f"{hold}.held")
     page = browser("a")
     _open(page, app)
     _upload(page, SAMPLE)
-    _settings(page, res=64, frames=MAX_FRAMES)
+    _settings(page)
     runs_before = app.runs()
     log_start = len(app.log_text())
-    _run(page)
-    _wait(lambda: any(m.group(1).startswith("snippets") for m in STAGE.finditer(page.find_element(By.CSS_SELECTOR, "body").text)),
-          120, "the job to reach its snippets")
-    assert len(app.runs()) == len(runs_before) + 1  # its folder exists while it runs
-    page.find_element(By.ID, "rd-cancel").click()
-    status = _wait(lambda: _finished(page), 60, "the page to say it cancelled")
+    ended = re.compile(r"job \d+ ended")
+    hold.write_text("")
+    try:
+        _run(page)
+        _wait(held.exists, 120, "the job held at its snippets")
+        assert len(app.runs()) == len(runs_before) + 1  # its folder exists while it runs
+        page.find_element(By.ID, "rd-cancel").click()
+        _wait(lambda: _text(page, "rd-status").startswith("Cancelling"), 30, "the page to say it is cancelling")
+        time.sleep(1)
+        assert _text(page, "rd-status").startswith("Cancelling"), _text(page, "rd-status")
+        assert not ended.search(app.log_text()[log_start:])  # the job is still held: not "Cancelled" yet
+        hold.unlink()
+        released = time.time()
+        _wait(lambda: ended.search(app.log_text()[log_start:]), 10, "the worker to stop")
+        stopped = time.time() - released
+        status = _wait(lambda: _finished(page), 30, "the page to say it cancelled")
+    finally:
+        hold.unlink(missing_ok=True)
+        held.unlink(missing_ok=True)
+    assert stopped < 5, stopped
     assert status == "Cancelled: the job stopped and its files were removed.", status
     log = app.log_text()[log_start:]
     assert re.search(r"job \d+ cancelled", log), log
     assert app.runs() == runs_before
     leftovers = [p for p in app.root.rglob("*") if "-work-" in p.name or ".partial" in p.name]
     assert not leftovers, leftovers
+
+    # The worker is free: the next job starts at once.
+    log_start = len(app.log_text())
+    pressed = time.time()
+    _run(page)
+    _wait(lambda: re.search(r"job \d+ started", app.log_text()[log_start:]), 10, "the next job to start")
+    assert time.time() - pressed < 10
+    status = _wait(lambda: _finished(page) if _finished(page).startswith("Done") else "", 120, "the next job's result")
+    assert status.startswith("Done: synthetic_scene.mp4, 12 frames"), status
+
+
+def test_ctrl_c_stops_the_page_cleanly(tmp_path):
+    """SIGINT (Ctrl-C) of ``python -m rollingdepth.frontends.app``: exit 0, no traceback, every
+    file removed; the start says where it serves and no Gradio hint about public links."""
+    require_module("gradio")
+    (tmp_path / "tmp").mkdir()
+    proc, url, log = _start_app(tmp_path, "sigint.log")
+    try:
+        _wait_until_served(proc, url, log)
+        _wait(lambda: "serving on" in log.read_text(), 30, "the app to say where it serves")
+        (root,) = (tmp_path / "tmp").glob("rollingdepth-app-*")
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 0, text
+    assert "Traceback" not in text and "share=True" not in text and "public link" not in text.lower(), text
+    assert f"serving on {url}/" in text and "stopped; removed" in text, text
+    assert not root.exists()
 
 
 def test_stopping_the_app_removes_every_file(app, browser):

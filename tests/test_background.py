@@ -11,19 +11,18 @@ from rollingdepth.runtime.background import BackgroundQueue, HostWriter, prefetc
 
 
 def test_prefetch_yields_everything_in_order_and_runs_ahead():
-    produced = []
+    produced, ahead = [], threading.Event()
 
     def source():
         for i in range(20):
             produced.append(i)
+            if len(produced) == 5:
+                ahead.set()
             yield i
 
     it = prefetch(source(), depth=4)
     assert next(it) == 0
-    deadline = time.time() + 5
-    while len(produced) < 5 and time.time() < deadline:  # the thread fills the queue meanwhile
-        time.sleep(0.01)
-    assert len(produced) >= 5
+    assert ahead.wait(60)  # the thread fills the queue meanwhile: 5 produced, 1 taken
     assert [0, *it] == list(range(20))
 
 
@@ -95,13 +94,11 @@ def test_host_writer_error_reaches_the_caller_and_later_work_is_dropped():
 
 
 def test_queue_abort_discards_waiting_calls():
-    gate = threading.Event()
     done = []
     q = BackgroundQueue(depth=8)
-    q.submit(gate.wait)
+    q.submit(lambda: q._abort.wait(60))  # holds the thread until the abort is asked for
     for i in range(5):
         q.submit(done.append, i)
-    threading.Timer(0.2, gate.set).start()
     q.close(abort=True)
     assert done == []
 

@@ -2,7 +2,6 @@
 
 import json
 import re
-import time
 import subprocess
 import sys
 import warnings
@@ -16,7 +15,7 @@ import pytest
 from rollingdepth.frontends import run_video as cli
 from rollingdepth.io.video_io import VideoWriter, natural_key
 
-from .conftest import TINY_CHECKPOINT, make_clip
+from .conftest import TINY_CHECKPOINT, held_run, make_clip, work_folders
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "samples" / "synthetic_scene.mp4"
@@ -426,7 +425,7 @@ def test_truncated_video_warning_in_run_video(tmp_path, capsys):
     report = json.loads((tmp_path / "o" / "cut_run.json").read_text())
     assert report["input_frames"] == {"decoded": decoded, "container": 30}
     code, out, err = run([cut, *BASE, "-d", "1", "--frames", "3", "--strict", "-q", "-o", tmp_path / "strict"], capsys)
-    assert code == 1
+    assert code == 2
     error_line(err, f"declares 30 frames but only {decoded} decode")
     assert not list((tmp_path / "strict").glob("cut_*"))
 
@@ -513,7 +512,7 @@ def test_bad_inputs_one_line_no_traceback_no_output(tmp_path, capsys, clips, mon
 def test_verbose_shows_traceback(tmp_path, capsys):
     (tmp_path / "notes.mp4").write_text("not a video")
     code, out, err = run([tmp_path / "notes.mp4", *FAST, "-v", "-o", tmp_path / "o"], capsys)
-    assert code == 1 and "Traceback" in err
+    assert code == 2 and "Traceback" in err
 
 
 def test_zero_frame_video(tmp_path, capsys):
@@ -523,7 +522,7 @@ def test_zero_frame_video(tmp_path, capsys):
     # keep the container and stream, drop every frame
     subprocess.run([ffmpeg, "-v", "error", "-i", src, "-frames:v", "0", "-c", "copy", empty], check=True)
     code, out, err = run([empty, *FAST, "-o", tmp_path / "o"], capsys)
-    assert code == 1
+    assert code == 2  # found before the model loads, as other input errors
     error_line(err, "no frames")
     assert not list((tmp_path / "o").iterdir())
 
@@ -555,6 +554,77 @@ def test_skip_existing_resumes(tmp_path, capsys, clips):
     assert (tmp_path / "b_run.json").exists()
 
 
+def test_skip_existing_compares_the_recorded_settings(tmp_path, capsys, clips):
+    """The same settings skip; other settings predict the video again, replace its outputs and
+    say in one line which settings differed; the model is not loaded when every video skips."""
+    clip = clips / "a.mp4"
+    code, _, err = run([clip, *FAST, "-o", tmp_path], capsys)
+    assert code == 0, err
+    stamp = (tmp_path / "a_pred.npy").stat().st_mtime_ns
+    code, out, err = run([clip, *FAST, "-o", tmp_path, "--skip-existing", "--progress", "lines"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "a_pred.npy").stat().st_mtime_ns == stamp and "skipped" in out
+    assert "loading checkpoint" not in err and "other settings" not in err
+
+    other = ["-c", TINY_CHECKPOINT, "--res", "24", "--dtype", "fp32", "-d", "1,4"]
+    code, out, err = run([clip, *other, "-o", tmp_path, "--skip-existing", "--progress", "lines"], capsys)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "other settings" in line]
+    assert len(notes) == 1 and "--res 32 (now 24)" in notes[0], err
+    assert "--dilations" not in notes[0] and "skipped" not in out
+    report = json.loads((tmp_path / "a_run.json").read_text())
+    assert report["settings"]["processing_res"] == 24 and np.load(tmp_path / "a_pred.npy").shape[1:] == (18, 24)
+    # and now those settings are the recorded ones: skipped
+    code, out, err = run([clip, *other, "-o", tmp_path, "--skip-existing"], capsys)
+    assert code == 0 and "skipped" in out and "other settings" not in err, err
+
+    # a video of three shots: its report's plan is its first shot's (capped there), and it skips too
+    from .shot_clips import three_scenes
+
+    shots = write_clip(tmp_path / "shots.mp4", three_scenes()[0])
+    args = [shots, *BASE, "-d", "1,10", "--shots", "auto", "-o", tmp_path / "s"]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "shots_run.json").read_text())["settings"]["units"] == 3
+    code, out, err = run([*args, "--skip-existing"], capsys)
+    assert code == 0 and "skipped" in out and "other settings" not in err, err
+    code, out, err = run([shots, *BASE, "-d", "1,2", "--shots", "auto", "-o", tmp_path / "s", "--skip-existing",
+                          "--progress", "lines"], capsys)
+    assert code == 0 and "skipped" not in out and "--dilations" in err, err
+
+
+def test_inputs_are_probed_before_the_model_loads(tmp_path, capsys, clips, monkeypatch):
+    """A text file named .mp4 and a zero-byte .mp4: each said in one line, exit 2, no model
+    loaded and no summary when every input is bad; beside a good one, said first and the
+    good one runs."""
+    from rollingdepth.method import loading
+
+    loads = []
+    real = loading.load_pipeline
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "notes.mp4").write_text("this is a text file, not a video\n")
+    (folder / "zero.mp4").write_bytes(b"")
+    code, out, err = run([folder, *FAST, "-o", tmp_path / "o"], capsys)
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 2 and "notes.mp4: not a readable video" in errors[0] and "zero.mp4: empty file" in errors[1], err
+    assert not loads and "summary" not in out + err and "Traceback" not in err
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+    (folder / "a.mp4").write_bytes((clips / "a.mp4").read_bytes())
+    code, out, err = run([folder, *FAST, "-o", tmp_path / "o", "--progress", "lines"], capsys)
+    assert code == 1, err
+    lines = err.splitlines()
+    first_error = min(i for i, line in enumerate(lines) if line.startswith("Error:"))
+    loading_at = lines.index(f"loading checkpoint {TINY_CHECKPOINT}")
+    assert first_error < loading_at and len(loads) == 1, err  # the bad ones come first
+    assert (tmp_path / "o" / "a_run.json").exists() and not list((tmp_path / "o").glob("notes*"))
+    summary = " ".join(out.split())
+    assert "notes.mp4" in summary and "empty file" in summary
+
+
 def test_interrupt_leaves_no_partial_file(tmp_path, capsys, clips, monkeypatch):
     from rollingdepth.io import video_io
 
@@ -574,50 +644,34 @@ def test_interrupt_leaves_no_partial_file(tmp_path, capsys, clips, monkeypatch):
     assert_no_partial_files(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def big_clip(tmp_path_factory):
-    """16 frames of 240x320: cheap to predict at --res 32, slow enough to write restored."""
-    return write_clip(tmp_path_factory.mktemp("big") / "big.mp4", make_clip(16, 240, 320, seed=3))
-
-
-@pytest.mark.parametrize("stage,marker", [("inference", "*.rollingdepth-work-*/snippets_0.npy"),
-                                          ("writing", "*.partial.mp4")])
-def test_ctrl_c_in_a_real_process(tmp_path, big_clip, stage, marker):
-    """A real SIGINT to the process group of ``python -m rollingdepth`` (what Ctrl-C in a
-    terminal sends), once its snippets are being decoded (inference) or once its first
-    temporary video appears (writing): exit code 130, no output file, nothing partial; only
-    the work folder stays, with its journal, for the run to resume."""
+@pytest.mark.parametrize("stage,event", [("inference", {"stage": "snippets", "dilation": 1, "done": 4}),
+                                         ("writing", {"stage": "write", "phase": "progress"})])
+def test_ctrl_c_in_a_real_process(tmp_path, stage, event):
+    """A real SIGINT to the process group of run-video (what Ctrl-C in a terminal sends), while
+    the run is held at a point it reports (tests/conftest.py: held_run): after its first UNet
+    batch (inference), or after the first frame of its outputs went to the temporary files
+    (writing; the writer thread goes on only once the run has cancelled it). Exit code 130,
+    no output file, nothing partial; only the work folder stays, with its journal, for the
+    run to resume."""
     import os
     import signal
 
+    clip = write_clip(tmp_path / "clip.mp4", make_clip(8, 24, 32))
     out = tmp_path / "out"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env.pop("WORLD_SIZE", None)
-    args = [sys.executable, "-m", "rollingdepth", big_clip, *BASE, "-d", "1,4", "--restore-res", "--save-png16", "-o", out]
-    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
-        proc = subprocess.Popen([str(a) for a in args], cwd=REPO, env=env, stdout=stdout, stderr=stderr,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 300
-            while not (out.is_dir() and any(out.glob(marker))):
-                assert proc.poll() is None, f"finished before {stage}: {(tmp_path / 'stderr').read_text()}"
-                assert time.monotonic() < deadline, f"no {marker} after 300 s"
-                time.sleep(0.002)
-            assert not (out / "big_run.json").exists()  # still running: the video is not complete
-            os.killpg(proc.pid, signal.SIGINT)
-            code = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    err = (tmp_path / "stderr").read_text()
-    assert code == 130, err
-    assert "Interrupted" in err and "Traceback" not in err, err
-    left = sorted(p.name for p in out.iterdir() if ".rollingdepth-work-" not in p.name)
-    # nothing partial: no output at all, or (when the signal came as the last file was renamed)
-    # every output complete with its report
-    assert left == [] or "big_run.json" in left, left
-    assert all((p / "journal.jsonl").exists() for p in out.iterdir() if ".rollingdepth-work-" in p.name)
+    proc = held_run([clip, *FAST, "--unet-batch-size", "4", "--save-png16", "-o", out], event, cwd=REPO, env=env)
+    assert work_folders(out) and not (out / "clip_run.json").exists()
+    partial = [p.name for p in out.glob("*partial*")]
+    assert bool(partial) == (stage == "writing"), partial  # held while the temporary files are written
+    os.killpg(proc.pid, signal.SIGINT)
+    code = proc.wait(timeout=120)
+    proc.drain.join(30)
+    err = "".join(proc.seen)
+    assert code == 130, err[-3000:]
+    assert "Interrupted" in err and "Traceback" not in err, err[-3000:]
+    assert sorted(p.name for p in out.iterdir() if ".rollingdepth-work-" not in p.name) == []
+    assert all((p / "journal.jsonl").exists() for p in work_folders(out))
     assert not [p for p in out.rglob("*partial*")], "left behind"
 
 
@@ -681,21 +735,24 @@ def test_a_failed_background_write_fails_only_its_video(tmp_path, capsys, clips,
 
 def test_interrupt_while_a_video_is_written_in_the_background(tmp_path, capsys, clips, monkeypatch):
     """Ctrl-C during b's prediction while a is being written: a's writing stops too and
-    leaves nothing partial; exit 130."""
+    leaves nothing partial; exit 130. a's writing waits after its first frame until the run
+    cancels it (no race between its writing and the interrupt)."""
     import threading
 
     from rollingdepth.runtime import video_job as runner
-    from rollingdepth.io import video_io
 
     writing = threading.Event()
-    original = video_io.VideoWriter.write
+    released = []
+    write, predict = runner.PendingOutputs.write, runner.predict_video
 
-    def slow_write(self, frame):
-        writing.set()
-        time.sleep(0.2)
-        return original(self, frame)
+    def held_after_one_frame(self, progress, cancel=None):
+        def report(stage, done, total):
+            progress(stage, done, total)
+            if 0 < done < total and not released:
+                writing.set()
+                released.append(cancel.wait(60))  # held until the run cancels a's writing
 
-    predict = runner.predict_video
+        return write(self, report, cancel)
 
     def interrupt_b(pipe, source, *a, **k):
         if source.stem == "b":
@@ -703,10 +760,10 @@ def test_interrupt_while_a_video_is_written_in_the_background(tmp_path, capsys, 
             raise KeyboardInterrupt
         return predict(pipe, source, *a, **k)
 
-    monkeypatch.setattr(video_io.VideoWriter, "write", slow_write)
+    monkeypatch.setattr(runner.PendingOutputs, "write", held_after_one_frame)
     monkeypatch.setattr(runner, "predict_video", interrupt_b)
     code, out, err = run([clips, *FAST, "-o", tmp_path], capsys)
-    assert code == 130
+    assert code == 130 and released == [True]
     assert not (tmp_path / "a_run.json").exists() and not list(tmp_path.glob("b_*"))
     assert_no_partial_files(tmp_path)
     # a's work folder stays, with its journal, so that running again only writes a's outputs

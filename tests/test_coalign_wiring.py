@@ -17,7 +17,6 @@ import sys
 import threading
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -27,7 +26,8 @@ from rollingdepth.method.coalign import coalign, merge_snippets
 from rollingdepth.method.snippets import snippet_indices
 
 from .conftest import TINY_CHECKPOINT
-from .stand_ins import HOLD_ENV, depth_video, expected_snippets, frames_with_ids, save_stand_in_checkpoint
+from .stand_ins import (HOLD_ENV, depth_video, expected_snippets, frames_with_ids, save_frames_with_ids,
+                        save_stand_in_checkpoint)
 
 REPO = Path(__file__).resolve().parent.parent
 FRAMES, SIZE, DILATIONS, N_VIEW = 40, (32, 48), [1, 10], 3  # 40 frames: two merge windows of 32
@@ -86,11 +86,7 @@ def snippets(pipe):
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory):
     """The clip as a folder of PNGs (lossless: each frame keeps its identity)."""
-    folder = tmp_path_factory.mktemp("input") / "clip"
-    folder.mkdir()
-    for i, frame in enumerate(frames_with_ids(FRAMES, *SIZE)):
-        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
-    return folder
+    return save_frames_with_ids(tmp_path_factory.mktemp("input") / "clip", FRAMES, *SIZE)
 
 
 def run_video_args(checkpoint, clip_folder, out, *extra):

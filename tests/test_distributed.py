@@ -1,16 +1,19 @@
-"""run-video under torchrun (gloo, CPU): sharding, exactly-once processing, gathered summary."""
+"""run-video and eval-depth under torchrun (gloo, CPU): sharding, exactly-once processing,
+gathered summary, the scores of one process. Every launch runs in a process group of its own,
+killed when it times out (tests/conftest.py: run_group)."""
 
 import json
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from rollingdepth.runtime.distributed import balanced_shards
 
-from .conftest import TINY_CHECKPOINT, make_clip
+from .conftest import TINY_CHECKPOINT, kill_group, make_clip, run_group
 from .test_cli import REPO, write_clip
 
 ARGS = ["-c", str(TINY_CHECKPOINT), "--res", "32", "-d", "1,3", "--dtype", "fp32", "--no-save-sbs", "--cmap", "Greys_r"]
@@ -42,10 +45,11 @@ def _env():
     return env
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
 def _torchrun(clips, out, *extra):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "rollingdepth", clips, *ARGS, "-o", out, *extra],
-                          env=_env(), capture_output=True, text=True, cwd=REPO)
+    return run_group([*TORCHRUN, "-m", "rollingdepth", clips, *ARGS, "-o", out, *extra], 600, env=_env(), cwd=REPO)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +60,8 @@ def torchrun_outputs(tmp_path_factory, five_clips):
 
 
 def test_torchrun_matches_single_process(tmp_path, five_clips, torchrun_outputs):
-    single = subprocess.run([sys.executable, "-m", "rollingdepth", five_clips, *ARGS, "-o", tmp_path / "single", "-q"],
-                            env=_env(), capture_output=True, text=True)
+    single = run_group([sys.executable, "-m", "rollingdepth", five_clips, *ARGS, "-o", tmp_path / "single", "-q"],
+                       600, env=_env())
     assert single.returncode == 0, single.stderr
     multi_dir, multi = torchrun_outputs
     assert multi.returncode == 0, multi.stderr[-3000:]
@@ -86,27 +90,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _two_ranks(args, logs: Path, timeout: float = 600) -> list[tuple[int, str, str]]:
+    """``args`` (a command after ``python``) as ranks 0 and 1 of one gloo group, started by hand
+    (each rank's exit code seen apart; their output goes to files in ``logs``, so that neither
+    waits on a full pipe): (exit code, stdout, stderr) of each. Both are killed, with whatever
+    they started, when they time out."""
+    import time
+
+    port, procs = _free_port(), []
+    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        for rank in range(2):
+            env = dict(_env(), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            with open(logs / f"{rank}.out", "w") as out, open(logs / f"{rank}.err", "w") as err:
+                procs.append(subprocess.Popen([sys.executable, *map(str, args)], env=env, stdout=out, stderr=err,
+                                              text=True, start_new_session=True))
+        deadline = time.monotonic() + timeout
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            kill_group(p)
+    return [(p.returncode, (logs / f"{r}.out").read_text(), (logs / f"{r}.err").read_text())
+            for r, p in enumerate(procs)]
+
+
 def test_corrupt_clip_fails_every_rank_others_complete(tmp_path, five_clips):
     folder = tmp_path / "clips"
     folder.mkdir()
     for p in five_clips.iterdir():
         (folder / p.name).write_bytes(p.read_bytes())
     (folder / "c9_broken.mp4").write_bytes(b"\x00" * 2048)
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = dict(_env(), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(subprocess.Popen([sys.executable, "-m", "rollingdepth", folder, *ARGS, "-o", tmp_path / "out"],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [1, 1], outputs
+    outputs = _two_ranks(["-m", "rollingdepth", folder, *ARGS, "-o", tmp_path / "out"], tmp_path / "logs")
+    assert [code for code, _, _ in outputs] == [1, 1], outputs
     for name in LENGTHS:
         assert (tmp_path / "out" / f"{name}_run.json").exists()
     assert not list((tmp_path / "out").glob("c9_broken*"))
-    summary = " ".join(outputs[0][0].split())
+    summary = " ".join(outputs[0][1].split())
     assert "c9_broken.mp4" in summary and "not a readable video" in summary
-    assert outputs[1][0] == ""  # only rank 0 prints the summary
+    assert outputs[1][1] == ""  # only rank 0 prints the summary
 
 
 def test_skip_existing_across_ranks(tmp_path, five_clips, torchrun_outputs):
@@ -178,3 +201,69 @@ def test_each_rank_takes_the_gpu_of_its_local_rank(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "3")
     plain = init_distributed()
     assert not plain.enabled and plain.device(None) is None  # one process: the usual choice
+
+
+BONN = ("rgbd_bonn_balloon2", "rgbd_bonn_crowd2", "rgbd_bonn_crowd3")
+BONN_LENGTHS = (2, 5, 3)  # frames of each sequence: rank 0 gets crowd2, rank 1 the other two
+
+
+def _bonn(folder: Path) -> list:
+    """Three Bonn sequences of 2, 5 and 3 tiny frames: eval-depth's arguments for them."""
+    from .test_datasets import make_bonn
+
+    make_bonn(folder / "bonn", folder / "split", names=BONN, frames=2)
+    for name, extra in zip(BONN, (n - 2 for n in BONN_LENGTHS)):  # a split may list a frame twice
+        rows = (folder / "split" / f"{name}.csv").read_text().splitlines()
+        (folder / "split" / f"{name}.csv").write_text("\n".join(rows + rows[1:2] * extra) + "\n")
+    return ["--dataset", "bonn", "--root", folder / "bonn", "--split", folder / "split", "-c", TINY_CHECKPOINT,
+            "-p", "none", "--res", "32", "-d", "1", "--dtype", "fp32"]
+
+
+def _predicted(log: str) -> list[str]:
+    """The sequences a log says were predicted (rank 0 logs its progress under torchrun)."""
+    return [name for name in BONN if f"{name}: {BONN_LENGTHS[BONN.index(name)]} frames predicted" in log]
+
+
+def test_eval_depth_dataset_under_torchrun_scores_as_one_process(tmp_path):
+    """eval-depth --dataset under torchrun (2 processes): rank 0 predicts the share the
+    balanced sharding gives it, every sequence is predicted once, the predictions are one
+    process's, bit for bit, and rank 0's scores and tables are one process's."""
+    args = _bonn(tmp_path)
+    eval_depth = ["-m", "rollingdepth.frontends.eval_depth"]
+    single = run_group([sys.executable, *eval_depth, *args, "-o", tmp_path / "single"], 600, env=_env(), cwd=REPO)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert _predicted(single.stderr) == list(BONN)
+    multi = run_group([*TORCHRUN, *eval_depth, *args, "-o", tmp_path / "multi"], 600, env=_env(), cwd=REPO)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    assert "2 processes: 3 sequences" in multi.stderr
+    assert _predicted(multi.stderr) == [BONN[i] for i in balanced_shards(list(BONN_LENGTHS), 2)[0]] == [BONN[1]]
+    assert "3 videos, 3 done, 0 failed" in multi.stderr  # rank 1's share counted too
+    for name in BONN:
+        pred = f"predictions/{name}_pred.npy"
+        assert (tmp_path / "multi" / pred).read_bytes() == (tmp_path / "single" / pred).read_bytes(), name
+    metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("single", "multi")]
+    assert metrics[0]["mean"] == metrics[1]["mean"] and metrics[0]["sequences"] == metrics[1]["sequences"]
+    assert sorted(metrics[1]["sequences"]) == sorted(BONN) and not metrics[1]["failed"]
+    for table in ("metrics.csv", "table.csv"):
+        assert (tmp_path / "multi" / table).read_text() == (tmp_path / "single" / table).read_text(), table
+    assert multi.stdout.count("eval-depth: Bonn") == 1  # one table, printed by rank 0
+
+
+def test_eval_depth_sequence_failed_on_one_rank_fails_every_rank(tmp_path):
+    """A sequence that fails on rank 1 (a frame missing): rank 1 prints its error; the failure
+    reaches rank 0 (gathered), which counts it, lists it in the reports, scores the other two
+    and exits 1, like rank 1."""
+    args = _bonn(tmp_path)
+    next((tmp_path / "bonn" / "rgbd_bonn_crowd3" / "rgb").iterdir()).unlink()  # in rank 1's share
+    outputs = _two_ranks(["-m", "rollingdepth.frontends.eval_depth", *args, "-o", tmp_path / "eval"], tmp_path / "logs")
+    assert [code for code, _, _ in outputs] == [1, 1], outputs
+    (_, out0, err0), (_, out1, err1) = outputs
+    assert "Traceback" not in err0 + err1, (err0, err1)
+    error = [line for line in err1.splitlines() if line.startswith("Error: [rank 1]")]
+    assert len(error) == 1 and "rgbd_bonn_crowd3" in error[0] and "no such frame" in error[0], err1
+    assert "3 videos, 2 done, 1 failed" in err0 and "rgbd_bonn_crowd2: 5 frames predicted" in err0, err0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert sorted(metrics["sequences"]) == ["rgbd_bonn_balloon2", "rgbd_bonn_crowd2"], metrics
+    assert list(metrics["failed"]) == ["rgbd_bonn_crowd3"] and "no such frame" in metrics["failed"]["rgbd_bonn_crowd3"]
+    assert "| rgbd_bonn_crowd3 | - | failed: " in (tmp_path / "eval" / "table.md").read_text()
+    assert "eval-depth: Bonn" in out0 and out1 == ""  # only rank 0 scores

@@ -64,6 +64,29 @@ def test_estimate_line_names_a_lower_res_on_cpu(tiny_pipe):
     assert "--res 384 would take about" in line and seconds > 0
 
 
+def test_a_long_estimate_names_the_resolution_of_a_quick_first_look(tiny_pipe):
+    """On a CPU, an estimate over LONG_S names the highest of QUICK_RES that takes about a
+    minute (QUICK_S), and its time: the figures are the estimate's own, at that resolution."""
+    import re
+
+    from rollingdepth.runtime import estimate
+
+    settings = MethodSettings(processing_res=768).validate()
+    line, seconds = estimate_run(tiny_pipe, [(72, (192, 320))], settings)
+    whole = Estimate(tiny_pipe, 72, (192, 320), settings)
+    assert seconds == pytest.approx(whole.seconds) and seconds > estimate.LONG_S  # 768 on the tiny VAE (2x): hours
+    found = re.search(r"for a quick first look, --res (\d+) takes about ([^;.]+)", line)
+    assert found, line
+    res = int(found.group(1))
+    assert res in estimate.QUICK_RES and res < 384
+    assert found.group(2) == format_duration(whole.at_res(res))
+    higher = [r for r in estimate.QUICK_RES if res < r < 768]
+    assert whole.at_res(res) <= estimate.QUICK_S or res == estimate.QUICK_RES[-1]
+    assert all(whole.at_res(r) > estimate.QUICK_S for r in higher)  # the highest that is quick
+    short, _ = estimate_run(tiny_pipe, [(4, (24, 32))], MethodSettings(processing_res=32).validate())
+    assert "quick first look" not in short  # a short estimate names none
+
+
 def test_format_duration():
     assert [format_duration(s) for s in (0.2, 42, 61, 3599, 3900, 7 * 3600 + 5 * 60)] == \
         ["1 s", "42 s", "1 min", "59 min", "1 h 05 min", "7 h 05 min"]

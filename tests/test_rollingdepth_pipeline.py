@@ -203,6 +203,34 @@ def test_callback_reports_stages(tiny_pipe, clip):
     assert seen["coalign"] == (1, 1)
 
 
+def test_a_raising_callback_stops_the_run_within_one_batch(tiny_pipe, clip, monkeypatch):
+    """The callback is called between every two UNet batches, inside each refinement step too,
+    so a callback that raises (the web page's Cancel) stops the run after at most one batch."""
+    calls = []
+    original = type(tiny_pipe).denoise_snippets
+    monkeypatch.setattr(type(tiny_pipe), "denoise_snippets", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    seen = []  # (stage, done, UNet batches so far) at each report
+
+    class Stop(Exception):
+        pass
+
+    def callback(stage, done, total):
+        seen.append((stage, done, len(calls)))
+        if seen.count(("refine", 1, len(calls) - 1)) and ("refine", 1) == (stage, done):
+            raise Stop  # inside the second step, after its first batch
+
+    with pytest.raises(Stop):
+        tiny_pipe(clip(10), processing_res=0, dilations=[1], refine_step=2, unet_batch_size=1, generator=seed(0),
+                  callback=callback)
+    refine = [(done, n) for stage, done, n in seen if stage == "refine"]
+    second = [n for done, n in refine if done == 1]
+    assert {done for done, _ in refine} == {0, 1} and second[-1] == second[0] + 1, refine  # one batch into step 2
+    counts = [n for _, _, n in seen]
+    assert max(b - a for a, b in zip(counts, counts[1:])) <= 1, seen  # never more than one batch unreported
+    assert len(calls) == counts[-1]  # nothing ran after the raise
+    assert sum(1 for done, _ in refine if done == 0) > 2  # the first step reported between its batches
+
+
 BAD = [
     (dict(dilations=[2, 5]), "dilations"),
     (dict(dilations=[1, 0]), "dilations"),

@@ -183,15 +183,19 @@ def test_memory_grows_by_less_than_a_frame_per_frame(tmp_path, micro_checkpoint)
     assert max(growth.values()) < bound, f"peak RSS growth, bytes per pixel per frame, by stage: {growth}"
 
 
-def test_accelerator_options(monkeypatch):
+def test_channels_last_gives_the_same_depth():
+    """``channels_last=True`` (run-video's --channels-last) stores the UNet's and the VAE's
+    convolution weights channels-last, and the depth is the plain pipeline's. (--compile:
+    tests/test_promises.py runs the real torch.compile through run-video.)"""
     from rollingdepth.method.loading import load_pipeline
 
-    compiled = []
-    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(type(module).__name__) or module)
-    pipe = load_pipeline(str(TINY_CHECKPOINT), "fp32", "cpu", compile=True, channels_last=True)
-    assert compiled == ["UNet2DConditionModel", "Encoder", "Decoder"]
+    pipe = load_pipeline(str(TINY_CHECKPOINT), "fp32", "cpu", channels_last=True)
+    weights = [m.weight for m in [*pipe.unet.modules(), *pipe.vae.modules()]
+               if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1) and m.in_channels > 1]  # [O, I, k, k]
+    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                           for w in weights)
     frames = make_clip(4)
     plain = RollingDepthPipeline.from_pretrained(str(TINY_CHECKPOINT))
     a = pipe(frames, processing_res=0, dilations=[1], generator=torch.Generator().manual_seed(0))
     b = plain(frames, processing_res=0, dilations=[1], generator=torch.Generator().manual_seed(0))
-    np.testing.assert_allclose(a.depth, b.depth, atol=1e-4)  # channels-last: same numbers
+    np.testing.assert_allclose(a.depth, b.depth, atol=1e-4)

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -27,7 +26,7 @@ from rollingdepth.frontends import run_video as cli
 from rollingdepth.runtime.plan import plan_units
 from rollingdepth.runtime.shared_units import unit_owners
 
-from .conftest import HELD_RUN, TINY_CHECKPOINT
+from .conftest import HELD_CHILD, TINY_CHECKPOINT, held_run, kill_group, run_group
 from .stand_ins import frames_with_ids, save_stand_in_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,8 +34,7 @@ FRAMES, SIZE = 48, (32, 48)
 CUTS = [16, 24]  # shots of 16, 8 and 24 frames; with --segment-frames 12: 2 segments, 1, 3
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """The stand-in checkpoint, the clip as PNGs, a cut list, run-video as a script that can be
-    held at an event (tests/conftest.py's HELD_RUN, with HELD_AT: torchrun runs a file)."""
+    """The stand-in checkpoint, the clip as PNGs, a cut list."""
     root = tmp_path_factory.mktemp("spread")
     checkpoint = save_stand_in_checkpoint(root / "checkpoint", TINY_CHECKPOINT)
     folder = root / "clip"
@@ -45,9 +43,7 @@ def setup(tmp_path_factory):
         cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
     cuts = root / "cuts.txt"
     cuts.write_text("\n".join(map(str, CUTS)) + "\n")
-    script = root / "run_held.py"
-    script.write_text(HELD_RUN)
-    return {"checkpoint": checkpoint, "clip": folder, "cuts": cuts, "script": script, "root": root}
+    return {"checkpoint": checkpoint, "clip": folder, "cuts": cuts, "root": root}
 
 
 def args_for(setup, out: Path, *extra) -> list[str]:
@@ -68,8 +64,7 @@ def one_process(setup):
 
 def _env(**extra) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", COLUMNS="200",
-               HELD_RUN_IMPORTS="tests.stand_ins", HELD_AT='{"event": "never"}')
-    env.update(extra)
+               HELD_RUN_IMPORTS="tests.stand_ins", **extra)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop("WORLD_SIZE", None)
     return env
@@ -81,28 +76,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def launched(commands: list[list[str]], env: dict):
-    """Start each command in its own process group (stderr piped, stdout to a file); kill the
-    groups on the way out."""
-    procs = []
-    try:
-        for command in commands:
-            procs.append(subprocess.Popen([str(c) for c in command], cwd=REPO, env=env, start_new_session=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            proc.wait()
+NEVER = '{"event": "never"}'  # tests/held_child.py holds at no event: run-video that loads the stand-in
 
 
 def _torchrun(*options) -> list:
     return [sys.executable, "-m", "torch.distributed.run", *options]
+
+
+def _rank_pid(proc, rank: int) -> int:
+    """The pid of torchrun's worker of ``rank`` (``proc``: the launcher)."""
+    import psutil
+
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and str(HELD_CHILD) in " ".join(child.cmdline()):
+                return child.pid
+        except psutil.NoSuchProcess:
+            continue
+    pytest.fail(f"no worker of rank {rank}")
 
 
 def _units_per_rank(report: dict) -> dict[int, int]:
@@ -128,10 +119,10 @@ def test_torchrun_spreads_one_video_like_one_process(setup, one_process, tmp_pat
     """torchrun --nproc-per-node 2: the same prediction as one process (bit for bit), each rank
     did about half the frames (run.json), rank 0 told of each unit the other rank finished."""
     out = tmp_path / "two"
-    command = _torchrun("--standalone", "--nproc-per-node", "2", setup["script"], *args_for(setup, out))
-    with launched([command], _env()) as [proc]:
-        stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    done = run_group(_torchrun("--standalone", "--nproc-per-node", "2", HELD_CHILD, NEVER, *args_for(setup, out)),
+                     300, cwd=REPO, env=_env())
+    stdout, stderr = done.stdout, done.stderr
+    assert done.returncode == 0, stderr[-3000:]
     np.testing.assert_array_equal(np.load(out / "clip_pred.npy"), one_process)
     report = json.loads((out / "clip_run.json").read_text())
     assert sorted(u["index"] for u in report["units"]) == list(range(6))  # each unit once
@@ -142,16 +133,6 @@ def test_torchrun_spreads_one_video_like_one_process(setup, one_process, tmp_pat
         assert f"unit {u['index'] + 1} (shot {u['shot'] + 1}, frames {u['first']}-" in stdout + stderr
     assert stdout.count("run-video summary") == 1
     assert not [p for p in out.iterdir() if ".rollingdepth-work-" in p.name]  # the work folder is gone
-
-
-def _held(proc) -> int:
-    """The pid of the rank that printed "HELD <pid>" (tests/conftest.py's HELD_RUN), once it did."""
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if line.startswith("HELD "):
-            return int(line.split()[1])
-    pytest.fail(f"the run ended before it was held: {''.join(seen)[-3000:]}")
 
 
 def _journal_units(path: Path) -> list[int]:
@@ -170,6 +151,20 @@ def _journal_units(path: Path) -> list[int]:
     return found
 
 
+def _held_torchrun(setup, out: Path, where: dict):
+    """torchrun (2 ranks, --max-restarts 1) with rank 0 held at ``where``, in its first round."""
+    launcher = _torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1")
+    return held_run(args_for(setup, out), where, cwd=REPO, env=_env(), launcher=launcher)
+
+
+def _after_restart(proc) -> list[dict]:
+    """The launcher's exit, then rank 0's events after it was held (so: after the restart)."""
+    proc.wait(timeout=300)
+    proc.drain.join(timeout=60)
+    lines = proc.seen[proc.seen.index("HELD\n") + 1 :]
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
 def test_killed_rank_resumes_its_unit_and_redoes_none(setup, one_process, tmp_path):
     """Rank 0 held mid-unit (the merge of its second unit, once rank 1 finished all of its own)
     and killed with SIGKILL; torchrun --max-restarts 1 restarts both ranks: exit 0, the same
@@ -180,23 +175,19 @@ def test_killed_rank_resumes_its_unit_and_redoes_none(setup, one_process, tmp_pa
     rank0 = [u for u, r in zip(units, owners) if r == 0]
     held = rank0[1]
     out = tmp_path / "out"
-    where = {"stage": "merge", "phase": "start", "shot": held.shot + 1, "segment": held.segment + 1}
-    env = _env(HELD_AT=json.dumps(where), HELD_MARK=str(tmp_path / "held"))
-    command = _torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1", setup["script"],
-                        *args_for(setup, out, "--progress", "json", "--log-every", "0"))
-    with launched([command], env) as [proc]:
-        pid = _held(proc)
-        [work] = [p for p in out.iterdir() if ".rollingdepth-work-" in p.name]
-        mine1 = [u.index for u, r in zip(units, owners) if r == 1]
-        deadline = time.monotonic() + 120
-        while sorted(_journal_units(work / "ranks2_1" / "journal.jsonl")) != mine1:  # rank 1 reports its units done
-            assert time.monotonic() < deadline, "rank 1 did not finish its units"
-            time.sleep(0.1)
-        done0 = _journal_units(work / "ranks2_0" / "journal.jsonl")
-        assert done0 == [rank0[0].index]
-        os.kill(pid, signal.SIGKILL)
-        rest, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, (rest + stderr)[-3000:]
+    proc = _held_torchrun(setup, out, {"stage": "merge", "phase": "start", "shot": held.shot + 1,
+                                       "segment": held.segment + 1})
+    [work] = [p for p in out.iterdir() if ".rollingdepth-work-" in p.name]
+    mine1 = [u.index for u, r in zip(units, owners) if r == 1]
+    deadline = time.monotonic() + 120
+    while sorted(_journal_units(work / "ranks2_1" / "journal.jsonl")) != mine1:  # rank 1 reports its units done
+        assert time.monotonic() < deadline, "rank 1 did not finish its units"
+        time.sleep(0.1)
+    done0 = _journal_units(work / "ranks2_0" / "journal.jsonl")
+    assert done0 == [rank0[0].index]
+    os.kill(_rank_pid(proc, 0), signal.SIGKILL)
+    after = _after_restart(proc)
+    assert proc.returncode == 0, "".join(proc.seen)[-3000:]
     np.testing.assert_array_equal(np.load(out / "clip_pred.npy"), one_process)
     report = json.loads((out / "clip_run.json").read_text())
     rounds = {u["index"]: (u["rank"], u["round"]) for u in report["units"]}
@@ -204,7 +195,6 @@ def test_killed_rank_resumes_its_unit_and_redoes_none(setup, one_process, tmp_pa
     for i in mine1 + done0:  # finished before the kill: not done again after the restart
         assert rounds[i] == (owners[i], 0), (i, rounds[i])
     assert rounds[held.index] == (0, 1)
-    after = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     stages = [e for e in after if e.get("event") == "stage" and e.get("shot")]
     first = rank0[0]
     assert not [e for e in stages if (e["shot"], e.get("segment")) == (first.shot + 1, first.segment + 1)]
@@ -216,15 +206,11 @@ def test_killed_while_writing_the_outputs_predicts_nothing_again(setup, one_proc
     """Rank 0 killed once the shots are recorded, as its outputs start: after the restart no rank
     runs a unit again, and rank 0 writes the outputs from the rows every rank wrote."""
     out = tmp_path / "out"
-    env = _env(HELD_AT=json.dumps({"stage": "write", "phase": "start"}), HELD_MARK=str(tmp_path / "held"))
-    command = _torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1", setup["script"],
-                        *args_for(setup, out, "--progress", "json", "--log-every", "0"))
-    with launched([command], env) as [proc]:
-        os.kill(_held(proc), signal.SIGKILL)
-        rest, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, (rest + stderr)[-3000:]
+    proc = _held_torchrun(setup, out, {"stage": "write", "phase": "start"})
+    os.kill(_rank_pid(proc, 0), signal.SIGKILL)
+    after = _after_restart(proc)
+    assert proc.returncode == 0, "".join(proc.seen)[-3000:]
     np.testing.assert_array_equal(np.load(out / "clip_pred.npy"), one_process)
-    after = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert [e for e in after if e.get("event") == "stage" and e["stage"] == "write"]
     assert not [e for e in after if e.get("event") == "stage" and e.get("shot")]  # no unit ran again
     report = json.loads((out / "clip_run.json").read_text())
@@ -235,12 +221,11 @@ def test_a_rank_that_fails_fails_the_video_on_every_rank(setup, tmp_path):
     """The model fails on rank 1: no rank waits for it for ever; the video is reported failed once,
     naming the rank, both ranks exit non-zero, and no output is left."""
     out = tmp_path / "out"
-    command = _torchrun("--standalone", "--nproc-per-node", "2", setup["script"], *args_for(setup, out))
-    with launched([command], _env(STAND_IN_FAIL_ON_RANK="1")) as [proc]:
-        stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode != 0
-    summary = " ".join(stdout.split())
-    assert stdout.count("run-video summary") == 1 and "rank 1: RuntimeError: the stand-in fails on rank 1" in summary
+    done = run_group(_torchrun("--standalone", "--nproc-per-node", "2", HELD_CHILD, NEVER, *args_for(setup, out)),
+                     300, cwd=REPO, env=_env(STAND_IN_FAIL_ON_RANK="1"))
+    assert done.returncode != 0
+    summary = " ".join(done.stdout.split())
+    assert done.stdout.count("run-video summary") == 1 and "rank 1: RuntimeError: the stand-in fails on rank 1" in summary
     assert not (out / "clip_pred.npy").exists() and not (out / "clip_run.json").exists()
 
 
@@ -249,11 +234,17 @@ def test_two_nodes_on_one_machine(setup, one_process, tmp_path):
     folder shared), gloo on CPU: the same prediction as one process, both did units."""
     out = tmp_path / "nodes"
     port = _free_port()
-    commands = [_torchrun("--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1",
-                          "--master-addr", "127.0.0.1", "--master-port", str(port), setup["script"],
-                          *args_for(setup, out)) for node in (0, 1)]
-    with launched(commands, _env()) as procs:
+    procs = []
+    try:
+        for node in (0, 1):
+            command = _torchrun("--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1", "--master-addr",
+                                "127.0.0.1", "--master-port", str(port), HELD_CHILD, NEVER, *args_for(setup, out))
+            procs.append(subprocess.Popen([str(c) for c in command], cwd=REPO, env=_env(), start_new_session=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for proc in procs:
+            kill_group(proc)
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outputs]
     np.testing.assert_array_equal(np.load(out / "clip_pred.npy"), one_process)
     report = json.loads((out / "clip_run.json").read_text())

@@ -25,7 +25,7 @@ from rollingdepth.runtime.assembly import OverlapStats, SegmentRows, chain, comp
 from rollingdepth.runtime.plan import plan_units, segment_overlap, segment_starts
 
 from .conftest import TINY_CHECKPOINT, held_run
-from .stand_ins import depth_video, frames_with_ids, save_stand_in_checkpoint
+from .stand_ins import depth_video, save_frames_with_ids, save_stand_in_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 FRAMES, SIZE = 40, (32, 48)
@@ -101,10 +101,7 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """The clip as a folder of PNGs (lossless: each frame keeps its number), and a cut list."""
-    folder = tmp_path_factory.mktemp("input") / "clip"
-    folder.mkdir()
-    for i, frame in enumerate(frames_with_ids(FRAMES, *SIZE)):
-        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    folder = save_frames_with_ids(tmp_path_factory.mktemp("input") / "clip", FRAMES, *SIZE)
     cut_list = folder.parent / "cuts.txt"
     cut_list.write_text("# cut list: first frame of each new shot\n" + "\n".join(map(str, CUTS)) + "\n")
     return folder, cut_list
@@ -211,6 +208,44 @@ def test_a_shot_within_the_segment_length_is_unchanged(runs):
     for first, count in (SHOTS[0], SHOTS[2]):
         rows = slice(first, first + count)
         assert affine_error(depth, rows) < 0.05, rows
+
+
+def true_depth(frames: np.ndarray) -> np.ndarray:
+    """The scene's depth in metres: its inverse is affine in the stand-in's depth video."""
+    return 1.0 / (0.5 * depth_video(torch.from_numpy(frames), *SIZE).numpy() + 0.1)
+
+
+def test_known_distances_give_depth_in_their_unit_per_shot(runs, tmp_path):
+    """--depth-points: six measured points per shot; every shot's depth comes out in metres,
+    close to the truth everywhere (not only at the points), each shot with its own fit."""
+    rng = np.random.default_rng(3)
+    lines = ["frame,x,y,depth_m"]
+    for first, count in SHOTS:
+        for _ in range(6):
+            f, x, y = int(rng.integers(first, first + count)), int(rng.integers(0, SIZE[1])), int(rng.integers(0, SIZE[0]))
+            lines.append(f"{f},{x},{y},{true_depth(np.array([f]))[0, y, x]:.6f}")
+    points = tmp_path / "points.csv"
+    points.write_text("\n".join(lines) + "\n")
+    depth, report = runs.cuts("--segment-frames", "0", "--depth-points", str(points))
+    truth = true_depth(np.arange(FRAMES))
+    relative = np.abs(depth - truth) / truth
+    print(f"known distances: median relative error {np.median(relative):.4f}, 95th percentile "
+          f"{np.percentile(relative, 95):.4f}")
+    assert np.median(relative) < 0.03 and np.percentile(relative, 95) < 0.1
+    fits = report["depth_points"]
+    assert [(f["first"], f["points"]) for f in fits] == [(0, 6), (14, 6), (24, 6)]
+    assert len({round(f["scale"], 6) for f in fits}) == 3  # a fit per shot
+    assert report["depth_output"]["mode"] == "per shot"
+    assert max(f["rms"] for f in fits) < 0.1
+
+
+def test_a_shot_without_known_distances_is_refused_before_the_run(runs, tmp_path):
+    points = tmp_path / "few.csv"
+    points.write_text("0,1,1,2.0\n5,3,3,2.5\n")  # the first shot only
+    with pytest.raises(SystemExit) as info:
+        cli.main(runs.args(tmp_path / "out", "-q", "--shots", str(runs.cut_list), "--depth-points", str(points)))
+    assert info.value.code != 0
+    assert not list((tmp_path / "out").glob("clip_*"))
 
 
 def _journal_stages(out: Path) -> list[str]:

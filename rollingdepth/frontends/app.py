@@ -37,7 +37,11 @@ COLOUR_MAPS = ("Spectral_r", "Greys_r", "inferno", "magma", "viridis", "turbo", 
 SNIPPET_CHOICES = ("2", "3", "4", "auto")
 SAMPLE_NAME = "synthetic_scene.mp4"
 DEPTH_LABEL = "inverse depth (near = large)"
-
+CPU_START_S = 180.0  # on a CPU the page starts at the highest resolution whose sample run takes about this long
+CANCEL_WAIT_S = 600.0  # Cancel waits this long (at most) for the job to stop before it says so
+# For tests: "STAGE:PATH" holds a job in its progress report at the first STAGE (a prefix, e.g.
+# "snippets") while the file PATH exists; PATH.held is written once the job is held there.
+HOLD_ENV = "ROLLINGDEPTH_APP_HOLD"
 
 
 class JobCancelled(Exception):
@@ -175,16 +179,17 @@ class DepthService:
         return RunConfig.build(form.get("preset") or "fast", overrides)
 
     # ------------------------------------------------------------------ a job
-    def cancel(self, session: str, wait_s: float = 20.0) -> bool:
-        """Stop the session's job at its next progress step and wait (bounded) until its files
-        are removed; False when the session has no job running."""
+    def cancel(self, session: str, wait_s: float = CANCEL_WAIT_S) -> bool | None:
+        """Stop the session's job at its next progress report (after its current batch) and
+        wait (bounded) until it has stopped and its files are removed: True then, None when it
+        is still running after ``wait_s``, False when the session has no job."""
         with self._cancel_lock:
             job = self._jobs_of.get(session)
         if job is None:
             return False
         cancel, ended = job
         cancel.set()
-        return ended.wait(wait_s)
+        return True if ended.wait(wait_s) else None
 
     def run(self, session: str, upload: str | Path | None, form: dict,
             progress: Callable[[str, int, int], None] | None = None) -> JobOutcome:
@@ -276,6 +281,7 @@ class DepthService:
         from rollingdepth.runtime.video_job import process_video
 
         def on_progress(stage: str, done: int, total: int) -> None:
+            _hold_for_tests(stage)
             if event.is_set():
                 raise JobCancelled
             if progress is not None:
@@ -323,6 +329,52 @@ class DepthService:
                           depth_range=tuple(report["depth_range"]), cmap=cmap, downloads=downloads,
                           sbs_video=run_dir / f"{stem}_rgbd.mp4")
 
+    # ------------------------------------------------------------------ before a job
+    def first_res(self) -> int:
+        """The resolution the page starts at: the fast preset's, or on a CPU the highest that
+        runs the sample clip (72 frames of 320x192 without one) in about :data:`CPU_START_S`."""
+        res = self.preset_values("fast")["res"]
+        if self.pipe is None or self.pipe.unet.device.type != "cpu":
+            return res
+        from rollingdepth.runtime.estimate import Estimate, quick_res
+
+        frames, size = 72, (192, 320)
+        try:
+            if self.sample is not None:
+                frames, size = _frames_and_size(self.sample)
+            form = {"preset": "fast", **self.preset_values("fast")}
+            estimate = Estimate(self.pipe, frames, size, self.config(form).method_settings())
+            found = quick_res([estimate], res + 1, CPU_START_S)
+        except Exception as exc:  # a start value must never stop the page
+            self._log(f"no estimate for the first resolution ({type(exc).__name__}: {exc})")
+            return res
+        return found[0] if found else res
+
+    def estimate(self, upload: str | Path | None, form: dict) -> str:
+        """The line ``run-video`` prints before a run with these settings (empty without a
+        readable upload); the device's throughput is measured only while no job runs (an
+        estimate waits a few seconds for the device)."""
+        from rollingdepth.runtime.estimate import estimate_run
+
+        if not upload or not Path(upload).is_file() or not self.workspace.contains(upload):
+            return ""
+        try:
+            cfg = self.config(form)
+            frames, size = _frames_and_size(Path(upload))
+        except (ValueError, OSError):  # Run says what is wrong
+            return ""
+        frames = max(frames - cfg.start_frame, 0)
+        frames = min(frames, cfg.max_frames) if cfg.max_frames else frames
+        if not self.device_lock.acquire(timeout=2):  # a job runs: it is not measured beside it
+            return "The estimate comes when the job that runs now has finished."
+        try:
+            line, _ = estimate_run(self.pipe, [(frames, size)], cfg.method_settings())
+        except Exception as exc:  # an estimate must never stop the page
+            return f"No time estimate ({type(exc).__name__})."
+        finally:
+            self.device_lock.release()
+        return line
+
     def _tidy(self, exc: BaseException, run_dir: Path, shown: str) -> str:
         """The message without the server's folders: the user's file by its own name."""
         text = _page_message(exc)
@@ -335,7 +387,7 @@ class DepthService:
     # ------------------------------------------------------------------ one frame
     @staticmethod
     def frame_view(state: dict | None, index: int):
-        """One frame's depth in its colour map with a colour bar, as uint8 RGB (or None)."""
+        """Frame ``index`` (1 to N) in its colour map with a colour bar, as uint8 RGB (or None)."""
         if not state:
             return None
         import numpy as np
@@ -346,9 +398,9 @@ class DepthService:
         if not path.is_file():
             return None
         depth = np.load(path, mmap_mode="r")
-        i = int(min(max(int(index or 0), 0), depth.shape[0] - 1))
+        i = int(min(max(int(index or 1), 1), depth.shape[0]))  # counted from 1, as the slider counts
         vmin, vmax = state["range"]
-        coloured = colorize(np.asarray(depth[i]), state["cmap"], vmin, vmax)
+        coloured = colorize(np.asarray(depth[i - 1]), state["cmap"], vmin, vmax)
         return _with_colour_bar(coloured, state["cmap"], vmin, vmax, f"frame {i} of {depth.shape[0]}")
 
     def shutdown(self, wait_s: float = 30.0) -> None:
@@ -360,6 +412,47 @@ class DepthService:
         if self.device_lock.acquire(timeout=wait_s):
             self.device_lock.release()
         self.workspace.close()
+
+
+def _hold_for_tests(stage: str) -> None:
+    """Hold a job at a known point while a test acts (:data:`HOLD_ENV`), as a long batch would."""
+    spec = os.environ.get(HOLD_ENV)
+    if not spec:
+        return
+    at, _, path = spec.partition(":")
+    hold = Path(path)
+    if not stage.startswith(at) or not hold.exists():
+        return
+    Path(f"{hold}.held").write_text(stage)
+    while hold.exists():
+        time.sleep(0.05)
+
+
+def _frames_and_size(path: Path) -> tuple[int, tuple[int, int]]:
+    """Frame count and (H, W) of a video, or of the images of a zip (``OSError``, ``ValueError``
+    when it cannot be read)."""
+    import zipfile
+
+    if path.suffix.lower() != ".zip":
+        from rollingdepth.io.video_io import load_source
+
+        source = load_source(path)
+        return source.frame_count, tuple(source.size)
+    import cv2
+    import numpy as np
+
+    from rollingdepth.io.video_io import IMAGE_EXTENSIONS
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_EXTENSIONS
+                     and not Path(n).name.startswith("._")]
+            first = cv2.imdecode(np.frombuffer(zf.read(names[0]), np.uint8), cv2.IMREAD_UNCHANGED) if names else None
+    except zipfile.BadZipFile as exc:
+        raise ValueError(str(exc)) from None
+    if first is None:
+        raise ValueError(f"{path.name}: no readable frames")
+    return len(names), tuple(first.shape[:2])
 
 
 def _with_colour_bar(image, cmap: str, vmin: float, vmax: float, title: str):
@@ -415,6 +508,7 @@ class _Page:
     cmap: object
     run_btn: object
     cancel_btn: object
+    estimate: object
     status: object
     video: object
     frame: object
@@ -458,7 +552,7 @@ def _settings_column(service: DepthService) -> dict:
     import gradio as gr
 
     settings = service.settings
-    first = service.preset_values("fast")
+    first = {**service.preset_values("fast"), "res": service.first_res()}
     c = {"upload": gr.File(label="Video or zip of frames", file_types=[*VIDEO_EXTENSIONS, ".zip"], elem_id="rd-upload")}
     c["sample_btn"] = gr.Button("Use the sample clip", size="sm", elem_id="rd-sample", visible=service.sample is not None)
     c["preset"] = gr.Dropdown(list(PAGE_PRESETS), value="fast", label=_label("preset"), elem_id="rd-preset")
@@ -475,6 +569,7 @@ def _settings_column(service: DepthService) -> dict:
                                 elem_id="rd-frames")
     c["cmap"] = gr.Dropdown(list(COLOUR_MAPS), value=COLOUR_MAPS[0], label=_label("cmaps"), allow_custom_value=True,
                             elem_id="rd-cmap")
+    c["estimate"] = gr.Markdown("", elem_id="rd-estimate")
     with gr.Row():
         c["run_btn"] = gr.Button("Run", variant="primary", elem_id="rd-run")
         c["cancel_btn"] = gr.Button("Cancel", variant="stop", elem_id="rd-cancel")
@@ -485,10 +580,12 @@ def _results_column() -> dict:
     """The status line, the side-by-side video, one frame's depth and the downloads."""
     import gradio as gr
 
+    status = gr.Markdown("", elem_id="rd-status")
+    gr.Markdown("**Input and depth**", elem_id="rd-video-label")  # a label above the video, not over its corner
     return {
-        "status": gr.Markdown("", elem_id="rd-status"),
-        "video": gr.Video(label="Input and depth", interactive=False, loop=True, elem_id="rd-video"),
-        "frame": gr.Slider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="rd-frame"),
+        "status": status,
+        "video": gr.Video(show_label=False, interactive=False, loop=True, elem_id="rd-video"),
+        "frame": gr.Slider(1, 2, value=1, step=1, label="Frame", visible=False, elem_id="rd-frame"),
         "frame_image": gr.Image(label="Depth of one frame", type="numpy", format="png", interactive=False,
                                 visible=False, elem_id="rd-frame-image"),
         "downloads": gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="rd-downloads"),
@@ -506,8 +603,14 @@ def _connect(service: DepthService, p: _Page) -> None:
         values = service.preset_values(name)
         return values["res"], values["dilations"], values["snippet"], values["refine"]
 
-    def clear():
-        return ("", None, gr.update(visible=False, value=0), gr.update(visible=False, value=None), None, None)
+    def estimate(values: dict):
+        upload = values[p.upload]  # the file's path, or its raw record (the live estimate skips preprocessing)
+        upload = upload.get("path") if isinstance(upload, dict) else upload
+        return service.estimate(upload, {name: values[getattr(p, name)] for name in _Page.FORM})
+
+    def clear(values: dict):
+        return ("", None, gr.update(visible=False, value=1), gr.update(visible=False, value=None), None, None,
+                estimate(values))
 
     def run(values: dict, request: gr.Request, progress=gr.Progress()):
         def report(stage, done, total):
@@ -520,14 +623,17 @@ def _connect(service: DepthService, p: _Page) -> None:
                     None, gr.update(visible=False), gr.update(visible=False, value=None), None, None)
         state = outcome.view_state()
         return (outcome.message, str(outcome.sbs_video),
-                gr.update(visible=True, minimum=0, maximum=max(outcome.frames - 1, 1), value=0, step=1),
-                gr.update(visible=True, value=service.frame_view(state, 0)),
+                gr.update(visible=True, minimum=1, maximum=max(outcome.frames, 2), value=1, step=1),
+                gr.update(visible=True, value=service.frame_view(state, 1)),
                 [str(path) for path in outcome.downloads], state)
 
     def cancel(request: gr.Request):
-        if service.cancel(request.session_hash):
-            return "Cancelled: the job stopped and its files were removed."
-        return "Cancelled."
+        yield "Cancelling: the job stops after its current batch …"
+        stopped = service.cancel(request.session_hash)  # waits until the job has stopped
+        if stopped is None:
+            yield "Cancelling: the job has not stopped yet; it stops after its current batch."
+        else:
+            yield "Cancelled: the job stopped and its files were removed." if stopped else "Cancelled."
 
     def show_frame(index, state):
         return service.frame_view(state, index)
@@ -536,11 +642,20 @@ def _connect(service: DepthService, p: _Page) -> None:
     p.sample_btn.click(use_sample, outputs=p.upload, queue=False, api_visibility="private")
     p.preset.input(fill_preset, inputs=p.preset, outputs=[p.res, p.dilations, p.snippet, p.refine], queue=False,
                    api_visibility="private")
-    job = p.run_btn.click(clear, outputs=outputs, queue=False, api_visibility="private").then(
-        run, inputs={p.upload, *(getattr(p, name) for name in _Page.FORM)}, outputs=outputs,
+    fields = [p.upload, *(getattr(p, name) for name in _Page.FORM)]
+    # Run: the estimate of exactly these settings first (as run-video says it), then the job
+    # with one progress bar, on the video's pane
+    job = p.run_btn.click(clear, inputs=set(fields), outputs=[*outputs, p.estimate], queue=False,
+                          api_visibility="private").then(
+        run, inputs=set(fields), outputs=outputs, show_progress_on=[p.video],
         concurrency_limit=1, concurrency_id="inference", api_name="predict",
     )
-    p.cancel_btn.click(cancel, outputs=p.status, cancels=[job], queue=False, api_visibility="private")
+    # raw values: a number typed digit by digit is not refused (with a message) on its way
+    gr.on([field.change for field in fields], estimate, inputs=set(fields), outputs=p.estimate, preprocess=False,
+          show_progress="hidden", trigger_mode="always_last", concurrency_limit=1, concurrency_id="estimate",
+          api_visibility="private")
+    p.cancel_btn.click(cancel, outputs=p.status, cancels=[job], concurrency_limit=None, show_progress="hidden",
+                       api_visibility="private")  # queued: its lines stream
     p.frame.change(show_frame, inputs=[p.frame, p.view], outputs=p.frame_image, show_progress="hidden",
                    concurrency_limit=4, concurrency_id="view", api_visibility="private")
 
@@ -630,7 +745,7 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(workspace.root / "examples")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    service = None
+    service = page = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         from rollingdepth.method.loading import load_pipeline
@@ -644,14 +759,20 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
         workspace.start_sweeper()
         try:
             page.launch(server_name=host, server_port=port, max_file_size=int(settings.max_upload_mb * 2**20),
-                        ssr_mode=False, mcp_server=False, show_error=False, theme=_theme(), quiet=False,
-                        footer_links=[])
+                        ssr_mode=False, mcp_server=False, show_error=False, theme=_theme(), quiet=True,
+                        footer_links=[], prevent_thread_lock=True)
         except OSError as exc:
             raise InputError(f"{APP_OPTIONS['port'].name}: cannot listen on {host}:{port} ({' '.join(str(exc).split())})") from None
+        print(f"rollingdepth-app: serving on {page.local_url or f'http://{host}:{port}/'} (Ctrl-C stops it)",
+              file=sys.stderr, flush=True)
+        while page.is_running:  # until Ctrl-C or SIGTERM (a KeyboardInterrupt)
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if page is not None:
+            page.close(verbose=False)  # nothing when it never started
         if service is not None:
             service.shutdown()
             print(f"rollingdepth-app: stopped; removed {workspace.root}", file=sys.stderr, flush=True)

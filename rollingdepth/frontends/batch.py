@@ -19,7 +19,7 @@ from typing import Callable
 
 from rollingdepth.errors import InputError
 
-__all__ = ["Batch", "BatchItem", "failure_message", "load_model", "run_batch"]
+__all__ = ["Batch", "BatchItem", "earlier_run", "failure_message", "load_model", "run_batch"]
 
 
 def load_model(cfg, dist):
@@ -69,6 +69,7 @@ class Batch:
     start_before_skip: bool = True  # report a video's start before its skipping (else: skip, load, start)
     plain_errors: tuple = (ValueError,)  # errors reported by their message alone (others: with their type)
     results: list = field(default_factory=list)
+    compare_settings: bool = False  # skip only outputs made with the same settings (earlier_run)
 
 
 def run_batch(items: list[BatchItem], batch: Batch) -> bool:
@@ -111,11 +112,16 @@ def _run_one(item: BatchItem, batch: Batch, writer: "_Writer", rest: list) -> bo
     if batch.start_before_skip:
         report.video_start(name)
     mine = item.shared is None or batch.dist.is_main  # a video spread over the ranks is rank 0's to report
-    if batch.skip_existing and outputs_complete(batch.out_dir, item.stem, batch.cfg):
-        if mine:
-            batch.results.append(VideoResult(name=name, skipped=True))
-        report.video_skipped(name, batch.skip_reason)
-        return True
+    if batch.skip_existing:
+        skip, note = (earlier_run(batch.out_dir, item.stem, batch.cfg) if batch.compare_settings
+                      else (outputs_complete(batch.out_dir, item.stem, batch.cfg), None))
+        if skip:
+            if mine:
+                batch.results.append(VideoResult(name=name, skipped=True))
+            report.video_skipped(name, batch.skip_reason)
+            return True
+        if note:
+            report.info(note, video=name)
     if not batch.start_before_skip:  # load first, so that a checkpoint error comes before any progress
         if batch.pipe is None and not _load(batch, [item, *rest]):
             return False
@@ -228,3 +234,81 @@ class _Writer:
         except Exception as exc:
             results[slot] = self.failed(name, exc, "".join(traceback.format_exception(exc)))
         self.writing = None
+
+
+# the recorded settings compared as they are (the others: as planned, or not at all: device, batch sizes,
+# work folder and the choice of output files, which outputs_complete looks at)
+_SAME_AS_GIVEN = ("checkpoint", "processing_res", "cap_dilation", "refine_step", "coalign", "attn_span", "seed",
+                  "start_frame", "max_frames", "shots", "segment_frames", "output_fps", "restore_res", "depth_out",
+                  "depth_range", "depth_points", "save_ply", "fov", "focal", "ply_stride")
+_PLANNED = ("dilations", "snippet_lengths", "refine_snippet_len", "refine_start_dilation")
+
+
+def earlier_run(out_dir: Path, stem: str, cfg) -> tuple[bool, str | None]:
+    """Whether ``--skip-existing`` may skip ``stem``: its outputs are complete and
+    ``{stem}_run.json`` records the settings of ``cfg`` (after capping, as the run would use
+    them). Else the one line to say when complete outputs are predicted again (None when
+    they are not complete)."""
+    import json
+
+    from rollingdepth.runtime.outputs import outputs_complete
+
+    if not outputs_complete(out_dir, stem, cfg):
+        return False, None
+    try:
+        recorded = json.loads((out_dir / f"{stem}_run.json").read_text())["settings"]
+        changed = _changed_settings(recorded, cfg)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return False, f"{stem}_run.json: cannot read its settings ({type(exc).__name__}); predicting it again"
+    if not changed:
+        return True, None
+    return False, f"outputs made with other settings ({'; '.join(changed)}): predicting it again, replacing them"
+
+
+def _changed_settings(recorded: dict, cfg) -> list[str]:
+    """``--option recorded (now given)`` for each setting of ``cfg`` that ``recorded`` (a run
+    report's ``settings``) does not hold."""
+    import torch
+
+    from rollingdepth.method.device import DTYPES, cpu_has_native_bf16
+    from rollingdepth.runtime.estimate import dtype_name
+    from rollingdepth.runtime.plan import Plan
+    from rollingdepth.runtime.run_config import option_name
+
+    settings = cfg.method_settings()
+    given = {name: getattr(cfg, name) for name in _SAME_AS_GIVEN}
+    auto = recorded.get("num_view_auto") is not None  # the earlier run chose its snippet length
+    plan = Plan.build(settings, _planned_frames(recorded),
+                      recorded["snippet_lengths"][0] if settings.auto_num_view else None)
+    given.update({k: v for k, v in plan.report(settings).items() if k in _PLANNED})
+    if settings.auto_num_view != auto:
+        given["snippet_lengths"] = "auto" if settings.auto_num_view else given["snippet_lengths"]
+        recorded = {**recorded, "snippet_lengths": "auto" if auto else recorded["snippet_lengths"]}
+    dtype = DTYPES[str(cfg.dtype).lower()]
+    if dtype == torch.float16 and str(recorded.get("device", "")).startswith("cpu"):
+        dtype = torch.bfloat16 if cpu_has_native_bf16() else torch.float32  # as fp16 runs on a CPU
+    given["dtype"] = str(dtype).removeprefix("torch.")  # as recorded: float32, bfloat16, float16
+
+    def text(value) -> str:
+        if isinstance(value, str) and value in DTYPES:
+            return dtype_name(DTYPES[value])
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    return [f"{option_name(name)} {text(recorded.get(name))} (now {text(value)})"
+            for name, value in given.items() if _json_value(value) != recorded.get(name)]
+
+
+def _planned_frames(recorded: dict) -> int:
+    """The frame count the recorded plan was made for: the video's, or with shots or segments
+    (``units``) the first unit's, which the report's plan is (its snippets at dilation 1)."""
+    if int(recorded.get("units") or 1) <= 1:
+        return int(recorded["num_frames"])
+    i = list(recorded["dilations"]).index(1)
+    return int(recorded["snippets_per_dilation"][i]) + int(recorded["snippet_lengths"][i]) - 1
+
+
+def _json_value(value):
+    """``value`` as it reads back from JSON (tuples become lists)."""
+    import json
+
+    return json.loads(json.dumps(value))

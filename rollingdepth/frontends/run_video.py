@@ -176,7 +176,7 @@ RUN_VIDEO_OPTIONS = (
     "dilations", "snippet_lengths", "attn_span", "cap_dilation", "refine_step", "refine_snippet_len",
     "refine_start_dilation", "coalign", "seed", "max_vae_bs", "unet_batch_size", "compile", "channels_last", "tf32",
     "output_dir", "work_dir", "segment_frames", "output_fps", "restore_res", "cmaps", "save_npy", "save_sbs", "save_snippets",
-    "save_png16", "save_exr", "depth_out", "depth_range", "save_ply", "fov", "focal", "ply_stride", "unload_snippet",
+    "save_png16", "save_exr", "depth_out", "depth_range", "depth_points", "save_ply", "fov", "focal", "ply_stride", "unload_snippet",
     "resample_method", "resume", "list_work", "clean_work", "skip_existing",
 )
 _INPUT = inspect.Parameter("input_path", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
@@ -276,31 +276,37 @@ def _config_and_inputs(values: dict, source_spec: str):
 
 def _run_all(entries: list, cfg, v: dict, report: Reporter):
     """This process's share of the videos; returns (every rank's results, interrupted, seconds, show the summary)."""
+    from rollingdepth.frontends.batch import earlier_run
     from rollingdepth.runtime.distributed import init_distributed
 
     output_dir, skip_existing = v["output_dir"], v["skip_existing"]
     dist = init_distributed()
     interrupted, clean = False, False
     try:
-        share = _my_share(entries, dist, cfg, output_dir if skip_existing else None)
-        mine = [entry for entry, _ in share]
+        done = (lambda e: earlier_run(output_dir, _entry_stem(e), cfg)[0]) if skip_existing else (lambda e: False)
+        share = _my_share(entries, dist, cfg, done)
+        spread = {id(e): shots for e, shots in share}  # a video spread over the ranks: its shots
+        mine, failed = _probe_inputs([e for e, _ in share], cfg, report, v["verbose"], done)
+        if failed and not mine and not dist.enabled:  # every input is bad: no model, no summary
+            raise typer.Exit(EXIT_USAGE)
         show = not v["quiet"] and dist.is_main
-        needed = _needs_model(mine, output_dir, cfg, skip_existing)
+        needed = any(source is not None for _, source in mine)
         started = time.time()
         count_done = None
         if dist.enabled:
             stems = [_entry_stem(e) for e in entries]
             count_done = lambda: sum(  # noqa: E731
                 1 for st in stems if _finished_since(output_dir / f"{st}_run.json", started))
-        start_share(report, dist, len(entries), len(mine), count_done)
+        start_share(report, dist, len(entries) if dist.enabled else len(mine), len(mine), count_done)
         pipe = _load_model(cfg, dist, v["verbose"], report) if needed else None  # before any progress bar
         if dist.enabled:
             report.info(f"{dist.world_size} processes: {len(entries)} videos, balanced by frame count")
         if pipe is not None:
-            _say_estimate(pipe, mine, output_dir, cfg, skip_existing, report)
-        batch = Batch(output_dir, cfg, dist, report, verbose=v["verbose"], skip_existing=skip_existing, pipe=pipe)
+            _say_estimate(pipe, mine, cfg, report)
+        batch = Batch(output_dir, cfg, dist, report, verbose=v["verbose"], skip_existing=skip_existing, pipe=pipe,
+                      compare_settings=True, results=failed)
         with report:
-            interrupted = run_batch([_item(e, cfg, spread) for e, spread in share], batch)
+            interrupted = run_batch([_item(e, source, cfg, spread.get(id(e))) for e, source in mine], batch)
         results = batch.results
         all_results = results if interrupted else [r for part in dist.all_gather(results) for r in part]
         clean = not interrupted
@@ -309,12 +315,38 @@ def _run_all(entries: list, cfg, v: dict, report: Reporter):
     return all_results, interrupted, time.time() - started, show
 
 
-def _item(entry, cfg, spread=None) -> BatchItem:
+def _item(entry, source, cfg, spread=None) -> BatchItem:
+    """An input of the batch, with its source opened by :func:`_probe_inputs` (None: one to skip);
+    ``spread``: its shots when its units are spread over the ranks."""
     from rollingdepth.io.video_io import load_source
 
-    name = str(entry[0] if isinstance(entry, tuple) else entry)
-    return BatchItem(name=name, stem=_entry_stem(entry), open=lambda: load_source(entry, strict=cfg.strict),
+    return BatchItem(name=_entry_name(entry), stem=_entry_stem(entry),
+                     open=lambda: source if source is not None else load_source(entry, strict=cfg.strict),
                      shared=spread)
+
+
+def _entry_name(entry) -> str:
+    return str(entry[0] if isinstance(entry, tuple) else entry)
+
+
+def _probe_inputs(entries: list, cfg, report: Reporter, verbose: bool, done) -> tuple[list, list]:
+    """Each input opened before the model loads: ``(entry, VideoSource)`` of the readable ones
+    (``(entry, None)`` for those ``done(entry)`` says are skipped: not opened), and a failed
+    ``VideoResult`` for each other one, which is said at once in one line (unreadable, empty,
+    or truncated with ``--strict``; a truncated one otherwise warns here)."""
+    from rollingdepth.frontends.batch import failure_message
+    from rollingdepth.io.video_io import load_source
+    from rollingdepth.runtime.outputs import VideoResult
+
+    good, failed = [], []
+    for entry in entries:
+        try:
+            good.append((entry, None if done(entry) else load_source(entry, strict=cfg.strict)))
+        except Exception as exc:  # the input's own error, in one line; the other inputs go on
+            message = failure_message(exc)
+            report.video_failed(_entry_name(entry), message, traceback.format_exc() if verbose else None)
+            failed.append(VideoResult(name=_entry_name(entry), error=message))
+    return good, failed
 
 
 def _stop_on_sigterm() -> None:
@@ -349,15 +381,6 @@ def _work_folders(folder: Path, remove: bool, out: Console) -> None:
         out.print(line, soft_wrap=True, highlight=False)
 
 
-def _needs_model(entries: list, output_dir: Path, cfg, skip_existing: bool) -> bool:
-    """Whether any video will be predicted (with --skip-existing, complete outputs need no model)."""
-    from rollingdepth.runtime.outputs import outputs_complete
-
-    if not skip_existing:
-        return bool(entries)
-    return not all(outputs_complete(output_dir, _entry_stem(e), cfg) for e in entries)
-
-
 def _load_model(cfg, dist, verbose: bool, report: Reporter):
     """Load the checkpoint before any progress bar; when it cannot be, say so once and exit 2."""
     from rollingdepth.errors import CheckpointError
@@ -371,20 +394,15 @@ def _load_model(cfg, dist, verbose: bool, report: Reporter):
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def _say_estimate(pipe, entries: list, output_dir: Path, cfg, skip_existing: bool, report: Reporter) -> None:
+def _say_estimate(pipe, entries: list, cfg, report: Reporter) -> None:
     """One line before the first video: the run's estimated time (always on a CPU, elsewhere
-    only when it is over a few minutes), with a lower --res to consider on a CPU."""
+    only when it is over a few minutes), with a lower --res to consider on a CPU; ``entries``
+    are ``(entry, VideoSource or None for one to skip)`` pairs."""
     from rollingdepth.runtime.estimate import estimate_run
-    from rollingdepth.runtime.outputs import outputs_complete
-    from rollingdepth.io.video_io import load_source
 
     videos = []
-    for entry in entries:
-        if skip_existing and outputs_complete(output_dir, _entry_stem(entry), cfg):
-            continue
-        try:
-            source = load_source(entry)
-        except Exception:  # the video's own run reports it
+    for entry, source in entries:
+        if source is None:  # skipped
             continue
         frames = source.frame_count - cfg.start_frame
         videos.append((min(frames, cfg.max_frames) if cfg.max_frames else frames, tuple(source.size)))
@@ -408,23 +426,21 @@ def _finished_since(path: Path, since: float) -> bool:
         return False
 
 
-def _my_share(entries: list, dist, cfg, skip_in: Path | None = None) -> list[tuple]:
+def _my_share(entries: list, dist, cfg, done) -> list[tuple]:
     """This process's videos, each with None (it runs whole here) or its shots (a ``ShotsState``:
     its units are spread over every rank): all of them whole without a launcher; else every
     video of several units (shots, or segments of a long shot), first, then a share of the
-    others balanced by frame count. ``skip_in``: the output folder of ``--skip-existing``."""
+    others balanced by frame count. ``done(entry)``: its outputs are complete (``--skip-existing``)."""
     if not dist.enabled:
         return [(e, None) for e in entries]
     from rollingdepth.io.video_io import load_source
     from rollingdepth.runtime.distributed import balanced_shards
-    from rollingdepth.runtime.outputs import outputs_complete
     from rollingdepth.runtime.video_job import spread_shots
 
     def probe(entry) -> tuple:
         try:
             source = load_source(entry)
-            done = skip_in is not None and outputs_complete(skip_in, _entry_stem(entry), cfg)
-            return source.frame_count, None if done else spread_shots(source, cfg)
+            return source.frame_count, None if done(entry) else spread_shots(source, cfg)
         except Exception:  # the rank that gets it reports the error
             return 0, None
 

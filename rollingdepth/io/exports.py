@@ -21,6 +21,8 @@ __all__ = [
     "EXR_EXTRA_HINT",
     "DepthMapping",
     "PinholeCamera",
+    "VideoMapping",
+    "fit_inverse_depth",
     "check_openexr",
     "point_cloud",
     "read_exr",
@@ -28,7 +30,8 @@ __all__ = [
     "write_ply",
 ]
 
-DEPTH_OUT_MODES = ("inverse", "depth")
+DEPTH_OUT_MODES = ("inverse", "depth")  # what --depth-out takes; "fitted" comes from known distances
+FAR_LIMIT = 100.0  # fitted depth: at most this many times the farthest known point
 EXR_CHANNEL = "Z"  # the conventional name of a depth channel in compositing
 EXR_EXTRA_HINT = "pip install 'rollingdepth[exr]'"
 
@@ -43,13 +46,19 @@ class DepthMapping:
     ``vmax``), and the output is ``depth = 1 / that`` in the units of ``near`` and ``far``.
     """
 
-    mode: str  # "inverse" or "depth"
-    vmin: float  # the prediction's minimum over the whole video
+    mode: str  # "inverse", "depth" or "fitted"
+    vmin: float  # the prediction's minimum over the whole video (the shot's, for "fitted")
     vmax: float  # and its maximum
     near: float | None = None
-    far: float | None = None
+    far: float | None = None  # "fitted": the farthest depth written (inverse depth clipped at 1/far)
+    scale: float | None = None  # "fitted": inverse depth = scale * pred + shift
+    shift: float | None = None
 
     def __post_init__(self):
+        if self.mode == "fitted":
+            if self.scale is None or self.shift is None or self.far is None:
+                raise ValueError("scale, shift, far: a fitted mapping needs all three")
+            return
         if self.mode not in DEPTH_OUT_MODES:
             raise ValueError(f"depth_out: unknown mode {self.mode!r}; expected inverse or depth")
         if self.mode == "depth":
@@ -60,7 +69,7 @@ class DepthMapping:
 
     @property
     def is_depth(self) -> bool:
-        return self.mode == "depth"
+        return self.mode in ("depth", "fitted")
 
     @property
     def span(self) -> float:
@@ -71,6 +80,9 @@ class DepthMapping:
         """Output values of float ``[..., H, W]`` prediction as float32 (the input itself for ``inverse``)."""
         if not self.is_depth:
             return pred
+        if self.mode == "fitted":
+            inverse = np.maximum(self.scale * np.asarray(pred, dtype=np.float64) + self.shift, 1.0 / self.far)
+            return (1.0 / inverse).astype(np.float32)
         inv_far, inv_near = 1.0 / self.far, 1.0 / self.near
         t = (np.asarray(pred, dtype=np.float64) - self.vmin) / self.span  # 0 at vmin, 1 at vmax
         inverse = inv_far + np.clip(t, 0.0, 1.0) * (inv_near - inv_far)
@@ -84,6 +96,9 @@ class DepthMapping:
     @property
     def value_range(self) -> tuple[float, float]:
         """The smallest and largest output value (what a 16-bit PNG spans)."""
+        if self.mode == "fitted":
+            ends = self.apply(np.array([self.vmax, self.vmin]))
+            return float(ends[0]), float(ends[1])
         return (float(self.near), float(self.far)) if self.is_depth else (float(self.vmin), float(self.vmax))
 
     @property
@@ -91,13 +106,60 @@ class DepthMapping:
         """The exact mapping, with this video's numbers, for the run report."""
         if not self.is_depth:
             return "value = pred (affine-invariant inverse depth, near = large)"
+        if self.mode == "fitted":
+            return (f"depth = 1 / max(scale * pred + shift, 1/far), scale = {self.scale!r}, shift = {self.shift!r}, "
+                    f"far = {self.far!r} (fitted to the known distances)")
         return (f"depth = 1 / (1/far + (pred - min) / (max - min) * (1/near - 1/far)), "
                 f"near = {self.near!r}, far = {self.far!r}, min = {self.vmin!r}, max = {self.vmax!r} "
                 f"(the prediction's range over the video)")
 
     def to_dict(self) -> dict:
-        return {"mode": self.mode, "near": self.near, "far": self.far, "prediction_min": self.vmin,
+        fitted = {"scale": self.scale, "shift": self.shift} if self.mode == "fitted" else {}
+        return {"mode": self.mode, "near": self.near, "far": self.far, **fitted, "prediction_min": self.vmin,
                 "prediction_max": self.vmax, "value_range": list(self.value_range), "formula": self.formula}
+
+
+def fit_inverse_depth(pred: np.ndarray, depth: np.ndarray) -> tuple[float, float]:
+    """``(scale, shift)`` with ``1 / depth ~ scale * pred + shift`` by least squares over the
+    points (``pred``: the prediction at each point). ``ValueError`` when the points cannot fix a
+    scale (fewer than two distinct predictions) or the fit inverts the order of depth."""
+    pred, inverse = np.asarray(pred, np.float64), 1.0 / np.asarray(depth, np.float64)
+    if len(pred) < 2 or np.ptp(pred) <= 1e-9:
+        raise ValueError("the known distances need at least two points where the prediction differs")
+    scale, shift = np.polyfit(pred, inverse, 1)
+    if scale <= 0:
+        raise ValueError("the known distances contradict the prediction: the points it sees nearer are given "
+                         "farther (check x, y and the frame numbers)")
+    return float(scale), float(shift)
+
+
+@dataclass(frozen=True)
+class VideoMapping:
+    """The mapping of each frame of a video: ``mappings[k]`` from frame ``firsts[k]`` on (one per
+    shot with known distances; one for the whole video otherwise)."""
+
+    mappings: tuple[DepthMapping, ...]
+    firsts: tuple[int, ...] = (0,)
+
+    def at(self, frame: int) -> DepthMapping:
+        import bisect
+
+        return self.mappings[bisect.bisect_right(self.firsts, frame) - 1]
+
+    @property
+    def is_depth(self) -> bool:
+        return self.mappings[0].is_depth
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        ranges = [m.value_range for m in self.mappings]
+        return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+    def to_dict(self) -> dict:
+        if len(self.mappings) == 1:
+            return self.mappings[0].to_dict()
+        return {"mode": "per shot", "value_range": list(self.value_range),
+                "shots": [{"first": f, **m.to_dict()} for f, m in zip(self.firsts, self.mappings)]}
 
 
 # ----------------------------------------------------------------------------- EXR

@@ -28,9 +28,12 @@ from rollingdepth.runtime.run_config import option_name
 if TYPE_CHECKING:
     from rollingdepth.method.pipeline import RollingDepthPipeline
 
-__all__ = ["Estimate", "estimate_run", "format_duration", "unit_flops"]
+__all__ = ["Estimate", "dtype_name", "estimate_run", "format_duration", "quick_res", "unit_flops"]
 
 CALIBRATION_LATENT = (18, 32)  # latent size (h, w) of the frames the throughput is measured on
+QUICK_RES = (768, 640, 512, 384, 320, 256, 192, 160, 128, 96, 80, 64, 48, 32)  # resolutions to suggest, highest first
+QUICK_S = 90.0  # a quick first look takes at most this long (about a minute)
+LONG_S = 300.0  # an estimate over this (on a CPU) names the resolution of a quick first look
 
 
 def cache_file() -> Path:
@@ -195,14 +198,38 @@ def estimate_run(pipe: "RollingDepthPipeline", videos: list[tuple[int, tuple[int
     frames = sum(e.num_frames for e in estimates)
     h, w = max(e.size for e in estimates)
     device = pipe.unet.device.type
-    dtype = str(pipe.dtype).replace("torch.", "").replace("float", "fp")
+    dtype = dtype_name(pipe.dtype)
     what = f"{frames} frames at {w}x{h}" if len(estimates) == 1 else f"{len(estimates)} videos, {frames} frames, up to {w}x{h}"
     line = f"Estimated {format_duration(seconds)} on {device} ({dtype}) for {what}"
     lower = max(settings.processing_res // 2, 256)
     if device == "cpu" and settings.processing_res > lower:
         other = sum(e.at_res(lower) for e in estimates)
         line += f"; {option_name('processing_res')} {lower} would take about {format_duration(other)}"
+    if device == "cpu" and seconds > LONG_S:
+        quick = quick_res(estimates, settings.processing_res or max(max(e.input_size) for e in estimates))
+        if quick is not None and quick[0] < lower:
+            line += (f"; for a quick first look, {option_name('processing_res')} {quick[0]} "
+                     f"takes about {format_duration(quick[1])}")
     return line + ".", seconds
+
+
+def quick_res(estimates: list[Estimate], below: int, budget_s: float = QUICK_S) -> tuple[int, float] | None:
+    """The highest resolution of :data:`QUICK_RES` under ``below`` (0: any) at which the runs of
+    ``estimates`` together take at most ``budget_s`` seconds, and their seconds there; else the
+    lowest one tried; None when there is none below."""
+    found = None
+    for res in QUICK_RES:
+        if below and res >= below:
+            continue
+        found = res, sum(e.at_res(res) for e in estimates)
+        if found[1] <= budget_s:
+            break
+    return found
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """fp32, fp16, bf16: the spelling of ``--dtype``."""
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype).removeprefix("torch."))
 
 
 def format_duration(seconds: float) -> str:

@@ -8,6 +8,7 @@ Every output file is written under a temporary name and renamed when complete; t
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import platform
 import sys
@@ -19,7 +20,9 @@ from typing import Callable
 import numpy as np
 
 from rollingdepth._version import __version__
-from rollingdepth.io.exports import DepthMapping, PinholeCamera, point_cloud, write_exr, write_ply
+from rollingdepth.io.depth_points import read_depth_points
+from rollingdepth.io.exports import (FAR_LIMIT, DepthMapping, PinholeCamera, VideoMapping, fit_inverse_depth, point_cloud,
+                                     write_exr, write_ply)
 from rollingdepth.io.video_io import InputError, VideoSource, VideoWriter, atomic_dir, atomic_path
 from rollingdepth.io.visualize import SBS_GAP, colorize, side_by_side, to_uint16
 from rollingdepth.runtime.background import BackgroundQueue, prefetch
@@ -193,11 +196,60 @@ class PendingOutputs:
             frame = np.asarray(depth[i])
             yield RollingDepthPipeline.resize_depth(frame[None], self.size)[0] if self.cfg.restore_res else frame
 
-    @property
-    def mapping(self) -> DepthMapping:
-        """What the npy, EXR, PNG16 and PLY outputs hold: the prediction, or depth over the chosen range."""
-        near, far = self.cfg.depth_range or (None, None)
-        return DepthMapping(self.cfg.depth_out, *self.result.depth_range, near=near, far=far)
+    @functools.cached_property
+    def mapping(self) -> VideoMapping:
+        """What the npy, EXR, PNG16 and PLY outputs hold: the prediction, depth over the chosen
+        range, or depth fitted per shot to the known distances (``--depth-points``)."""
+        cfg = self.cfg
+        near, far = cfg.depth_range or (None, None)
+        if not cfg.depth_points:
+            return VideoMapping((DepthMapping(cfg.depth_out, *self.result.depth_range, near=near, far=far),))
+        points = read_depth_points(Path(cfg.depth_points).expanduser())
+        mappings, self.depth_fits = [], []
+        for shot in self._shots():
+            first = cfg.start_frame + shot["first"]
+            idx = points.in_frames(first, first + shot["frames"])
+            lo, hi = shot["depth_range"]
+            if len(idx) < 2:  # checked before the run: --depth-range covers these shots
+                mappings.append(DepthMapping("depth", lo, hi, near=near, far=far))
+                continue
+            pred = self._prediction_at(points, idx)
+            try:
+                scale, shift = fit_inverse_depth(pred, points.depth[idx])
+            except ValueError as exc:
+                raise InputError(f"{cfg.depth_points}: frames {first}..{first + shot['frames'] - 1}: {exc}") from None
+            mapping = DepthMapping("fitted", lo, hi, far=FAR_LIMIT * float(points.depth[idx].max()), scale=scale, shift=shift)
+            error = mapping.apply(pred).astype(np.float64) - points.depth[idx]
+            self.depth_fits.append({"first": shot["first"], "frames": shot["frames"], "points": int(len(idx)),
+                                    "scale": scale, "shift": shift, "rms": float(np.sqrt(np.mean(error**2))),
+                                    "max_abs": float(np.abs(error).max())})
+            mappings.append(mapping)
+        fits = self.depth_fits
+        if fits:
+            self.notes.append(f"{self.source.stem}: known distances fitted in {len(fits)} shot(s): residual rms "
+                              f"{max(f['rms'] for f in fits):.3g} at most, largest error {max(f['max_abs'] for f in fits):.3g} "
+                              f"(in the points' unit)")
+        return VideoMapping(tuple(mappings), tuple(s["first"] for s in self._shots()))
+
+    def _shots(self) -> list[dict]:
+        """The shots' reports (one shot for a video run in one piece)."""
+        return self.result.shots or [{"index": 0, "first": 0, "frames": self.result.num_frames, "found_by": "start",
+                                      "dilations": self.result.settings.get("dilations"),
+                                      "coalign_loss": self.result.coalign_loss,
+                                      "depth_range": list(self.result.depth_range)}]
+
+    def _prediction_at(self, points, idx: np.ndarray) -> np.ndarray:
+        """The prediction at the points ``idx`` (input pixels, nearest pixel at the processing size)."""
+        (h_in, w_in), (h, w) = self.source.size, self.result.size
+        out = np.empty(len(idx))
+        for frame in np.unique(points.frame[idx]):
+            row_of = np.asarray(self.result.depth[int(frame) - self.cfg.start_frame])  # [H, W]
+            for k in np.flatnonzero(points.frame[idx] == frame):
+                x, y = points.x[idx[k]], points.y[idx[k]]
+                col = int(np.clip(np.floor((x + 0.5) * w / w_in), 0, w - 1))
+                row = int(np.clip(np.floor((y + 0.5) * h / h_in), 0, h - 1))
+                out[k] = row_of[row, col]
+        return out
 
     @property
     def camera(self) -> PinholeCamera:
@@ -291,7 +343,7 @@ class PendingOutputs:
                         raise InputError(f"{self.source.path}: the video gave fewer frames on a second read ({i} of {n})")
                     if image is not None:
                         image = _resize_frames(image[None], self.size)[0]  # [H, W, 3] at the output size
-                    values = mapping.apply(frame)
+                    values = mapping.at(i).apply(frame)
                     for q, (_, sink) in zip(queues, sinks):
                         q.submit(sink, i, frame, values, image)
                     progress("write", (i + 1) * len(sinks), total)
@@ -345,9 +397,8 @@ class PendingOutputs:
             "settings": {**cfg.to_dict(), **result.settings, "seed": cfg.seed},
             "coalign_loss": result.coalign_loss,
             "depth_range": [vmin, vmax],
-            "shots": result.shots or [{"index": 0, "first": 0, "frames": result.num_frames, "found_by": "start",
-                                       "dilations": result.settings.get("dilations"),
-                                       "coalign_loss": result.coalign_loss, "depth_range": [vmin, vmax]}],
+            "shots": self._shots(),
+            "depth_points": getattr(self, "depth_fits", None),
             "depth_output": mapping.to_dict(),
             "png16_range": list(mapping.value_range) if cfg.save_png16 else None,
             "png16_mapping": "value = min + png / 65535 * (max - min), [min, max] = png16_range" if cfg.save_png16 else None,

@@ -543,12 +543,16 @@ class VideoRun:
         if first:
             saved = store.array(f"refine_{first - 1}", shape, store.latents_dtype(model.dtype))
             latents = torch.from_numpy(np.asarray(saved[:])).to(model.dtype)
-        else:
-            latents = self._encode_depth(coaligned, timesteps[:1], noise)  # [N, 4, h, w] host
+        else:  # the depth's encoding is part of the stage: its batches report 0 steps done
+            latents = self._encode_depth(coaligned, timesteps[:1], noise,
+                                         partial(self.notify, "refine", 0, refine.steps))
         batch_size = self.settings.unet_batch_size or model.default_unet_batch_size(refine.snippet_len, shape[-2:])
         self.notify("refine", first, refine.steps)
         for i in range(first, refine.steps):
-            latents = self._refine_step(encoded.latents, latents, timesteps[i], plan.refine_indices(i), batch_size)
+            # a step is long: its batches report the step's count again (a callback may stop the run there)
+            between = partial(self.notify, "refine", i, refine.steps)
+            latents = self._refine_step(encoded.latents, latents, timesteps[i], plan.refine_indices(i), batch_size,
+                                        between)
             if store.resumable:
                 saved = store.array(f"refine_{i}", shape, store.latents_dtype(model.dtype))
                 store.write(saved, slice(0, num_frames), _host(latents).numpy())
@@ -557,24 +561,27 @@ class VideoRun:
         return self._decode_output(latents, encoded.size, out)
 
     def _refine_step(self, rgb_latents: torch.Tensor, latents: torch.Tensor, timestep: torch.Tensor,
-                     idx: np.ndarray, batch_size: int) -> torch.Tensor:
+                     idx: np.ndarray, batch_size: int, between: Callable[[], None] = lambda: None) -> torch.Tensor:
         """One refinement step over the snippets ``idx [S, n]``: each frame's new latent is the
-        mean over the snippets that hold it; ``[N, 4, h, w]`` on the host."""
+        mean over the snippets that hold it; ``[N, 4, h, w]`` on the host. ``between`` is
+        called before each batch."""
         device, snippet_len = self.model.device, idx.shape[1]
         idx = torch.from_numpy(idx)
         acc = torch.zeros(latents.shape, dtype=torch.float32)
         count = torch.zeros(len(latents), dtype=torch.float32)
         with HostWriter() as writer:
             for start in range(0, idx.shape[0], batch_size):
+                between()
                 frame_ids = idx[start : start + batch_size].reshape(-1)
                 pred = self.model.denoise_snippets(to_device(rgb_latents[frame_ids], device),
                                                    to_device(latents[frame_ids], device), timestep, snippet_len)
                 writer.put(partial(_accumulate, acc, count, frame_ids), pred.float(), as_numpy=False)
         return acc.div_(count[:, None, None, None]).to(self.model.dtype)  # no copy in fp32
 
-    def _encode_depth(self, depth, timestep: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def _encode_depth(self, depth, timestep: torch.Tensor, noise: torch.Tensor,
+                      between: Callable[[], None] = lambda: None) -> torch.Tensor:
         """The co-aligned depth encoded like RGB and noised to ``timestep`` with the initial noise:
-        the refinement's first latents ``[N, 4, h, w]`` (host)."""
+        the refinement's first latents ``[N, 4, h, w]`` (host). ``between`` is called before each batch."""
         device, max_vae_bs = self.model.device, self.settings.max_vae_bs
         parts = []
         with HostWriter() as writer:  # latents reach the host without the device waiting

@@ -78,6 +78,10 @@ class RunConfig(MethodSettings):
     depth_range: list[float] | None = opt(None, Option(  # [NEAR, FAR] in the user's units
         ("--depth-range",), "With --depth-out depth: the depth of the nearest and farthest point of the video, in "
         "your units (e.g. 0.5,20).", "NEAR,FAR", OUT, list, parse_floats))
+    depth_points: str | None = opt(None, Option(
+        ("--depth-points",), "Known distances: a CSV of frame, x, y, depth (input pixels, any unit). Each shot's "
+        "inverse depth is fitted to them and npy, EXR, PNG16 and PLY hold depth in that unit; shots without two "
+        "points use --depth-range (docs/outputs.md).", "FILE", OUT))
     save_ply: int = opt(0, Option(  # a point cloud every this many frames (0 = none)
         ("--save-ply",), "{stem}_ply/000000.ply ..., coloured point cloud (binary PLY) of every EVERY-th frame "
         "(default 1: all); needs --depth-out depth.", "[EVERY]", OUT, int, show_default=False))
@@ -172,11 +176,16 @@ class RunConfig(MethodSettings):
             if len(pair) != 2 or not all(number(v) for v in pair) or not 0 < pair[0] < pair[1]:
                 raise ValueError(f"--depth-range: expected NEAR,FAR with 0 < NEAR < FAR, got {self.depth_range!r}")
             self.depth_range = [float(v) for v in pair]
-            if self.depth_out != "depth":
+            if self.depth_out != "depth" and not self.depth_points:
                 raise ValueError("--depth-range: applies to --depth-out depth; add --depth-out depth")
-        elif self.depth_out == "depth":
+        elif self.depth_out == "depth" and not self.depth_points:
             raise ValueError("--depth-out depth: needs --depth-range NEAR,FAR (the scene's nearest and farthest "
                              "depth in your units, e.g. 0.5,20 for metres)")
+        if self.depth_points:
+            from rollingdepth.io.depth_points import read_depth_points
+
+            read_depth_points(Path(self.depth_points).expanduser())  # one line naming the file and line
+            self.depth_out = "depth"  # known distances: the outputs hold depth in their unit
         if isinstance(self.save_ply, bool) or not isinstance(self.save_ply, int) or self.save_ply < 0:
             raise ValueError(f"--save-ply: {self.save_ply!r} is not a non-negative integer (every how many frames)")
         if self.save_ply and self.depth_out != "depth":

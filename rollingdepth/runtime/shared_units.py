@@ -39,7 +39,7 @@ from rollingdepth.runtime.model_steps import DepthModel
 from rollingdepth.runtime.passes import RunResult
 from rollingdepth.runtime.plan import Unit
 from rollingdepth.runtime.stores import JOURNAL, DiskStore, NpyFile
-from rollingdepth.runtime.units import UnitsJob, _UnitRunner, copy_rows, overlap_of, shot_record
+from rollingdepth.runtime.units import UnitsJob, _name, _UnitRunner, copy_rows, overlap_of, shot_record
 
 __all__ = ["SharedUnits", "rank_folder", "run_shared_units", "unit_owners"]
 
@@ -199,7 +199,7 @@ class _SharedRunner(_UnitRunner):
     # ------------------------------------------------------------------ the shots, together
     def _rows(self, unit: Unit) -> _LazyRows:
         folder = rank_folder(self.shared.workdir, DistContext(self.owners[unit.index], self.dist.world_size))
-        rows = _LazyRows(folder / f"unit_{unit.index:05d}" / PREDICTION, (unit.count, *self.units[unit.index]["size"]))
+        rows = _LazyRows(folder / _name(unit) / PREDICTION, (unit.count, *self.units[unit.index]["size"]))
         self.opened.append(rows)
         return rows
 

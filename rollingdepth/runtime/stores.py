@@ -236,10 +236,14 @@ class Store(Protocol):
 
     def child(self, name: str, fingerprint: dict) -> "Store":
         """A store of the same kind for one part of the run (a shot or a segment): resumable on
-        its own, removed with :meth:`remove_child`."""
+        its own; closed by its user, removed with :meth:`remove_child`."""
 
-    def remove_child(self, child: "Store") -> None:
-        """Close a child store and drop what it holds."""
+    def child_output(self, name: str, shape):
+        """The prediction of the finished (and closed) child ``name``, read-only, without
+        reopening its journal (whose checks would read back all it wrote)."""
+
+    def remove_child(self, name: str) -> None:
+        """Drop what the child ``name`` holds."""
 
     def close(self) -> None:
         """Close every file."""
@@ -254,6 +258,7 @@ class MemoryStore:
 
     def __init__(self):
         self.arrays: dict[str, np.ndarray] = {}
+        self.children: dict[str, MemoryStore] = {}
         self.expected_bytes = 0
 
     def array(self, name: str, shape, dtype=np.float32, row_ndim: int | None = None) -> np.ndarray:
@@ -296,10 +301,14 @@ class MemoryStore:
         return self.array("output", shape)
 
     def child(self, name: str, fingerprint: dict) -> "MemoryStore":
-        return MemoryStore()
+        self.children[name] = MemoryStore()
+        return self.children[name]
 
-    def remove_child(self, child: "MemoryStore") -> None:
-        child.arrays.clear()
+    def child_output(self, name: str, shape) -> np.ndarray:
+        return self.children[name].arrays["output"]
+
+    def remove_child(self, name: str) -> None:
+        self.children.pop(name, None)
 
     def close(self) -> None:
         pass
@@ -556,9 +565,11 @@ class DiskStore:
         folder.mkdir(exist_ok=True)
         return DiskStore(folder, budget=self.budget, fingerprint=fingerprint)
 
-    def remove_child(self, child: "DiskStore") -> None:
-        child.close()
-        shutil.rmtree(child.workdir, ignore_errors=True)
+    def child_output(self, name: str, shape) -> NpyFile:
+        return NpyFile(self.workdir / name / "prediction.npy", shape, np.float32, mode="r")
+
+    def remove_child(self, name: str) -> None:
+        shutil.rmtree(self.workdir / name, ignore_errors=True)
 
     def close(self) -> None:
         """Close every file (the folder itself is the caller's)."""

@@ -155,39 +155,46 @@ class _UnitRunner:
             if shot_index in self.shots:
                 continue
             units = [u for u in self.job.units if u.shot == shot_index]
-            children = [self._unit(u) for u in units]
-            self.shots[shot_index] = self._place(shot_index, shot, units, children)
+            for u in units:
+                self._unit(u)
+            self.shots[shot_index] = self._place(shot_index, shot, units)
             for u in units:
                 if len(units) == 1:  # a shot of one unit: the unit is recorded with its shot
                     self.store.checkpoint(UnitDone(self.units[u.index]))
             self.store.checkpoint(ShotDone(self.shots[shot_index]))
-            for child in children:
-                self.store.remove_child(child)
+            for u in units:
+                rows = self.rows.pop(u.index, None)
+                if hasattr(rows, "close"):
+                    rows.close()
+                self.store.remove_child(_name(u))
         return self._result()
 
     # ------------------------------------------------------------------ one unit
-    def _unit(self, unit: Unit) -> Store:
-        """The unit's child store, with its prediction run (or found complete)."""
-        child = self.store.child(f"unit_{unit.index:05d}", {"first": unit.first, "frames": unit.count})
+    def _unit(self, unit: Unit) -> None:
+        """Run the unit's prediction into its child store (unless a checkpoint says it is done).
+        The child is closed afterwards: a long shot's segments wait for their shot's end without
+        their journals in memory."""
         if unit.index in self.units:
-            return child
+            return
         frames = prefetch(self.job.frames.frames(unit.first, unit.count, self._keep_from(unit)))
         notify = self.job.callback
         if notify is not None:
             label = unit.label(len(self.job.shots))
             notify = lambda stage, done, total: self.job.callback(f"{label} {stage}", done, total)  # noqa: E731
         started = time.perf_counter()
-        result = run(self.pipe, frames, child, self.settings, generator=self.job.generator(), callback=notify,
-                     num_frames_hint=unit.count)
+        child = self.store.child(_name(unit), {"first": unit.first, "frames": unit.count})
+        try:
+            result = run(self.pipe, frames, child, self.settings, generator=self.job.generator(), callback=notify,
+                         num_frames_hint=unit.count)
+        finally:
+            child.close()
         if result.num_frames != unit.count:
             raise InputError(f"the input gave {result.num_frames} frames for {unit.label(len(self.job.shots))} "
                              f"(frames {unit.first}..{unit.stop - 1}); it was counted with more")
-        self.rows[unit.index] = result.depth
         self.units[unit.index] = {**_unit_report(unit, result, settings=not self.units),
                                   "seconds": round(time.perf_counter() - started, 3), **self.unit_extra}
         if unit.segments > 1 or self.record_every_unit:  # else: a shot of one unit is recorded once placed
             self.store.checkpoint(UnitDone(self.units[unit.index]))
-        return child
 
     def _keep_from(self, unit: Unit) -> int | None:
         """The first frame of the unit's next segment (its frames are kept for it), or None."""
@@ -201,10 +208,10 @@ class _UnitRunner:
     def _report(self, unit: Unit) -> dict:
         return self.units[unit.index]
 
-    def _prediction(self, unit: Unit, child: Store):
-        """The unit's prediction ``[count, H, W]``: from this run, or reopened from its store."""
+    def _prediction(self, unit: Unit):
+        """The finished unit's prediction ``[count, H, W]``, read from its child store."""
         if unit.index not in self.rows:
-            self.rows[unit.index] = child.output((unit.count, *self._report(unit)["size"]))
+            self.rows[unit.index] = self.store.child_output(_name(unit), (unit.count, *self._report(unit)["size"]))
         return self.rows[unit.index]
 
     # ------------------------------------------------------------------ one shot's rows
@@ -213,15 +220,14 @@ class _UnitRunner:
             self.output = self.store.output((self.num_frames, *size))
         return self.output
 
-    def _place(self, index: int, shot: Shot, units: list[Unit], children: list[Store]) -> dict:
+    def _place(self, index: int, shot: Shot, units: list[Unit]) -> dict:
         """Write the shot's rows into the video's prediction; the shot's report."""
         reports = [self._report(u) for u in units]
         out = self._out(reports[0]["size"])
         if len(units) == 1:
-            copy_rows(self._prediction(units[0], children[0]), shot,
-                      lambda rows, values: self.store.write(out, rows, values))
+            copy_rows(self._prediction(units[0]), shot, lambda rows, values: self.store.write(out, rows, values))
             return shot_record(index, shot, units, reports)
-        segments = [SegmentRows(u.first - shot.first, self._prediction(u, c)) for u, c in zip(units, children)]
+        segments = [SegmentRows(u.first - shot.first, self._prediction(u)) for u in units]
         stats = overlap_stats(segments)
         affines = chain(stats)
         lo, hi = write_shot(segments, affines, lambda rows, values: self.store.write(
@@ -285,6 +291,11 @@ def shot_record(index: int, shot: Shot, units: list[Unit], reports: list[dict], 
          "overlap_rms": stats[j - 1].rms(*stats[j - 1].fit()) if j else 0.0}
         for j, (u, r, (a, b)) in enumerate(zip(units, reports, affines))]
     return record
+
+
+def _name(unit: Unit) -> str:
+    """The unit's child store."""
+    return f"unit_{unit.index:05d}"
 
 
 def _unit_report(unit: Unit, result: RunResult, settings: bool) -> dict:

@@ -153,6 +153,27 @@ def spread_shots(source: VideoSource, cfg: RunConfig):
     return state if len(plan_units([(s.first, s.count) for s in shots], cfg.segment_frames)) > 1 else None
 
 
+def _units_note(stem: str, shots: list[Shot], units: list) -> str:
+    """One line for the user: the shots found and how many ran in segments."""
+    cuts = [str(s.first) for s in shots[1:]]
+    where = f"cuts at frames {', '.join(cuts[:6])}{', ...' if len(cuts) > 6 else ''}" if cuts else "no cut"
+    segmented = len({u.shot for u in units if u.segments > 1})
+    return f"{stem}: {len(shots)} shot(s), {where}; {segmented} shot(s) in segments; {len(units)} units"
+
+
+def _check_depth_points(cfg: RunConfig, shots: list[Shot]) -> None:
+    """Before the run: every shot has two known distances or more (else ``InputError``)."""
+    from rollingdepth.io.depth_points import read_depth_points
+
+    points = read_depth_points(Path(cfg.depth_points).expanduser())
+    start = cfg.start_frame
+    missing = [s for s in shots if len(points.in_frames(start + s.first, start + s.stop)) < 2]
+    if missing:
+        spans = ", ".join(f"{start + s.first}..{start + s.stop - 1}" for s in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise InputError(f"{cfg.depth_points}: {len(missing)} of {len(shots)} shots have fewer than two known distances "
+                         f"(frames {spans}); add points there, or give {option_name('depth_range')} NEAR,FAR for them")
+
+
 class _Counted:
     """Frames passed through, counted, with progress of the ``shots`` stage."""
 
@@ -208,14 +229,13 @@ def predict_video(
             raise InputError(f"{source.path}: {option_name('start_frame')} {cfg.start_frame} is beyond the end of the video ({source.frame_count} frames)")
         open_store = lambda: _open_store(source, cfg, pipe, workdir)  # noqa: E731
         store = pending.store = open_store() if shared is None else shared.open_on_main(open_store)
-        if store is not None and resuming and store.journal.entries:
-            pending.notes.append(f"{source.stem}: resumed from {workdir.name} "
-                                 f"(after {store.journal.entries[-1]['stage']})")
-        for stage in store.journal.rolled_back if store is not None else []:
-            pending.notes.append(f"{source.stem}: a damaged file of stage {stage} in {workdir.name} is computed again")
+        if store is not None:
+            pending.notes += _resume_notes(source.stem, store, resuming)
         pending.estimate_s = _estimate(pipe, expected, source, cfg)
         try:
             shots = video_shots(source, cfg, store, expected, progress) if shared is None else shared.video_shots(store)
+            if cfg.depth_points and not cfg.depth_range:
+                _check_depth_points(cfg, shots)
             units = plan_units([(s.first, s.count) for s in shots], cfg.segment_frames)
             if len(units) == 1 and shared is None:  # the video is one unit: one run over the video's own store
                 frames = prefetch(source.frames(cfg.start_frame, cfg.max_frames))
@@ -234,6 +254,7 @@ def predict_video(
                     pending.result = run_shared_units(pipe, store, cfg.method_settings(), job, shared.at(workdir))
                     if pending.result is None:  # another rank writes the outputs
                         return None
+                pending.notes.append(_units_note(source.stem, shots, units))
         except EmptyVideoError:
             raise EmptyVideoError(f"{source.path}: the video has no frames") from None
         except OSError as exc:
@@ -252,6 +273,14 @@ def predict_video(
         if main:
             pending.discard()
         raise
+
+
+def _resume_notes(stem: str, store, resuming: bool) -> list[str]:
+    """What the user is told of the work folder found: where the run resumes, what is done again."""
+    name = store.workdir.name
+    notes = [f"{stem}: resumed from {name} (after {store.journal.entries[-1]['stage']})"] if (
+        resuming and store.journal.entries) else []
+    return notes + [f"{stem}: a damaged file of stage {stage} in {name} is computed again" for stage in store.journal.rolled_back]
 
 
 def _units_job(pipe: "RollingDepthPipeline", source: VideoSource, cfg: RunConfig, plan: tuple, progress: Progress,
