@@ -13,6 +13,7 @@ process that imported this module (diffusers loads classes only from imported mo
 ``STAND_IN_HOLD_AT_DECODE`` (environment, for the process that loads the stand-in): once that
 many frames went through the decoder, the next decoder call waits until the process is killed,
 so that a test can stop a run at a known point of the merge (decoded again) without a race.
+``STAND_IN_FAIL_ON_RANK``: the decoder of the torchrun rank of that number (``RANK``) raises.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from diffusers.configuration_utils import register_to_config
 ID_OFFSET, ID_STEP = 10, 5  # frame f: uniform gray 10 + 5 f (up to 49 frames)
 LATENT_SCALE = 0.18215  # RollingDepthPipeline's latent scale factors
 HOLD_ENV = "STAND_IN_HOLD_AT_DECODE"
+FAIL_ENV = "STAND_IN_FAIL_ON_RANK"
 
 
 def frames_with_ids(num_frames: int, height: int, width: int) -> np.ndarray:
@@ -115,6 +117,8 @@ class _DepthDecoder(torch.nn.Module):
         self.decoded = 0  # frames decoded in this process
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if os.environ.get(FAIL_ENV) is not None and os.environ.get(FAIL_ENV) == os.environ.get("RANK"):
+            raise RuntimeError(f"the stand-in fails on rank {os.environ['RANK']}")
         hold = os.environ.get(HOLD_ENV)
         if hold and self.decoded >= int(hold):
             while True:  # held here until the test kills the process

@@ -49,6 +49,7 @@ class BatchItem:
     open: Callable[[], object]  # -> VideoSource
     frames: int | None = None  # reported when done (else the result's count)
     cleanup: Callable[[], None] | None = None  # after its prediction, whatever happened
+    shared: object = None  # its shots (a ShotsState) when its units are spread over the ranks (runtime.shared_units)
 
 
 @dataclass
@@ -110,11 +111,13 @@ def _run_one(item: BatchItem, batch: Batch, writer: "_Writer", rest: list) -> bo
     report, name = batch.report, item.name
     if batch.start_before_skip:
         report.video_start(name)
+    mine = item.shared is None or batch.dist.is_main  # a video spread over the ranks is rank 0's to report
     if batch.skip_existing:
         skip, note = (earlier_run(batch.out_dir, item.stem, batch.cfg) if batch.compare_settings
                       else (outputs_complete(batch.out_dir, item.stem, batch.cfg), None))
         if skip:
-            batch.results.append(VideoResult(name=name, skipped=True))
+            if mine:
+                batch.results.append(VideoResult(name=name, skipped=True))
             report.video_skipped(name, batch.skip_reason)
             return True
         if note:
@@ -141,18 +144,37 @@ def _run_one(item: BatchItem, batch: Batch, writer: "_Writer", rest: list) -> bo
                               getattr(result, "outputs", None) or None)
             batch.results.append(VideoResult(name=name, frames=item.frames or result.frames))
             return True
-        pending = video_job.predict_video(batch.pipe, source, batch.out_dir, batch.cfg, progress, extra)
+        pending = video_job.predict_video(batch.pipe, source, batch.out_dir, batch.cfg, progress, extra,
+                                          _spread(item, batch))
     except KeyboardInterrupt:
         batch.results.append(VideoResult(name=name, error="interrupted"))
         raise
     except Exception as exc:  # one failing video does not stop the others
-        batch.results.append(writer.failed(name, exc, traceback.format_exc()))
+        failed = writer.failed(name, exc, traceback.format_exc())
+        if mine:
+            batch.results.append(failed)
         return True
     finally:
         if item.cleanup is not None:
             item.cleanup()
+    if pending is None:  # this rank's units of a video spread over the ranks are done; rank 0 writes it
+        report.end_stage(name)
+        return True
     writer.hand_over(name, pending, progress)
     return True
+
+
+def _spread(item: BatchItem, batch: Batch):
+    """How ``item``'s units are spread over the ranks (``SharedUnits``), or None: it runs here whole."""
+    if item.shared is None:
+        return None
+    from rollingdepth.runtime.shared_units import SharedUnits
+
+    def unit_done(r: dict) -> None:  # rank 0 hears of the units the others finish
+        batch.report.info(f"unit {r['index'] + 1} (shot {r['shot'] + 1}, frames {r['first']}-{r['first'] + r['frames'] - 1}) "
+                          f"done on rank {r['rank']} in {r['seconds']:.1f} s", video=item.name)
+
+    return SharedUnits(batch.dist, item.shared, unit_done)
 
 
 class _Writer:

@@ -284,7 +284,9 @@ def _run_all(entries: list, cfg, v: dict, report: Reporter):
     interrupted, clean = False, False
     try:
         done = (lambda e: earlier_run(output_dir, _entry_stem(e), cfg)[0]) if skip_existing else (lambda e: False)
-        mine, failed = _probe_inputs(_my_share(entries, dist), cfg, report, v["verbose"], done)
+        share = _my_share(entries, dist, cfg, done)
+        spread = {id(e): shots for e, shots in share}  # a video spread over the ranks: its shots
+        mine, failed = _probe_inputs([e for e, _ in share], cfg, report, v["verbose"], done)
         if failed and not mine and not dist.enabled:  # every input is bad: no model, no summary
             raise typer.Exit(EXIT_USAGE)
         show = not v["quiet"] and dist.is_main
@@ -304,7 +306,7 @@ def _run_all(entries: list, cfg, v: dict, report: Reporter):
         batch = Batch(output_dir, cfg, dist, report, verbose=v["verbose"], skip_existing=skip_existing, pipe=pipe,
                       compare_settings=True, results=failed)
         with report:
-            interrupted = run_batch([_item(e, source, cfg) for e, source in mine], batch)
+            interrupted = run_batch([_item(e, source, cfg, spread.get(id(e))) for e, source in mine], batch)
         results = batch.results
         all_results = results if interrupted else [r for part in dist.all_gather(results) for r in part]
         clean = not interrupted
@@ -313,12 +315,14 @@ def _run_all(entries: list, cfg, v: dict, report: Reporter):
     return all_results, interrupted, time.time() - started, show
 
 
-def _item(entry, source, cfg) -> BatchItem:
-    """An input of the batch, with its source opened by :func:`_probe_inputs` (None: one to skip)."""
+def _item(entry, source, cfg, spread=None) -> BatchItem:
+    """An input of the batch, with its source opened by :func:`_probe_inputs` (None: one to skip);
+    ``spread``: its shots when its units are spread over the ranks."""
     from rollingdepth.io.video_io import load_source
 
     return BatchItem(name=_entry_name(entry), stem=_entry_stem(entry),
-                     open=lambda: source if source is not None else load_source(entry, strict=cfg.strict))
+                     open=lambda: source if source is not None else load_source(entry, strict=cfg.strict),
+                     shared=spread)
 
 
 def _entry_name(entry) -> str:
@@ -422,25 +426,31 @@ def _finished_since(path: Path, since: float) -> bool:
         return False
 
 
-def _my_share(entries: list, dist) -> list:
-    """This process's videos: all of them, or a share balanced by frame count."""
+def _my_share(entries: list, dist, cfg, done) -> list[tuple]:
+    """This process's videos, each with None (it runs whole here) or its shots (a ``ShotsState``:
+    its units are spread over every rank): all of them whole without a launcher; else every
+    video of several units (shots, or segments of a long shot), first, then a share of the
+    others balanced by frame count. ``done(entry)``: its outputs are complete (``--skip-existing``)."""
     if not dist.enabled:
-        return entries
-    from rollingdepth.runtime.distributed import balanced_shards
+        return [(e, None) for e in entries]
     from rollingdepth.io.video_io import load_source
+    from rollingdepth.runtime.distributed import balanced_shards
+    from rollingdepth.runtime.video_job import spread_shots
 
-    def frames(entry) -> int:
+    def probe(entry) -> tuple:
         try:
-            return load_source(entry).frame_count
+            source = load_source(entry)
+            return source.frame_count, None if done(entry) else spread_shots(source, cfg)
         except Exception:  # the rank that gets it reports the error
-            return 0
+            return 0, None
 
-    probed = {i: frames(entries[i]) for i in range(dist.rank, len(entries), dist.world_size)}
-    counts = {}
-    for part in dist.all_gather(probed):
-        counts.update(part)
-    shards = balanced_shards([counts[i] for i in range(len(entries))], dist.world_size)
-    return [entries[i] for i in shards[dist.rank]]
+    probed = {}
+    for part in dist.all_gather({i: probe(entries[i]) for i in range(dist.rank, len(entries), dist.world_size)}):
+        probed.update(part)
+    spread = [i for i in range(len(entries)) if probed[i][1] is not None]
+    whole = [i for i in range(len(entries)) if probed[i][1] is None]
+    shards = balanced_shards([probed[i][0] for i in whole], dist.world_size)
+    return [(entries[i], probed[i][1]) for i in spread] + [(entries[whole[k]], None) for k in shards[dist.rank]]
 
 
 def run_app(typer_app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> None:

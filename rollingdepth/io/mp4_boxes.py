@@ -12,7 +12,7 @@ import struct
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["mp4_declared_frames"]
+__all__ = ["mp4_declared_frames", "mp4_frame_seconds"]
 
 _MOOV_LIMIT = 256 * 2**20  # a moov box larger than this is not read (bytes)
 
@@ -85,15 +85,9 @@ def _full_box_times(data: bytes, start: int, timescale_first: bool) -> tuple[int
     return 0, struct.unpack(">I", data[start + 20 : start + 24])[0]
 
 
-def mp4_declared_frames(path: Path) -> tuple[int, int] | None:
-    """``(frames, tolerance)`` of the first video track: its sample table (exact), or, when
-    its edit list shows only part of the media, that part's share of the samples rounded
-    down (tolerance 1: the edit may start or end inside a frame)."""
-    moov = _read_moov(path)
-    if moov is None:
-        return None
-    mvhd = _child(moov, 0, len(moov), b"mvhd")
-    movie_scale = _full_box_times(moov, mvhd[0], True)[0] if mvhd else 0
+def _video_track(moov: bytes):
+    """``(trak start, trak end, mdia, stts table [(count, delta), ...])`` of the first video track;
+    None without one or without a readable sample table."""
     for kind, a, b in _boxes(moov):
         if kind != b"trak":
             continue
@@ -109,16 +103,49 @@ def mp4_declared_frames(path: Path) -> tuple[int, int] | None:
         table = moov[stts[0] + 8 : stts[0] + 8 + 8 * entries]
         if len(table) != 8 * entries:
             return None
-        samples = sum(struct.unpack(f">{2 * entries}I", table)[0::2])
-        if samples == 0:
-            return None  # fragmented MP4: the samples are declared in the fragments
-        mdhd = _child(moov, *mdia, b"mdhd")
-        tkhd = _child(moov, a, b, b"tkhd")
-        if mdhd and tkhd and movie_scale:
-            media_scale, media_duration = _full_box_times(moov, mdhd[0], True)
-            shown = _full_box_times(moov, tkhd[0], False)[1] / movie_scale  # seconds the edit list shows
-            media = media_duration / media_scale if media_scale else 0.0
-            if media > 0 and 0 < shown < media:
-                return math.floor(samples * shown / media), 1
-        return samples, 0
+        values = struct.unpack(f">{2 * entries}I", table)
+        return a, b, mdia, list(zip(values[0::2], values[1::2]))
     return None
+
+
+def mp4_declared_frames(path: Path) -> tuple[int, int] | None:
+    """``(frames, tolerance)`` of the first video track: its sample table (exact), or, when
+    its edit list shows only part of the media, that part's share of the samples rounded
+    down (tolerance 1: the edit may start or end inside a frame)."""
+    moov = _read_moov(path)
+    track = moov and _video_track(moov)
+    if not track:
+        return None
+    a, b, mdia, table = track
+    samples = sum(count for count, _ in table)
+    if samples == 0:
+        return None  # fragmented MP4: the samples are declared in the fragments
+    mvhd = _child(moov, 0, len(moov), b"mvhd")
+    movie_scale = _full_box_times(moov, mvhd[0], True)[0] if mvhd else 0
+    mdhd = _child(moov, *mdia, b"mdhd")
+    tkhd = _child(moov, a, b, b"tkhd")
+    if mdhd and tkhd and movie_scale:
+        media_scale, media_duration = _full_box_times(moov, mdhd[0], True)
+        shown = _full_box_times(moov, tkhd[0], False)[1] / movie_scale  # seconds the edit list shows
+        media = media_duration / media_scale if media_scale else 0.0
+        if media > 0 and 0 < shown < media:
+            return math.floor(samples * shown / media), 1
+    return samples, 0
+
+
+def mp4_frame_seconds(path: Path) -> float | None:
+    """Seconds per frame of the first video track when every frame lasts the same (its sample
+    table has one duration, the last frame's aside) and the edit list shows the whole track;
+    else None (a variable frame rate, or unknown)."""
+    declared = mp4_declared_frames(path)
+    moov = _read_moov(path) if declared and declared[1] == 0 else None
+    track = moov and _video_track(moov)
+    if not track:
+        return None
+    table, mdhd = track[3], _child(moov, *track[2], b"mdhd")
+    body = table[:-1] if len(table) > 1 and table[-1][0] == 1 else table  # the last frame may last otherwise
+    deltas = {delta for count, delta in body if count}
+    scale = _full_box_times(moov, mdhd[0], True)[0] if mdhd else 0
+    if len(deltas) != 1 or scale <= 0 or 0 in deltas:
+        return None
+    return deltas.pop() / scale

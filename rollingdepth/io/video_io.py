@@ -33,7 +33,7 @@ from typing import Iterator
 import numpy as np
 
 from rollingdepth.errors import EmptyVideoError, InputError  # noqa: F401  (re-exported)
-from rollingdepth.io.mp4_boxes import mp4_declared_frames
+from rollingdepth.io.mp4_boxes import mp4_declared_frames, mp4_frame_seconds
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -96,6 +96,7 @@ class VideoSource:
     size: tuple[int, int] = (0, 0)  # (H, W) of decoded frames
     frame_count: int = 0  # exact for images; for videos, the frames that decode (counted by ffmpeg)
     container_frames: int | None = None  # videos: the frame count the container declares (None: unknown)
+    frame_seconds: float | None = None  # videos of a constant, known frame rate (MP4): seconds per frame, for seeking
 
     @property
     def missing_frames(self) -> int:
@@ -125,7 +126,7 @@ class VideoSource:
                     )
                 yield image
             return
-        yield from _read_video_frames(self.path, start, count)
+        yield from _read_video_frames(self.path, start, count, self.frame_seconds)
 
     def read(self, start: int = 0, count: int = 0) -> np.ndarray:
         """All requested frames as uint8 ``[N, H, W, 3]``; ``InputError`` when there are none."""
@@ -193,17 +194,25 @@ def _count_decoded_frames(path: Path) -> int:
     return int(counts[-1])
 
 
-def _read_video_frames(path: Path, start: int, count: int) -> Iterator[np.ndarray]:
+def _read_video_frames(path: Path, start: int, count: int, frame_seconds: float | None = None) -> Iterator[np.ndarray]:
+    """Frames ``start ..`` of a video file. With ``frame_seconds`` (a constant frame rate) ffmpeg
+    seeks to half a frame before frame ``start`` (``-ss`` before ``-i``: it decodes from the
+    keyframe before and drops the frames before that time), else every frame before ``start``
+    is decoded and dropped here."""
     import imageio_ffmpeg
 
+    seek = []
+    if start > 0 and frame_seconds:
+        seek, skipped = ["-ss", f"{(start - 0.5) * frame_seconds:.6f}"], start
     try:
-        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-map", "0:v:0", *_passthrough_args()])
+        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", input_params=seek,
+                                         output_params=["-map", "0:v:0", *_passthrough_args()])
         meta = next(gen)
     except (OSError, RuntimeError, StopIteration, IndexError, AttributeError) as exc:
         raise _ffmpeg_error(path, exc) from None
     width, height = meta["size"]
     try:
-        index = 0
+        index = skipped if seek else 0
         produced = 0
         while True:
             try:
@@ -247,6 +256,8 @@ def probe_video(path: Path, strict: bool = False) -> VideoSource:
     declared = container_frame_count(path, meta)
     if declared is not None:
         source.container_frames, tolerance = declared
+        if tolerance == 0 and declared[0] == frames and Path(path).suffix.lower() in _MP4_EXTENSIONS:
+            source.frame_seconds = _frame_seconds(path)  # every declared frame decodes: seeking is safe
         if frames > 0 and source.missing_frames > tolerance:
             message = (
                 f"{path}: the container declares {source.container_frames} frames but only {frames} decode "
@@ -256,6 +267,13 @@ def probe_video(path: Path, strict: bool = False) -> VideoSource:
                 raise InputError(f"{message}; strict mode refuses it")
             warnings.warn(f"{message}; using the {frames} that decode", TruncatedVideoWarning, stacklevel=2)
     return source
+
+
+def _frame_seconds(path: Path) -> float | None:
+    try:
+        return mp4_frame_seconds(path)
+    except (OSError, ValueError, TypeError, struct.error):
+        return None
 
 
 # ----------------------------------------------------------------------------- declared frame count

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["OverlapStats", "SegmentRows", "chain", "compose", "write_shot"]
+__all__ = ["OverlapStats", "SegmentRows", "chain", "compose", "shot_range", "write_range", "write_shot"]
 
 CHUNK = 32  # frames read at a time
 
@@ -131,15 +131,29 @@ def compose(seg: list[SegmentRows], affines: list[tuple[float, float]], f0: int,
     return acc / total
 
 
+def shot_range(seg: list[SegmentRows], affines: list[tuple[float, float]], f0: int, f1: int) -> tuple[float, float]:
+    """Min and max of the composed frames ``f0 .. f1 - 1`` of the shot (read by chunks)."""
+    lo, hi = float("inf"), float("-inf")
+    for c0 in range(f0, f1, CHUNK):
+        part = compose(seg, affines, c0, min(f1, c0 + CHUNK))
+        lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+    return lo, hi
+
+
+def write_range(seg: list[SegmentRows], affines: list[tuple[float, float]], frames: range, value_range, write) -> None:
+    """The composed ``frames`` of the shot, re-normalised from ``value_range`` (the whole shot's
+    min and max) to [-1, 1] (a constant shot to 0), handed to ``write(rows: slice, values)``
+    chunk by chunk. Each frame is composed on its own: any split of the shot gives the same rows."""
+    lo, hi = value_range
+    for c0 in range(frames.start, frames.stop, CHUNK):
+        part = compose(seg, affines, c0, min(frames.stop, c0 + CHUNK))
+        write(slice(c0, c0 + len(part)), np.zeros_like(part) if hi <= lo else (part - lo) / (hi - lo) * 2.0 - 1.0)
+
+
 def write_shot(seg: list[SegmentRows], affines: list[tuple[float, float]], write) -> tuple[float, float]:
     """The composed shot re-normalised to [-1, 1] (a constant shot to 0), handed to
     ``write(rows: slice, values)`` chunk by chunk; returns the composed values' min and max."""
     count = seg[-1].stop
-    lo, hi = float("inf"), float("-inf")
-    for f0 in range(0, count, CHUNK):
-        part = compose(seg, affines, f0, min(count, f0 + CHUNK))
-        lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
-    for f0 in range(0, count, CHUNK):
-        part = compose(seg, affines, f0, min(count, f0 + CHUNK))
-        write(slice(f0, f0 + len(part)), np.zeros_like(part) if hi <= lo else (part - lo) / (hi - lo) * 2.0 - 1.0)
+    lo, hi = shot_range(seg, affines, 0, count)
+    write_range(seg, affines, range(0, count), (lo, hi), write)
     return lo, hi

@@ -50,6 +50,31 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
+    def agree(self, error: BaseException | None) -> None:
+        """Every rank says whether its step failed (a collective call: every rank must make it);
+        when one did, every rank raises: its own error, or ``RuntimeError`` naming the rank that failed."""
+        self._settle(error, None)
+
+    def gathered(self, compute) -> list:
+        """Every rank's ``compute()``, in rank order (a collective call). When it raised on any
+        rank, every rank raises (as :meth:`agree`), so that none waits for ever at the next call."""
+        error, value = None, None
+        try:
+            value = compute()
+        except Exception as exc:
+            error = exc
+        return self._settle(error, value)
+
+    def _settle(self, error: BaseException | None, value) -> list:
+        said = self.all_gather((None, value) if error is None else
+                               (f"rank {self.rank}: {type(error).__name__}: {error}", None))
+        if error is not None:
+            raise error
+        failed = [m for m, _ in said if m is not None]
+        if failed:
+            raise RuntimeError(failed[0])
+        return [v for _, v in said]
+
     def close(self, barrier: bool = True) -> None:
         if self.enabled:
             import torch.distributed as dist

@@ -403,6 +403,7 @@ class PendingOutputs:
             "png16_range": list(mapping.value_range) if cfg.save_png16 else None,
             "png16_mapping": "value = min + png / 65535 * (max - min), [min, max] = png16_range" if cfg.save_png16 else None,
             "point_cloud": {"every": cfg.save_ply, "stride": cfg.ply_stride, **self.camera.to_dict()} if cfg.save_ply else None,
+            **({"units": result.units} if result.units else {}),
             "counts": dict(result.counts),
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "estimate_s": self.estimate_s,

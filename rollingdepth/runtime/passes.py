@@ -77,6 +77,7 @@ class RunResult:
     counts: dict = field(default_factory=dict)  # vae_encodes, vae_decodes (frames), unet_calls, unet_frames
     num_view_auto: dict | None = None  # the automatic snippet length's choice and reasons, when "auto"
     shots: list[dict] | None = None  # per shot its report, when the video ran as several units (runtime.units)
+    units: list[dict] | None = None  # per unit: where it is, its seconds (and rank, when spread over ranks)
 
 
 @dataclass

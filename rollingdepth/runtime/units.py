@@ -17,6 +17,7 @@ second.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -35,7 +36,7 @@ from rollingdepth.runtime.passes import ProgressCallback, RunResult, run
 from rollingdepth.runtime.plan import Unit
 from rollingdepth.runtime.stores import RowLog, Store
 
-__all__ = ["FrameCursor", "UnitsJob", "run_units"]
+__all__ = ["FrameCursor", "UnitsJob", "copy_rows", "overlap_of", "overlap_stats", "run_units", "shot_record"]
 
 COPY_CHUNK = 32  # frames copied at a time
 
@@ -72,11 +73,14 @@ class FrameCursor:
     ``open_at(f)`` iterates the frames from frame ``f`` on (of the frames processed). A unit
     that shares frames with the next one says from which frame on (``keep_from``): those are
     kept, in a file of ``spill_dir`` (or in memory without one), and the next unit gets them
-    from there. A unit that starts behind what was read and kept reopens the input.
+    from there. A unit that starts behind what was read and kept reopens the input; so does one
+    that starts over ``skip_limit`` frames ahead of it (an input that seeks: the frames between
+    are not decoded; None: never).
     """
 
-    def __init__(self, open_at: Callable[[int], Iterator[np.ndarray]], spill_dir: Path | None = None):
-        self.open_at, self.spill_dir = open_at, spill_dir
+    def __init__(self, open_at: Callable[[int], Iterator[np.ndarray]], spill_dir: Path | None = None,
+                 skip_limit: int | None = None):
+        self.open_at, self.spill_dir, self.skip_limit = open_at, spill_dir, skip_limit
         self._gen: Iterator[np.ndarray] | None = None
         self._pos = 0  # the frame the decoder gives next
         self._kept = _Kept(0, None)
@@ -84,7 +88,8 @@ class FrameCursor:
 
     def _decode(self, frame: int) -> np.ndarray:
         """Frame ``frame`` from the decoder; ``StopIteration`` past the end."""
-        if self._gen is None or self._pos > frame:
+        ahead = self.skip_limit is not None and frame - self._pos > self.skip_limit
+        if self._gen is None or self._pos > frame or ahead:
             self._gen, self._pos = iter(self.open_at(frame)), frame
         while self._pos < frame:
             next(self._gen)
@@ -142,6 +147,8 @@ class _UnitRunner:
         self.num_frames = sum(s.count for s in job.shots)
         self.output = None
         self.rows: dict[int, Any] = {}  # unit index -> its prediction [count, H, W], for a segmented shot
+        self.record_every_unit = False  # UnitDone for a shot of one unit too, as soon as it is run
+        self.unit_extra: dict = {}  # more fields of each unit's report (its rank)
 
     def run(self) -> RunResult:
         for shot_index, shot in enumerate(self.job.shots):
@@ -169,12 +176,12 @@ class _UnitRunner:
         their journals in memory."""
         if unit.index in self.units:
             return
-        following = [u for u in self.job.units if u.shot == unit.shot and u.segment == unit.segment + 1]
-        frames = prefetch(self.job.frames.frames(unit.first, unit.count, following[0].first if following else None))
+        frames = prefetch(self.job.frames.frames(unit.first, unit.count, self._keep_from(unit)))
         notify = self.job.callback
         if notify is not None:
             label = unit.label(len(self.job.shots))
             notify = lambda stage, done, total: self.job.callback(f"{label} {stage}", done, total)  # noqa: E731
+        started = time.perf_counter()
         child = self.store.child(_name(unit), {"first": unit.first, "frames": unit.count})
         try:
             result = run(self.pipe, frames, child, self.settings, generator=self.job.generator(), callback=notify,
@@ -184,9 +191,19 @@ class _UnitRunner:
         if result.num_frames != unit.count:
             raise InputError(f"the input gave {result.num_frames} frames for {unit.label(len(self.job.shots))} "
                              f"(frames {unit.first}..{unit.stop - 1}); it was counted with more")
-        self.units[unit.index] = _unit_report(unit, result, settings=not self.units)
-        if unit.segments > 1:  # a shot of one unit is recorded once placed
+        self.units[unit.index] = {**_unit_report(unit, result, settings=not self.units),
+                                  "seconds": round(time.perf_counter() - started, 3), **self.unit_extra}
+        if unit.segments > 1 or self.record_every_unit:  # else: a shot of one unit is recorded once placed
             self.store.checkpoint(UnitDone(self.units[unit.index]))
+
+    def _keep_from(self, unit: Unit) -> int | None:
+        """The first frame of the unit's next segment (its frames are kept for it), or None."""
+        following = self._following(unit)
+        return following.first if following else None
+
+    def _following(self, unit: Unit) -> Unit | None:
+        """The next segment of the unit's shot, or None."""
+        return next((u for u in self.job.units if u.shot == unit.shot and u.segment == unit.segment + 1), None)
 
     def _report(self, unit: Unit) -> dict:
         return self.units[unit.index]
@@ -207,29 +224,15 @@ class _UnitRunner:
         """Write the shot's rows into the video's prediction; the shot's report."""
         reports = [self._report(u) for u in units]
         out = self._out(reports[0]["size"])
-        record = {"index": index, "first": shot.first, "frames": shot.count, "found_by": shot.found_by,
-                  "dilations": reports[0]["dilations"],
-                  "coalign_loss": float(np.average([r["coalign_loss"] for r in reports], weights=[u.count for u in units]))}
         if len(units) == 1:
-            rows = self._prediction(units[0])
-            for f0 in range(0, shot.count, COPY_CHUNK):
-                f1 = min(shot.count, f0 + COPY_CHUNK)
-                self.store.write(out, slice(shot.first + f0, shot.first + f1), np.asarray(rows[f0:f1], np.float32))
-            record["depth_range"] = reports[0]["depth_range"]
-            return record
+            copy_rows(self._prediction(units[0]), shot, lambda rows, values: self.store.write(out, rows, values))
+            return shot_record(index, shot, units, reports)
         segments = [SegmentRows(u.first - shot.first, self._prediction(u)) for u in units]
-        stats = [OverlapStats.of(cur.rows[: prev.stop - cur.first], prev.rows[cur.first - prev.first :])
-                 for prev, cur in zip(segments, segments[1:])]
+        stats = overlap_stats(segments)
         affines = chain(stats)
         lo, hi = write_shot(segments, affines, lambda rows, values: self.store.write(
             out, slice(shot.first + rows.start, shot.first + rows.stop), values))
-        record["depth_range"] = [-1.0, 1.0] if hi > lo else [0.0, 0.0]
-        record["segments"] = [
-            {"first": u.first, "frames": u.count, "scale": a, "shift": b, "coalign_loss": r["coalign_loss"],
-             "overlap_frames": (segments[j - 1].stop - segments[j].first) if j else 0,
-             "overlap_rms": stats[j - 1].rms(*stats[j - 1].fit()) if j else 0.0}
-            for j, (u, r, (a, b)) in enumerate(zip(units, reports, affines))]
-        return record
+        return shot_record(index, shot, units, reports, (stats, affines, hi > lo))
 
     # ------------------------------------------------------------------ the video's result
     def _result(self) -> RunResult:
@@ -249,7 +252,45 @@ class _UnitRunner:
             depth=self._out(main["size"]), depth_coaligned=self._out(main["size"]), snippets=[],
             coalign_loss=float(np.average([s["coalign_loss"] for s in shots], weights=[s["frames"] for s in shots])),
             depth_range=(min(s["depth_range"][0] for s in shots), max(s["depth_range"][1] for s in shots)),
-            settings=settings, timings=timings, counts=counts, num_view_auto=main["num_view_auto"], shots=shots)
+            settings=settings, timings=timings, counts=counts, num_view_auto=main["num_view_auto"], shots=shots,
+            units=[{k: r[k] for k in ("index", "shot", "segment", "first", "frames", "seconds", "rank", "round") if k in r}
+                   for r in reports])
+
+
+def copy_rows(rows, shot: Shot, write) -> None:
+    """A shot of one unit: its prediction ``rows [count, H, W]`` handed to ``write(rows of the
+    video: slice, values)`` by chunks."""
+    for f0 in range(0, shot.count, COPY_CHUNK):
+        f1 = min(shot.count, f0 + COPY_CHUNK)
+        write(slice(shot.first + f0, shot.first + f1), np.asarray(rows[f0:f1], np.float32))
+
+
+def overlap_stats(segments: list[SegmentRows]) -> list[OverlapStats]:
+    """The sums over each overlap of consecutive segments (``[j - 1]``: segment ``j`` against ``j - 1``)."""
+    return [overlap_of(prev, cur) for prev, cur in zip(segments, segments[1:])]
+
+
+def overlap_of(prev: SegmentRows, cur: SegmentRows) -> OverlapStats:
+    """The sums over the frames segment ``cur`` shares with the segment before it, ``prev``."""
+    return OverlapStats.of(cur.rows[: prev.stop - cur.first], prev.rows[cur.first - prev.first :])
+
+
+def shot_record(index: int, shot: Shot, units: list[Unit], reports: list[dict], joined=None) -> dict:
+    """A placed shot's report; ``joined``: ``(overlap stats, affines, varies)`` of a shot in
+    segments (``varies``: the composed shot is not constant)."""
+    record = {"index": index, "first": shot.first, "frames": shot.count, "found_by": shot.found_by,
+              "dilations": reports[0]["dilations"],
+              "coalign_loss": float(np.average([r["coalign_loss"] for r in reports], weights=[u.count for u in units]))}
+    if joined is None:
+        return {**record, "depth_range": reports[0]["depth_range"]}
+    stats, affines, varies = joined
+    record["depth_range"] = [-1.0, 1.0] if varies else [0.0, 0.0]
+    record["segments"] = [
+        {"first": u.first, "frames": u.count, "scale": a, "shift": b, "coalign_loss": r["coalign_loss"],
+         "overlap_frames": (units[j - 1].stop - u.first) if j else 0,
+         "overlap_rms": stats[j - 1].rms(*stats[j - 1].fit()) if j else 0.0}
+        for j, (u, r, (a, b)) in enumerate(zip(units, reports, affines))]
+    return record
 
 
 def _name(unit: Unit) -> str:

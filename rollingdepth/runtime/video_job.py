@@ -19,10 +19,12 @@ from rollingdepth.runtime.run_config import SHOT_MODES, RunConfig, option_name
 __all__ = ["fingerprint", "predict_video", "process_video", "work_folder"]
 
 if TYPE_CHECKING:
+    from rollingdepth.runtime.shared_units import SharedUnits
     from rollingdepth.io.shots import Shot
     from rollingdepth.method.pipeline import RollingDepthPipeline
 
 Progress = Callable[[str, int, int], None]
+SEEK_AHEAD = 48  # frames: a unit further ahead of the decoder than this seeks (ffmpeg decodes from the keyframe before)
 
 
 def _oom_advice(pipe: "RollingDepthPipeline", shape, cfg: RunConfig) -> str:
@@ -97,25 +99,58 @@ def _file_digest(path: Path) -> str:
 def video_shots(source: VideoSource, cfg: RunConfig, store, expected: int, progress: Progress) -> list[Shot]:
     """The shots of the frames to process (``cfg.shots``): found (a pass over the frames, kept in
     ``store`` so that a resumed run does not look again), read from a cut list, or one."""
-    from rollingdepth.io.shots import detect_cuts, read_cut_list, shots_from_cuts
+    from rollingdepth.io.shots import shots_from_cuts
     from rollingdepth.runtime.checkpoints import ShotsState
 
     if cfg.shots == "none" or expected <= 0:
         return shots_from_cuts([], max(expected, 1), "auto")
     state = store.resumed(ShotsState)
     if state is None:
-        if cfg.shots == "auto":
-            counted = _Counted(prefetch(source.frames(cfg.start_frame, cfg.max_frames)), expected, progress)
-            cuts = detect_cuts(counted)
-            state = ShotsState(cuts, "auto", counted.seen)
-        else:
-            listed = read_cut_list(Path(cfg.shots).expanduser(), source.fps, source.frame_count)
-            cuts = [s.first - cfg.start_frame for s in listed[1:] if cfg.start_frame < s.first < cfg.start_frame + expected]
-            state = ShotsState(cuts, "cut list", expected)
+        state = shots_state(source, cfg, expected, progress)
         store.checkpoint(state)
     if state.frames <= 0:
         raise EmptyVideoError(f"{source.path}: the video has no frames")
     return shots_from_cuts(state.cuts, state.frames, state.found_by)
+
+
+def shots_state(source: VideoSource, cfg: RunConfig, expected: int, progress: Progress):
+    """The cuts of the frames to process (``cfg.shots`` auto or a cut list): a ``ShotsState``."""
+    from rollingdepth.io.shots import detect_cuts, read_cut_list
+    from rollingdepth.runtime.checkpoints import ShotsState
+
+    if cfg.shots == "auto":
+        counted = _Counted(prefetch(source.frames(cfg.start_frame, cfg.max_frames)), expected, progress)
+        cuts = detect_cuts(counted)
+        return ShotsState(cuts, "auto", counted.seen)
+    listed = read_cut_list(Path(cfg.shots).expanduser(), source.fps, source.frame_count)
+    cuts = [s.first - cfg.start_frame for s in listed[1:] if cfg.start_frame < s.first < cfg.start_frame + expected]
+    return ShotsState(cuts, "cut list", expected)
+
+
+def frames_to_process(source: VideoSource, cfg: RunConfig) -> int:
+    """The frames a run of ``source`` processes (``--from``, ``--frames``), as counted before decoding."""
+    expected = source.frame_count - cfg.start_frame
+    return min(expected, cfg.max_frames) if cfg.max_frames > 0 else expected
+
+
+def spread_shots(source: VideoSource, cfg: RunConfig):
+    """The shots of a video whose units are to be spread over the ranks (a ``ShotsState``), or
+    None when it is one unit (it runs whole on one rank). With ``--shots auto`` the cuts are
+    found here, once, for every rank."""
+    from rollingdepth.io.shots import shots_from_cuts
+    from rollingdepth.runtime.plan import plan_units
+
+    from rollingdepth.runtime.checkpoints import ShotsState
+
+    expected = frames_to_process(source, cfg)
+    if expected <= 0 or (cfg.shots == "none" and (cfg.segment_frames <= 0 or expected <= cfg.segment_frames)):
+        return None
+    if cfg.shots == "none":
+        state = ShotsState([], "auto", expected)
+    else:
+        state = shots_state(source, cfg, expected, lambda stage, done, total: None)
+    shots = shots_from_cuts(state.cuts, state.frames, state.found_by)
+    return state if len(plan_units([(s.first, s.count) for s in shots], cfg.segment_frames)) > 1 else None
 
 
 def _units_note(stem: str, shots: list[Shot], units: list) -> str:
@@ -157,14 +192,18 @@ class _Counted:
 
 def predict_video(
     pipe: "RollingDepthPipeline", source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress,
-    report_extra: dict | None = None
-) -> "PendingOutputs":
+    report_extra: dict | None = None, shared: "SharedUnits | None" = None
+) -> "PendingOutputs | None":
     """The prediction of one video (the accelerator's part of :func:`process_video`), run by
     :func:`rollingdepth.runtime.passes.run` over a :class:`~rollingdepth.runtime.stores.DiskStore`.
 
     The store's work folder (:func:`work_folder`) keeps what is complete; a run of the same
     input with the same settings resumes from it (``cfg.resume``; otherwise it is discarded
     first). A run with other settings is refused with one line saying which.
+
+    ``shared``: the video's units are spread over the launcher's ranks
+    (:mod:`rollingdepth.runtime.shared_units`): every rank calls this, rank 0 alone opens the
+    work folder's store and gets the outputs to write; the other ranks get None.
     """
     import errno
     import shutil
@@ -173,41 +212,32 @@ def predict_video(
 
     from rollingdepth.runtime.passes import run
     from rollingdepth.runtime.plan import plan_units
-    from rollingdepth.runtime.stores import DiskStore, ResumeMismatch
-    from rollingdepth.runtime.units import FrameCursor, UnitsJob, run_units
+    from rollingdepth.runtime.shared_units import run_shared_units
+    from rollingdepth.runtime.units import run_units
 
     started = time.perf_counter()
     workdir = work_folder(out_dir, source.stem, cfg)
-    if not cfg.resume and workdir.exists():
+    main = shared is None or shared.dist.is_main  # the process that owns the work folder's journal
+    if main and not cfg.resume and workdir.exists():
         shutil.rmtree(workdir)
     resuming = workdir.exists()
-    workdir.mkdir(parents=True, exist_ok=True)
     pending = PendingOutputs(source, out_dir, cfg, workdir, started, report_extra)
     try:
         generator = torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed)
-        expected = source.frame_count - cfg.start_frame
-        if cfg.max_frames > 0:
-            expected = min(expected, cfg.max_frames)
+        expected = frames_to_process(source, cfg)
         if source.frame_count and expected <= 0:
             raise InputError(f"{source.path}: {option_name('start_frame')} {cfg.start_frame} is beyond the end of the video ({source.frame_count} frames)")
-        try:
-            store = pending.store = DiskStore(workdir, fingerprint=fingerprint(source, cfg, pipe))
-        except ResumeMismatch as exc:
-            said = "; ".join(f"{k} {_brief(old)} then, {_brief(new)} now" for k, (old, new) in exc.differences.items())
-            raise InputError(f"{source.path}: an unfinished run of it with other settings or input is in {workdir} "
-                             f"({said}); run again with {option_name('resume', off=True)} to discard it, or as before to resume it") from None
-        if resuming and store.journal.entries:
-            pending.notes.append(f"{source.stem}: resumed from {workdir.name} "
-                                 f"(after {store.journal.entries[-1]['stage']})")
-        for stage in store.journal.rolled_back:
-            pending.notes.append(f"{source.stem}: a damaged file of stage {stage} in {workdir.name} is computed again")
+        open_store = lambda: _open_store(source, cfg, pipe, workdir)  # noqa: E731
+        store = pending.store = open_store() if shared is None else shared.open_on_main(open_store)
+        if store is not None:
+            pending.notes += _resume_notes(source.stem, store, resuming)
         pending.estimate_s = _estimate(pipe, expected, source, cfg)
         try:
-            shots = video_shots(source, cfg, store, expected, progress)
+            shots = video_shots(source, cfg, store, expected, progress) if shared is None else shared.video_shots(store)
             if cfg.depth_points and not cfg.depth_range:
                 _check_depth_points(cfg, shots)
             units = plan_units([(s.first, s.count) for s in shots], cfg.segment_frames)
-            if len(units) == 1:  # the video is one unit: one run over the video's own store
+            if len(units) == 1 and shared is None:  # the video is one unit: one run over the video's own store
                 frames = prefetch(source.frames(cfg.start_frame, cfg.max_frames))
                 pending.result = run(pipe, frames, store, cfg.method_settings(), generator=generator, callback=progress,
                                      num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
@@ -216,15 +246,19 @@ def predict_video(
                     raise InputError(f"{source.path}: {option_name('save_snippets')} needs the video in one unit; it has "
                                      f"{len(shots)} shots in {len(units)} units (add {option_name('shots')} none and "
                                      f"{option_name('segment_frames')} 0)")
-                cursor = FrameCursor(lambda first: source.frames(cfg.start_frame + first), spill_dir=workdir)
-                job = UnitsJob(shots, units, cursor, lambda: torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed),
-                               progress)
-                pending.result = run_units(pipe, store, cfg.method_settings(), job)
+                job = _units_job(pipe, source, cfg, (shots, units), progress,
+                                 workdir if shared is None else shared.folder(workdir))
+                if shared is None:
+                    pending.result = run_units(pipe, store, cfg.method_settings(), job)
+                else:
+                    pending.result = run_shared_units(pipe, store, cfg.method_settings(), job, shared.at(workdir))
+                    if pending.result is None:  # another rank writes the outputs
+                        return None
                 pending.notes.append(_units_note(source.stem, shots, units))
         except EmptyVideoError:
             raise EmptyVideoError(f"{source.path}: the video has no frames") from None
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
+            if exc.errno == errno.ENOSPC and store is not None:
                 raise store.no_space_error() from None
             raise
         except Exception as exc:
@@ -236,8 +270,45 @@ def predict_video(
             pending.notes.append(f"{source.stem}: {option_name('snippet_lengths')} auto chose {auto['num_view']} ({auto['reason']})")
         return pending
     except BaseException:
-        pending.discard()
+        if main:
+            pending.discard()
         raise
+
+
+def _resume_notes(stem: str, store, resuming: bool) -> list[str]:
+    """What the user is told of the work folder found: where the run resumes, what is done again."""
+    name = store.workdir.name
+    notes = [f"{stem}: resumed from {name} (after {store.journal.entries[-1]['stage']})"] if (
+        resuming and store.journal.entries) else []
+    return notes + [f"{stem}: a damaged file of stage {stage} in {name} is computed again" for stage in store.journal.rolled_back]
+
+
+def _units_job(pipe: "RollingDepthPipeline", source: VideoSource, cfg: RunConfig, plan: tuple, progress: Progress,
+               spill_dir: Path):
+    """What ``run_units`` needs of a video of several units (``plan``: its shots and units); the
+    frames two segments share are kept in ``spill_dir``."""
+    import torch
+
+    from rollingdepth.runtime.units import FrameCursor, UnitsJob
+
+    # an input that seeks is reopened at a unit far ahead (images: at any unit ahead), not decoded up to it
+    skip_limit = 0 if source.images is not None else SEEK_AHEAD if source.frame_seconds else None
+    cursor = FrameCursor(lambda first: source.frames(cfg.start_frame + first), spill_dir=spill_dir, skip_limit=skip_limit)
+    return UnitsJob(*plan, cursor, lambda: torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed), progress)
+
+
+def _open_store(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthPipeline", workdir: Path):
+    """The work folder's store (created, or resumed when its fingerprint matches); a mismatch is
+    an ``InputError`` saying what differs."""
+    from rollingdepth.runtime.stores import DiskStore, ResumeMismatch
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return DiskStore(workdir, fingerprint=fingerprint(source, cfg, pipe))
+    except ResumeMismatch as exc:
+        said = "; ".join(f"{k} {_brief(old)} then, {_brief(new)} now" for k, (old, new) in exc.differences.items())
+        raise InputError(f"{source.path}: an unfinished run of it with other settings or input is in {workdir} "
+                         f"({said}); run again with {option_name('resume', off=True)} to discard it, or as before to resume it") from None
 
 
 def _estimate(pipe: "RollingDepthPipeline", frames: int, source: VideoSource, cfg: RunConfig) -> float | None:
