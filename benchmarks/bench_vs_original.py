@@ -11,8 +11,16 @@ Each case runs ``RollingDepthPipeline.__call__`` on the frames in memory and run
 only ``_pred.npy``), and prints the seconds of each, the stages, and the work counted.
 Run it with nothing else on the machine.
 
+``--processes``: whole processes instead, as a user runs them, from start to exit: a Python
+process that loads the pipeline, calls ``__call__`` on the frames (read from the golden
+``.npy``) and saves the depth with ``np.save``, against the ``run-video`` command on the PNG
+folder (``--shots none``, the same method settings, ``_pred.npy`` and one colour video
+``Greys_r``, no side-by-side: the command writes at least one video). Both are run
+``--repeat`` times, alternating; the fastest of each counts.
+
     python benchmarks/bench_vs_original.py
     python benchmarks/bench_vs_original.py --cases golden --repeat 2
+    python benchmarks/bench_vs_original.py --cases golden --processes --repeat 3
 """
 
 from __future__ import annotations
@@ -69,15 +77,83 @@ def time_run_video(pipe, folder: Path, case) -> dict:
     return {"seconds": seconds, "timings": report["timings"], "counts": report["counts"], "depth": depth}
 
 
+_CALL_PROCESS = """
+import sys, numpy as np, torch
+from rollingdepth import RollingDepthPipeline
+checkpoint, frames, out, count, dilations, coalign = sys.argv[1:7]
+pipe = RollingDepthPipeline.from_pretrained(checkpoint, torch_dtype=torch.float32)
+frames = np.load(frames)[: int(count)]
+result = pipe(frames, processing_res=0, dilations=[int(d) for d in dilations.split(",")], snippet_lengths=[3],
+              coalign=coalign, generator=torch.Generator().manual_seed(0))
+np.save(out, result.depth)
+"""
+
+
+def time_process(cmd: list[str]) -> dict:
+    """Wall and CPU seconds (user + system, all threads and children) of one whole process."""
+    import resource
+    import subprocess
+    import sys
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, *cmd], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"bench_vs_original: {' '.join(cmd[:3])} failed:\n{done.stderr[-3000:]}")
+    return {"seconds": wall, "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
+
+
+def compare_processes(name: str, case: dict, frames: np.ndarray, repeat: int) -> dict:
+    """``__call__`` in a process of its own against the ``run-video`` command, whole processes."""
+    checkpoint = case["checkpoint"]
+    if checkpoint is None:
+        raise SystemExit("bench_vs_original: --processes needs a checkpoint on disk (the golden case)")
+    dilations = ",".join(map(str, case["dilations"]))
+    runs = {"__call__": [], "run-video": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        folder, npy = tmp / f"{name}_frames", tmp / "frames.npy"
+        write_pngs(frames, folder)
+        np.save(npy, frames)
+        commands = {
+            "__call__": ["-c", _CALL_PROCESS, checkpoint, str(npy), str(tmp / "call_depth.npy"), str(case["frames"]),
+                         dilations, case["coalign"]],
+            "run-video": ["-m", "rollingdepth", str(folder), "-c", checkpoint, "-p", "none", "--res", "0", "-d", dilations,
+                          "--snippet-lengths", "3", "--coalign", case["coalign"], "--dtype", "fp32", "--shots", "none",
+                          "--cmap", "Greys_r", "--no-save-sbs", "-q", "-o", str(tmp / "out")],
+        }
+        for i in range(repeat):
+            for front, cmd in commands.items():
+                r = time_process(cmd)
+                runs[front].append(r)
+                print(f"{name} {front} process {i + 1}: {r['seconds']:.1f} s wall, {r['cpu']:.1f} s CPU", flush=True)
+        diff = float(np.abs(np.load(tmp / "call_depth.npy") - np.load(tmp / "out" / f"{folder.name}_pred.npy")).max())
+    best = {front: min(r, key=lambda x: x["seconds"]) for front, r in runs.items()}
+    ratio = best["run-video"]["seconds"] / best["__call__"]["seconds"]
+    print(f"{name}: whole processes, fastest of {repeat}: __call__ {best['__call__']['seconds']:.1f} s, run-video "
+          f"{best['run-video']['seconds']:.1f} s ({ratio:.3f}x); predictions differ by at most {diff:.2e}")
+    return {"case": name, "runs": runs, "ratio": ratio, "max_abs_difference": diff}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--repeat", type=int, default=1, help="runs of each front end (the fastest counts)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--processes", action="store_true", help="time whole processes (see above)")
     args = p.parse_args()
 
     rows, results = [], []
     all_frames = np.load(GOLDEN)
+    if args.processes:
+        for name in args.cases:
+            results.append(compare_processes(name, CASES[name], all_frames[: CASES[name]["frames"]], args.repeat))
+        write_reports(args.out, "bench_vs_original_processes", {"title": f"whole processes; {machine()}",
+                                                                 "results": results}, ["case", "ratio"],
+                      [[r["case"], f"{r['ratio']:.3f}"] for r in results])
+        return
     for name in args.cases:
         case = CASES[name]
         frames = all_frames[: case["frames"]]

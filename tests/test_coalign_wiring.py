@@ -187,7 +187,8 @@ def test_run_killed_in_the_merge_resumes_with_its_saved_scales(checkpoint, clip_
         proc.kill()
     assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
     entries = _journal(tmp_path)
-    assert [e["state"] for e in entries if e["stage"] == "merge"] == [{"windows": 1}]
+    merges = [e["state"] for e in entries if e["stage"] == "merge"]
+    assert [m["windows"] for m in merges] == [1] and merges[0]["lo"] <= merges[0]["hi"]  # the first window's range
     assert any(e["stage"] == "coalign" for e in entries) and not (tmp_path / "clip_pred.npy").exists()
 
     assert run_cli(run_video_args(checkpoint, clip_folder, tmp_path, "-q")) == 0
@@ -197,3 +198,34 @@ def test_run_killed_in_the_merge_resumes_with_its_saved_scales(checkpoint, clip_
     assert report["counts"]["vae_decodes"] == snippet_frames - first_window  # the second window's
     depth = np.load(tmp_path / "clip_pred.npy")
     np.testing.assert_allclose(depth, standalone(snippets, "fast"), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("journal", ["with the range", "of an earlier version"])
+def test_resumed_merge_knows_the_range_of_the_windows_before(pipe, tmp_path, journal):
+    """The merge records the merged video's range with each window, so that the re-normalisation
+    needs no pass of its own. A run resumed after the first window uses the recorded range; a
+    journal written before the range was recorded makes the re-normalisation find it by a pass.
+    Either way the prediction equals the uninterrupted run's (the second window alone has
+    another range: ignoring or inventing the first window's fails here)."""
+    from rollingdepth.method.settings import MethodSettings
+    from rollingdepth.runtime.passes import run
+    from rollingdepth.runtime.stores import JOURNAL, DiskStore
+
+    settings = MethodSettings(processing_res=0, dilations=DILATIONS, snippet_lengths=[N_VIEW]).validate()
+
+    def predict(store):
+        result = run(pipe, iter(frames_with_ids(FRAMES, *SIZE)), store, settings,
+                     generator=torch.Generator().manual_seed(0), num_frames_hint=FRAMES)
+        depth = np.array(result.depth[:])
+        store.close()
+        return depth
+
+    whole = predict(DiskStore(tmp_path))
+    lines = (tmp_path / JOURNAL).read_text().splitlines()
+    cut = next(i for i, line in enumerate(lines) if i and json.loads(line)["stage"] == "merge")
+    entry = json.loads(lines[cut])  # the first window's checkpoint: a run killed after it
+    assert entry["state"]["windows"] == 1
+    if journal == "of an earlier version":
+        entry["state"] = {"windows": 1}
+    (tmp_path / JOURNAL).write_text("\n".join([*lines[:cut], json.dumps(entry)]) + "\n")
+    np.testing.assert_allclose(predict(DiskStore(tmp_path)), whole, atol=1e-6, rtol=0)

@@ -200,4 +200,4 @@ def test_heap_reuse_lifts_run_video_heap_limit_for_the_block_only(monkeypatch):
     with pytest.raises(RuntimeError), device.heap_reuse():
         assert calls == [("mallopt", device._M_MMAP_THRESHOLD, 32 * 2**20)]
         raise RuntimeError("the limit comes back on the way out too")
-    assert calls[1:] == [("mallopt", device._M_MMAP_THRESHOLD, 64 * 1024), ("trim", 0)]
+    assert calls[1:] == [("mallopt", device._M_MMAP_THRESHOLD, device.HEAP_LIMIT_THRESHOLD), ("trim", 0)]

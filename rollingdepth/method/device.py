@@ -159,7 +159,12 @@ def to_device(tensor: torch.Tensor, device: torch.device | str, dtype: torch.dty
 
 
 _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
-HEAP_LIMIT_THRESHOLD = 64 * 1024  # limit_heap_growth's mmap threshold
+# limit_heap_growth's mmap threshold. 4 MiB: batch-sized buffers (a 768 x 432 map is 1.3 MB, a
+# batch of them more) still go back to the system when freed, while the many smaller temporaries
+# of a model's forward pass on a CPU are reused from the heap. At 64 KiB every one of those was
+# a fresh mapping, faulted in page by page: 27 % slower on the golden case, with no less growth
+# (docs/performance.md, "The heap").
+HEAP_LIMIT_THRESHOLD = 4 * 2**20
 REUSE_THRESHOLD = 32 * 2**20  # glibc's largest dynamic threshold (64-bit): heap_reuse's
 _heap_limited = False  # limit_heap_growth() succeeded in this process
 
@@ -198,7 +203,7 @@ def limit_heap_growth() -> bool:
 @contextlib.contextmanager
 def heap_reuse():
     """Within the block, freed buffers up to 32 MiB are reused from the heap, where
-    :func:`limit_heap_growth` made every block over 64 KiB a fresh mapping; after it, the
+    :func:`limit_heap_growth` made every block over 4 MiB a fresh mapping; after it, the
     limit is back and the heap's free top is returned to the system (``malloc_trim``).
 
     An optimisation loop that allocates the same few MB temporaries hundreds of times would

@@ -205,7 +205,7 @@ class RollingDepthPipeline(DiffusionPipeline):
         frames = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
         x = to_device(frames, self.vae.device).permute(0, 3, 1, 2).float()  # [B, 3, H, W], 0..255
         x = self.resize_frames(x, size)
-        x = x / 255.0 * 2.0 - 1.0
+        x = x.div_(255.0).mul_(2.0).sub_(1.0)  # in place (x is a fresh float copy): x / 255 * 2 - 1
         return self.encode(x.to(self.vae.dtype))
 
     def encode_depth(self, depth: torch.Tensor) -> torch.Tensor:

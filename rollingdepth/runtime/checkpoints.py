@@ -82,6 +82,8 @@ class CoalignState(StageState):
 class MergeState(StageState):
     stage: ClassVar[str] = "merge"
     windows: int  # merge windows written
+    lo: float | None = None  # their minimum and maximum (None in journals of earlier versions)
+    hi: float | None = None
 
 
 @dataclass

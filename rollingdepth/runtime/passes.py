@@ -242,9 +242,9 @@ class VideoRun:
         if not refining:
             encoded.latents = None  # only refinement needs the frame latents again
         merged = store.array("merged", (num_frames, *size))
-        self.merge(plan, snippets, alignment, size, merged)
+        bounds = self.merge(plan, snippets, alignment, size, merged)
         coaligned = store.array("coaligned", (num_frames, *size)) if refining else store.output((num_frames, *size))
-        lo, hi = renormalise(merged, coaligned, store)
+        lo, hi = renormalise(merged, coaligned, store, bounds=bounds)
         self.timings["merge"] = time.perf_counter() - t0
 
         # 6. Optional coarse-to-fine refinement
@@ -434,9 +434,9 @@ class VideoRun:
                 clock.stop(tick)
                 group_min = torch.minimum(group_min, maps.min())
                 rows = slice(done, done + len(part))
-                writer.put(partial(store.write, job.sub, rows), subsample(maps))
-                if state.keep_maps:
-                    writer.put(partial(store.write, job.target, rows), maps.to(keep_dtype))
+                writer.put(partial(store.write, job.sub, rows), subsample(maps), copy=False)  # a fresh copy
+                if state.keep_maps:  # maps is not touched again: no copy on the host
+                    writer.put(partial(store.write, job.target, rows), maps.to(keep_dtype), copy=False)
                 done += len(part)
             if pending is None:  # every snippet so far is decoded: a point to resume from
                 writer.put(partial(self._record, state, job.index, min(start + batch_size, len(idx))), group_min)
@@ -470,18 +470,24 @@ class VideoRun:
         return CoalignState([s.tolist() for s in scales], [t.tolist() for t in shifts], float(loss), iterations)
 
     # ------------------------------------------------------------------------------- 5. merge
-    def merge(self, plan: Plan, snippets: Snippets, alignment: Alignment, size: tuple[int, int], out) -> None:
+    def merge(self, plan: Plan, snippets: Snippets, alignment: Alignment, size: tuple[int, int], out
+              ) -> tuple[float, float] | None:
         """``out[f]`` = mean of ``s*(x - min) + t`` over the snippet frames showing frame ``f``.
 
         Window by window (:data:`MERGE_WINDOW` frames), a checkpoint after each. Rows are read
         ahead in a background thread, at most a few chunks of 32 at a time (not whole windows: a
         window's maps are 288 frames at 768 x 432 with three dilations), and the merged frames
-        written in another.
+        written in another. Returns the merged video's minimum and maximum (None when a resumed
+        run's journal does not hold those of the windows merged before).
         """
         device, store = self.model.device, self.store
         s_all = [torch.from_numpy(np.asarray(s, np.float32)).to(device) for s in alignment.scales]
         t_all = [torch.from_numpy(np.asarray(t, np.float32)).to(device) for t in alignment.shifts]
-        first = (store.resumed(MergeState) or MergeState(0)).windows
+        resumed = store.resumed(MergeState) or MergeState(0)
+        first = resumed.windows
+        known = first == 0 or resumed.lo is not None  # the range of the windows merged before
+        lo = torch.tensor(float("inf") if resumed.lo is None else resumed.lo, device=device)
+        hi = torch.tensor(float("-inf") if resumed.hi is None else resumed.hi, device=device)
         acc = count = None
         self.notify("merge", min(first * MERGE_WINDOW, plan.num_frames), plan.num_frames)
         # subnormal floats would slow a CPU's arithmetic (docs/performance.md); a window is 32
@@ -492,8 +498,10 @@ class VideoRun:
                     acc = torch.zeros((f1 - f0, *size), dtype=torch.float32, device=device)
                     count = torch.zeros(f1 - f0, dtype=torch.float32, device=device)
                 if g is None:  # the window is complete
-                    writer.put(partial(store.write, out, slice(f0, f1)), acc / count[:, None, None], copy=False)  # fresh
-                    writer.submit(partial(store.checkpoint, MergeState(windows=-(-f1 // MERGE_WINDOW))))
+                    merged = acc / count[:, None, None]  # [w, H, W]
+                    lo, hi = torch.minimum(lo, merged.min()), torch.maximum(hi, merged.max())  # no sync
+                    writer.put(partial(store.write, out, slice(f0, f1)), merged, copy=False)  # fresh
+                    writer.put(partial(_merge_checkpoint, store, -(-f1 // MERGE_WINDOW)), lo, hi)
                     self.notify("merge", f1, plan.num_frames)
                     acc = count = None
                     continue
@@ -504,9 +512,11 @@ class VideoRun:
                     maps = self.model.decode_depth(z, size).float()  # [b, H, W]
                 snip = to_device(torch.from_numpy(part // plan.groups[g].snippet_len), device)  # snippet of each row
                 local = to_device(torch.from_numpy(local), device)
-                values = (maps - snippets.min_value) * s_all[g][snip][:, None, None] + t_all[g][snip][:, None, None]
-                acc.index_add_(0, local, values)
+                # s * (x - min) + t, in place: maps is a fresh read [b, H, W]
+                maps = maps.sub_(snippets.min_value).mul_(s_all[g][snip][:, None, None]).add_(t_all[g][snip][:, None, None])
+                acc.index_add_(0, local, maps)
                 count.index_add_(0, local, torch.ones(len(part), device=device))
+        return (float(lo), float(hi)) if known else None
 
     def _merge_reads(self, plan: Plan, snippets: Snippets, first: int) -> Iterator[tuple]:
         """Window by window from window ``first``: ``(f0, f1, group, flat rows s*n + j, frame in
@@ -668,21 +678,30 @@ class _Clock:
         return self.seconds
 
 
-def renormalise(source, target, store: Store, chunk: int = MERGE_WINDOW) -> tuple[float, float]:
+def renormalise(source, target, store: Store, chunk: int = MERGE_WINDOW,
+                bounds: tuple[float, float] | None = None) -> tuple[float, float]:
     """``target = (source - min) / (max - min) * 2 - 1`` over the whole video (constant -> 0),
-    chunk by chunk. Returns the min and max of ``source``."""
+    chunk by chunk. Returns the min and max of ``source`` (``bounds`` when known, else a pass
+    over ``source`` finds them)."""
     done = store.resumed(RenormaliseState)
     if done:
         return done.lo, done.hi
-    lo, hi = float("inf"), float("-inf")
-    for i in range(0, len(source), chunk):
-        part = source[i : i + chunk]
-        lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+    if bounds is not None:
+        lo, hi = bounds
+    else:
+        lo, hi = float("inf"), float("-inf")
+        for i in range(0, len(source), chunk):
+            part = source[i : i + chunk]
+            lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
     for i in range(0, len(source), chunk):
         part = source[i : i + chunk]
         store.write(target, slice(i, i + len(part)), np.zeros_like(part) if hi <= lo else (part - lo) / (hi - lo) * 2.0 - 1.0)
     store.checkpoint(RenormaliseState(lo=lo, hi=hi))
     return lo, hi
+
+
+def _merge_checkpoint(store: Store, windows: int, lo: np.ndarray, hi: np.ndarray) -> None:
+    store.checkpoint(MergeState(windows=windows, lo=float(lo), hi=float(hi)))
 
 
 def _accumulate(acc: torch.Tensor, count: torch.Tensor, frame_ids: torch.Tensor, pred: torch.Tensor) -> None:

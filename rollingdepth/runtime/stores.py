@@ -116,13 +116,26 @@ class NpyFile(_File):
         r = self._rows(key)
         data = np.ascontiguousarray(np.broadcast_to(np.asarray(value, self.dtype), (len(r), *self.shape[1:])))
         self._file.seek(self.offset + r.start * self.row_bytes)
-        self._file.write(data.tobytes())
+        self._file.write(memoryview(data.reshape(-1)).cast("B"))  # no bytes copy: GBs pass through here
 
     def __getitem__(self, key) -> np.ndarray:
         r = self._rows(key)
-        self._file.seek(self.offset + r.start * self.row_bytes)
-        data = np.frombuffer(self._file.read(len(r) * self.row_bytes), self.dtype).reshape(len(r), *self.shape[1:])
-        return data[0].copy() if isinstance(key, (int, np.integer)) else data.copy()
+        out = np.empty((len(r), *self.shape[1:]), self.dtype)
+        self._read_into(r.start, out)
+        return out[0] if isinstance(key, (int, np.integer)) else out
+
+    def _read_into(self, first: int, out: np.ndarray) -> None:
+        """Rows ``first, first + 1, ...`` straight into the contiguous array ``out`` (no copy)."""
+        self._file.seek(self.offset + first * self.row_bytes)
+        view = memoryview(out.reshape(-1)).cast("B")
+        got = self._file.readinto(view)
+        while 0 < got < len(view):  # a short read: go on from where it stopped
+            more = self._file.readinto(view[got:])
+            if not more:
+                break
+            got += more
+        if got != len(view):
+            raise OSError(f"{self.path}: file ended {len(view) - got} bytes early")
 
     def take(self, rows) -> np.ndarray:
         """Rows in the given (any) order; runs of consecutive rows are read at once."""
@@ -133,7 +146,7 @@ class NpyFile(_File):
             end = start + 1
             while end < len(rows) and rows[end] == rows[end - 1] + 1:
                 end += 1
-            out[start:end] = self[int(rows[start]) : int(rows[end - 1]) + 1]
+            self._read_into(int(rows[start]), out[start:end])
             start = end
         return out
 
