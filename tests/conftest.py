@@ -86,6 +86,21 @@ def _no_held_run_outlives_its_test():
         kill_group(_HELD.pop())
 
 
+def rank_worker(proc, rank: int):
+    """torchrun's worker of ``rank`` running ``held_child.py`` (a ``psutil.Process``); ``proc`` is
+    the launcher. The other ranks start and end processes (ffmpeg) meanwhile: one that ends
+    while it is looked at is skipped, not an error."""
+    import psutil
+
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and str(HELD_CHILD) in " ".join(child.cmdline()):
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    pytest.fail(f"no worker of rank {rank} under the launcher")
+
+
 def kill_group(proc) -> None:
     """Kill what is left of ``proc`` (started with ``start_new_session=True``): its process
     group and every process it started (torchrun starts each worker in a session of its own)."""

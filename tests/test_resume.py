@@ -16,7 +16,7 @@ from rollingdepth.frontends import run_video as cli
 from rollingdepth.method.snippets import snippet_indices
 from rollingdepth.runtime.stores import JOURNAL, DiskStore
 
-from .conftest import TINY_CHECKPOINT, held_run, make_clip, run_group
+from .conftest import TINY_CHECKPOINT, held_run, make_clip, rank_worker, run_group
 from .test_cli import write_clip
 
 ARGS = ["-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,4", "--dtype", "fp32", "--refine-step", "2",
@@ -223,7 +223,6 @@ def test_torchrun_rank_killed_then_restarted_does_each_video_once(tmp_path, rest
     still holds the dead round's addresses). Either way both shares resume: every video ends
     complete, none finished before the kill is done again, and the killed video is resumed,
     not redone."""
-    import psutil
 
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -245,8 +244,7 @@ def test_torchrun_rank_killed_then_restarted_does_each_video_once(tmp_path, rest
         assert proc.poll() is None, "".join(proc.seen)[-3000:]
         time.sleep(0.01)
     finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*_run.json")}
-    [victim] = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                if c.environ().get("RANK") == "0" and any("held_child" in a for a in c.cmdline())]
+    victim = rank_worker(proc, 0)  # rank 1 starts and ends ffmpeg processes meanwhile
     victim.send_signal(signal.SIGKILL)
     proc.wait(timeout=600)
     proc.drain.join(30)

@@ -26,7 +26,14 @@ from rollingdepth.frontends import run_video as cli
 from rollingdepth.runtime.plan import plan_units
 from rollingdepth.runtime.shared_units import unit_owners
 
-from .conftest import HELD_CHILD, TINY_CHECKPOINT, held_run, kill_group, run_group
+from .conftest import (
+    HELD_CHILD,
+    TINY_CHECKPOINT,
+    held_run,
+    kill_group,
+    rank_worker,
+    run_group,
+)
 from .stand_ins import frames_with_ids, save_stand_in_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,15 +92,7 @@ def _torchrun(*options) -> list:
 
 def _rank_pid(proc, rank: int) -> int:
     """The pid of torchrun's worker of ``rank`` (``proc``: the launcher)."""
-    import psutil
-
-    for child in psutil.Process(proc.pid).children(recursive=True):
-        try:
-            if child.environ().get("RANK") == str(rank) and str(HELD_CHILD) in " ".join(child.cmdline()):
-                return child.pid
-        except psutil.NoSuchProcess:
-            continue
-    pytest.fail(f"no worker of rank {rank}")
+    return rank_worker(proc, rank).pid
 
 
 def _units_per_rank(report: dict) -> dict[int, int]:
