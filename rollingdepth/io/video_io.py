@@ -439,12 +439,13 @@ def atomic_dir(final: Path):
 class VideoWriter:
     """H.264 / yuv420p video, frame by frame (odd sizes padded to even by edge pixels).
 
-    ``quality`` is x264's CRF; ``speed`` its preset. ``veryfast`` would take about 40 % of
-    ``medium``'s CPU time, but its side-by-side frames drift further from the input than the
-    tests allow (``docs/performance.md``), so ``medium`` it is.
+    ``quality`` is x264's CRF; ``speed`` its preset. ``veryfast`` at CRF 14 is as faithful as
+    ``medium`` at CRF 18 (the side-by-side's input half and the colour videos alike) for about
+    a third of the CPU time and a third more bytes (``benchmarks/bench_encoding.py``,
+    ``docs/performance.md``); ``veryfast`` at CRF 18 drifts further from the input.
     """
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int], quality: int = 18, speed: str = "medium"):
+    def __init__(self, path: Path, fps: float, size: tuple[int, int], quality: int = 14, speed: str = "veryfast"):
         import imageio_ffmpeg
 
         self.height, self.width = size
