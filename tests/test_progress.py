@@ -268,7 +268,8 @@ def test_a_log_file_gets_plain_progress_lines(tmp_path, clip):
     stamp = r"\d\d:\d\d:\d\d a\.mp4: "
     started = re.findall(rf"^{stamp}(.+) started, \d+/\d+", log, re.M)
     ended = re.findall(rf"^{stamp}(.+) done, (\d+)/(\d+)", log, re.M)
-    assert started[:6] == ["shots", "encode", "snippets d=1", "coalign", "merge", "write"], log  # fast: --shots auto
+    # fast: --shots auto, on a video of one unit: its cuts are looked for as it is encoded, not in a stage of their own
+    assert started[:5] == ["encode", "snippets d=1", "coalign", "merge", "write"], log
     assert [name for name, _, _ in ended] == started
     assert all(done == total for _, done, total in ended), log
     periodic = re.findall(rf"^{stamp}\S+.* \d+/\d+ .*elapsed \S+", log, re.M)
@@ -292,7 +293,7 @@ def test_progress_json_lines_parse_and_end_at_their_totals(tmp_path, capsys, cli
     assert {e["video"] for e in stages} == {str(folder / "a.mp4")}
     assert not [e for e in stages if " d=" in e["stage"]]
     names = [(e["stage"], e.get("dilation")) for e in stages if e["phase"] == "start"]
-    assert names[:6] == [("shots", None), ("encode", None), ("snippets", 1), ("coalign", None), ("merge", None), ("write", None)]
+    assert names[:5] == [("encode", None), ("snippets", 1), ("coalign", None), ("merge", None), ("write", None)]
     for name in names:
         own = [e for e in stages if (e["stage"], e.get("dilation")) == name]
         assert own[0]["phase"] == "start" and own[-1]["phase"] == "end", name

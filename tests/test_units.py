@@ -329,3 +329,26 @@ def test_shots_none_is_the_method_on_the_whole_video(scenes, tmp_path):
     want = pipe(frames, processing_res=32, dilations=[1, 4], snippet_lengths=[3], cap_dilation=True, refine_step=0,
                 coalign="fast", generator=torch.Generator().manual_seed(0)).depth
     np.testing.assert_allclose(depth, want, atol=1e-5, rtol=0)
+
+
+def test_cuts_are_looked_for_as_a_video_of_one_unit_is_encoded(scenes, tmp_path, monkeypatch):
+    """--shots auto on a video that is one unit unless it has cuts reads its frames no more often
+    than --shots none does (the cuts are looked for in the frames the run encodes, not in a pass
+    of their own), and gives the same prediction when it has no cut; with cuts, the run starts
+    again as its shots (test_scenes_cut_apart_as_runs_of_each_shot checks what they give)."""
+    from rollingdepth.io.video_io import VideoSource
+
+    folder, frames, cuts, _ = scenes
+    reads = []
+    plain = VideoSource.frames
+    monkeypatch.setattr(VideoSource, "frames", lambda self, *a, **k: reads.append(a) or plain(self, *a, **k))
+    one_scene = ("--frames", str(cuts[0]))  # the first scene only: no cut
+    auto, report = scene_run(folder, tmp_path / "auto", *one_scene)
+    auto_reads, reads[:] = len(reads), []
+    whole, _ = scene_run(folder, tmp_path / "none", "--shots", "none", *one_scene)
+    assert auto_reads == len(reads) >= 1
+    assert [s["found_by"] for s in report["shots"]] == ["start"] and np.array_equal(auto, whole)
+    reads.clear()
+    _, report = scene_run(folder, tmp_path / "cuts")
+    assert [s["first"] for s in report["shots"][1:]] == cuts
+    assert reads[0] == (0, 0)  # the whole video, as the run encoded it, found the cuts

@@ -210,11 +210,6 @@ def predict_video(
 
     import torch
 
-    from rollingdepth.runtime.passes import run
-    from rollingdepth.runtime.plan import plan_units
-    from rollingdepth.runtime.shared_units import run_shared_units
-    from rollingdepth.runtime.units import run_units
-
     started = time.perf_counter()
     workdir = work_folder(out_dir, source.stem, cfg)
     main = shared is None or shared.dist.is_main  # the process that owns the work folder's journal
@@ -233,28 +228,18 @@ def predict_video(
             pending.notes += _resume_notes(source.stem, store, resuming)
         pending.estimate_s = _estimate(pipe, expected, source, cfg)
         try:
-            shots = video_shots(source, cfg, store, expected, progress) if shared is None else shared.video_shots(store)
-            if cfg.depth_points and not cfg.depth_range:
-                _check_depth_points(cfg, shots)
-            units = plan_units([(s.first, s.count) for s in shots], cfg.segment_frames)
-            if len(units) == 1 and shared is None:  # the video is one unit: one run over the video's own store
-                frames = prefetch(source.frames(cfg.start_frame, cfg.max_frames))
-                pending.result = run(pipe, frames, store, cfg.method_settings(), generator=generator, callback=progress,
-                                     num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
-            else:
-                if cfg.save_snippets:
-                    raise InputError(f"{source.path}: {option_name('save_snippets')} needs the video in one unit; it has "
-                                     f"{len(shots)} shots in {len(units)} units (add {option_name('shots')} none and "
-                                     f"{option_name('segment_frames')} 0)")
-                job = _units_job(pipe, source, cfg, (shots, units), progress,
-                                 workdir if shared is None else shared.folder(workdir))
-                if shared is None:
-                    pending.result = run_units(pipe, store, cfg.method_settings(), job)
-                else:
-                    pending.result = run_shared_units(pipe, store, cfg.method_settings(), job, shared.at(workdir))
-                    if pending.result is None:  # another rank writes the outputs
-                        return None
-                pending.notes.append(_units_note(source.stem, shots, units))
+            shots = None
+            if shared is None and _cuts_while_encoding(cfg, store, expected):
+                try:  # one unit unless the frames show a cut: found as they are encoded, no pass of its own
+                    pending.result = _run_finding_cuts(pipe, source, store, cfg, expected, generator, progress)
+                except _NeedsUnits as found:  # what was encoded is not used: the units encode their frames
+                    store.checkpoint(found.state)
+                    shots = _shots_of(found.state)
+            if pending.result is None:
+                if shots is None:
+                    shots = video_shots(source, cfg, store, expected, progress) if shared is None else shared.video_shots(store)
+                if not _run_shots(pipe, source, store, cfg, shots, (expected, generator, progress), pending, shared):
+                    return None  # another rank writes the outputs
         except EmptyVideoError:
             raise EmptyVideoError(f"{source.path}: the video has no frames") from None
         except OSError as exc:
@@ -273,6 +258,133 @@ def predict_video(
         if main:
             pending.discard()
         raise
+
+
+def _run_shots(pipe: "RollingDepthPipeline", source: VideoSource, store, cfg: RunConfig, shots: list[Shot], run_args: tuple,
+               pending: PendingOutputs, shared: "SharedUnits | None") -> bool:
+    """The prediction of a video whose shots are known, into ``pending.result``: one run over
+    the video's store when it is one unit, else its units (spread over the ranks when
+    ``shared``). False when another rank writes the outputs."""
+    from rollingdepth.runtime.passes import run
+    from rollingdepth.runtime.plan import plan_units
+    from rollingdepth.runtime.shared_units import run_shared_units
+    from rollingdepth.runtime.units import run_units
+
+    expected, generator, progress = run_args
+    if cfg.depth_points and not cfg.depth_range:
+        _check_depth_points(cfg, shots)
+    units = plan_units([(s.first, s.count) for s in shots], cfg.segment_frames)
+    if len(units) == 1 and shared is None:  # the video is one unit: one run over the video's own store
+        frames = prefetch(source.frames(cfg.start_frame, cfg.max_frames))
+        pending.result = run(pipe, frames, store, cfg.method_settings(), generator=generator, callback=progress,
+                             num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
+        return True
+    if cfg.save_snippets:
+        raise InputError(f"{source.path}: {option_name('save_snippets')} needs the video in one unit; it has "
+                         f"{len(shots)} shots in {len(units)} units (add {option_name('shots')} none and "
+                         f"{option_name('segment_frames')} 0)")
+    job = _units_job(pipe, source, cfg, (shots, units), progress,
+                     pending.workdir if shared is None else shared.folder(pending.workdir))
+    if shared is None:
+        pending.result = run_units(pipe, store, cfg.method_settings(), job)
+    else:
+        pending.result = run_shared_units(pipe, store, cfg.method_settings(), job, shared.at(pending.workdir))
+        if pending.result is None:
+            return False
+    pending.notes.append(_units_note(source.stem, shots, units))
+    return True
+
+
+class _NeedsUnits(Exception):
+    """The frames, once all seen, show that the video is not one unit (``state``: its cuts)."""
+
+    def __init__(self, state):
+        super().__init__("the video is not one unit")
+        self.state = state
+
+
+def _cuts_while_encoding(cfg: RunConfig, store, expected: int) -> bool:
+    """Whether ``--shots auto`` looks for cuts in the frames as the run encodes them, not in a pass
+    of its own first: the video is one unit unless it has cuts (no segments, no known distances
+    to check per shot first) and no earlier run of it found its cuts already."""
+    from rollingdepth.runtime.checkpoints import ShotsState
+
+    return (cfg.shots == "auto" and expected > 0 and (cfg.segment_frames <= 0 or expected <= cfg.segment_frames)
+            and not (cfg.depth_points and not cfg.depth_range) and store.resumed(ShotsState) is None)
+
+
+def _shots_of(state) -> list[Shot]:
+    from rollingdepth.io.shots import shots_from_cuts
+
+    return shots_from_cuts(state.cuts, state.frames, state.found_by)
+
+
+def _run_finding_cuts(pipe: "RollingDepthPipeline", source: VideoSource, store, cfg: RunConfig, expected: int,
+                      generator, progress: Progress):
+    """The video as one run while a thread looks for cuts in the frames it encodes; the cuts are
+    known when the last frame has gone by, before any snippet: ``_NeedsUnits`` if the video has
+    cuts (or more frames than a segment), else the run goes on and its result is returned.
+
+    A resumed run whose frames were all encoded before found no cut then (it would have stopped
+    there), so it does not look again."""
+    from rollingdepth.runtime.checkpoints import EncodeState, ShotsState
+    from rollingdepth.runtime.passes import run
+
+    frames = _CutFinder(source.frames(cfg.start_frame, cfg.max_frames), cfg.segment_frames)
+    result = run(pipe, prefetch(frames), store, cfg.method_settings(), generator=generator, callback=progress,
+                 num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
+    encoded = store.resumed(EncodeState)
+    state = frames.state or ShotsState([], "auto", encoded.frames if encoded else result.num_frames)
+    store.checkpoint(state)
+    return result
+
+
+class _CutFinder:
+    """Frames passed on as they come while a thread looks for cuts in them (:func:`detect_cuts`);
+    after the last one, ``state`` holds the cuts, and ``_NeedsUnits`` is raised when the video
+    has cuts or more than ``segment_frames`` frames (0: no limit)."""
+
+    def __init__(self, frames, segment_frames: int):
+        self.frames, self.segment_frames, self.state = frames, segment_frames, None
+
+    def __iter__(self):
+        import queue
+        import threading
+
+        from rollingdepth.io.shots import detect_cuts
+        from rollingdepth.runtime.checkpoints import ShotsState
+
+        q: queue.Queue = queue.Queue(maxsize=8)
+        end, found = object(), {}
+
+        def fed():
+            while (item := q.get()) is not end:
+                yield item
+
+        def detect():
+            try:
+                found["cuts"] = detect_cuts(fed())
+            except BaseException as exc:  # handed to the run at the last frame
+                found["error"] = exc
+                while q.get() is not end:  # let the feeder finish
+                    pass
+
+        thread = threading.Thread(target=detect, daemon=True, name="rollingdepth-shots")
+        thread.start()
+        seen = 0
+        try:
+            for frame in self.frames:
+                q.put(frame)
+                seen += 1
+                yield frame
+        finally:
+            q.put(end)
+        thread.join()
+        if "error" in found:
+            raise found["error"]
+        self.state = ShotsState(found["cuts"], "auto", seen)
+        if self.state.cuts or 0 < self.segment_frames < seen:
+            raise _NeedsUnits(self.state)
 
 
 def _resume_notes(stem: str, store, resuming: bool) -> list[str]:
