@@ -12,7 +12,8 @@ For each setting, writes the side-by-side video and one colour video the way run
 - the side-by-side file's size.
 
 The depth is a smooth random field (noise at 1/8 resolution, upsampled) drifting a little per
-frame. The input is bench_host's synthetic clip, or ``--input`` (any video).
+frame. The input is bench_host's synthetic clip (written with ``medium`` at CRF 18 whatever
+run-video's default, so that the figures stay comparable), or ``--input`` (any video).
 
     python benchmarks/bench_encoding.py                         # medium:18 and veryfast:14
     python benchmarks/bench_encoding.py --settings medium:18 veryfast:18 veryfast:16 veryfast:14
@@ -107,7 +108,7 @@ def main() -> None:
         tmp = Path(tmp)
         if args.input is None:
             height, width = (int(v) for v in args.size.split("x"))
-            make_clip(tmp / "input.mp4", args.frames, height, width)
+            make_clip(tmp / "input.mp4", args.frames, height, width, quality=18, speed="medium")  # fixed
             args.input = tmp / "input.mp4"
         frames = _decode(Path(args.input))[: args.frames]
         n, h, w = frames.shape[:3]

@@ -43,13 +43,14 @@ OUTPUTS = {
 STAGES = ("encode", "snippets", "decode", "coalign", "merge", "write")  # merge includes re-normalisation
 
 
-def make_clip(path: Path, frames: int, height: int, width: int) -> None:
-    """A moving pattern (smooth gradients, drifting stripes, a little noise) as H.264."""
+def make_clip(path: Path, frames: int, height: int, width: int, **encoding) -> None:
+    """A moving pattern (smooth gradients, drifting stripes, a little noise) as H.264
+    (``encoding``: VideoWriter's ``quality`` and ``speed``, its defaults when not given)."""
     from rollingdepth.io.video_io import VideoWriter
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    with VideoWriter(path, 24, (height, width)) as writer:
+    with VideoWriter(path, 24, (height, width), **encoding) as writer:
         for i in range(frames):
             r = 127 + 100 * np.sin(xx / 37.0 + 0.05 * i)
             g = 255 * yy / height
@@ -58,7 +59,7 @@ def make_clip(path: Path, frames: int, height: int, width: int) -> None:
             writer.write(np.clip(frame, 0, 255).astype(np.uint8))
 
 
-def stand_in_pipeline(device: str):
+def stand_in_pipeline(device: str, dtype: str = "fp32"):
     """The ``micro`` random pipeline with its models replaced by cheap functions of the right
     shapes: encode ``[B, 3, H, W] -> [B, 4, H/8, W/8]`` (every 8th pixel), UNet step ``->
     [B*n, 4, h, w]`` (a blend), decode ``[B, 4, h, w] -> [B, H, W]`` (a smooth map moved by
@@ -67,7 +68,7 @@ def stand_in_pipeline(device: str):
 
     from common import random_pipeline
 
-    pipe = random_pipeline("micro", torch.float32, device)
+    pipe = random_pipeline("micro", {"fp32": torch.float32, "fp16": torch.float16}[dtype], device)
 
     def encode(self, images):  # [B, 3, H, W] in [-1, 1]
         x = self._pad(images).to(device=self.vae.device, dtype=self.vae.dtype)
@@ -83,8 +84,8 @@ def stand_in_pipeline(device: str):
         # (upsampling the latent took 2 to 3 times longer, model time that a GPU would spend)
         if size not in ramps:
             yy, xx = torch.meshgrid(torch.linspace(-1, 1, size[0]), torch.linspace(-1, 1, size[1]), indexing="ij")
-            ramps[size] = (0.5 * xx + 0.3 * yy * yy).to(latents.device)  # [H, W]
-        return torch.add(ramps[size], latents[:, :1].mean(dim=(1, 2, 3))[:, None, None].float()).to(latents.dtype)
+            ramps[size] = (0.5 * xx + 0.3 * yy * yy).to(latents.device, latents.dtype)  # [H, W]
+        return torch.add(ramps[size], latents[:, :1].mean(dim=(1, 2, 3))[:, None, None])  # [B, H, W], latents' dtype
 
     pipe.encode = types.MethodType(encode, pipe)
     pipe.denoise_snippets = types.MethodType(denoise_snippets, pipe)
@@ -100,7 +101,7 @@ def child(args) -> None:
     from rollingdepth.io.video_io import load_source
 
     limit_heap_growth()  # as run-video does
-    pipe = stand_in_pipeline(args.device)
+    pipe = stand_in_pipeline(args.device, args.dtype)
     cfg = RunConfig.build("fast", {"device": args.device, **OUTPUTS[args.child]})
     source = load_source(Path(args.clip))
     # run-video says the run's estimate once, before the first video; the video's run reuses it
@@ -118,9 +119,13 @@ def child(args) -> None:
 
 def run_case(name: str, clip: Path, args) -> dict:
     """``name``'s output set in a child process: its report, wall and CPU seconds."""
+    # the previous case's files (GBs, deleted or not) are still being written back to the disk:
+    # wait for that first, so that each case pays the kernel's writeback for its own writes only
+    os.sync()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    cmd = [sys.executable, __file__, "--child", name, "--clip", str(clip), "--device", args.device, "--tmp", args.tmp]
+    cmd = [sys.executable, __file__, "--child", name, "--clip", str(clip), "--device", args.device, "--tmp", args.tmp,
+           "--dtype", args.dtype]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -137,6 +142,9 @@ def main() -> None:
     p.add_argument("--size", default="432x768", help="HxW of the clip (the fast preset processes at 768)")
     p.add_argument("--outputs", nargs="+", default=list(OUTPUTS), choices=list(OUTPUTS))
     p.add_argument("--device", default="cpu", help="where the stand-ins' tensors live (cpu, cuda)")
+    p.add_argument("--dtype", default="fp16", choices=["fp32", "fp16"],
+                   help="the stand-ins' dtype: fp16 is the fast preset's on a GPU (the store then keeps the decoded "
+                        "maps and latents in float16, half the bytes); fp32 is a CPU run's without native bf16")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--tmp", default=None, help="folder for the clip and the outputs (default: the system's)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -153,7 +161,7 @@ def main() -> None:
             print(f"bench_host: skipping exr ({exc})")
             args.outputs.remove("exr")
     height, width = (int(v) for v in args.size.lower().split("x"))
-    print(f"host floor: {args.frames} frames {height}x{width}, fast preset, stand-in models on {args.device}; "
+    print(f"host floor: {args.frames} frames {height}x{width}, fast preset, stand-in models on {args.device} in {args.dtype}; "
           f"{machine()}; load average {os.getloadavg()[0]:.1f}", flush=True)
     results = {}
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
