@@ -14,6 +14,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_configure(config):
+    """The processes the tests start get Ctrl-C (SIGINT) as a terminal's foreground job does.
+
+    A shell without job control starts a background job (``.ci/run ... &``, ``nohup``) with
+    SIGINT ignored, and an ignored signal stays ignored in every process started after it:
+    run-video and the web page started by the Ctrl-C tests would then never see the SIGINT
+    they are sent, and hang. Handled here, SIGINT reaches a started process at its default
+    again (a handler does not survive ``exec``), so Python there raises KeyboardInterrupt."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
