@@ -228,16 +228,23 @@ def run_video(**values) -> None:
     except ValueError as exc:  # InputError is a ValueError
         fail(str(exc))
     output_dir, work_dir = v["output_dir"], cfg.work_dir
-    for name, folder in (("output_dir", output_dir), ("work_dir", Path(work_dir).expanduser() if work_dir else None)):
-        try:
-            if folder is not None:
-                folder.mkdir(parents=True, exist_ok=True)
-                probe = folder / f".run-video-write-test-{os.getpid()}"  # one per process: ranks start together
-                probe.write_text("")
-                probe.unlink()
-        except OSError as exc:
-            fail(f"{_spelling(name)} {folder}: cannot write there ({exc.strerror or exc})")
-    all_results, interrupted, seconds, show = _run_all(entries, cfg, v, report)
+    made: list[list[Path]] = []  # folders this command created: removed again when it wrote nothing there
+    try:
+        for name, folder in (("output_dir", output_dir), ("work_dir", Path(work_dir).expanduser() if work_dir else None)):
+            try:
+                if folder is not None:
+                    made.append(_missing_folders(folder))
+                    folder.mkdir(parents=True, exist_ok=True)
+                    probe = folder / f".run-video-write-test-{os.getpid()}"  # one per process: ranks start together
+                    probe.write_text("")
+                    probe.unlink()
+            except OSError as exc:
+                fail(f"{_spelling(name)} {folder}: cannot write there ({exc.strerror or exc})")
+        all_results, interrupted, seconds, show = _run_all(entries, cfg, v, report)
+    finally:
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # under a launcher another rank may be writing there
+            for chain in made:
+                _remove_empty(chain)
     if show:
         _summary(out, all_results)
         report.summary(all_results, seconds, interrupted)
@@ -247,6 +254,25 @@ def run_video(**values) -> None:
         raise typer.Exit(EXIT_INTERRUPTED)
     if any(not r.ok for r in all_results):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist, deepest first."""
+    missing = []
+    for f in (folder, *folder.parents):
+        if f.exists():
+            break
+        missing.append(f)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty; stop at the first that is not."""
+    for f in folders:
+        try:
+            f.rmdir()
+        except OSError:
+            return
 
 
 def _spelling(name: str) -> str:
