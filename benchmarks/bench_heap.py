@@ -37,7 +37,7 @@ if variant == "run-video":
 elif variant != "default":
     import ctypes
     libc = ctypes.CDLL("libc.so.6")
-    codes = {"mmap": -3, "trim": -1, "arenas": -8}
+    codes = {"mmap": dev._M_MMAP_THRESHOLD, "trim": dev._M_TRIM_THRESHOLD, "arenas": dev._M_ARENA_MAX}
     units = {"K": 2**10, "M": 2**20, "G": 2**30}
     for part in variant.split(","):
         key, value = part.split("=")
