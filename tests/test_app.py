@@ -394,19 +394,38 @@ def _finished(driver) -> str:
     return status if status.startswith(("Done", "Error", "Cancelled")) else ""
 
 
-def _run_and_watch(driver, timeout=120, bars: list | None = None) -> tuple[str, set[str], bool]:
+def _run_and_watch(driver, timeout=120, bars: list | None = None, hold: Path | None = None) -> tuple[str, set[str], bool]:
     """Press Run; return the final status, the stages the progress bar showed, whether it queued.
-    ``bars`` gets the number of progress bars the page drew at each look."""
+    ``bars`` gets the number of progress bars the page drew at each look. With ``hold`` (the app's
+    hold file, app.HOLD_ENV) the job is held at its snippets until the page shows a stage, so a
+    fast machine cannot finish the job between two looks."""
     stages, queued = set(), False
-    _run(driver)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+
+    def look() -> str:
+        nonlocal queued
         page = driver.find_element("css selector", "body").text
         found = [m.group(1) for m in STAGE.finditer(page)]
         stages.update(found)
         if bars is not None:
             bars.append(len(found))
         queued = queued or bool(QUEUE.search(page))
+        return page
+
+    if hold is not None:
+        held = Path(f"{hold}.held")
+        hold.write_text("")
+        try:
+            _run(driver)
+            _wait(held.exists, timeout, "the job held at its snippets")
+            _wait(lambda: STAGE.search(look()), 60, "the progress bar to show a stage")
+        finally:
+            hold.unlink(missing_ok=True)
+            held.unlink(missing_ok=True)
+    else:
+        _run(driver)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        look()
         status = _finished(driver)
         if status:
             return status, stages, queued
@@ -493,7 +512,7 @@ def test_sample_clip_run_matches_run_video(app, browser, reference):
     page.save_screenshot(str(IMAGES / "app-before.png"))
 
     bars = []
-    status, stages, _ = _run_and_watch(page, bars=bars)
+    status, stages, _ = _run_and_watch(page, bars=bars, hold=app.tmp / "hold")
     assert status.startswith("Done: synthetic_scene.mp4, 12 frames at 32x19"), status
     assert stages & {"encode", "snippets d=1", "snippets d=3", "coalign", "merge", "write"}, stages
     assert max(bars) == 1, bars  # one progress bar, never two
@@ -666,7 +685,11 @@ def _frames_zip(path: Path, count: int) -> Path:
 
 
 def test_two_browsers_at_once_run_one_after_the_other(app, browser, reference, tmp_path):
-    """One job at a time: the second waits in the queue. The second person uploads a zip of frames."""
+    """One job at a time: the second waits in the queue. The second person uploads a zip of frames.
+    The first job is held at its snippets (app.HOLD_ENV) until the second page shows its place in
+    the queue, so the test does not depend on how fast the first job runs."""
+    hold = app.tmp / "hold"
+    held = Path(f"{hold}.held")
     pages = [browser("a"), browser("b")]
     uploads = [SAMPLE, _frames_zip(tmp_path / "clip_frames.zip", SMALL["frames"])]
     for page, upload in zip(pages, uploads):
@@ -674,18 +697,24 @@ def test_two_browsers_at_once_run_one_after_the_other(app, browser, reference, t
         _upload(page, upload)
         _settings(page)
     log_start = len(app.log_text())
-    for page in pages:
-        _run(page)
-    seen_queue = False
-    deadline = time.time() + 180
-    while not all(_finished(p) for p in pages) and time.time() < deadline:
-        for page in pages:
-            seen_queue = seen_queue or bool(QUEUE.search(page.find_element("css selector", "body").text))
-        time.sleep(0.15)
-    statuses = [_finished(p) for p in pages]
+    hold.write_text("")
+    try:
+        _run(pages[0])
+        _wait(held.exists, 120, "the first job held at its snippets")
+        _run(pages[1])
+        place = _wait(lambda: QUEUE.search(pages[1].find_element("css selector", "body").text), 60,
+                      "the second page to show its place in the queue")
+        assert not _finished(pages[1]), _finished(pages[1])
+        # The second job has not started while the first is held.
+        assert len(re.findall(r"job \d+ started", app.log_text()[log_start:])) == 1, app.log_text()[log_start:]
+        hold.unlink()
+        statuses = [_wait(lambda p=p: _finished(p), 180, "both jobs to finish") for p in pages]
+    finally:
+        hold.unlink(missing_ok=True)
+        held.unlink(missing_ok=True)
+    assert place.group(0).startswith("queue"), place
     assert statuses[0].startswith("Done: synthetic_scene.mp4, 12 frames at 32x19"), statuses
     assert statuses[1].startswith("Done: clip_frames.zip, 12 frames at 32x19"), statuses
-    assert seen_queue, "neither page showed its place in the queue"
     # One job at a time on the device: the second starts after the first finished.
     events = re.findall(r"job (\d+) (started|ended)", app.log_text()[log_start:])
     assert [kind for _, kind in events] == ["started", "ended", "started", "ended"], events
