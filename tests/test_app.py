@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -394,6 +395,18 @@ def _finished(driver) -> str:
     return status if status.startswith(("Done", "Error", "Cancelled")) else ""
 
 
+@contextmanager
+def _holding(hold: Path):
+    """Jobs are held at their snippets while inside (app.HOLD_ENV); yields the file a held job writes."""
+    held = Path(f"{hold}.held")
+    hold.write_text("")
+    try:
+        yield held
+    finally:
+        hold.unlink(missing_ok=True)
+        held.unlink(missing_ok=True)
+
+
 def _run_and_watch(driver, timeout=120, bars: list | None = None, hold: Path | None = None) -> tuple[str, set[str], bool]:
     """Press Run; return the final status, the stages the progress bar showed, whether it queued.
     ``bars`` gets the number of progress bars the page drew at each look. With ``hold`` (the app's
@@ -412,15 +425,10 @@ def _run_and_watch(driver, timeout=120, bars: list | None = None, hold: Path | N
         return page
 
     if hold is not None:
-        held = Path(f"{hold}.held")
-        hold.write_text("")
-        try:
+        with _holding(hold) as held:
             _run(driver)
             _wait(held.exists, timeout, "the job held at its snippets")
             _wait(lambda: STAGE.search(look()), 60, "the progress bar to show a stage")
-        finally:
-            hold.unlink(missing_ok=True)
-            held.unlink(missing_ok=True)
     else:
         _run(driver)
     deadline = time.time() + timeout
@@ -689,7 +697,6 @@ def test_two_browsers_at_once_run_one_after_the_other(app, browser, reference, t
     The first job is held at its snippets (app.HOLD_ENV) until the second page shows its place in
     the queue, so the test does not depend on how fast the first job runs."""
     hold = app.tmp / "hold"
-    held = Path(f"{hold}.held")
     pages = [browser("a"), browser("b")]
     uploads = [SAMPLE, _frames_zip(tmp_path / "clip_frames.zip", SMALL["frames"])]
     for page, upload in zip(pages, uploads):
@@ -697,8 +704,7 @@ def test_two_browsers_at_once_run_one_after_the_other(app, browser, reference, t
         _upload(page, upload)
         _settings(page)
     log_start = len(app.log_text())
-    hold.write_text("")
-    try:
+    with _holding(hold) as held:
         _run(pages[0])
         _wait(held.exists, 120, "the first job held at its snippets")
         _run(pages[1])
@@ -709,9 +715,6 @@ def test_two_browsers_at_once_run_one_after_the_other(app, browser, reference, t
         assert len(re.findall(r"job \d+ started", app.log_text()[log_start:])) == 1, app.log_text()[log_start:]
         hold.unlink()
         statuses = [_wait(lambda p=p: _finished(p), 180, "both jobs to finish") for p in pages]
-    finally:
-        hold.unlink(missing_ok=True)
-        held.unlink(missing_ok=True)
     assert place.group(0).startswith("queue"), place
     assert statuses[0].startswith("Done: synthetic_scene.mp4, 12 frames at 32x19"), statuses
     assert statuses[1].startswith("Done: clip_frames.zip, 12 frames at 32x19"), statuses
@@ -737,7 +740,6 @@ def test_cancel_stops_the_job_and_leaves_no_files(app, browser):
     from selenium.webdriver.common.by import By
 
     hold = app.tmp / "hold"
-    held = Path(f"{hold}.held")
     page = browser("a")
     _open(page, app)
     _upload(page, SAMPLE)
@@ -745,8 +747,7 @@ def test_cancel_stops_the_job_and_leaves_no_files(app, browser):
     runs_before = app.runs()
     log_start = len(app.log_text())
     ended = re.compile(r"job \d+ ended")
-    hold.write_text("")
-    try:
+    with _holding(hold) as held:
         _run(page)
         _wait(held.exists, 120, "the job held at its snippets")
         assert len(app.runs()) == len(runs_before) + 1  # its folder exists while it runs
@@ -760,9 +761,6 @@ def test_cancel_stops_the_job_and_leaves_no_files(app, browser):
         _wait(lambda: ended.search(app.log_text()[log_start:]), 10, "the worker to stop")
         stopped = time.time() - released
         status = _wait(lambda: _finished(page), 30, "the page to say it cancelled")
-    finally:
-        hold.unlink(missing_ok=True)
-        held.unlink(missing_ok=True)
     assert stopped < 5, stopped
     assert status == "Cancelled: the job stopped and its files were removed.", status
     log = app.log_text()[log_start:]
