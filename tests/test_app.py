@@ -407,21 +407,19 @@ def _holding(hold: Path):
         held.unlink(missing_ok=True)
 
 
-def _run_and_watch(driver, timeout=120, bars: list | None = None, hold: Path | None = None) -> tuple[str, set[str], bool]:
-    """Press Run; return the final status, the stages the progress bar showed, whether it queued.
+def _run_and_watch(driver, timeout=120, bars: list | None = None, hold: Path | None = None) -> tuple[str, set[str]]:
+    """Press Run; return the final status and the stages the progress bar showed.
     ``bars`` gets the number of progress bars the page drew at each look. With ``hold`` (the app's
     hold file, app.HOLD_ENV) the job is held at its snippets until the page shows a stage, so a
     fast machine cannot finish the job between two looks."""
-    stages, queued = set(), False
+    stages = set()
 
     def look() -> str:
-        nonlocal queued
         page = driver.find_element("css selector", "body").text
         found = [m.group(1) for m in STAGE.finditer(page)]
         stages.update(found)
         if bars is not None:
             bars.append(len(found))
-        queued = queued or bool(QUEUE.search(page))
         return page
 
     if hold is not None:
@@ -436,7 +434,7 @@ def _run_and_watch(driver, timeout=120, bars: list | None = None, hold: Path | N
         look()
         status = _finished(driver)
         if status:
-            return status, stages, queued
+            return status, stages
         time.sleep(0.15)
     raise AssertionError(f"no result after {timeout} s; page shows: {driver.find_element('css selector', 'body').text[:500]}")
 
@@ -520,7 +518,7 @@ def test_sample_clip_run_matches_run_video(app, browser, reference):
     page.save_screenshot(str(IMAGES / "app-before.png"))
 
     bars = []
-    status, stages, _ = _run_and_watch(page, bars=bars, hold=app.tmp / "hold")
+    status, stages = _run_and_watch(page, bars=bars, hold=app.tmp / "hold")
     assert status.startswith("Done: synthetic_scene.mp4, 12 frames at 32x19"), status
     assert stages & {"encode", "snippets d=1", "snippets d=3", "coalign", "merge", "write"}, stages
     assert max(bars) == 1, bars  # one progress bar, never two
@@ -655,7 +653,7 @@ def test_bad_uploads_show_one_message_and_the_next_run_works(app, browser, tmp_p
     for path, changes, expected in cases:
         _upload(page, path)
         _settings(page, **{**SMALL, **changes})
-        status, _, _ = _run_and_watch(page, timeout=60)
+        status, _ = _run_and_watch(page, timeout=60)
         assert status.startswith("Error: ") and expected in status, status
         assert "\n" not in status and "Traceback" not in status and "rollingdepth-app-" not in status, status
         assert app.runs() == runs_before  # a failed job leaves no folder behind
@@ -676,7 +674,7 @@ def test_bad_uploads_show_one_message_and_the_next_run_works(app, browser, tmp_p
     page.find_element(By.ID, "rd-sample").click()
     _wait(lambda: "synthetic_scene" in _text(page, "rd-upload"), 30, "the sample clip in the upload box")
     _settings(page)
-    status, _, _ = _run_and_watch(page)
+    status, _ = _run_and_watch(page)
     assert status.startswith("Done: synthetic_scene.mp4, 12 frames"), status
     assert len(app.runs()) == len(runs_before) + 1
 
@@ -708,14 +706,13 @@ def test_two_browsers_at_once_run_one_after_the_other(app, browser, reference, t
         _run(pages[0])
         _wait(held.exists, 120, "the first job held at its snippets")
         _run(pages[1])
-        place = _wait(lambda: QUEUE.search(pages[1].find_element("css selector", "body").text), 60,
+        _wait(lambda: QUEUE.search(pages[1].find_element("css selector", "body").text), 60,
                       "the second page to show its place in the queue")
         assert not _finished(pages[1]), _finished(pages[1])
         # The second job has not started while the first is held.
         assert len(re.findall(r"job \d+ started", app.log_text()[log_start:])) == 1, app.log_text()[log_start:]
         hold.unlink()
         statuses = [_wait(lambda p=p: _finished(p), 180, "both jobs to finish") for p in pages]
-    assert place.group(0).startswith("queue"), place
     assert statuses[0].startswith("Done: synthetic_scene.mp4, 12 frames at 32x19"), statuses
     assert statuses[1].startswith("Done: clip_frames.zip, 12 frames at 32x19"), statuses
     # One job at a time on the device: the second starts after the first finished.
