@@ -415,9 +415,9 @@ def _holding(hold: Path):
 
 def _run_and_watch(driver, timeout=120, bars: list | None = None, hold: Path | None = None) -> tuple[str, set[str]]:
     """Press Run; return the final status and the stages the progress bar showed.
-    ``bars`` gets, at each look, the panes (element ids) of the progress bars the page shows. With ``hold`` (the app's
-    hold file, app.HOLD_ENV) the job is held at its snippets until the page shows a stage, so a
-    fast machine cannot finish the job between two looks."""
+    ``bars`` gets, at each look, the panes (element ids) of the progress bars the page shows.
+    With ``hold`` (the app's hold file, app.HOLD_ENV) the job is held at its snippets until the
+    page shows a stage, so a fast machine cannot finish the job between two looks."""
     stages = set()
 
     def look() -> str:
@@ -714,7 +714,7 @@ def test_two_browsers_at_once_run_one_after_the_other(app, browser, reference, t
         _wait(held.exists, 120, "the first job held at its snippets")
         _run(pages[1])
         _wait(lambda: QUEUE.search(pages[1].find_element("css selector", "body").text), 60,
-                      "the second page to show its place in the queue")
+              "the second page to show its place in the queue")
         assert not _finished(pages[1]), _finished(pages[1])
         # The second job has not started while the first is held.
         assert len(re.findall(r"job \d+ started", app.log_text()[log_start:])) == 1, app.log_text()[log_start:]
