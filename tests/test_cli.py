@@ -625,6 +625,37 @@ def test_inputs_are_probed_before_the_model_loads(tmp_path, capsys, clips, monke
     assert "notes.mp4" in summary and "empty file" in summary
 
 
+def test_a_cut_list_that_does_not_fit_is_said_before_the_model_loads(tmp_path, capsys, clips, monkeypatch):
+    """``--shots FILE`` is read against each input (its frame count, its fps for timecodes) as
+    the inputs are probed: a list that does not fit is said in one line naming the file and
+    line, before the model loads; an input it fits runs with it."""
+    from rollingdepth.method import loading
+
+    loads = []
+    real = loading.load_pipeline
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
+    cuts = tmp_path / "cuts.txt"
+    for text, message in [("3\nabc\n", "cuts.txt, line 2: cannot read 'abc'"),
+                          ("3\n00:00:01:00\n", "cuts.txt, line 2: frame 12 is past the video's last frame 4")]:
+        cuts.write_text(text)
+        code, out, err = run([clips / "b.mp4", *FAST, "--shots", cuts, "-o", tmp_path / "o"], capsys)
+        assert code == 2, err
+        error_line(err, message)
+        assert not loads and "summary" not in out + err and "Traceback" not in err
+        assert not (tmp_path / "o").exists()
+
+    cuts.write_text("3\n6\n")  # fits a.mp4 (7 frames), not b.mp4 (5 frames)
+    code, out, err = run([clips, *FAST, "--shots", cuts, "-o", tmp_path / "o", "--progress", "lines"], capsys)
+    assert code == 1, err
+    lines = err.splitlines()
+    [bad] = [i for i, line in enumerate(lines) if line.startswith("Error:")]
+    assert "b.mp4: cut list" in lines[bad] and "line 2: frame 6 is past the video's last frame 4" in lines[bad]
+    assert bad < lines.index(f"loading checkpoint {TINY_CHECKPOINT}") and len(loads) == 1, err
+    report = json.loads((tmp_path / "o" / "a_run.json").read_text())
+    assert [(s["first"], s["found_by"]) for s in report["shots"]] == [(0, "start"), (3, "cut list"), (6, "cut list")]
+    assert not list((tmp_path / "o").glob("b_*"))
+
+
 def test_interrupt_leaves_no_partial_file(tmp_path, capsys, clips, monkeypatch):
     from rollingdepth.io import video_io
 

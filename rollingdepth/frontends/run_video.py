@@ -361,18 +361,30 @@ def _probe_inputs(entries: list, cfg, report: Reporter, verbose: bool, done) -> 
     ``VideoResult`` for each other one, which is said at once in one line (unreadable, empty,
     or truncated with ``--strict``; a truncated one otherwise warns here)."""
     from rollingdepth.frontends.batch import failure_message
-    from rollingdepth.io.video_io import load_source
     from rollingdepth.runtime.outputs import VideoResult
 
     good, failed = [], []
     for entry in entries:
         try:
-            good.append((entry, None if done(entry) else load_source(entry, strict=cfg.strict)))
+            good.append((entry, None if done(entry) else _opened(entry, cfg)))
         except Exception as exc:  # the input's own error, in one line; the other inputs go on
             message = failure_message(exc)
             report.video_failed(_entry_name(entry), message, traceback.format_exc() if verbose else None)
             failed.append(VideoResult(name=_entry_name(entry), error=message))
     return good, failed
+
+
+def _opened(entry, cfg):
+    """The input's ``VideoSource``, with the cut list of ``--shots FILE`` read against it (its
+    frame count and fps): a list that does not fit fails here, before the model loads."""
+    from rollingdepth.io.video_io import load_source
+    from rollingdepth.runtime.run_config import SHOT_MODES
+    from rollingdepth.runtime.video_job import frames_to_process, listed_cuts
+
+    source = load_source(entry, strict=cfg.strict)
+    if cfg.shots not in SHOT_MODES:
+        listed_cuts(source, cfg, frames_to_process(source, cfg))
+    return source
 
 
 def _stop_on_sigterm() -> None:

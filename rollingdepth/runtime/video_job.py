@@ -115,16 +115,25 @@ def video_shots(source: VideoSource, cfg: RunConfig, store, expected: int, progr
 
 def shots_state(source: VideoSource, cfg: RunConfig, expected: int, progress: Progress):
     """The cuts of the frames to process (``cfg.shots`` auto or a cut list): a ``ShotsState``."""
-    from rollingdepth.io.shots import detect_cuts, read_cut_list
+    from rollingdepth.io.shots import detect_cuts
     from rollingdepth.runtime.checkpoints import ShotsState
 
     if cfg.shots == "auto":
         counted = _Counted(prefetch(source.frames(cfg.start_frame, cfg.max_frames)), expected, progress)
         cuts = detect_cuts(counted)
         return ShotsState(cuts, "auto", counted.seen)
+    return ShotsState(listed_cuts(source, cfg, expected), "cut list", expected)
+
+
+def listed_cuts(source: VideoSource, cfg: RunConfig, expected: int) -> list[int]:
+    """The cuts of the cut list ``cfg.shots`` within the ``expected`` frames to process, counted
+    from ``--from``; a list that does not fit ``source`` (unreadable, a frame past its end, a
+    timecode at its fps) raises one ValueError naming the file and line. run-video calls this
+    as it probes its inputs, so that a bad list is said before the model loads."""
+    from rollingdepth.io.shots import read_cut_list
+
     listed = read_cut_list(Path(cfg.shots).expanduser(), source.fps, source.frame_count)
-    cuts = [s.first - cfg.start_frame for s in listed[1:] if cfg.start_frame < s.first < cfg.start_frame + expected]
-    return ShotsState(cuts, "cut list", expected)
+    return [s.first - cfg.start_frame for s in listed[1:] if cfg.start_frame < s.first < cfg.start_frame + expected]
 
 
 def frames_to_process(source: VideoSource, cfg: RunConfig) -> int:
