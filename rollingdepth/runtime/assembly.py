@@ -1,13 +1,31 @@
 """A long shot's segments made into one depth video.
 
 Each segment (:class:`~rollingdepth.runtime.plan.Unit`) ran the method on its own, so each has
-its own scale and shift. Consecutive segments share frames: the later one is fitted onto the
-earlier on those frames (one scale and shift, least squares over every pixel they share), the
-fits are chained from the first segment on, and across each overlap the two are blended with
-weights that ramp linearly from one to the other. The shot is then re-normalised to [-1, 1] as
-a whole, like one run of the method.
+its own scale and shift. Consecutive segments share frames (at least twice the largest snippet
+span where the segment length allows, :func:`~rollingdepth.runtime.plan.segment_overlap`);
+they are fitted and blended on the **middle half** of that overlap, where both segments are
+covered by snippets of every dilation (the overlap's first and last frames are edge frames of
+one segment or the other).
 
-Only sums over the shared pixels (:class:`OverlapStats`) are needed for the chain, so that the
+The fit of each overlap (a **link**, :meth:`OverlapStats.link`) treats both segments alike:
+both carry errors, so the ordinary least-squares slope of one on the other is biased low by
+about ``1 / (1 + r^2)`` (``r`` their disagreement relative to the depth's spread), and chained
+over 190 segments that bias flattens the shot's end. The link's scale is the ratio of the two
+segments' spreads with the sign of their covariance (geometric-mean regression: symmetric, and
+unbiased when both segments err alike relative to their spread), from the frames whose own
+ratio agrees with the others (frames more than :data:`TRIM_MADS` median absolute deviations
+from the median ratio are left out: a flash, a frame one segment got wrong). A link whose
+overlap has too little structure (correlation under :data:`MIN_CORRELATION`, or no spread: a
+fade through black, fog, a blank wall) keeps only a shift (its scale ratio is 1), with a note.
+
+The segments' scales are then the one least-squares solution of the links in log scale, which
+on a chain (each overlap joins two consecutive segments) is the running sum of the links' log
+ratios, normalised so that their geometric mean is 1: no scale can shrink with the others.
+Across each overlap's middle the segments are blended with weights that ramp linearly from
+one to the other, and the shot is re-normalised to [-1, 1] as a whole, like one run of the
+method.
+
+Only sums over the shared pixels of each fitted frame (:class:`Sums`) are needed, so that the
 segments of one shot can also be computed apart (other processes) and joined from those sums.
 Arrays are read by rows (NumPy arrays or :class:`~rollingdepth.runtime.stores.NpyFile`).
 """
@@ -15,19 +33,28 @@ Arrays are read by rows (NumPy arrays or :class:`~rollingdepth.runtime.stores.Np
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["OverlapStats", "SegmentRows", "chain", "compose", "shot_range", "write_range", "write_shot"]
+__all__ = ["Link", "OverlapStats", "SegmentRows", "Sums", "align_segments", "compose", "fit_window",
+           "shot_range", "write_range", "write_shot"]
 
 CHUNK = 32  # frames read at a time
+MIN_CORRELATION = 0.5  # a link whose segments correlate less keeps only a shift (tests/test_assembly.py measures it)
+TRIM_MADS = 4.0  # frames whose log scale ratio lies further from the median are left out of a link's fit
+MIN_TRIM = 0.02  # ... but never closer than this (in log scale), so that agreeing frames are all kept
+BLOCKS = 3  # each fitted frame's sums are kept for 3 x 3 parts: their disagreement measures a link's error
+PARTS_CORRELATED = 2.0  # the parts' errors are not independent: their spread understates a link's error 2x (measured)
+LINK_SIGMA = 0.05  # a link's log-scale uncertainty where its parts cannot tell
+MIN_SIGMA = 0.001  # ... never below this
+PRIOR_SIGMA = 0.1  # how far a segment's log scale may stray from its own normalisation
+SCALE_BOUNDS = (0.8, 1.25)  # a shot whose last segment's scale, relative to its first, leaves these: a warning
 
 
 @dataclass
-class OverlapStats:
-    """Sums over the pixels two consecutive segments share: ``x`` the later segment's values,
-    ``y`` the earlier's. Enough for the least-squares fit ``y ~ a x + b`` and its residual."""
+class Sums:
+    """Sums over pixels two segments share: ``x`` the later segment's values, ``y`` the earlier's."""
 
     n: float = 0.0
     sx: float = 0.0
@@ -37,54 +64,166 @@ class OverlapStats:
     syy: float = 0.0
 
     @classmethod
-    def of(cls, x_rows, y_rows) -> "OverlapStats":
-        """The sums over the frames ``x_rows[i]`` and ``y_rows[i]`` (the same frames of the video)."""
-        if len(x_rows) != len(y_rows):
-            raise ValueError(f"x_rows and y_rows: {len(x_rows)} and {len(y_rows)} frames; they must show the same frames")
-        s = cls()
-        for i in range(0, len(x_rows), CHUNK):
-            x = np.asarray(x_rows[i : i + CHUNK], np.float64)
-            y = np.asarray(y_rows[i : i + CHUNK], np.float64)
-            s.n += x.size
-            s.sx, s.sy = s.sx + float(x.sum()), s.sy + float(y.sum())
-            s.sxx, s.sxy, s.syy = s.sxx + float((x * x).sum()), s.sxy + float((x * y).sum()), s.syy + float((y * y).sum())
-        return s
+    def of(cls, x: np.ndarray, y: np.ndarray) -> "Sums":
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        return cls(float(x.size), float(x.sum()), float(y.sum()), float((x * x).sum()), float((x * y).sum()),
+                   float((y * y).sum()))
 
-    def fit(self) -> tuple[float, float]:
-        """``(a, b)`` minimising the squared error of ``a x + b`` against ``y``. Where ``x`` is
-        constant, or the best scale is not positive (an inverse depth cannot flip), only the shift
-        is fitted (``a = 1``)."""
+    def __add__(self, other: "Sums") -> "Sums":
+        return Sums(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+
+    def moments(self) -> tuple[float, float, float, float, float]:
+        """Means of x and y, variances of x and y, their covariance."""
         if self.n == 0:
-            return 1.0, 0.0
+            return 0.0, 0.0, 0.0, 0.0, 0.0
         mx, my = self.sx / self.n, self.sy / self.n
-        vxx = self.sxx / self.n - mx * mx
-        cxy = self.sxy / self.n - mx * my
-        if vxx <= 1e-12 * max(1.0, abs(self.sxx / self.n)) or cxy <= 0:
-            return 1.0, my - mx
-        a = cxy / vxx
-        return a, my - a * mx
+        return (mx, my, max(self.sxx / self.n - mx * mx, 0.0), max(self.syy / self.n - my * my, 0.0),
+                self.sxy / self.n - mx * my)
+
+    def correlation(self) -> float:
+        """Pearson's correlation of x and y (0 where either is constant)."""
+        _, _, vxx, vyy, cxy = self.moments()
+        return cxy / math.sqrt(vxx * vyy) if vxx > _tiny(self.sxx, self.n) and vyy > _tiny(self.syy, self.n) else 0.0
+
+    def log_ratio(self) -> float:
+        """``log(spread of y / spread of x)``: the symmetric scale of ``y ~ a x`` in log terms."""
+        _, _, vxx, vyy, _ = self.moments()
+        return 0.5 * math.log(vyy / vxx)
 
     def rms(self, a: float, b: float) -> float:
-        """Root mean square of ``y - (a x + b)`` over the shared pixels."""
+        """Root mean square of ``y - (a x + b)``."""
         if self.n == 0:
             return 0.0
         sq = (self.syy - 2 * a * self.sxy - 2 * b * self.sy + a * a * self.sxx + 2 * a * b * self.sx
               + self.n * b * b)
         return math.sqrt(max(sq, 0.0) / self.n)
 
+
+def _tiny(sum_sq: float, n: float) -> float:
+    """A variance below this is no spread (rounding of a constant)."""
+    return 1e-12 * max(1.0, abs(sum_sq / n)) if n else 0.0
+
+
+@dataclass
+class Link:
+    """The fit of one overlap: the earlier segment ``y ~ scale * x + shift`` (``x`` the later
+    one's values); ``structured`` False: too little structure, the scale ratio is held at 1.
+    ``sigma``: the uncertainty of ``log(scale)``, from how much the frame's parts disagree."""
+
+    scale: float
+    shift: float
+    correlation: float
+    frames_used: int
+    frames: int
+    rms: float
+    structured: bool
+    sigma: float = 0.0
+    mean_x: float = 0.0  # the later segment's mean over the fitted pixels
+
     def to_json(self) -> dict:
-        return asdict(self)
+        return {"scale": self.scale, "shift": self.shift, "correlation": round(self.correlation, 6),
+                "sigma": round(self.sigma, 6), "frames_used": self.frames_used, "frames": self.frames,
+                "rms": self.rms, "structured": self.structured}
 
 
-def chain(stats: list[OverlapStats]) -> list[tuple[float, float]]:
-    """Scale and shift of each segment in the first one's terms, from the sums of each overlap
-    (``stats[j - 1]``: segment ``j`` against segment ``j - 1``)."""
-    affines = [(1.0, 0.0)]
-    for s in stats:
-        a, b = s.fit()
-        pa, pb = affines[-1]
-        affines.append((pa * a, pa * b + pb))
-    return affines
+@dataclass
+class OverlapStats:
+    """Per fitted frame of an overlap (its middle half), the sums over each of its
+    :data:`BLOCKS` x :data:`BLOCKS` parts (row-major)."""
+
+    frames: list[list[Sums]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, x_rows, y_rows) -> "OverlapStats":
+        """The sums over the frames ``x_rows[i]`` and ``y_rows[i]`` (the same frames of the video)."""
+        if len(x_rows) != len(y_rows):
+            raise ValueError(f"x_rows and y_rows: {len(x_rows)} and {len(y_rows)} frames; they must show the same frames")
+        stats = cls()
+        for i in range(0, len(x_rows), CHUNK):
+            x, y = np.asarray(x_rows[i : i + CHUNK]), np.asarray(y_rows[i : i + CHUNK])  # [c, H, W]
+            rows = np.array_split(np.arange(x.shape[1]), BLOCKS)
+            cols = np.array_split(np.arange(x.shape[2]), BLOCKS)
+            for xf, yf in zip(x, y):
+                stats.frames.append([Sums.of(xf[r[0] : r[-1] + 1, c[0] : c[-1] + 1], yf[r[0] : r[-1] + 1, c[0] : c[-1] + 1])
+                                     if len(r) and len(c) else Sums() for r in rows for c in cols])
+        return stats
+
+    def pooled(self, keep: list[bool] | None = None, block: int | None = None) -> Sums:
+        """The sums over the kept frames (all by default), of one part or of the whole frame."""
+        total = Sums()
+        for i, parts in enumerate(self.frames):
+            if keep is None or keep[i]:
+                for b, s in enumerate(parts):
+                    if block is None or b == block:
+                        total = total + s
+        return total
+
+    def _kept(self) -> list[bool]:
+        """The frames whose own log scale ratio agrees with the others' (all, where too few have one)."""
+        whole = [sum(parts, Sums()) for parts in self.frames]
+        ratios = [s.log_ratio() if s.correlation() >= MIN_CORRELATION else None for s in whole]
+        known = np.array([r for r in ratios if r is not None])
+        if len(known) < 3:
+            return [True] * len(self.frames)
+        median = float(np.median(known))
+        limit = max(TRIM_MADS * 1.4826 * float(np.median(np.abs(known - median))), MIN_TRIM)
+        return [r is None or abs(r - median) <= limit for r in ratios]
+
+    def _sigma(self, keep: list[bool]) -> float:
+        """The uncertainty of the link's log scale: the spread of its parts' own log ratios over
+        the root of their number (:data:`LINK_SIGMA` where fewer than three parts have structure)."""
+        parts = [self.pooled(keep, b) for b in range(BLOCKS * BLOCKS)]
+        ratios = [p.log_ratio() for p in parts if p.correlation() >= MIN_CORRELATION]
+        if len(ratios) < 3:
+            return LINK_SIGMA
+        return max(PARTS_CORRELATED * float(np.std(ratios, ddof=1)) / math.sqrt(len(ratios)), MIN_SIGMA)
+
+    def link(self) -> Link:
+        """The symmetric, trimmed fit of this overlap (see the module's text)."""
+        keep = self._kept()
+        pooled = self.pooled(keep)
+        if pooled.n == 0:
+            return Link(1.0, 0.0, 0.0, 0, len(self.frames), 0.0, False, LINK_SIGMA)
+        mx, my, _, _, _ = pooled.moments()
+        corr = pooled.correlation()
+        structured = corr >= MIN_CORRELATION
+        scale = math.exp(pooled.log_ratio()) if structured else 1.0
+        shift = my - scale * mx
+        return Link(scale, shift, corr, sum(keep), len(self.frames), pooled.rms(scale, shift), structured,
+                    self._sigma(keep) if structured else LINK_SIGMA, mx)
+
+
+def align_segments(links: list[Link], prior_sigma: float = PRIOR_SIGMA) -> list[tuple[float, float]]:
+    """Scale and shift of each segment in the shot's common terms, from the fit of each overlap
+    (``links[j - 1]``: segment ``j`` against segment ``j - 1``).
+
+    The log scales ``u`` are one least-squares solve over every link and every segment:
+    ``sum_j (u_j - u_{j-1} - log scale_j)^2 / sigma_j^2 + sum_j u_j^2 / prior_sigma^2`` (``sigma_j``
+    the link's uncertainty; a link without structure drops out), then divided by their geometric
+    mean. The second term ties each segment to its own normalisation (the method's output spans
+    [-1, 1] in every segment): the links' errors cannot add up along the chain over more than
+    about ``prior_sigma / sigma`` links, while links as exact as noise allows barely feel it.
+    The shifts make each overlap's means agree."""
+    m = len(links) + 1
+    lhs = np.eye(m) / prior_sigma**2  # [M, M], tridiagonal
+    rhs = np.zeros(m)
+    for j, link in enumerate(links, start=1):
+        if not link.structured:
+            continue
+        w, r = 1.0 / link.sigma**2, math.log(link.scale)
+        lhs[j, j] += w
+        lhs[j - 1, j - 1] += w
+        lhs[j, j - 1] -= w
+        lhs[j - 1, j] -= w
+        rhs[j] += w * r
+        rhs[j - 1] -= w * r
+    u = np.linalg.solve(lhs, rhs)
+    u -= u.mean()
+    a = np.exp(u)
+    b = [0.0]
+    for j, link in enumerate(links, start=1):  # y ~ s x + c with y = segment j-1's values, x = segment j's
+        b.append(b[-1] + a[j - 1] * link.shift + (a[j - 1] * link.scale - a[j]) * link.mean_x)
+    return [(float(aj), float(bj)) for aj, bj in zip(a, b)]
 
 
 @dataclass
@@ -99,16 +238,25 @@ class SegmentRows:
         return self.first + len(self.rows)
 
 
+def fit_window(prev: SegmentRows, cur: SegmentRows) -> tuple[int, int]:
+    """The frames (of the shot) on which ``cur`` is fitted onto ``prev`` and blended with it:
+    the middle half of their overlap (``[first, stop)``, at least one frame)."""
+    lo, hi = cur.first, prev.stop
+    quarter = (hi - lo) // 4
+    return lo + quarter, max(hi - quarter, lo + quarter + 1)
+
+
 def _weight(seg: list[SegmentRows], j: int, frames: np.ndarray) -> np.ndarray:
-    """Segment ``j``'s blending weight at ``frames`` (of the shot): ramps up across the overlap with
-    the segment before, down across the overlap with the one after, 1 in between."""
+    """Segment ``j``'s blending weight at ``frames`` (of the shot): 0 before the middle of its
+    overlap with the segment before, ramping up across it, down across the middle of the
+    overlap with the segment after, 0 after it, 1 in between."""
     w = np.ones(len(frames))
     if j > 0:
-        overlap = seg[j - 1].stop - seg[j].first
-        w = np.minimum(w, (frames - seg[j].first + 1) / (overlap + 1))
+        lo, hi = fit_window(seg[j - 1], seg[j])
+        w = np.minimum(w, (frames - lo + 1) / (hi - lo + 1))
     if j + 1 < len(seg):
-        overlap = seg[j].stop - seg[j + 1].first
-        w = np.minimum(w, (seg[j].stop - frames) / (overlap + 1))
+        lo, hi = fit_window(seg[j], seg[j + 1])
+        w = np.minimum(w, (hi - frames) / (hi - lo + 1))
     return np.clip(w, 0.0, 1.0)
 
 
@@ -121,8 +269,10 @@ def compose(seg: list[SegmentRows], affines: list[tuple[float, float]], f0: int,
         lo, hi = max(f0, part.first), min(f1, part.stop)
         if lo >= hi:
             continue
-        x = np.asarray(part.rows[lo - part.first : hi - part.first], np.float32)
         w = _weight(seg, j, frames[lo - f0 : hi - f0]).astype(np.float32)[:, None, None]
+        if not w.any():
+            continue  # outside this segment's blend: its rows are not read
+        x = np.asarray(part.rows[lo - part.first : hi - part.first], np.float32)
         if acc is None:
             acc = np.zeros((f1 - f0, *x.shape[1:]), np.float32)
             total = np.zeros((f1 - f0, 1, 1), np.float32)

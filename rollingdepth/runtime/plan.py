@@ -12,7 +12,7 @@ import numpy as np
 from rollingdepth.method.settings import MethodSettings
 from rollingdepth.method.snippets import plan_snippets, refine_dilations, snippet_indices
 
-__all__ = ["SEGMENT_OVERLAP", "Plan", "RefinePlan", "SnippetGroup", "Unit", "plan_units", "segment_overlap", "segment_starts"]
+__all__ = ["SEGMENT_OVERLAP", "Plan", "RefinePlan", "SnippetGroup", "Unit", "largest_span", "plan_units", "segment_overlap", "segment_starts"]
 
 
 @dataclass(frozen=True)
@@ -109,13 +109,26 @@ class Plan:
 
 
 # ----------------------------------------------------------------------------- units of a video
-SEGMENT_OVERLAP = 48  # frames two consecutive segments of a long shot share (at most a quarter of a segment)
+SEGMENT_OVERLAP = 48  # the least overlap of two consecutive segments of a long shot (at most a quarter of a segment)
 
 
-def segment_overlap(segment_frames: int) -> int:
-    """The overlap of consecutive segments at most ``segment_frames`` long: :data:`SEGMENT_OVERLAP`,
-    or a quarter of a short segment."""
-    return min(SEGMENT_OVERLAP, segment_frames // 4)
+def largest_span(settings: MethodSettings, segment_frames: int) -> int:
+    """The most frames one snippet spans in a segment of ``segment_frames`` frames (dilations
+    capped to it; the longest automatic snippet length where that is chosen per unit)."""
+    if segment_frames <= 0:
+        return 0
+    from rollingdepth.method.num_view import NUM_VIEW_FAST
+
+    lengths = [NUM_VIEW_FAST] * len(settings.dilations) if settings.auto_num_view else list(settings.snippet_lengths)
+    pairs = plan_snippets(segment_frames, settings.dilations, lengths, True)
+    return max((n - 1) * d + 1 for d, n in pairs)
+
+
+def segment_overlap(segment_frames: int, span: int = 0) -> int:
+    """The overlap of consecutive segments at most ``segment_frames`` long whose largest snippet
+    spans ``span`` frames: twice that span, at least :data:`SEGMENT_OVERLAP` (a quarter of a short
+    segment), at most half a segment."""
+    return min(max(min(SEGMENT_OVERLAP, segment_frames // 4), 2 * span), segment_frames // 2)
 
 
 @dataclass(frozen=True)
@@ -142,25 +155,26 @@ class Unit:
         return text if self.segments == 1 else f"{text} segment {self.segment + 1}/{self.segments}"
 
 
-def segment_starts(count: int, segment_frames: int) -> list[tuple[int, int]]:
+def segment_starts(count: int, segment_frames: int, span: int = 0) -> list[tuple[int, int]]:
     """``(first, count)`` of the segments of a shot of ``count`` frames: one when it fits in
     ``segment_frames`` (0 = no limit), else the fewest segments of equal length at most
     ``segment_frames`` whose neighbours overlap by at least :func:`segment_overlap` frames."""
     if segment_frames <= 0 or count <= segment_frames:
         return [(0, count)]
-    overlap = segment_overlap(segment_frames)
+    overlap = segment_overlap(segment_frames, span)
     m = -(-(count - overlap) // (segment_frames - overlap))  # segments needed
     length = -(-(count + (m - 1) * overlap) // m)  # <= segment_frames
     starts = [(j * (count - length)) // (m - 1) for j in range(m)]
     return [(s, length) for s in starts]
 
 
-def plan_units(shot_spans: list[tuple[int, int]], segment_frames: int) -> list[Unit]:
+def plan_units(shot_spans: list[tuple[int, int]], segment_frames: int, span: int = 0) -> list[Unit]:
     """The units of a video whose shots are ``(first, count)``: each shot whole, or in
-    overlapping segments of at most ``segment_frames`` frames (0 = never split)."""
+    overlapping segments of at most ``segment_frames`` frames (0 = never split) whose largest
+    snippet spans ``span`` frames (:func:`largest_span`; it sets the overlaps)."""
     units: list[Unit] = []
     for s, (first, count) in enumerate(shot_spans):
-        parts = segment_starts(count, segment_frames)
+        parts = segment_starts(count, segment_frames, span)
         for j, (offset, length) in enumerate(parts):
             units.append(Unit(len(units), s, j, len(parts), first + offset, length))
     return units

@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from rollingdepth.runtime.assembly import SegmentRows, chain, shot_range, write_range
+from rollingdepth.runtime.assembly import SegmentRows, align_segments, shot_range, write_range
 from rollingdepth.io.shots import Shot, shots_from_cuts
 from rollingdepth.runtime.checkpoints import ShotDone, ShotsState, UnitDone
 from rollingdepth.runtime.distributed import DistContext, balanced_shards
@@ -213,15 +213,15 @@ class _SharedRunner(_UnitRunner):
             units = [u for u in self.job.units if u.shot == s]
             shots.append((shot, units, [SegmentRows(u.first - shot.first, self._rows(u)) for u in units]))
         stats = {i: v for part in self.dist.gathered(lambda: self._overlaps(shots)) for i, v in part.items()}
-        stats = [[stats[u.index] for u in units[1:]] for _, units, _ in shots]  # per shot, per overlap
-        affines = [chain(shot_stats) for shot_stats in stats]
+        links = [[stats[u.index].link() for u in units[1:]] for _, units, _ in shots]  # per shot, per overlap
+        affines = [align_segments(shot_links) for shot_links in links]
         every = self.dist.gathered(lambda: self._ranges(shots, affines))
         ranges = {}  # shot -> min and max of its composed frames, over every rank
         for part in every:
             for s, (lo, hi) in part.items():
                 old = ranges.get(s, (lo, hi))
                 ranges[s] = (min(lo, old[0]), max(hi, old[1]))
-        self.dist.gathered(lambda: self._write_rows(shape, shots, (stats, affines), ranges))
+        self.dist.gathered(lambda: self._write_rows(shape, shots, (links, affines), ranges))
 
     def _allocate(self, shape) -> None:
         """Rank 0: the video's prediction, a new file sized for every row."""
@@ -267,8 +267,8 @@ class _SharedRunner(_UnitRunner):
 
     def _write_shot(self, index: int, parts, fit, value_range, write) -> None:
         """This rank's rows of one shot, and the shot's report (the same on every rank); ``fit``:
-        the sums of its overlaps and the chained scales and shifts of its segments."""
-        (shot, units, segs), (stats, affines) = parts, fit
+        the fits of its overlaps and the scales and shifts of its segments."""
+        (shot, units, segs), (links, affines) = parts, fit
         reports = [self.units[u.index] for u in units]
         mine = [j for j, u in enumerate(units) if self.owners[u.index] == self.dist.rank]
         if len(units) == 1:
@@ -279,7 +279,7 @@ class _SharedRunner(_UnitRunner):
         for j in mine:
             write_range(segs, affines, range(*_owned(units, j, shot.first)), value_range,
                         lambda rows, values: write(slice(shot.first + rows.start, shot.first + rows.stop), values))
-        self.shots[index] = shot_record(index, shot, units, reports, (stats, affines, value_range[1] > value_range[0]))
+        self.shots[index] = shot_record(index, shot, units, reports, (links, affines, value_range[1] > value_range[0]))
 
 
 def _owned(units: list[Unit], j: int, shot_first: int) -> tuple[int, int]:

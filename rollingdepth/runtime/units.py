@@ -28,7 +28,7 @@ import torch
 from rollingdepth.errors import InputError
 from rollingdepth.io.shots import Shot
 from rollingdepth.method.settings import MethodSettings
-from rollingdepth.runtime.assembly import OverlapStats, SegmentRows, chain, write_shot
+from rollingdepth.runtime.assembly import SCALE_BOUNDS, OverlapStats, SegmentRows, align_segments, fit_window, write_shot
 from rollingdepth.runtime.background import prefetch
 from rollingdepth.runtime.checkpoints import ShotDone, UnitDone
 from rollingdepth.runtime.model_steps import DepthModel
@@ -228,11 +228,11 @@ class _UnitRunner:
             copy_rows(self._prediction(units[0]), shot, lambda rows, values: self.store.write(out, rows, values))
             return shot_record(index, shot, units, reports)
         segments = [SegmentRows(u.first - shot.first, self._prediction(u)) for u in units]
-        stats = overlap_stats(segments)
-        affines = chain(stats)
+        links = [s.link() for s in overlap_stats(segments)]
+        affines = align_segments(links)
         lo, hi = write_shot(segments, affines, lambda rows, values: self.store.write(
             out, slice(shot.first + rows.start, shot.first + rows.stop), values))
-        return shot_record(index, shot, units, reports, (stats, affines, hi > lo))
+        return shot_record(index, shot, units, reports, (links, affines, hi > lo))
 
     # ------------------------------------------------------------------ the video's result
     def _result(self) -> RunResult:
@@ -271,26 +271,42 @@ def overlap_stats(segments: list[SegmentRows]) -> list[OverlapStats]:
 
 
 def overlap_of(prev: SegmentRows, cur: SegmentRows) -> OverlapStats:
-    """The sums over the frames segment ``cur`` shares with the segment before it, ``prev``."""
-    return OverlapStats.of(cur.rows[: prev.stop - cur.first], prev.rows[cur.first - prev.first :])
+    """The sums over the frames on which segment ``cur`` is fitted onto the segment before it,
+    ``prev``: the middle half of their overlap (:func:`~rollingdepth.runtime.assembly.fit_window`)."""
+    lo, hi = fit_window(prev, cur)
+    return OverlapStats.of(cur.rows[lo - cur.first : hi - cur.first], prev.rows[lo - prev.first : hi - prev.first])
 
 
 def shot_record(index: int, shot: Shot, units: list[Unit], reports: list[dict], joined=None) -> dict:
-    """A placed shot's report; ``joined``: ``(overlap stats, affines, varies)`` of a shot in
-    segments (``varies``: the composed shot is not constant)."""
+    """A placed shot's report; ``joined``: ``(links, affines, varies)`` of a shot in segments
+    (the fit of each overlap, each segment's scale and shift, whether the composed shot varies)."""
     record = {"index": index, "first": shot.first, "frames": shot.count, "found_by": shot.found_by,
               "dilations": reports[0]["dilations"],
               "coalign_loss": float(np.average([r["coalign_loss"] for r in reports], weights=[u.count for u in units]))}
     if joined is None:
         return {**record, "depth_range": reports[0]["depth_range"]}
-    stats, affines, varies = joined
+    links, affines, varies = joined
     record["depth_range"] = [-1.0, 1.0] if varies else [0.0, 0.0]
     record["segments"] = [
         {"first": u.first, "frames": u.count, "scale": a, "shift": b, "coalign_loss": r["coalign_loss"],
          "overlap_frames": (units[j - 1].stop - u.first) if j else 0,
-         "overlap_rms": stats[j - 1].rms(*stats[j - 1].fit()) if j else 0.0}
+         **({"link": links[j - 1].to_json(), "overlap_rms": links[j - 1].rms} if j else {"overlap_rms": 0.0})}
         for j, (u, r, (a, b)) in enumerate(zip(units, reports, affines))]
+    record["overlap_frames"] = sum(s["overlap_frames"] for s in record["segments"])  # frames run twice
+    record["scale_first_to_last"] = affines[-1][0] / affines[0][0]
+    record["warnings"] = _shot_warnings(index, units, links, record["scale_first_to_last"])
     return record
+
+
+def _shot_warnings(index: int, units: list[Unit], links: list, drift: float) -> list[str]:
+    """One line per overlap with too little structure to fit a scale, one when the scale drifts."""
+    lines = [f"shot {index + 1}: frames {units[j + 1].first}..{units[j].stop - 1} (an overlap of segments) have too "
+             f"little structure to fit a scale (correlation {link.correlation:.2f}); only a shift is fitted there"
+             for j, link in enumerate(links) if not link.structured]
+    if not SCALE_BOUNDS[0] <= drift <= SCALE_BOUNDS[1]:
+        lines.append(f"shot {index + 1}: the scale of its last segment is {drift:.2f} times its first's (outside "
+                     f"{SCALE_BOUNDS[0]}..{SCALE_BOUNDS[1]}): its depth may not be consistent from start to end")
+    return lines
 
 
 def _name(unit: Unit) -> str:

@@ -147,8 +147,6 @@ def spread_shots(source: VideoSource, cfg: RunConfig):
     None when it is one unit (it runs whole on one rank). With ``--shots auto`` the cuts are
     found here, once, for every rank."""
     from rollingdepth.io.shots import shots_from_cuts
-    from rollingdepth.runtime.plan import plan_units
-
     from rollingdepth.runtime.checkpoints import ShotsState
 
     expected = frames_to_process(source, cfg)
@@ -159,7 +157,15 @@ def spread_shots(source: VideoSource, cfg: RunConfig):
     else:
         state = shots_state(source, cfg, expected, lambda stage, done, total: None)
     shots = shots_from_cuts(state.cuts, state.frames, state.found_by)
-    return state if len(plan_units([(s.first, s.count) for s in shots], cfg.segment_frames)) > 1 else None
+    return state if len(_plan_units(shots, cfg)) > 1 else None
+
+
+def _plan_units(shots: list[Shot], cfg: RunConfig) -> list:
+    """The units of a video of ``shots``: overlaps of twice the largest snippet span of a segment."""
+    from rollingdepth.runtime.plan import largest_span, plan_units
+
+    span = largest_span(cfg.method_settings(), cfg.segment_frames)
+    return plan_units([(s.first, s.count) for s in shots], cfg.segment_frames, span)
 
 
 def _units_note(stem: str, shots: list[Shot], units: list) -> str:
@@ -275,14 +281,13 @@ def _run_shots(pipe: "RollingDepthPipeline", source: VideoSource, store, cfg: Ru
     the video's store when it is one unit, else its units (spread over the ranks when
     ``shared``). False when another rank writes the outputs."""
     from rollingdepth.runtime.passes import run
-    from rollingdepth.runtime.plan import plan_units
     from rollingdepth.runtime.shared_units import run_shared_units
     from rollingdepth.runtime.units import run_units
 
     expected, generator, progress = run_args
     if cfg.depth_points and not cfg.depth_range:
         _check_depth_points(cfg, shots)
-    units = plan_units([(s.first, s.count) for s in shots], cfg.segment_frames)
+    units = _plan_units(shots, cfg)
     if len(units) == 1 and shared is None:  # the video is one unit: one run over the video's own store
         frames = prefetch(source.frames(cfg.start_frame, cfg.max_frames))
         pending.result = run(pipe, frames, store, cfg.method_settings(), generator=generator, callback=progress,
@@ -301,6 +306,7 @@ def _run_shots(pipe: "RollingDepthPipeline", source: VideoSource, store, cfg: Ru
         if pending.result is None:
             return False
     pending.notes.append(_units_note(source.stem, shots, units))
+    pending.notes += [f"{source.stem}: {line}" for shot in pending.result.shots or [] for line in shot.get("warnings", [])]
     return True
 
 
