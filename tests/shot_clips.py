@@ -83,11 +83,33 @@ def fade(length: int = 8, before: int = 10, after: int = 10, floor: float = 0.0)
     return np.concatenate(parts).round().astype(np.uint8), []
 
 
-def flash(at: int = 12, count: int = 24) -> tuple[np.ndarray, list[int]]:
-    """Scene a with two white frames (a photographer's flash) at ``at``."""
+def flash(at: int = 12, count: int = 24, length: int = 2) -> tuple[np.ndarray, list[int]]:
+    """Scene a with ``length`` bright frames (a photographer's flash, lightning, a strobe) at ``at``."""
     frames = scene("a", count).copy()
-    frames[at:at + 2] = np.clip(frames[at:at + 2].astype(np.int32) + 160, 0, 255).astype(np.uint8)
+    frames[at:at + length] = np.clip(frames[at:at + length].astype(np.int32) + 160, 0, 255).astype(np.uint8)
     return frames, []
+
+
+def held(clip: tuple[np.ndarray, list[int]], hold: int) -> tuple[np.ndarray, list[int]]:
+    """Animation on twos or threes: every ``hold``-th picture of ``clip``, each shown ``hold``
+    times (the clip's cuts, if any, moved to where their picture starts)."""
+    frames, cuts = clip
+    pictures = frames[::hold]
+    return np.repeat(pictures, hold, axis=0)[:len(frames)], [-(-c // hold) * hold for c in cuts]
+
+
+def dark(clip: tuple[np.ndarray, list[int]], mean: float) -> tuple[np.ndarray, list[int]]:
+    """``clip`` darkened to a mean brightness of about ``mean`` (0..255): a night or low-key scene."""
+    frames, cuts = clip
+    scale = mean / float(frames.mean())
+    return (frames.astype(np.float32) * scale).round().clip(0, 255).astype(np.uint8), cuts
+
+
+def letterbox(clip: tuple[np.ndarray, list[int]], bar: float = 0.25) -> tuple[np.ndarray, list[int]]:
+    """``clip`` inside black bars above and below, each ``bar`` of the new height."""
+    frames, cuts = clip
+    pad = round(frames.shape[1] * bar / (1 - 2 * bar))
+    return np.pad(frames, ((0, 0), (pad, pad), (0, 0), (0, 0))), cuts
 
 
 CLIPS = {
@@ -103,6 +125,18 @@ CLIPS = {
     "fade to near black": lambda: fade(4, floor=0.1),
     "flash": flash,
     "jump cut, same set": lambda: _jump(),
+}
+
+# Held pictures, long flashes, the dark and letterboxes (#43).
+HARD_CLIPS = {
+    **{f"pan {step} px on {name}": (lambda step=step, hold=hold: held(pan(40, step=step), hold))
+       for step in (2, 4, 8) for hold, name in ((2, "twos"), (3, "threes"))},
+    "three scenes on twos": lambda: held(three_scenes((14, 10, 12)), 2),
+    **{f"flash of {n} frames": (lambda n=n: flash(at=10, count=28, length=n)) for n in (2, 3, 4, 5, 6)},
+    **{f"three scenes at brightness {m}": (lambda m=m: dark(three_scenes(), m)) for m in (20, 27, 33, 40)},
+    "three scenes, letterboxed": lambda: letterbox(three_scenes()),
+    "three scenes at brightness 30, letterboxed": lambda: letterbox(dark(three_scenes(), 30)),
+    "pan 4 px on twos, letterboxed": lambda: letterbox(held(pan(40, step=4), 2)),
 }
 
 

@@ -8,8 +8,9 @@ and that snippet's scale ``a`` and shift ``b``; the decoder turns them into ``a 
 ``D`` a smooth depth video (:func:`depth_video`). The scheduler takes the model output as the
 clean sample (``prediction_type="sample"``, one step to alpha 1), so its step returns the UNet's
 output as it is. With ``snippet_error`` each snippet also gets its own smooth error (a pattern
-whose phase comes from the snippet's starting noise, so the same frames in another unit err
-otherwise, as real snippets do), that fraction of the depth's spread; ``flat_frames`` ``[a, b]``
+whose phase is a fixed function of the snippet's frames, like its scale and shift: snippets
+disagree, and the same snippet in another unit gives the same output, as the method's one
+shared initial noise makes real snippets do), that fraction of the depth's spread; ``flat_frames`` ``[a, b]``
 makes those frames of ``D`` featureless (a fade, fog). :func:`save_stand_in_checkpoint` writes all of it as a checkpoint folder that
 ``RollingDepthPipeline.from_pretrained`` and ``run-video -c`` load like any other, in a
 process that imported this module (diffusers loads classes only from imported modules).
@@ -85,7 +86,7 @@ def depth_video(frame_ids: torch.Tensor, height: int, width: int, flat_frames=No
 
 def snippet_error(phase: torch.Tensor, frame_ids: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """A snippet's own smooth error at its frames: float32 ``[B, H, W]`` of standard deviation about
-    0.25 (the depth pattern's), ``phase [B, 2]`` from the snippet's starting noise."""
+    0.25 (the depth pattern's), ``phase [B, 2]`` the snippet's (:func:`snippet_phase`)."""
     yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
                             indexing="ij")
     p, f = phase.to(torch.float32), frame_ids.to(torch.float32)[:, None, None]
@@ -98,6 +99,13 @@ def snippet_affine(start: torch.Tensor, dilation: torch.Tensor) -> tuple[torch.T
     key = start.to(torch.float64) * 0.7548776662 + dilation.to(torch.float64) * 0.5698402910
     u1, u2 = torch.frac(key * 7.0), torch.frac(key * 13.0 + 0.37)
     return (1.5 + 2.5 * u1).to(torch.float32), (2.0 * u2 - 1.0).to(torch.float32)
+
+
+def snippet_phase(start: torch.Tensor, dilation: torch.Tensor) -> torch.Tensor:
+    """The phase ``[S, 2]`` of the error of the snippets starting at ``start`` with ``dilation``
+    (both ``[S]``), in [-1, 1]: a fixed pseudo-random function, float32."""
+    key = start.to(torch.float64) * 0.4142135623 + dilation.to(torch.float64) * 0.7320508075
+    return torch.stack([torch.frac(key * 11.0), torch.frac(key * 17.0 + 0.51)], dim=1).to(torch.float32) * 2.0 - 1.0
 
 
 def expected_snippets(num_frames: int, plan: list[tuple[int, int]], size: tuple[int, int]) -> list[np.ndarray]:
@@ -183,7 +191,7 @@ class StandInUNet(ModelMixin, ConfigMixin):
     """Called like the pipeline calls ``UNet2DConditionModel`` on ``[B*n, 8, h, w]`` (RGB latents,
     then depth latents); returns the clean depth latents ``[B*n, 4, h, w]``: per frame its id,
     its snippet's scale and its snippet's shift (channels 0-2, times the latent scale), and in
-    channel 3 the phase of its snippet's error (two values of its first frame's starting noise)."""
+    channel 3 the phase of its snippet's error (:func:`snippet_phase`)."""
 
     @register_to_config
     def __init__(self, block_out_channels: tuple = (1, 1)):
@@ -207,8 +215,7 @@ class StandInUNet(ModelMixin, ConfigMixin):
         out[:, 0] = ids.reshape(-1, 1, 1).float()
         out[:, 1] = a.repeat_interleave(n)[:, None, None]
         out[:, 2] = b.repeat_interleave(n)[:, None, None]
-        phase = sample[:, 4, 0, :2].float().reshape(-1, n, 2)[:, 0]  # [B, 2]: the snippet's first frame's noise
-        out[:, 3, 0, :2] = phase.repeat_interleave(n, dim=0).cpu()
+        out[:, 3, 0, :2] = snippet_phase(ids[:, 0].cpu(), dilation.cpu()).repeat_interleave(n, dim=0)
         return ((out * LATENT_SCALE).to(device=sample.device, dtype=sample.dtype),)
 
 

@@ -122,6 +122,33 @@ def test_gradual_changes_fail_the_ratio_test(clip):
     assert detect_cuts(_stream(three), low) == truth
 
 
+@pytest.mark.parametrize("clip", list(shot_clips.HARD_CLIPS))
+def test_held_pictures_long_flashes_the_dark_and_letterboxes(clip):
+    """Animation on twos and threes panning at 2 to 8 px a picture (no cut; before: a cut at
+    every new picture), flashes of 2 to 6 frames (no cut; before: cuts at both ends from 4
+    frames on), cuts at a mean brightness of 20 to 40 (found; before: none below 30) and inside
+    letterbox bars (found)."""
+    frames, truth = shot_clips.HARD_CLIPS[clip]()
+    assert detect_cuts(_stream(frames)) == truth
+
+
+def test_a_held_picture_is_not_a_neighbour(monkeypatch):
+    """On twos or threes, every other change is none: the neighbours' lower quartile would be 0
+    and any change would stand out. Held pictures are skipped."""
+    from rollingdepth.io import shots
+
+    frames, _ = shot_clips.HARD_CLIPS["pan 4 px on threes"]()
+    assert detect_cuts(_stream(frames)) == []
+    monkeypatch.setattr(shots, "_HELD", (0.0, 0.0))  # nothing counts as held
+    assert len(detect_cuts(_stream(frames))) > 5
+
+
+def test_signatures_ignore_letterbox_bars():
+    frames, _ = shot_clips.three_scenes()
+    boxed, _ = shot_clips.letterbox((frames, []), 0.2)
+    np.testing.assert_allclose(frame_signature(boxed[3])[:-1], frame_signature(frames[3])[:-1], atol=0.02)
+
+
 def test_signatures_ignore_brightness():
     """A darker copy (a fade's frame) is near in colour and layout; a mirrored copy only in colour;
     another scene is far in both; changes next to a black frame count as none."""

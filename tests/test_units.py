@@ -46,15 +46,15 @@ def test_segments_cover_a_long_shot_with_overlaps(count, k):
     assert fewer * k - (fewer - 1) * segment_overlap(k) < count
 
 
-def test_overlaps_are_twice_the_largest_snippet_span():
-    """The paper's dilations at K = 1000: snippets of dilation 25 span 51 frames, overlaps 102;
+def test_overlaps_are_three_times_the_largest_snippet_span():
+    """The paper's dilations at K = 1000: snippets of dilation 25 span 51 frames, overlaps 153;
     in short segments the span is capped with the dilations, the overlap at half a segment."""
     from rollingdepth.method.settings import MethodSettings
 
     settings = MethodSettings(dilations=[1, 10, 25], snippet_lengths=[3]).validate()
-    assert largest_span(settings, 1000) == 51 and segment_overlap(1000, 51) == 102
+    assert largest_span(settings, 1000) == 51 and segment_overlap(1000, 51) == 153
     parts = segment_starts(10_000, 1000, 51)
-    assert min(a + n - b for (a, n), (b, _) in zip(parts, parts[1:])) >= 102
+    assert min(a + n - b for (a, n), (b, _) in zip(parts, parts[1:])) >= 153
     assert largest_span(settings, 36) == 23 and segment_overlap(36, 23) == 18  # dilation 25 capped to 11, half of 36
     assert segment_overlap(1000) == 48 and largest_span(settings, 0) == 0
     auto = MethodSettings(dilations=[1, 25], snippet_lengths="auto").validate()
@@ -155,6 +155,11 @@ def test_shots_of_one_to_five_frames(runs, tmp_path):
     spans = [(s["first"], s["frames"]) for s in report["shots"]]
     assert spans == [(0, 1), (1, 2), (3, 3), (6, 5), (11, 24), (35, 5)]
     assert [s["dilations"] for s in report["shots"]][:4] == [[1]] * 4  # 10 capped to what fits, then 1 once
+    # the report describes each shot as it ran; the video's settings say where they differ
+    assert [s["settings"]["dilations"] for s in report["shots"]] == [s["dilations"] for s in report["shots"]]
+    assert report["shots"][4]["settings"]["dilations"] == [1, 7]  # 24 frames: 10 capped to 24 // 3 - 1
+    assert report["settings"]["dilations"] == "per shot" and report["settings"]["snippets_per_dilation"] == "per shot"
+    assert report["settings"]["coalign"] == "fast" and all(s["seconds"] > 0 for s in report["shots"])
     for first, count in spans:
         alone, _ = runs("--shots", "none", "--from", str(first), "--frames", str(count))
         assert np.array_equal(depth[first : first + count], alone), (first, count)
@@ -162,8 +167,8 @@ def test_shots_of_one_to_five_frames(runs, tmp_path):
 
 
 def test_segments_recover_the_video_as_well_as_one_piece(runs):
-    """40 frames in segments of at most 16 (four, overlapping by 8: half a segment, as twice the
-    span of dilation 10 capped to 16 frames, 4, would be 18): aligned and blended, they recover
+    """40 frames in segments of at most 16 (four, overlapping by 8: half a segment, as three times
+    the span of dilation 10 capped to 16 frames, 4, would be 27): aligned and blended, they recover
     the depth video about as well as the method in one piece."""
     one_piece, _ = runs("--shots", "none", "--segment-frames", "0")
     segmented, report = runs("--shots", "none", "--segment-frames", "16")
@@ -335,14 +340,14 @@ def test_cuts_are_looked_for_as_a_video_of_one_unit_is_encoded(scenes, tmp_path,
 
 
 # ----------------------------------------------------------------------------- a long shot, realistic errors
-LONG, LONG_SIZE, LONG_K, FLAT = 840, (16, 24), 36, [400, 500]
+LONG, LONG_SIZE, LONG_K, FLAT = 984, (16, 24), 48, [400, 500]  # 40 segments
 
 
 @pytest.fixture(scope="module")
 def long_runs(tmp_path_factory):
-    """run-video on 840 frames with the stand-in whose snippets carry their own smooth error (10 %
-    of the depth's spread) and whose frames 400..499 are featureless: in segments of at most 36
-    frames (overlaps of 18: 45 segments), and in one piece."""
+    """run-video on 984 frames with the stand-in whose snippets carry their own smooth error (10 %
+    of the depth's spread) and whose frames 400..499 are featureless: in segments of at most 48
+    frames (overlaps of 24: 40 segments), and in one piece."""
     root = tmp_path_factory.mktemp("long")
     checkpoint = save_stand_in_checkpoint(root / "checkpoint", TINY_CHECKPOINT, snippet_error=0.1, flat_frames=FLAT)
     folder = save_frames_with_ids(root / "clip", LONG, *LONG_SIZE)
@@ -371,15 +376,17 @@ def _long_error(depth: np.ndarray) -> float:
 
 
 def test_a_long_shot_keeps_its_scale_from_end_to_end(long_runs):
-    """46 segments whose snippets err as real ones do: each segment's slope against the true depth
+    """40 segments whose snippets err as real ones do: each segment's slope against the true depth
     stays within 10 % of the first's (20 % across the featureless stretch), and the error after one
-    affine fit stays bounded. #43 asks for 1.5x the one piece's; measured 2.7x (0.152 against
-    0.057): the scales hold, the shifts still add up their small errors along the chain (left
-    open in #43; this bound only guards against a return of the scale's drift, 0.35 at the end)."""
+    affine fit stays bounded. #43 asks for 1.5x the one piece's; measured 1.93x (0.0675 against
+    0.0349): the scales hold, but each segment's own mean wanders over its frames (a ramp of
+    about 0.08 measured in segments run alone) and the links pass that on as shifts. Left open
+    in #43; this bound guards against the return of the drift (ordinary least squares: the
+    scale fell to 0.35 of the first segment's by the end)."""
     depth, report = long_runs["segments"]
     [shot] = report["shots"]
     segs = shot["segments"]
-    assert len(segs) >= 40 and min(s["overlap_frames"] for s in segs[1:]) == 18
+    assert len(segs) >= 40 and min(s["overlap_frames"] for s in segs[1:]) == 24
     plain = [s for s in segs if s["first"] + s["frames"] <= FLAT[0] or s["first"] >= FLAT[1]]
     slopes = np.array([_slope(depth, np.arange(s["first"], s["first"] + s["frames"])) for s in plain])
     rel = slopes / slopes[0]
@@ -389,7 +396,7 @@ def test_a_long_shot_keeps_its_scale_from_end_to_end(long_runs):
     assert np.all(np.abs(before - 1) < 0.10) and abs(after.mean() / before.mean() - 1) < 0.20
     e_seg, e_one = _long_error(depth), _long_error(long_runs["one"][0])
     print(f"error after one affine fit: segments {e_seg:.4f}, one piece {e_one:.4f}")
-    assert e_seg < 3.0 * e_one
-    unstructured = [s for s in segs[1:] if not s["link"]["structured"]]
-    assert unstructured and all(FLAT[0] - 36 <= s["first"] <= FLAT[1] for s in unstructured)
-    assert any("too little structure" in line for line in shot["warnings"])
+    assert e_seg < 2.5 * e_one
+    # the segments share their snippets' errors in the stretch, so its links keep enough structure
+    # here; tests/test_assembly.py's featureless stretch is the one whose links keep only a shift
+    assert all(FLAT[0] - LONG_K <= s["first"] <= FLAT[1] for s in segs[1:] if not s["link"]["structured"])

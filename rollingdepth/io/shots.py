@@ -95,12 +95,13 @@ class DetectorSettings:
     min_colour: float = 0.3  # a cut changes the colour histograms by at least this (0..1) ...
     min_layout: float = 0.08  # ... or the 16x9 brightness layout by at least this
     ratio: float = 3.0  # ... and this many times the neighbours' changes (their lower quartile)
-    window: int = 4  # neighbours on each side
-    flash_frames: int = 3  # a change undone within this many frames is a flash, not a cut
+    window: int = 4  # neighbours on each side (changes between distinct pictures)
+    flash_frames: int = 6  # a change undone within this many frames is a flash, not a cut (0.25 s at 24 fps)
+    hold_span: int = 3  # neighbours are looked for up to this many times ``window`` frames away (pictures held for threes)
     min_shot_frames: int = 1  # no cut closer than this to the previous one
 
     def __post_init__(self) -> None:
-        for field in ("thumb_width", "window", "min_shot_frames"):
+        for field in ("thumb_width", "window", "min_shot_frames", "hold_span"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be at least 1, got {getattr(self, field)}")
         if self.flash_frames < 0:
@@ -119,7 +120,11 @@ class DetectorSettings:
 
 _BINS = (16, 8, 16)  # hue, saturation, value relative to the frame's mean
 _RANGES = (180.0, 256.0, 2.5)  # OpenCV's 8-bit hue and saturation; value / mean value
-_BLACK = 48.0  # changes next to a frame darker than this mean value (0..255) count less
+_BLACK = 10.0  # changes next to a frame darker than this mean value (0..255: no picture left) count less
+_BAR = 24  # rows and columns at the edges whose brightest pixel is below this are letterbox bars
+_HELD = (0.02, 0.004)  # a colour and layout change below both: the same picture again (held, duplicated)
+_FADE_STEP = 0.9  # in a fade, each frame's brightness is at most this times the next one's (the darker side's)
+_DARK = 48.0  # ... and the fade's darkest frame is below this mean value
 _GRID = (16, 9)  # the layout: mean brightness of 16 x 9 cells
 _NHIST = sum(_BINS)
 
@@ -129,16 +134,17 @@ def frame_signature(frame: np.ndarray, width: int = 64) -> np.ndarray:
 
     ``[40 + 144 + 1]``: histograms of hue, saturation and value divided by the frame's mean
     value, each summing to 1;
-    the layout (16 x 9 cells' value / the mean value); the brightness ``min(1, mean / 48)``.
-    Scaling a frame's brightness (a fade) changes neither histograms nor layout.
+    the layout (16 x 9 cells' value / the mean value); the mean value (0..255). Letterbox and
+    pillarbox bars (edge rows and columns with no pixel brighter than 24) are left out.
+    Scaling a frame's brightness (a fade, a dark scene) changes neither histograms nor layout.
     """
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [H, W, 3], got {frame.dtype} {list(frame.shape)}")
     h, w = frame.shape[:2]
     tw = min(width, w)
     th = max(1, round(h * tw / w))
-    small = cv2.resize(frame, (tw, th), interpolation=cv2.INTER_AREA)  # [th, tw, 3]
-    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV).astype(np.float64)  # [th, tw, 3]
+    small = _without_bars(cv2.resize(frame, (tw, th), interpolation=cv2.INTER_AREA))  # [th', tw', 3]
+    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV).astype(np.float64)  # [th', tw', 3]
     mean = float(hsv[..., 2].mean())
     hsv[..., 2] /= max(mean, 1.0)
     layout = cv2.resize(hsv[..., 2], _GRID, interpolation=cv2.INTER_AREA)  # [9, 16]
@@ -147,16 +153,26 @@ def frame_signature(frame: np.ndarray, width: int = 64) -> np.ndarray:
     for c, (bins, rng) in enumerate(zip(_BINS, _RANGES)):
         idx = np.minimum(hsv[:, c] * bins / rng, bins - 1).astype(np.int64)
         hists.append(np.bincount(idx, minlength=bins) / len(idx))
-    return np.concatenate([*hists, layout.ravel(), [min(1.0, mean / _BLACK)]])
+    return np.concatenate([*hists, layout.ravel(), [mean]])
+
+
+def _without_bars(small: np.ndarray) -> np.ndarray:
+    """``small [h, w, 3]`` less its letterbox or pillarbox bars (all of it when it is all dark)."""
+    bright = small.max(axis=2) >= _BAR  # [h, w]
+    rows, cols = np.flatnonzero(bright.any(axis=1)), np.flatnonzero(bright.any(axis=0))
+    if len(rows) == 0:
+        return small
+    return small[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def frame_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``[2]``: the colour change (mean over H, S, V of the histograms' total variation
-    distance, 0..1) and the layout change (mean absolute difference), both times the darker
-    frame's brightness squared (changes next to black frames are fades)."""
+    distance, 0..1) and the layout change (mean absolute difference), both times
+    ``min(1, mean / 10) ** 2`` of the darker frame (next to a black frame the picture is gone:
+    its histograms are noise)."""
     colour = 0.5 * np.abs(a[:_NHIST] - b[:_NHIST]).sum() / len(_BINS)
     layout = np.abs(a[_NHIST:-1] - b[_NHIST:-1]).mean()
-    return np.array([colour, layout]) * min(a[-1], b[-1]) ** 2
+    return np.array([colour, layout]) * min(1.0, min(a[-1], b[-1]) / _BLACK) ** 2
 
 
 def detect_cuts(frames: Iterable[np.ndarray], settings: DetectorSettings | None = None) -> list[int]:
@@ -167,12 +183,17 @@ def detect_cuts(frames: Iterable[np.ndarray], settings: DetectorSettings | None 
     quartile of the ``window`` changes on each side (a dissolve, fade or camera move spreads
     its change over many frames: no single one stands out), and it is not a flash: frame
     ``t`` does not return to one of the few frames before ``t - 1``, nor does a frame after
-    ``t`` return to frame ``t - 1``. Streams: only a few signatures are kept, never the frames.
+    ``t`` return to frame ``t - 1``, and not a fade (the brightness falls steadily into frame
+    ``t - 1`` or rises steadily from frame ``t``, to or from the dark). The neighbours are the
+    changes between distinct pictures: a picture held (animation on twos or threes, duplicated
+    frames) repeats without a change, and such non-changes are skipped. Streams: only a few
+    signatures are kept, never the frames.
     """
     s = settings or DetectorSettings()
-    reach = max(s.window, s.flash_frames)  # frames looked ahead before deciding
-    sigs: deque[np.ndarray] = deque(maxlen=s.flash_frames + reach + 2)  # frames t - 1 - flash .. t + reach
-    dists: deque[np.ndarray] = deque(maxlen=s.window + reach + 1)  # d[t - window] .. d[t + reach], each [2]
+    span = s.window * s.hold_span  # how far neighbours are looked for
+    reach = max(span, s.flash_frames)  # frames looked ahead before deciding
+    sigs: deque[np.ndarray] = deque(maxlen=max(s.flash_frames, _FADE_RUN) + reach + 2)  # frames t - 1 - flash .. t + reach
+    dists: deque[np.ndarray] = deque(maxlen=span + reach + 1)  # d[t - span] .. d[t + reach], each [2]
     cuts: list[int] = []
     count = 0
     for frame in frames:
@@ -196,9 +217,10 @@ def _is_cut(t: int, count: int, sigs: deque[np.ndarray], dists: deque[np.ndarray
         return False
     score = dists[t - count]  # [2]
     fired = score >= s.floors  # [2]
-    first = max(1, t - s.window, count - len(dists))
-    before = [dists[j - count] for j in range(first, t)]
-    after = [dists[j - count] for j in range(t + 1, min(count, t + 1 + s.window))]
+    oldest = max(1, count - len(dists))
+    span = s.window * s.hold_span
+    before = _changes(dists, count, range(t - 1, max(oldest, t - span) - 1, -1), s.window)
+    after = _changes(dists, count, range(t + 1, min(count, t + 1 + span)), s.window)
     for side in (before, after):
         if side:
             fired &= score >= s.ratio * np.percentile(np.stack(side), 25, axis=0)  # not gradual
@@ -206,12 +228,41 @@ def _is_cut(t: int, count: int, sigs: deque[np.ndarray], dists: deque[np.ndarray
         return False
     close = np.where(fired, score / s.ratio, np.inf)  # [2] "the same picture again"
     prev, cur = sigs[t - 1 - count], sigs[t - count]
+    if _fading(sigs, count, t):
+        return False
     for k in range(1, s.flash_frames + 1):
         if t + k < count and (frame_distance(prev, sigs[t + k - count]) < close).all():
             return False  # a flash starts at t
         if t - 1 - k >= max(0, count - len(sigs)) and (frame_distance(cur, sigs[t - 1 - k - count]) < close).all():
             return False  # a flash ends at t
     return True
+
+
+def _changes(dists: deque[np.ndarray], count: int, frames: range, most: int) -> list[np.ndarray]:
+    """The first ``most`` changes ``d[j]`` for ``j`` in ``frames`` that are not a held picture."""
+    out = []
+    for j in frames:
+        d = dists[j - count]
+        if not (d < _HELD).all():
+            out.append(d)
+            if len(out) == most:
+                break
+    return out
+
+
+_FADE_RUN = 3  # frames of steadily changing brightness that make a fade
+
+
+def _fading(sigs: deque[np.ndarray], count: int, t: int) -> bool:
+    """Whether the brightness falls steadily over the frames up to ``t - 1`` into the dark, or
+    rises steadily from a dark frame ``t`` (a fade out or in, not a cut)."""
+    first = max(0, count - len(sigs))
+    mean = lambda j: sigs[j - count][-1]  # noqa: E731
+    down = [mean(j) for j in range(t - _FADE_RUN, t) if j >= first]  # ... into t - 1
+    up = [mean(j) for j in range(t, t + _FADE_RUN) if j < count]  # t ...
+    falls = len(down) == _FADE_RUN and down[-1] < _DARK and all(b <= _FADE_STEP * a for a, b in zip(down, down[1:]))
+    rises = len(up) == _FADE_RUN and up[0] < _DARK and all(a <= _FADE_STEP * b for a, b in zip(up, up[1:]))
+    return falls or rises
 
 
 # ----------------------------------------------------------------------------- cut lists

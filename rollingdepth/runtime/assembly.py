@@ -1,11 +1,12 @@
 """A long shot's segments made into one depth video.
 
 Each segment (:class:`~rollingdepth.runtime.plan.Unit`) ran the method on its own, so each has
-its own scale and shift. Consecutive segments share frames (at least twice the largest snippet
+its own scale and shift. Consecutive segments share frames (three times the largest snippet
 span where the segment length allows, :func:`~rollingdepth.runtime.plan.segment_overlap`);
-they are fitted and blended on the **middle half** of that overlap, where both segments are
+they are fitted and blended on the **middle third** of that overlap, where both segments are
 covered by snippets of every dilation (the overlap's first and last frames are edge frames of
-one segment or the other).
+one segment or the other: measured with the stand-in model, fitting on the middle half of
+twice the span left each segment's scale 15 % off and twice the error).
 
 The fit of each overlap (a **link**, :meth:`OverlapStats.link`) treats both segments alike:
 both carry errors, so the ordinary least-squares slope of one on the other is biased low by
@@ -49,6 +50,8 @@ PARTS_CORRELATED = 2.0  # the parts' errors are not independent: their spread un
 LINK_SIGMA = 0.05  # a link's log-scale uncertainty where its parts cannot tell
 MIN_SIGMA = 0.001  # ... never below this
 PRIOR_SIGMA = 0.1  # how far a segment's log scale may stray from its own normalisation
+SHIFT_SIGMA = 0.05  # a link's shift uncertainty where its parts cannot tell (output units: a segment spans 2)
+SHIFT_PRIOR_SIGMA = 0.2  # how far a segment's shift may stray from its own normalisation
 SCALE_BOUNDS = (0.8, 1.25)  # a shot whose last segment's scale, relative to its first, leaves these: a warning
 
 
@@ -119,6 +122,16 @@ class Link:
     structured: bool
     sigma: float = 0.0
     mean_x: float = 0.0  # the later segment's mean over the fitted pixels
+    mean_y: float = 0.0  # the earlier segment's
+    part_means: list = field(default_factory=list)  # (mean x, mean y) of each part with pixels
+
+    def shift_sigma(self, a_prev: float, a_next: float) -> float:
+        """The uncertainty of the difference of the two segments' means under scales ``a_prev``
+        (the earlier) and ``a_next``: the spread of its parts' differences over the root of their number."""
+        if len(self.part_means) < 3:
+            return SHIFT_SIGMA
+        diffs = [a_prev * my - a_next * mx for mx, my in self.part_means]
+        return max(PARTS_CORRELATED * float(np.std(diffs, ddof=1)) / math.sqrt(len(diffs)), MIN_SIGMA)
 
     def to_json(self) -> dict:
         return {"scale": self.scale, "shift": self.shift, "correlation": round(self.correlation, 6),
@@ -128,7 +141,7 @@ class Link:
 
 @dataclass
 class OverlapStats:
-    """Per fitted frame of an overlap (its middle half), the sums over each of its
+    """Per fitted frame of an overlap (its middle third), the sums over each of its
     :data:`BLOCKS` x :data:`BLOCKS` parts (row-major)."""
 
     frames: list[list[Sums]] = field(default_factory=list)
@@ -189,41 +202,49 @@ class OverlapStats:
         structured = corr >= MIN_CORRELATION
         scale = math.exp(pooled.log_ratio()) if structured else 1.0
         shift = my - scale * mx
+        parts = [self.pooled(keep, b) for b in range(BLOCKS * BLOCKS)]
+        means = [p.moments()[:2] for p in parts if p.n]
         return Link(scale, shift, corr, sum(keep), len(self.frames), pooled.rms(scale, shift), structured,
-                    self._sigma(keep) if structured else LINK_SIGMA, mx)
+                    self._sigma(keep) if structured else LINK_SIGMA, mx, my, means)
 
 
-def align_segments(links: list[Link], prior_sigma: float = PRIOR_SIGMA) -> list[tuple[float, float]]:
+def align_segments(links: list[Link], prior_sigma: float = PRIOR_SIGMA,
+                   shift_prior_sigma: float = SHIFT_PRIOR_SIGMA) -> list[tuple[float, float]]:
     """Scale and shift of each segment in the shot's common terms, from the fit of each overlap
     (``links[j - 1]``: segment ``j`` against segment ``j - 1``).
 
-    The log scales ``u`` are one least-squares solve over every link and every segment:
-    ``sum_j (u_j - u_{j-1} - log scale_j)^2 / sigma_j^2 + sum_j u_j^2 / prior_sigma^2`` (``sigma_j``
-    the link's uncertainty; a link without structure drops out), then divided by their geometric
-    mean. The second term ties each segment to its own normalisation (the method's output spans
-    [-1, 1] in every segment): the links' errors cannot add up along the chain over more than
-    about ``prior_sigma / sigma`` links, while links as exact as noise allows barely feel it.
-    The shifts make each overlap's means agree."""
-    m = len(links) + 1
-    lhs = np.eye(m) / prior_sigma**2  # [M, M], tridiagonal
+    Two least-squares solves over every link and every segment (:func:`_chain_solve`). The log
+    scales ``u``: ``sum_j (u_j - u_{j-1} - log scale_j)^2 / sigma_j^2 + sum_j u_j^2 / prior_sigma^2``
+    (``sigma_j`` the link's uncertainty; a link without structure drops out), then less their
+    mean (geometric mean of the scales 1). The shifts likewise, from the difference of the two
+    segments' means on each overlap under those scales. The second term of each ties a segment
+    to its own normalisation (the method's output spans [-1, 1] in every segment): the links'
+    errors cannot add up along the chain over more than about ``prior_sigma / sigma`` links,
+    while links as exact as the data allow barely feel it."""
+    structured = [link.structured for link in links]
+    u = _chain_solve([math.log(link.scale) for link in links],
+                     [1.0 / link.sigma**2 if ok else 0.0 for link, ok in zip(links, structured)], 1.0 / prior_sigma**2)
+    u -= u.mean()
+    a = np.exp(u)
+    steps = [a[j - 1] * link.mean_y - a[j] * link.mean_x for j, link in enumerate(links, start=1)]
+    weights = [1.0 / link.shift_sigma(a[j - 1], a[j]) ** 2 for j, link in enumerate(links, start=1)]
+    b = _chain_solve(steps, weights, 1.0 / shift_prior_sigma**2)
+    return [(float(aj), float(bj)) for aj, bj in zip(a, b)]
+
+
+def _chain_solve(steps: list[float], weights: list[float], prior: float) -> np.ndarray:
+    """``v [M]`` minimising ``sum_j w_j (v_j - v_{j-1} - step_j)^2 + prior * sum_j v_j^2``."""
+    m = len(steps) + 1
+    lhs = np.eye(m) * prior  # [M, M], tridiagonal
     rhs = np.zeros(m)
-    for j, link in enumerate(links, start=1):
-        if not link.structured:
-            continue
-        w, r = 1.0 / link.sigma**2, math.log(link.scale)
+    for j, (d, w) in enumerate(zip(steps, weights), start=1):
         lhs[j, j] += w
         lhs[j - 1, j - 1] += w
         lhs[j, j - 1] -= w
         lhs[j - 1, j] -= w
-        rhs[j] += w * r
-        rhs[j - 1] -= w * r
-    u = np.linalg.solve(lhs, rhs)
-    u -= u.mean()
-    a = np.exp(u)
-    b = [0.0]
-    for j, link in enumerate(links, start=1):  # y ~ s x + c with y = segment j-1's values, x = segment j's
-        b.append(b[-1] + a[j - 1] * link.shift + (a[j - 1] * link.scale - a[j]) * link.mean_x)
-    return [(float(aj), float(bj)) for aj, bj in zip(a, b)]
+        rhs[j] += w * d
+        rhs[j - 1] -= w * d
+    return np.linalg.solve(lhs, rhs)
 
 
 @dataclass
@@ -240,10 +261,10 @@ class SegmentRows:
 
 def fit_window(prev: SegmentRows, cur: SegmentRows) -> tuple[int, int]:
     """The frames (of the shot) on which ``cur`` is fitted onto ``prev`` and blended with it:
-    the middle half of their overlap (``[first, stop)``, at least one frame)."""
+    the middle third of their overlap (``[first, stop)``, at least one frame)."""
     lo, hi = cur.first, prev.stop
-    quarter = (hi - lo) // 4
-    return lo + quarter, max(hi - quarter, lo + quarter + 1)
+    third = (hi - lo) // 3
+    return lo + third, max(hi - third, lo + third + 1)
 
 
 def _weight(seg: list[SegmentRows], j: int, frames: np.ndarray) -> np.ndarray:

@@ -191,7 +191,7 @@ class _UnitRunner:
         if result.num_frames != unit.count:
             raise InputError(f"the input gave {result.num_frames} frames for {unit.label(len(self.job.shots))} "
                              f"(frames {unit.first}..{unit.stop - 1}); it was counted with more")
-        self.units[unit.index] = {**_unit_report(unit, result, settings=not self.units),
+        self.units[unit.index] = {**_unit_report(unit, result),
                                   "seconds": round(time.perf_counter() - started, 3), **self.unit_extra}
         if unit.segments > 1 or self.record_every_unit:  # else: a shot of one unit is recorded once placed
             self.store.checkpoint(UnitDone(self.units[unit.index]))
@@ -237,7 +237,7 @@ class _UnitRunner:
     # ------------------------------------------------------------------ the video's result
     def _result(self) -> RunResult:
         reports = [self.units[i] for i in sorted(self.units)]
-        main = next(r for r in reports if "settings" in r)  # the first unit run: its settings stand for the video's
+        main = reports[0]
         timings: dict[str, float] = {}
         counts: dict[str, int] = {}
         for r in reports:
@@ -246,7 +246,8 @@ class _UnitRunner:
             for k, v in r["counts"].items():
                 counts[k] = counts.get(k, 0) + v
         shots = [self.shots[i] for i in sorted(self.shots)]
-        settings = {**main["settings"], "num_frames": self.num_frames, "units": len(reports)}
+        settings = {**_common_settings([s.get("settings", {}) for s in shots]), "num_frames": self.num_frames,
+                    "units": len(reports)}
         return RunResult(
             num_frames=self.num_frames, input_size=tuple(main["input_size"]), size=tuple(main["size"]),
             depth=self._out(main["size"]), depth_coaligned=self._out(main["size"]), snippets=[],
@@ -272,7 +273,7 @@ def overlap_stats(segments: list[SegmentRows]) -> list[OverlapStats]:
 
 def overlap_of(prev: SegmentRows, cur: SegmentRows) -> OverlapStats:
     """The sums over the frames on which segment ``cur`` is fitted onto the segment before it,
-    ``prev``: the middle half of their overlap (:func:`~rollingdepth.runtime.assembly.fit_window`)."""
+    ``prev``: the middle third of their overlap (:func:`~rollingdepth.runtime.assembly.fit_window`)."""
     lo, hi = fit_window(prev, cur)
     return OverlapStats.of(cur.rows[lo - cur.first : hi - cur.first], prev.rows[lo - prev.first : hi - prev.first])
 
@@ -282,6 +283,8 @@ def shot_record(index: int, shot: Shot, units: list[Unit], reports: list[dict], 
     (the fit of each overlap, each segment's scale and shift, whether the composed shot varies)."""
     record = {"index": index, "first": shot.first, "frames": shot.count, "found_by": shot.found_by,
               "dilations": reports[0]["dilations"],
+              "settings": {k: v for k, v in reports[0]["settings"].items() if k != "num_frames"},
+              "seconds": round(sum(r.get("seconds", 0.0) for r in reports), 3),
               "coalign_loss": float(np.average([r["coalign_loss"] for r in reports], weights=[u.count for u in units]))}
     if joined is None:
         return {**record, "depth_range": reports[0]["depth_range"]}
@@ -314,12 +317,22 @@ def _name(unit: Unit) -> str:
     return f"unit_{unit.index:05d}"
 
 
-def _unit_report(unit: Unit, result: RunResult, settings: bool) -> dict:
-    """What a finished unit's run reported, as its checkpoint keeps it (``settings``: with the
-    run's settings, which stand for the video's: kept once, so that the journal stays small)."""
+def _unit_report(unit: Unit, result: RunResult) -> dict:
+    """What a finished unit's run reported, as its checkpoint keeps it, with the settings it ran
+    with (after capping to the unit)."""
     report = {"index": unit.index, "shot": unit.shot, "segment": unit.segment, "first": unit.first,
               "frames": unit.count, "depth_range": [float(v) for v in result.depth_range],
               "coalign_loss": float(result.coalign_loss), "dilations": result.settings["dilations"],
               "timings": {k: float(v) for k, v in result.timings.items()}, "counts": dict(result.counts),
               "num_view_auto": result.num_view_auto, "input_size": list(result.input_size), "size": list(result.size)}
-    return {**report, "settings": result.settings} if settings else report
+    return {**report, "settings": result.settings}
+
+
+PER_UNIT = ("num_frames", "unet_batch_size", "coalign_iterations")  # a shot's own, never the video's
+
+
+def _common_settings(per_shot: list[dict]) -> dict:
+    """The video's settings from its shots': a value all shots share, or "per shot" (see each
+    shot's ``settings`` in the report)."""
+    keys = [k for k in per_shot[0] if k not in PER_UNIT] if per_shot else []
+    return {k: per_shot[0][k] if all(s.get(k) == per_shot[0][k] for s in per_shot) else "per shot" for k in keys}

@@ -161,7 +161,7 @@ def spread_shots(source: VideoSource, cfg: RunConfig):
 
 
 def _plan_units(shots: list[Shot], cfg: RunConfig) -> list:
-    """The units of a video of ``shots``: overlaps of twice the largest snippet span of a segment."""
+    """The units of a video of ``shots``: overlaps of three times the largest snippet span of a segment."""
     from rollingdepth.runtime.plan import largest_span, plan_units
 
     span = largest_span(cfg.method_settings(), cfg.segment_frames)
