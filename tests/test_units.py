@@ -351,13 +351,25 @@ def long_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("long")
     checkpoint = save_stand_in_checkpoint(root / "checkpoint", TINY_CHECKPOINT, snippet_error=0.1, flat_frames=FLAT)
     folder = save_frames_with_ids(root / "clip", LONG, *LONG_SIZE)
+    points = root / "points.csv"
+    rng = np.random.default_rng(5)
+    lines = ["frame,x,y,depth_m"]
+    for f in range(10, LONG, 40):  # three points every 40 frames
+        for x, y in zip(rng.integers(0, LONG_SIZE[1], 3), rng.integers(0, LONG_SIZE[0], 3)):
+            lines.append(f"{f},{x},{y},{_long_depth(np.array([f]))[0, y, x]:.6f}")
+    points.write_text("\n".join(lines) + "\n")
     out = {}
-    for name, k in (("segments", LONG_K), ("one", 0)):
+    for name, k, extra in (("segments", LONG_K, ()), ("one", 0, ()), ("points", LONG_K, ("--depth-points", str(points)))):
         run_cli([str(folder), "-c", str(checkpoint), "--res", "0", "-d", "1,4", "--snippet-lengths", "3",
                  "--dtype", "fp32", "--no-save-sbs", "--cmap", "Greys_r", "--shots", "none", "--segment-frames", str(k),
-                 "-o", str(root / name), "-q"])
+                 "-o", str(root / name), "-q", *extra])
         out[name] = (np.load(root / name / "clip_pred.npy"), json.loads((root / name / "clip_run.json").read_text()))
     return out
+
+
+def _long_depth(frames: np.ndarray) -> np.ndarray:
+    """The long clip's depth in metres: its inverse is affine in the stand-in's depth video."""
+    return 1.0 / (0.5 * depth_video(torch.from_numpy(frames), *LONG_SIZE, FLAT).numpy() + 0.1)
 
 
 def _slope(depth: np.ndarray, frames: np.ndarray) -> float:
@@ -400,3 +412,17 @@ def test_a_long_shot_keeps_its_scale_from_end_to_end(long_runs):
     # the segments share their snippets' errors in the stretch, so its links keep enough structure
     # here; tests/test_assembly.py's featureless stretch is the one whose links keep only a shift
     assert all(FLAT[0] - LONG_K <= s["first"] <= FLAT[1] for s in segs[1:] if not s["link"]["structured"])
+
+
+def test_known_distances_hold_a_long_shots_scale_to_its_end(long_runs):
+    """--depth-points on the 40-segment shot, three points every 40 frames: each segment with
+    points is held at its own fit, so the depth is in metres all along the shot, at its end and
+    across the featureless stretch too (points there, at one depth per frame, fix a level)."""
+    depth, report = long_runs["points"]
+    truth = _long_depth(np.arange(LONG))
+    relative = np.abs(depth - truth) / truth
+    blocks = {f: float(np.median(relative[f : f + 100])) for f in range(0, LONG, 100)}
+    print(f"median relative error of the depth per 100 frames: {[round(b, 3) for b in blocks.values()]}")
+    assert max(blocks.values()) < 0.05  # without the segments' fits: 0.076 (frames 300..399)
+    [fit] = report["depth_points"]
+    assert fit["points"] == 3 * len(range(10, LONG, 40))

@@ -35,6 +35,19 @@ class DepthPoints:
         """Indices of the points in frames ``first .. stop - 1``."""
         return np.flatnonzero((self.frame >= first) & (self.frame < stop))
 
+    def values(self, idx: np.ndarray, rows_of, input_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        """A prediction at the points ``idx``: ``rows_of(frame)`` gives frame ``frame``'s ``[H, W]``
+        at the processing ``size`` (``input_size``: the input's, the points' pixels; the nearest pixel)."""
+        (h_in, w_in), (h, w) = input_size, size
+        out = np.empty(len(idx))
+        for frame in np.unique(self.frame[idx]):
+            row = np.asarray(rows_of(int(frame)))  # [H, W]
+            for k in np.flatnonzero(self.frame[idx] == frame):
+                col = int(np.clip(np.floor((self.x[idx[k]] + 0.5) * w / w_in), 0, w - 1))
+                line = int(np.clip(np.floor((self.y[idx[k]] + 0.5) * h / h_in), 0, h - 1))
+                out[k] = row[line, col]
+        return out
+
 
 def read_depth_points(path: str | Path) -> DepthPoints:
     """The points of ``path``; anything unreadable raises one ``ValueError`` naming the file and line."""

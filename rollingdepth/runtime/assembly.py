@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["Link", "OverlapStats", "SegmentRows", "Sums", "align_segments", "compose", "fit_window",
+__all__ = ["Anchor", "Link", "OverlapStats", "SegmentRows", "Sums", "align_segments", "compose", "fit_window",
            "shot_range", "write_range", "write_shot"]
 
 CHUNK = 32  # frames read at a time
@@ -52,6 +52,7 @@ MIN_SIGMA = 0.001  # ... never below this
 PRIOR_SIGMA = 0.1  # how far a segment's log scale may stray from its own normalisation
 SHIFT_SIGMA = 0.05  # a link's shift uncertainty where its parts cannot tell (output units: a segment spans 2)
 SHIFT_PRIOR_SIGMA = 0.2  # how far a segment's shift may stray from its own normalisation
+ANCHOR_SIGMA = 0.01  # a segment fitted to known distances is held at most that close to its fit (log scale)
 SCALE_BOUNDS = (0.8, 1.25)  # a shot whose last segment's scale, relative to its first, leaves these: a warning
 
 
@@ -208,8 +209,23 @@ class OverlapStats:
                     self._sigma(keep) if structured else LINK_SIGMA, mx, my, means)
 
 
-def align_segments(links: list[Link], prior_sigma: float = PRIOR_SIGMA,
-                   shift_prior_sigma: float = SHIFT_PRIOR_SIGMA) -> list[tuple[float, float]]:
+@dataclass(frozen=True)
+class Anchor:
+    """A segment's fit to known distances in its frames: inverse depth ``t ~ scale * x + shift``
+    (``x`` its values at the points), ``sigma`` the scale's relative uncertainty (None: the points
+    fix no scale, only a level); ``mean_x``, ``mean_t`` the points' means, ``spread`` the
+    uncertainty of ``mean_t`` (the residual over the root of the points' count)."""
+
+    scale: float | None
+    sigma: float | None
+    mean_x: float
+    mean_t: float
+    spread: float
+
+
+def align_segments(links: list[Link], anchors: dict[int, Anchor] | None = None,
+                   prior_sigma: float = PRIOR_SIGMA, shift_prior_sigma: float = SHIFT_PRIOR_SIGMA
+                   ) -> list[tuple[float, float]]:
     """Scale and shift of each segment in the shot's common terms, from the fit of each overlap
     (``links[j - 1]``: segment ``j`` against segment ``j - 1``).
 
@@ -220,23 +236,42 @@ def align_segments(links: list[Link], prior_sigma: float = PRIOR_SIGMA,
     segments' means on each overlap under those scales. The second term of each ties a segment
     to its own normalisation (the method's output spans [-1, 1] in every segment): the links'
     errors cannot add up along the chain over more than about ``prior_sigma / sigma`` links,
-    while links as exact as the data allow barely feel it."""
-    structured = [link.structured for link in links]
+    while links as exact as the data allow barely feel it.
+
+    ``anchors``: segment -> its :class:`Anchor`, a fit to known distances in its own frames.
+    Those segments are held at their fit as firmly as it is sure (a scale where the points fix
+    one, the level of inverse depth at the points in any case), the others tied to the anchors'
+    mean scale instead of to 1; the common terms are then inverse depth in the points' unit,
+    and the scale in real units holds along the whole shot, not only where most points are."""
+    m = len(links) + 1
+    anchors = anchors or {}
+    scaled = {j: k for j, k in anchors.items() if k.scale is not None}
+    scale0 = math.exp(float(np.mean([math.log(k.scale) for k in scaled.values()]))) if scaled else 1.0
+    log_targets, log_prior = np.full(m, math.log(scale0)), np.full(m, prior_sigma**-2)
+    for j, k in scaled.items():
+        log_targets[j], log_prior[j] = math.log(k.scale), log_prior[j] + max(k.sigma, ANCHOR_SIGMA) ** -2
     u = _chain_solve([math.log(link.scale) for link in links],
-                     [1.0 / link.sigma**2 if ok else 0.0 for link, ok in zip(links, structured)], 1.0 / prior_sigma**2)
-    u -= u.mean()
+                     [link.sigma**-2 if link.structured else 0.0 for link in links], log_prior, log_targets)
+    if not scaled:
+        u -= u.mean()
     a = np.exp(u)
+    shift_targets, shift_prior = np.zeros(m), np.full(m, (shift_prior_sigma * scale0) ** -2)
+    if anchors:
+        shift_targets[:] = float(np.mean([k.mean_t - a[j] * k.mean_x for j, k in anchors.items()]))
+    for j, k in anchors.items():  # the level at the points: t = a_j * x + b_j at their means
+        shift_targets[j] = k.mean_t - a[j] * k.mean_x
+        shift_prior[j] += max(k.spread, ANCHOR_SIGMA * scale0 * 0.01) ** -2
     steps = [a[j - 1] * link.mean_y - a[j] * link.mean_x for j, link in enumerate(links, start=1)]
-    weights = [1.0 / link.shift_sigma(a[j - 1], a[j]) ** 2 for j, link in enumerate(links, start=1)]
-    b = _chain_solve(steps, weights, 1.0 / shift_prior_sigma**2)
+    weights = [link.shift_sigma(a[j - 1], a[j]) ** -2 for j, link in enumerate(links, start=1)]
+    b = _chain_solve(steps, weights, shift_prior, shift_targets)
     return [(float(aj), float(bj)) for aj, bj in zip(a, b)]
 
 
-def _chain_solve(steps: list[float], weights: list[float], prior: float) -> np.ndarray:
-    """``v [M]`` minimising ``sum_j w_j (v_j - v_{j-1} - step_j)^2 + prior * sum_j v_j^2``."""
+def _chain_solve(steps: list[float], weights: list[float], prior: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``v [M]`` minimising ``sum_j w_j (v_j - v_{j-1} - step_j)^2 + sum_j prior_j (v_j - target_j)^2``."""
     m = len(steps) + 1
-    lhs = np.eye(m) * prior  # [M, M], tridiagonal
-    rhs = np.zeros(m)
+    lhs = np.diag(np.asarray(prior, np.float64))  # [M, M], tridiagonal
+    rhs = np.asarray(prior, np.float64) * np.asarray(targets, np.float64)
     for j, (d, w) in enumerate(zip(steps, weights), start=1):
         lhs[j, j] += w
         lhs[j - 1, j - 1] += w

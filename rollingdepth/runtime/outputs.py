@@ -240,16 +240,8 @@ class PendingOutputs:
 
     def _prediction_at(self, points, idx: np.ndarray) -> np.ndarray:
         """The prediction at the points ``idx`` (input pixels, nearest pixel at the processing size)."""
-        (h_in, w_in), (h, w) = self.source.size, self.result.size
-        out = np.empty(len(idx))
-        for frame in np.unique(points.frame[idx]):
-            row_of = np.asarray(self.result.depth[int(frame) - self.cfg.start_frame])  # [H, W]
-            for k in np.flatnonzero(points.frame[idx] == frame):
-                x, y = points.x[idx[k]], points.y[idx[k]]
-                col = int(np.clip(np.floor((x + 0.5) * w / w_in), 0, w - 1))
-                row = int(np.clip(np.floor((y + 0.5) * h / h_in), 0, h - 1))
-                out[k] = row_of[row, col]
-        return out
+        return points.values(idx, lambda frame: self.result.depth[frame - self.cfg.start_frame], self.source.size,
+                             self.result.size)
 
     @property
     def camera(self) -> PinholeCamera:

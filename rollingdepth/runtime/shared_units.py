@@ -214,7 +214,8 @@ class _SharedRunner(_UnitRunner):
             shots.append((shot, units, [SegmentRows(u.first - shot.first, self._rows(u)) for u in units]))
         stats = {i: v for part in self.dist.gathered(lambda: self._overlaps(shots)) for i, v in part.items()}
         links = [[stats[u.index].link() for u in units[1:]] for _, units, _ in shots]  # per shot, per overlap
-        affines = [align_segments(shot_links) for shot_links in links]
+        affines = [align_segments(shot_links, self._anchors(units, segs) if len(units) > 1 else None)
+                   for shot_links, (_, units, segs) in zip(links, shots)]
         every = self.dist.gathered(lambda: self._ranges(shots, affines))
         ranges = {}  # shot -> min and max of its composed frames, over every rank
         for part in every:

@@ -17,6 +17,7 @@ second.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,11 @@ import numpy as np
 import torch
 
 from rollingdepth.errors import InputError
+from rollingdepth.io.depth_points import DepthPoints
+from rollingdepth.io.exports import fit_inverse_depth
 from rollingdepth.io.shots import Shot
 from rollingdepth.method.settings import MethodSettings
-from rollingdepth.runtime.assembly import SCALE_BOUNDS, OverlapStats, SegmentRows, align_segments, fit_window, write_shot
+from rollingdepth.runtime.assembly import SCALE_BOUNDS, Anchor, OverlapStats, SegmentRows, align_segments, fit_window, write_shot
 from rollingdepth.runtime.background import prefetch
 from rollingdepth.runtime.checkpoints import ShotDone, UnitDone
 from rollingdepth.runtime.model_steps import DepthModel
@@ -36,7 +39,7 @@ from rollingdepth.runtime.passes import ProgressCallback, RunResult, run
 from rollingdepth.runtime.plan import Unit
 from rollingdepth.runtime.stores import RowLog, Store
 
-__all__ = ["FrameCursor", "UnitsJob", "copy_rows", "overlap_of", "overlap_stats", "run_units", "shot_record"]
+__all__ = ["FrameCursor", "KnownPoints", "UnitsJob", "copy_rows", "overlap_of", "overlap_stats", "run_units", "shot_record"]
 
 COPY_CHUNK = 32  # frames copied at a time
 
@@ -121,16 +124,62 @@ class FrameCursor:
         self._kept = new
 
 
+@dataclass(frozen=True)
+class KnownPoints:
+    """Known distances (``--depth-points``) that hold a segmented shot's scale along it: the
+    ``points`` of the input, whose frame ``start`` is the first frame processed."""
+
+    points: DepthPoints
+    start: int
+
+    def anchors(self, units: list[Unit], segments: list[SegmentRows], sizes) -> dict[int, Anchor]:
+        """Segment -> its :class:`~rollingdepth.runtime.assembly.Anchor`: inverse depth fitted to
+        its values at the points in the frames it owns (up to the next segment's first), for each
+        segment with two or more (``sizes``: the input's and the processing size)."""
+        out = {}
+        for j, (unit, seg) in enumerate(zip(units, segments)):
+            stop = units[j + 1].first if j + 1 < len(units) else unit.stop
+            idx = self.points.in_frames(self.start + unit.first, self.start + stop)
+            if len(idx) < 2:
+                continue
+            pred = self.points.values(idx, lambda f: seg.rows[f - self.start - unit.first], *sizes)
+            out[j] = _anchor(pred, 1.0 / self.points.depth[idx])
+        return out
+
+
+FEW_POINTS_SIGMA = 0.1  # the uncertainty of a segment's fit to two points (no residual to tell)
+LEVEL_SPREAD = 0.05  # points whose inverse depths differ by less than this fraction fix no scale
+
+
+def _anchor(x: np.ndarray, t: np.ndarray) -> Anchor:
+    """A segment's fit of inverse depth ``t`` to its values ``x`` at the points: a scale where they
+    fix one (:func:`~rollingdepth.io.exports.fit_inverse_depth`; its relative standard error, or
+    :data:`FEW_POINTS_SIGMA` with two points), the level at their means in any case."""
+    level = Anchor(None, None, float(x.mean()), float(t.mean()), float(t.std()) / math.sqrt(len(t)) + 1e-6)
+    if np.ptp(t) < LEVEL_SPREAD * float(t.mean()):
+        return level  # the points lie at one depth: they fix a level, not a scale
+    try:
+        scale, shift = fit_inverse_depth(x, 1.0 / t)
+    except ValueError:  # one level of prediction, or the order inverted: no scale, the level still holds
+        return level
+    residual = float(((t - (scale * x + shift)) ** 2).sum()) / max(len(x) - 2, 1)
+    spread = float(((x - x.mean()) ** 2).sum())
+    sigma = math.sqrt(residual / spread) / scale if len(x) > 2 and spread > 0 else FEW_POINTS_SIGMA
+    return Anchor(scale, sigma, float(x.mean()), float(t.mean()), math.sqrt(residual / len(x)) + 1e-6)
+
+
 @dataclass
 class UnitsJob:
     """What :func:`run_units` needs besides the model, the store and the settings: the video's
-    shots and units, its frames, a fresh seeded generator per unit, the progress callback."""
+    shots and units, its frames, a fresh seeded generator per unit, the progress callback, and
+    known distances that hold segmented shots' scales."""
 
     shots: list[Shot]
     units: list[Unit]
     frames: FrameCursor
     generator: Callable[[], torch.Generator | None]
     callback: ProgressCallback | None = None
+    points: KnownPoints | None = None
 
 
 def run_units(pipe: DepthModel, store: Store, settings: MethodSettings, job: UnitsJob) -> RunResult:
@@ -229,10 +278,17 @@ class _UnitRunner:
             return shot_record(index, shot, units, reports)
         segments = [SegmentRows(u.first - shot.first, self._prediction(u)) for u in units]
         links = [s.link() for s in overlap_stats(segments)]
-        affines = align_segments(links)
+        affines = align_segments(links, self._anchors(units, segments))
         lo, hi = write_shot(segments, affines, lambda rows, values: self.store.write(
             out, slice(shot.first + rows.start, shot.first + rows.stop), values))
         return shot_record(index, shot, units, reports, (links, affines, hi > lo))
+
+    def _anchors(self, units: list[Unit], segments: list[SegmentRows]) -> dict | None:
+        """The segments' fits to known distances (:class:`KnownPoints`), or None without points."""
+        if self.job.points is None:
+            return None
+        report = self._report(units[0])
+        return self.job.points.anchors(units, segments, (tuple(report["input_size"]), tuple(report["size"])))
 
     # ------------------------------------------------------------------ the video's result
     def _result(self) -> RunResult:
