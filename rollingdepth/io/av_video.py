@@ -117,6 +117,8 @@ def _from_index(path: Path, stream, facts: StreamFacts) -> bool:
     file_size = Path(path).stat().st_size
     shown = [e for e in entries if not e.is_discard]
     whole = [e for e in shown if e.pos + e.size <= file_size]  # a truncated file: the frames with data
+    if shown and not whole:
+        raise ffmpeg_error(path, ValueError("invalid data: no frame's data is in the file"))
     facts.frames = len(whole)
     deltas = {b.timestamp - a.timestamp for a, b in zip(shown, shown[1:])}  # dts steps: the frame durations
     facts.variable_rate = len(deltas) > 1
@@ -236,18 +238,12 @@ def _landing(container, stream, table: Sequence[int], start: int) -> Iterator | 
     for _ in range(16):
         key, frames = _seek_from(container, stream, seek_pts)
         if key is not None and key[0] <= target:
-            return _from_key(frames, key[0])
+            return frames  # leading frames of an open GOP (shown before the keyframe) are dropped by pts
         if seek_pts < table[0] - back:
             return None  # before the first frame, and still no keyframe before the wanted one
         last = seek_pts if key is None else min(seek_pts, key[1])  # no keyframe after the landing / one too late
         seek_pts, back = last - back, back * 4  # before the keyframe's decoding time
     return None
-
-
-def _from_key(frames: Iterator, key: int) -> Iterator:
-    """The frames shown from the keyframe on: those shown before it (open GOP's leading frames,
-    which refer to the GOP before) are dropped."""
-    return (f for f in frames if f.pts is None or f.pts >= key)
 
 
 def _by_pts(path: Path, start: int, count: int, table: Sequence[int]) -> Iterator[np.ndarray]:

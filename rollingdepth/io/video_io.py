@@ -345,8 +345,18 @@ def atomic_dir(final: Path):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def exact_rate(fps: float | Fraction) -> Fraction:
+    """``fps`` as a fraction: a float becomes the nearest one with a denominator up to 1001
+    (29.97002997 -> 30000/1001, 12.0 -> 12); ``ValueError`` unless it is positive."""
+    rate = fps if isinstance(fps, Fraction) else Fraction(float(fps)).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"fps: {fps} is not a positive frame rate")
+    return rate
+
+
 class VideoWriter:
-    """H.264 / yuv420p video, frame by frame (odd sizes padded to even by edge pixels).
+    """H.264 / yuv420p video, frame by frame (odd sizes padded to even by edge pixels), at
+    exactly ``fps`` (a ``Fraction`` such as 24000/1001 is kept; see :func:`exact_rate`).
 
     ``quality`` is x264's CRF; ``speed`` its preset. ``veryfast`` at CRF 14 is as faithful as
     ``medium`` at CRF 18 (the side-by-side's input half and the colour videos alike) for about
@@ -354,21 +364,24 @@ class VideoWriter:
     ``docs/performance.md``); ``veryfast`` at CRF 18 drifts further from the input.
     """
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int], quality: int = 14, speed: str = "veryfast"):
+    def __init__(self, path: Path, fps: float | Fraction, size: tuple[int, int], quality: int = 14,
+                 speed: str = "veryfast"):
         import imageio_ffmpeg
 
+        rate = exact_rate(fps)
         self.height, self.width = size
         self.out_h, self.out_w = self.height + self.height % 2, self.width + self.width % 2
         self.frames = 0
         self._gen = imageio_ffmpeg.write_frames(
             str(path),
             (self.out_w, self.out_h),
-            fps=fps,
+            fps=float(rate),
             codec="libx264",
             pix_fmt_in="rgb24",
             pix_fmt_out="yuv420p",
             macro_block_size=1,
             ffmpeg_log_level="error",
+            input_params=["-r", f"{rate.numerator}/{rate.denominator}"],  # after imageio's rounded -r: ffmpeg takes the last
             output_params=["-crf", str(quality), "-preset", speed, "-movflags", "+faststart"],
         )
         self._gen.send(None)
