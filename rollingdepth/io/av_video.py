@@ -16,6 +16,7 @@ taken for the wanted one: decoding starts again from frame 0, counting frames, w
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import warnings
@@ -197,15 +198,31 @@ def _decoded(container, stream, path: Path) -> Iterator:
             raise ffmpeg_error(path, exc) from None
 
 
-def _sequential(path: Path, skip: int, count: int) -> Iterator[np.ndarray]:
-    """Frames ``skip ..`` (at most ``count``, 0 = all), counted from the first decoded one."""
+def _converted(frames: Iterator, workers: int = 2, ahead: int = 4) -> Iterator[np.ndarray]:
+    """:func:`_rgb` of each frame, in order, converted in ``workers`` threads up to ``ahead``
+    frames ahead (FFmpeg's scaler runs without the GIL: conversion overlaps decoding and the
+    caller's work; one thread converts 1080p at about 160 frames/s, docs/performance.md)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rgb") as pool:
+        pending = collections.deque()
+        for frame in frames:
+            pending.append(pool.submit(_rgb, frame))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _sequential(path: Path, skip: int, count: int) -> Iterator:
+    """Decoded frames ``skip ..`` (at most ``count``, 0 = all), counted from the first one."""
     container, stream = open_video(path)
     with contextlib.closing(container):
         produced = 0
         for index, frame in enumerate(_decoded(container, stream, path)):
             if index < skip:
                 continue
-            yield _rgb(frame)
+            yield frame
             produced += 1
             if count > 0 and produced >= count:
                 return
@@ -246,8 +263,8 @@ def _landing(container, stream, table: Sequence[int], start: int) -> Iterator | 
     return None
 
 
-def _by_pts(path: Path, start: int, count: int, table: Sequence[int]) -> Iterator[np.ndarray]:
-    """Frames ``start ..`` (at most ``count``, 0 = all) found by their pts in ``table``;
+def _by_pts(path: Path, start: int, count: int, table: Sequence[int]) -> Iterator:
+    """Decoded frames ``start ..`` (at most ``count``, 0 = all) found by their pts in ``table``;
     ``_UnexpectedFrame`` (after the frames that matched) when one's pts differs."""
     import av
 
@@ -266,7 +283,7 @@ def _by_pts(path: Path, start: int, count: int, table: Sequence[int]) -> Iterato
                     continue  # between the keyframe and the wanted frame
                 if frame.pts != table[index]:
                     raise _UnexpectedFrame(f"frame {index} came with pts {frame.pts}, not {table[index]}")
-                yield _rgb(frame)
+                yield frame
                 index += 1
                 if index >= stop:
                     return
@@ -295,7 +312,7 @@ def read_frames(path: Path, start: int, count: int, table_of: Callable[[bool], S
             if table is None:
                 break
             try:
-                for frame in _by_pts(path, start + done, count - done if count > 0 else 0, table):
+                for frame in _converted(_by_pts(path, start + done, count - done if count > 0 else 0, table)):
                     done += 1
                     yield frame
                 return
@@ -307,7 +324,7 @@ def read_frames(path: Path, start: int, count: int, table_of: Callable[[bool], S
             (on_fallback or _warn)(f"{path}: {reason}; reading it from the first frame instead (slower)")
     if count > 0 and done >= count:
         return
-    yield from _sequential(path, start + done, count - done if count > 0 else 0)
+    yield from _converted(_sequential(path, start + done, count - done if count > 0 else 0))
 
 
 def _warn(message: str) -> None:
