@@ -11,8 +11,8 @@ Makes, with the bundled ffmpeg, in a temporary folder:
 and prints:
 
 - probe: ``probe_video`` on the long clip (no frame decoded), and the old probe's way (ffmpeg
-  decoding every frame to count them, ``-f null``) on the 10-second clip, with its time
-  scaled to the long clip's length;
+  decoding every frame to count them, ``-f null``) on the long clip's 10-second segment, its
+  time scaled to the long clip's length (not run on the long clip: minutes);
 - seek: ``frames(S, 1)`` in the middle of the long clip;
 - decode: frames per second of ``VideoSource.frames(0)`` (PyAV, RGB ``[H, W, 3]`` arrays) and of
   ``imageio_ffmpeg.read_frames(pix_fmt="rgb24")`` (the old pipe, bytes turned into the same
@@ -46,14 +46,15 @@ def ffmpeg(*args) -> None:
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", *map(str, args)], check=True)
 
 
-def make_long(folder: Path, hours: float) -> Path:
+def make_long(folder: Path, hours: float) -> tuple[Path, Path]:
+    """``(the long clip, the segment it repeats)``."""
     segment, listing, long = folder / "segment.mp4", folder / "segments.txt", folder / "long.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=24", "-t", SEGMENT_SECONDS, "-c:v", "libx264",
            "-preset", "ultrafast", "-crf", "51", "-g", 24 * SEGMENT_SECONDS, "-pix_fmt", "yuv420p", segment)
     copies = max(1, round(hours * 3600 / SEGMENT_SECONDS))
     listing.write_text(f"file '{segment}'\n" * copies)
     ffmpeg("-f", "concat", "-safe", "0", "-i", listing, "-c", "copy", long)
-    return long
+    return long, segment
 
 
 def make_short(folder: Path) -> Path:
@@ -104,7 +105,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_decode_") as tmp:
         folder = Path(tmp)
         start = time.perf_counter()
-        long, short = make_long(folder, args.hours), make_short(folder)
+        (long, segment), short = make_long(folder, args.hours), make_short(folder)
         print(f"made the clips in {time.perf_counter() - start:.1f} s: long {long.stat().st_size / 2**20:.0f} MiB, "
               f"short {short.stat().st_size / 2**20:.1f} MiB")
         start = time.perf_counter()
@@ -112,10 +113,10 @@ def main() -> None:
         probe = time.perf_counter() - start
         print(f"probe (new, no decoding): {probe * 1000:.0f} ms for {source.frame_count} frames at {source.rate} fps, "
               f"{source.size[1]}x{source.size[0]}")
-        old = old_probe_seconds(short)
-        scale = source.frame_count / probe_video(short).frame_count
-        print(f"probe (old, decoding every frame): {old:.2f} s for the 10-s clip; x{scale:.0f} = about {old * scale / 60:.0f} min "
-              f"for the long one")
+        old = old_probe_seconds(segment)
+        scale = source.frame_count / probe_video(segment).frame_count
+        print(f"probe (old, decoding every frame): {old:.2f} s for the long clip's 10-s segment; x{scale:.0f} = about "
+              f"{old * scale / 60:.0f} min for the long clip")
         middle = source.frame_count // 2 + 7
         start = time.perf_counter()
         frame = next(source.frames(middle, 1))

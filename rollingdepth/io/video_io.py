@@ -1,15 +1,18 @@
 """Reading and writing videos and frame folders; atomic output files.
 
-Video decoding and encoding go through imageio-ffmpeg and its bundled ffmpeg (no system
-ffmpeg needed). Frames come out as uint8 RGB whatever the source (grayscale, alpha, 10-bit),
-with rotation metadata applied by ffmpeg; every decoded frame comes out once (no frames
-duplicated or dropped to fill a constant frame rate).
+Videos are probed and decoded with PyAV (:mod:`rollingdepth.io.av_video`; its wheels bundle
+FFmpeg's libraries): frame ``i`` is the first video stream's ``i``-th displayed frame in
+presentation order, found by its timestamp when reading starts at it, and probing decodes
+nothing (the exact rate is :attr:`VideoSource.rate`, a ``Fraction``). Frames come out as
+uint8 RGB whatever the source (grayscale, alpha, 10-bit), with rotation metadata applied;
+every displayed frame comes out once (no frames duplicated or dropped to fill a constant
+frame rate). Videos are written through imageio-ffmpeg's bundled ffmpeg, at an exact rate.
 
 Images: grayscale becomes R = G = B; an alpha channel is dropped (the colour channels are
 kept as stored, not composited onto a background); 16-bit images are scaled to 8 bits,
 ``round(v * 255 / 65535)``.
 
-Truncated videos: the frames that decode are compared with the count the container declares
+Truncated videos: the frames whose data is in the file are compared with the count the container declares
 (:attr:`VideoSource.container_frames`); fewer is a :class:`TruncatedVideoWarning` naming both
 numbers, or an :class:`InputError` with ``strict=True``.
 """
