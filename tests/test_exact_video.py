@@ -220,3 +220,19 @@ def test_unreadable_inputs_are_one_line_input_errors(tmp_path):
                          (tmp_path / "gone.mp4", "file not found")):
         with pytest.raises(InputError, match=reason):
             probe_video(path)
+
+
+def test_a_truncated_file_gives_the_frames_whose_data_is_there(clips, tmp_path):
+    """B-frames cut off at 60%: probing counts the frames sequential decoding gives (the decoder's
+    held frames flushed, the packet cut short skipped), and reading from S gives those frames."""
+    whole = tmp_path / "whole.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", clips["bframes_no_edit_list"], "-c", "copy",
+                    "-movflags", "+faststart", whole], check=True)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    with pytest.warns(UserWarning, match="declares 100 frames but only"):
+        source = probe_video(cut)
+    every = [drawn_index(f) for f in source.frames(0)]
+    assert 0 < source.frame_count == len(every) < 100 and every == sorted(set(every))
+    for start in (1, source.frame_count // 2, source.frame_count - 1):
+        assert [drawn_index(f) for f in source.frames(start, 3)] == every[start : start + 3]

@@ -183,19 +183,37 @@ def _rgb(frame) -> np.ndarray:
 
 
 def _decoded(container, stream, path: Path) -> Iterator:
-    """Every decoded frame from the demuxer's position; a damaged tail ends it (after a frame) or is
-    an ``InputError`` (before any)."""
+    """Every decoded frame from the demuxer's position. A damaged tail ends it: a packet cut short
+    is not decoded, the decoder gives the frames it holds, and an error before any frame is an
+    ``InputError``."""
     import av
 
     produced = False
     try:
-        for packet in container.demux(stream):
-            for frame in stream.decode(packet):
-                produced = True
-                yield frame
+        for frame in _decode_packets(stream, container.demux(stream)):
+            produced = True
+            yield frame
     except (av.FFmpegError, OSError, ValueError) as exc:
         if not produced:
             raise ffmpeg_error(path, exc) from None
+        yield from _flushed(stream)
+
+
+def _decode_packets(stream, packets: Iterator) -> Iterator:
+    """The frames of ``packets``, up to one cut short (a truncated file), then those the decoder holds."""
+    for packet in packets:
+        if packet.is_corrupt and packet.size:
+            break  # its data is cut short: the frames before it
+        yield from stream.decode(packet)
+    yield from _flushed(stream)
+
+
+def _flushed(stream) -> Iterator:
+    """The frames the decoder still holds (B-frames wait for the frame after them)."""
+    import av
+
+    with contextlib.suppress(av.FFmpegError, OSError, ValueError):
+        yield from stream.decode(None)
 
 
 def _converted(frames: Iterator, workers: int = 2, ahead: int = 4) -> Iterator[np.ndarray]:
@@ -240,7 +258,7 @@ def _seek_from(container, stream, seek_pts: int) -> tuple[tuple[int, int] | None
     packets = container.demux(stream)
     for first in packets:
         if first.is_keyframe and first.pts is not None and first.size:
-            frames = (f for p in itertools.chain((first,), packets) for f in stream.decode(p))
+            frames = _decode_packets(stream, itertools.chain((first,), packets))
             return (first.pts, first.pts if first.dts is None else first.dts), frames
     return None, iter(())
 
