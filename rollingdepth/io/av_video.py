@@ -200,10 +200,11 @@ def _decoded(container, stream, path: Path) -> Iterator:
 
 
 def _decode_packets(stream, packets: Iterator) -> Iterator:
-    """The frames of ``packets``, up to one cut short (a truncated file), then those the decoder holds."""
+    """The frames of ``packets`` but those flagged corrupt (a truncated file's last one, cut short:
+    not counted by the probe either), then those the decoder holds."""
     for packet in packets:
         if packet.is_corrupt and packet.size:
-            break  # its data is cut short: the frames before it
+            continue
         yield from stream.decode(packet)
     yield from _flushed(stream)
 
