@@ -236,3 +236,18 @@ def test_a_truncated_file_gives_the_frames_whose_data_is_there(clips, tmp_path):
     assert 0 < source.frame_count == len(every) < 100 and every == sorted(set(every))
     for start in (1, source.frame_count // 2, source.frame_count - 1):
         assert [drawn_index(f) for f in source.frames(start, 3)] == every[start : start + 3]
+
+
+def test_a_video_without_timestamps_is_read_from_its_start(tmp_path):
+    """A raw H.264 stream (no container timestamps): not seekable, so a rank decodes it once
+    rather than from frame 0 again at each unit; reading from S still gives frame S, silently."""
+    raw = tmp_path / "clip.h264"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}",
+                    "-r", "24", "-i", "-", *X264_BFRAMES, raw], input=drawn(60).tobytes(), check=True)
+    source = probe_video(raw)
+    if source.frame_times is not None:
+        pytest.skip("this FFmpeg gives the raw stream's packets timestamps")
+    assert source.frame_count == 60 and not source.seekable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InexactSeekWarning)
+        assert [drawn_index(f) for f in source.frames(30, 3)] == [30, 31, 32]

@@ -85,7 +85,7 @@ class StreamFacts:
     frames: int  # displayed frames whose data is in the file
     variable_rate: bool
     times: Sequence[int] | None  # index -> pts (None: the packets carry no pts)
-    times_exact: bool  # ``times`` read from the packets (not computed from the rate)
+    times_exact: bool  # ``times`` read from the packets (not computed from the rate, nor left for later)
     duration: float | None = None  # seconds, the container's (None: unknown)
     streams: int = 1  # in the container, of every kind
 
@@ -161,7 +161,7 @@ def _demux_times(container, stream) -> tuple[list[int] | None, int]:
 
 
 def _set_times(facts: StreamFacts, times: list[int] | None) -> None:
-    facts.times, facts.times_exact = times, times is not None
+    facts.times, facts.times_exact = times, True  # read from the packets (None: they carry no pts)
     if times and len(times) > 2:
         deltas = np.diff(np.asarray(times, dtype=np.int64))  # [N - 1] pts steps
         facts.variable_rate = bool(deltas.max() - deltas.min() > 1)  # 1 tick: a rounded time base (MKV's ms)
