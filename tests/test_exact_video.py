@@ -7,7 +7,9 @@ back with :func:`drawn_index`. For each kind of file that seeking by time used t
 open GOP, HEVC, 24000/1001 with sound, VP9 in MKV, a variable frame rate, MPEG-TS), reading
 from frame S (just before, at and just after a keyframe, and inside a GOP) gives exactly the
 frames sequential decoding gives at S, S + 1, ...; probing counts the frames sequential
-decoding gives and the exact rate, without decoding a frame.
+decoding gives and the exact rate, without decoding a frame. (The ffmpeg ``-ss`` reader this
+replaced gave frame 16 for 20 on the late video, 24 for 23 without an edit list and with HEVC,
+48 for 47 with the open GOP.)
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ VFR = "setpts='if(lt(N,40),N/10,if(lt(N,80),4+(N-40)/30,4+40/30+(N-80)/15))/TB'"
 
 # name: (file, frames, rate given to ffmpeg, options before the video input, after it, expected rate, variable)
 KINDS = {
-    "bframes_video_after_sound": ("clip.mp4", 100, "24", ["-itsoffset", "0.2"], [*SOUND, *X264_BFRAMES, *WITH_SOUND], 24, False),
+    # (-itsoffset on the piped input is lost; setpts gives the video an empty edit of 0.2 s)
+    "bframes_video_after_sound": ("clip.mp4", 100, "24", [], [*SOUND, "-vf", "setpts=PTS+0.2/TB", *X264_BFRAMES, *WITH_SOUND],
+                                  24, False),
     "bframes_no_edit_list": ("clip.mp4", 100, "24", [], [*X264_BFRAMES, "-use_editlist", "0"], 24, False),
     "bframes_mkv": ("clip.mkv", 100, "24", [], X264_BFRAMES, 24, False),
     "bframes_mpegts": ("clip.ts", 100, "24", [], X264_BFRAMES, 24, False),
@@ -65,7 +69,7 @@ def drawn_index(frame: np.ndarray) -> int:
 
 
 def make(folder, kind: str):
-    name, count, rate, before, after, _, _ = KINDS[kind]
+    name, count, rate, before, after = KINDS[kind][:5]
     path = folder / f"{kind}_{name}"
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", *before, "-f", "rawvideo", "-pix_fmt", "rgb24",
            "-s", f"{W}x{H}", "-r", rate, "-i", "-", *after, str(path)]
@@ -142,6 +146,15 @@ def test_frames_from_any_start_are_the_frames_sequential_decoding_gives(clips, k
             assert [drawn_index(f) for f in got] == list(range(start, min(count, start + 5))), f"from frame {start}"
             np.testing.assert_array_equal(got, every[start : start + 5], err_msg=f"from frame {start}")
     assert len(seeks) >= len(starts(keys, count))  # each read seeked (none decoded from frame 0)
+
+
+def test_the_late_video_starts_after_the_sound(clips):
+    """The clip is what it is meant to be: its video's first pts is later than its sound's (0)."""
+    import av
+
+    with av.open(str(clips["bframes_video_after_sound"])) as container:
+        video, sound = container.streams.video[0], container.streams.audio[0]
+        assert sound.start_time == 0 and float(video.start_time * video.time_base) > 0.15
 
 
 @pytest.mark.parametrize("kind", ["bframes_video_after_sound", "ntsc_with_sound", "bframes_mkv", "variable_rate"])
