@@ -264,3 +264,16 @@ def test_a_video_without_timestamps_is_read_from_its_start(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", InexactSeekWarning)
         assert [drawn_index(f) for f in source.frames(30, 3)] == [30, 31, 32]
+
+
+@pytest.mark.parametrize("kind", ["bframes_video_after_sound", "hevc", "variable_rate"])
+def test_an_mp4_probed_from_its_packets_is_probed_alike(clips, kind, monkeypatch):
+    """Without the MP4 index (a PyAV without ``index_entries``, a fragmented file) the packets give
+    the same count, rate and frames."""
+    indexed = probe_video(clips[kind])
+    monkeypatch.setattr(av_video, "_from_index", lambda *args: False)
+    source = probe_video(clips[kind])
+    assert source.times_exact and (source.frame_count, source.rate, source.variable_rate) == (
+        indexed.frame_count, indexed.rate, indexed.variable_rate)
+    assert list(source.frame_times) == list(indexed._frame_table(True))
+    assert [drawn_index(f) for f in source.frames(25, 3)] == [25, 26, 27]

@@ -112,9 +112,9 @@ def probe_stream(path: Path) -> StreamFacts:
 
 def _from_index(path: Path, stream, facts: StreamFacts) -> bool:
     """Count and pts table from an MP4's sample index (no packet read); False when it is not complete."""
-    entries = stream.index_entries
-    if stream.frames <= 0 or len(entries) != stream.frames or stream.start_time is None:
-        return False  # fragmented, or an index the demuxer built otherwise: read the packets
+    entries = getattr(stream, "index_entries", None)  # PyAV 18 has it (16.1 had not)
+    if entries is None or stream.frames <= 0 or len(entries) != stream.frames or stream.start_time is None:
+        return False  # fragmented, an index the demuxer built otherwise, or an older PyAV: read the packets
     file_size = Path(path).stat().st_size
     shown = [e for e in entries if not e.is_discard]
     whole = [e for e in shown if e.pos + e.size <= file_size]  # a truncated file: the frames with data
@@ -178,7 +178,7 @@ def packet_times(path: Path) -> list[int] | None:
 def _rgb(frame) -> np.ndarray:
     """uint8 RGB ``[H, W, 3]`` of a decoded frame, its display rotation applied."""
     image = frame.to_ndarray(format="rgb24")
-    turns = round((frame.rotation or 0) / 90) % 4
+    turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # the display matrix (PyAV 14 and later)
     return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
 
 
