@@ -122,7 +122,7 @@ def _from_index(path: Path, stream, facts: StreamFacts) -> bool:
         raise ffmpeg_error(path, ValueError("invalid data: no frame's data is in the file"))
     facts.frames = len(whole)
     deltas = {b.timestamp - a.timestamp for a, b in zip(shown, shown[1:])}  # dts steps: the frame durations
-    facts.variable_rate = len(deltas) > 1
+    facts.variable_rate = len(deltas) > 1 and max(deltas) - min(deltas) > 1  # 1 tick: a rounded time base
     if len(deltas) == 1 and len(whole) == len(shown):
         step = deltas.pop()
         facts.times = range(stream.start_time, stream.start_time + step * len(whole), step)
