@@ -45,6 +45,7 @@ KINDS = {
     "hevc": ("clip.mp4", 100, "24", [], ["-c:v", "libx265", "-tag:v", "hvc1",
                                          "-x265-params", "keyint=24:min-keyint=24:scenecut=0:log-level=error"], 24, False),
     "ntsc_with_sound": ("clip.mp4", 100, "24000/1001", [], [*SOUND, *X264_BFRAMES, *WITH_SOUND], Fraction(24000, 1001), False),
+    "ntsc_mkv": ("clip.mkv", 100, "24000/1001", [], X264_BFRAMES, Fraction(24000, 1001), False),  # pts in ms: 41/42 apart
     "vp9_mkv": ("clip.mkv", 100, "24", [], ["-c:v", "libvpx-vp9", "-g", "24", "-deadline", "realtime", "-cpu-used", "8"], 24, False),
     "variable_rate": ("clip.mp4", 120, "30", [], ["-vf", VFR, "-fps_mode", "vfr", *X264_BFRAMES,
                                                   "-video_track_timescale", "90000"], Fraction(3600, 241), True)  # the mean rate,
