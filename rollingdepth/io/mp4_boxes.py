@@ -1,7 +1,8 @@
-"""The frame count an MP4 / MOV file declares, read from its ISO-BMFF boxes (no decoding).
+"""The frame count and rotation an MP4 / MOV file declares, read from its ISO-BMFF boxes (no decoding).
 
 :func:`mp4_declared_frames` reads the top-level ``moov`` box and the first video track's
-sample table (``stts``), with the edit list's share when only part of the media is shown.
+sample table (``stts``), with the edit list's share when only part of the media is shown;
+:func:`mp4_rotation` the track header's display matrix.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import struct
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["mp4_declared_frames", "mp4_frame_seconds"]
+__all__ = ["mp4_declared_frames", "mp4_rotation"]
 
 _MOOV_LIMIT = 256 * 2**20  # a moov box larger than this is not read (bytes)
 
@@ -133,19 +134,18 @@ def mp4_declared_frames(path: Path) -> tuple[int, int] | None:
     return samples, 0
 
 
-def mp4_frame_seconds(path: Path) -> float | None:
-    """Seconds per frame of the first video track when every frame lasts the same (its sample
-    table has one duration, the last frame's aside) and the edit list shows the whole track;
-    else None (a variable frame rate, or unknown)."""
-    declared = mp4_declared_frames(path)
-    moov = _read_moov(path) if declared and declared[1] == 0 else None
+def mp4_rotation(path: Path) -> int:
+    """Counter-clockwise degrees (0, 90, 180 or 270) the first video track's ``tkhd`` matrix turns
+    its frames for display (as FFmpeg's display matrix; 0 when unknown, flipped or not a right angle)."""
+    moov = _read_moov(path)
     track = moov and _video_track(moov)
-    if not track:
-        return None
-    table, mdhd = track[3], _child(moov, *track[2], b"mdhd")
-    body = table[:-1] if len(table) > 1 and table[-1][0] == 1 else table  # the last frame may last otherwise
-    deltas = {delta for count, delta in body if count}
-    scale = _full_box_times(moov, mdhd[0], True)[0] if mdhd else 0
-    if len(deltas) != 1 or scale <= 0 or 0 in deltas:
-        return None
-    return deltas.pop() / scale
+    tkhd = track and _child(moov, track[0], track[1], b"tkhd")
+    if not tkhd:
+        return 0
+    start = tkhd[0] + (52 if moov[tkhd[0]] == 1 else 40)  # the matrix, after the version's time fields
+    a, b, _, c, d = struct.unpack(">5i", moov[start : start + 20])
+    if a * d - b * c <= 0:
+        return 0  # mirrored (or degenerate): not a rotation
+    degrees = -math.degrees(math.atan2(b, a))
+    turn = round(degrees / 90)
+    return (turn * 90) % 360 if abs(degrees - turn * 90) < 1 else 0

@@ -1,15 +1,18 @@
 """Reading and writing videos and frame folders; atomic output files.
 
-Video decoding and encoding go through imageio-ffmpeg and its bundled ffmpeg (no system
-ffmpeg needed). Frames come out as uint8 RGB whatever the source (grayscale, alpha, 10-bit),
-with rotation metadata applied by ffmpeg; every decoded frame comes out once (no frames
-duplicated or dropped to fill a constant frame rate).
+Videos are probed and decoded with PyAV (:mod:`rollingdepth.io.av_video`; its wheels bundle
+FFmpeg's libraries): frame ``i`` is the first video stream's ``i``-th displayed frame in
+presentation order, found by its timestamp when reading starts at it, and probing decodes
+nothing (the exact rate is :attr:`VideoSource.rate`, a ``Fraction``). Frames come out as
+uint8 RGB whatever the source (grayscale, alpha, 10-bit), with rotation metadata applied;
+every displayed frame comes out once (no frames duplicated or dropped to fill a constant
+frame rate). Videos are written through imageio-ffmpeg's bundled ffmpeg, at an exact rate.
 
 Images: grayscale becomes R = G = B; an alpha channel is dropped (the colour channels are
 kept as stored, not composited onto a background); 16-bit images are scaled to 8 bits,
 ``round(v * 255 / 65535)``.
 
-Truncated videos: the frames that decode are compared with the count the container declares
+Truncated videos: the frames whose data is in the file are compared with the count the container declares
 (:attr:`VideoSource.container_frames`); fewer is a :class:`TruncatedVideoWarning` naming both
 numbers, or an :class:`InputError` with ``strict=True``.
 """
@@ -17,27 +20,27 @@ numbers, or an :class:`InputError` with ``strict=True``.
 from __future__ import annotations
 
 import contextlib
-import functools
-import logging
 import os
 import re
 import shutil
 import struct
-import subprocess
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from rollingdepth.errors import EmptyVideoError, InputError  # noqa: F401  (re-exported)
-from rollingdepth.io.mp4_boxes import mp4_declared_frames, mp4_frame_seconds
+from rollingdepth.io.av_video import InexactSeekWarning, StreamFacts, ffmpeg_error, packet_times, probe_stream, read_frames
+from rollingdepth.io.mp4_boxes import mp4_declared_frames
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
+    "InexactSeekWarning",
     "InputError",
     "TruncatedVideoWarning",
     "VideoSource",
@@ -61,29 +64,7 @@ def natural_key(path: str | Path) -> list:
     return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", str(path))]
 
 
-class _RotationNotice(logging.Filter):
-    """imageio-ffmpeg logs a warning whenever decoded frames differ in size from the coded
-    ones, which is what honouring rotation metadata does: that one message is dropped."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "is different from the source frame size" not in record.getMessage()
-
-
-logging.getLogger("imageio_ffmpeg").addFilter(_RotationNotice())
-
-
-def _ffmpeg_error(path: Path, exc: BaseException) -> InputError:
-    text = " ".join(str(exc).split())
-    lowered = text.lower()
-    if "matches no streams" in lowered or "does not contain any stream" in lowered:
-        reason = "the file has no video stream: no frames to process"
-    elif "invalid data" in lowered or "moov atom not found" in lowered or "could not find codec" in lowered:
-        reason = "not a readable video (corrupt, truncated or not a video file)"
-    elif "no such file" in lowered:
-        reason = "file not found"
-    else:
-        reason = "ffmpeg could not decode it"
-    return InputError(f"{path}: {reason}")
+_ffmpeg_error = ffmpeg_error  # the one-line InputError for what FFmpeg says about a file
 
 
 @dataclass
@@ -94,9 +75,15 @@ class VideoSource:
     images: list[Path] | None = None
     fps: float = 0.0
     size: tuple[int, int] = (0, 0)  # (H, W) of decoded frames
-    frame_count: int = 0  # exact for images; for videos, the frames that decode (counted by ffmpeg)
+    frame_count: int = 0  # exact for images; for videos, the displayed frames whose data is in the file
     container_frames: int | None = None  # videos: the frame count the container declares (None: unknown)
-    frame_seconds: float | None = None  # videos of a constant, known frame rate (MP4): seconds per frame, for seeking
+    frame_seconds: float | None = None  # videos of a constant frame rate: seconds per frame (1 / rate)
+    rate: Fraction | None = None  # videos: the exact frame rate (24000/1001 stays so); the mean one when variable
+    variable_rate: bool = False  # videos: frames last different times
+    time_base: Fraction | None = None  # videos: the unit of ``frame_times``
+    frame_times: Sequence[int] | None = field(default=None, repr=False)  # videos: index -> pts (None: not known yet)
+    times_exact: bool = field(default=False, repr=False)  # ``frame_times`` read from the packets, not computed
+    seek_failed: bool = field(default=False, repr=False)  # a frame came with an unexpected pts: read from the start
 
     @property
     def missing_frames(self) -> int:
@@ -113,6 +100,23 @@ class VideoSource:
     def is_video(self) -> bool:
         return self.images is None
 
+    @property
+    def seekable(self) -> bool:
+        """A video whose frames are found by timestamp (not decoded from frame 0 up to the one wanted)."""
+        return self.is_video and not self.seek_failed and (self.frame_times is not None or not self.times_exact)
+
+    def _frame_table(self, exact: bool) -> Sequence[int] | None:
+        """index -> pts; ``exact``: read from the packets (once, then kept). None: no seeking."""
+        if self.seek_failed:
+            return None
+        if not self.times_exact and (exact or self.frame_times is None):
+            self.frame_times, self.times_exact = packet_times(self.path), True
+        return self.frame_times
+
+    def _seek_fallback(self, reason: str) -> None:
+        self.seek_failed = True  # one note, then every read of this video decodes from its start
+        warnings.warn(reason, InexactSeekWarning, stacklevel=5)
+
     def frames(self, start: int = 0, count: int = 0) -> Iterator[np.ndarray]:
         """Yield uint8 RGB ``[H, W, 3]`` frames from ``start``, at most ``count`` (0 = all)."""
         if self.images is not None:
@@ -126,7 +130,7 @@ class VideoSource:
                     )
                 yield image
             return
-        yield from _read_video_frames(self.path, start, count, self.frame_seconds)
+        yield from read_frames(self.path, start, count, self._frame_table, self._seek_fallback)
 
     def read(self, start: int = 0, count: int = 0) -> np.ndarray:
         """All requested frames as uint8 ``[N, H, W, 3]``; ``InputError`` when there are none."""
@@ -160,104 +164,29 @@ def _read_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(data[..., 2::-1])  # BGR(A) -> RGB, alpha dropped
 
 
-@functools.lru_cache(maxsize=None)
-def _passthrough_args() -> tuple[str, ...]:
-    """ffmpeg output options that pass every decoded frame on once, whatever its timestamp.
-
-    Without them ffmpeg's rawvideo pipe holds a constant frame rate and repeats frames where
-    timestamps leave a gap (a damaged file gave 25 frames of which 3 were repeats).
-    ``-fps_mode`` exists since ffmpeg 5.1; older builds (imageio-ffmpeg 0.5 bundles 4.2) only
-    know ``-vsync``, which current builds (9.0 here) reject.
-    """
-    import imageio_ffmpeg
-
-    try:
-        version = imageio_ffmpeg.get_ffmpeg_version()
-    except Exception:  # noqa: BLE001 - an unknown build: assume a current one
-        version = ""
-    match = re.match(r"n?(\d+)\.(\d+)", version)
-    if match and (int(match[1]), int(match[2])) < (5, 1):
-        return ("-vsync", "passthrough")
-    return ("-fps_mode", "passthrough")
-
-
-def _count_decoded_frames(path: Path) -> int:
-    """The frames of the first video stream that decode, with the options used for reading."""
-    import imageio_ffmpeg
-
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-progress", "pipe:1",
-           "-i", str(path), "-map", "0:v:0", *_passthrough_args(), "-f", "null", "-"]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
-    counts = re.findall(r"^frame=\s*(\d+)\s*$", proc.stdout, flags=re.MULTILINE)
-    if not counts:
-        raise RuntimeError(proc.stderr[-2000:] or f"ffmpeg exited with {proc.returncode}")
-    return int(counts[-1])
-
-
-def _read_video_frames(path: Path, start: int, count: int, frame_seconds: float | None = None) -> Iterator[np.ndarray]:
-    """Frames ``start ..`` of a video file. With ``frame_seconds`` (a constant frame rate) ffmpeg
-    seeks to half a frame before frame ``start`` (``-ss`` before ``-i``: it decodes from the
-    keyframe before and drops the frames before that time), else every frame before ``start``
-    is decoded and dropped here."""
-    import imageio_ffmpeg
-
-    seek = []
-    if start > 0 and frame_seconds:
-        seek, skipped = ["-ss", f"{(start - 0.5) * frame_seconds:.6f}"], start
-    try:
-        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", input_params=seek,
-                                         output_params=["-map", "0:v:0", *_passthrough_args()])
-        meta = next(gen)
-    except (OSError, RuntimeError, StopIteration, IndexError, AttributeError) as exc:
-        raise _ffmpeg_error(path, exc) from None
-    width, height = meta["size"]
-    try:
-        index = skipped if seek else 0
-        produced = 0
-        while True:
-            try:
-                raw = next(gen)
-            except StopIteration:
-                return
-            except (OSError, RuntimeError) as exc:
-                if produced or index:
-                    return  # a truncated tail: keep what decoded
-                raise _ffmpeg_error(path, exc) from None
-            if index >= start:
-                yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
-                produced += 1
-                if count > 0 and produced >= count:
-                    return
-            index += 1
-    finally:
-        gen.close()
+def _read_video_frames(path: Path, start: int = 0, count: int = 0) -> Iterator[np.ndarray]:
+    """Frames ``start ..`` (at most ``count``, 0 = all) of a video file not probed before."""
+    return VideoSource(path=Path(path)).frames(start, count)
 
 
 def probe_video(path: Path, strict: bool = False) -> VideoSource:
-    """Frame rate, size and exact frame count of a video file (``InputError`` if unreadable).
+    """Frame rate, size and frame count of a video file, without decoding (``InputError`` if unreadable).
 
-    ``frame_count`` is what decodes; ``container_frames`` what the container declares (see
-    :func:`container_frame_count`). Fewer frames decoding than declared warns
+    ``frame_count`` counts the displayed frames whose data is in the file (an MP4's index, else
+    its packets); ``container_frames`` is what the container declares (see
+    :func:`container_frame_count`). Fewer frames than declared warns
     (:class:`TruncatedVideoWarning`, both numbers in the message), or with ``strict`` raises
     ``InputError``.
     """
-    import imageio_ffmpeg
-
-    try:
-        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-        meta = next(gen)
-        gen.close()
-        frames = _count_decoded_frames(path)
-    except (OSError, RuntimeError, StopIteration, IndexError, AttributeError) as exc:
-        raise _ffmpeg_error(path, exc) from None
-    width, height = meta["size"]
-    fps = float(meta.get("fps") or 0.0)
-    source = VideoSource(path=path, fps=fps if fps > 0 else 30.0, size=(height, width), frame_count=int(frames))
-    declared = container_frame_count(path, meta)
+    facts = probe_stream(path)
+    source = VideoSource(path=path, fps=float(facts.rate), size=facts.size, frame_count=facts.frames,
+                         rate=facts.rate, variable_rate=facts.variable_rate, time_base=facts.time_base,
+                         frame_times=facts.times, times_exact=facts.times_exact)
+    source.frame_seconds = None if facts.variable_rate else float(1 / facts.rate)
+    declared = container_frame_count(path, facts)
     if declared is not None:
         source.container_frames, tolerance = declared
-        if tolerance == 0 and declared[0] == frames and Path(path).suffix.lower() in _MP4_EXTENSIONS:
-            source.frame_seconds = _frame_seconds(path)  # every declared frame decodes: seeking is safe
+        frames = source.frame_count
         if frames > 0 and source.missing_frames > tolerance:
             message = (
                 f"{path}: the container declares {source.container_frames} frames but only {frames} decode "
@@ -269,25 +198,18 @@ def probe_video(path: Path, strict: bool = False) -> VideoSource:
     return source
 
 
-def _frame_seconds(path: Path) -> float | None:
-    try:
-        return mp4_frame_seconds(path)
-    except (OSError, ValueError, TypeError, struct.error):
-        return None
-
-
 # ----------------------------------------------------------------------------- declared frame count
 _MP4_EXTENSIONS = (".mp4", ".mov", ".m4v", ".3gp", ".3g2")
 
 
-def container_frame_count(path: Path, meta: dict | None = None) -> tuple[int, int] | None:
+def container_frame_count(path: Path, facts: StreamFacts | None = None) -> tuple[int, int] | None:
     """``(frames the container declares for the video, tolerance)``, or None when unknown.
 
     MP4 / MOV: the first video track's sample table (``stts``): exact (tolerance 0); when its
-    edit list shows only part of the media, that part's share (tolerance 1). Other containers, when ffmpeg reports the video
-    as the only stream: duration x frame rate from the header, rounded (tolerance 1). With
-    other streams (e.g. audio) the container's duration is not the video's: None. GIF
-    (delays in 1/100 s, so no exact frame rate): None.
+    edit list shows only part of the media, that part's share (tolerance 1). Other containers,
+    when the video is the only stream: duration x frame rate from the header, rounded
+    (tolerance 1). With other streams (e.g. audio) the container's duration is not the
+    video's: None. GIF (delays in 1/100 s, so no exact frame rate): None.
     """
     path = Path(path)
     if path.suffix.lower() in _MP4_EXTENSIONS:
@@ -295,21 +217,11 @@ def container_frame_count(path: Path, meta: dict | None = None) -> tuple[int, in
             return mp4_declared_frames(path)
         except (OSError, ValueError, TypeError, struct.error):
             return None
-    if path.suffix.lower() == ".gif" or meta is None:
+    if path.suffix.lower() == ".gif" or facts is None or facts.variable_rate:
         return None
-    duration, fps = float(meta.get("duration") or 0.0), float(meta.get("fps") or 0.0)
-    if duration <= 0 or fps <= 0 or _stream_count(path) != 1:
+    if not facts.duration or facts.duration <= 0 or facts.streams != 1:
         return None
-    return round(duration * fps), 1
-
-
-def _stream_count(path: Path) -> int:
-    """How many streams ffmpeg lists in the file's header (0 when it cannot tell)."""
-    import imageio_ffmpeg
-
-    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
-    return len(re.findall(r"^\s*Stream #\d+:\d+", proc.stderr, flags=re.MULTILINE))
+    return round(facts.duration * facts.rate), 1
 
 
 def _image_source(path: Path, images: list[Path]) -> VideoSource:
@@ -436,8 +348,18 @@ def atomic_dir(final: Path):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def exact_rate(fps: float | Fraction) -> Fraction:
+    """``fps`` as a fraction: a float becomes the nearest one with a denominator up to 1001
+    (29.97002997 -> 30000/1001, 12.0 -> 12); ``ValueError`` unless it is positive."""
+    rate = fps if isinstance(fps, Fraction) else Fraction(float(fps)).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"fps: {fps} is not a positive frame rate")
+    return rate
+
+
 class VideoWriter:
-    """H.264 / yuv420p video, frame by frame (odd sizes padded to even by edge pixels).
+    """H.264 / yuv420p video, frame by frame (odd sizes padded to even by edge pixels), at
+    exactly ``fps`` (a ``Fraction`` such as 24000/1001 is kept; see :func:`exact_rate`).
 
     ``quality`` is x264's CRF; ``speed`` its preset. ``veryfast`` at CRF 14 is as faithful as
     ``medium`` at CRF 18 (the side-by-side's input half and the colour videos alike) for about
@@ -445,21 +367,24 @@ class VideoWriter:
     ``docs/performance.md``); ``veryfast`` at CRF 18 drifts further from the input.
     """
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int], quality: int = 14, speed: str = "veryfast"):
+    def __init__(self, path: Path, fps: float | Fraction, size: tuple[int, int], quality: int = 14,
+                 speed: str = "veryfast"):
         import imageio_ffmpeg
 
+        rate = exact_rate(fps)
         self.height, self.width = size
         self.out_h, self.out_w = self.height + self.height % 2, self.width + self.width % 2
         self.frames = 0
         self._gen = imageio_ffmpeg.write_frames(
             str(path),
             (self.out_w, self.out_h),
-            fps=fps,
+            fps=float(rate),
             codec="libx264",
             pix_fmt_in="rgb24",
             pix_fmt_out="yuv420p",
             macro_block_size=1,
             ffmpeg_log_level="error",
+            input_params=["-r", f"{rate.numerator}/{rate.denominator}"],  # after imageio's rounded -r: ffmpeg takes the last
             output_params=["-crf", str(quality), "-preset", speed, "-movflags", "+faststart"],
         )
         self._gen.send(None)

@@ -265,7 +265,7 @@ class PendingOutputs:
         cfg, stem, size, out_dir = self.cfg, self.source.stem, self.size, self.out_dir
         vmin, vmax = self.result.depth_range
         lo, hi = self.mapping.value_range
-        fps = cfg.output_fps or self.source.fps
+        fps = cfg.output_fps or getattr(self.source, "rate", None) or self.source.fps  # a video's exact rate
         sinks: list[tuple[Path, Callable]] = []
         done = self._written_before()
         if cfg.save_npy and self._npy_separate and f"{stem}_pred.npy" not in done:

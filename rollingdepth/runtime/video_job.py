@@ -420,7 +420,7 @@ def _units_job(pipe: "RollingDepthPipeline", source: VideoSource, cfg: RunConfig
     from rollingdepth.runtime.units import FrameCursor, KnownPoints, UnitsJob
 
     # an input that seeks is reopened at a unit far ahead (images: at any unit ahead), not decoded up to it
-    skip_limit = 0 if source.images is not None else SEEK_AHEAD if source.frame_seconds else None
+    skip_limit = 0 if source.images is not None else SEEK_AHEAD if source.seekable else None
     cursor = FrameCursor(lambda first: source.frames(cfg.start_frame + first), spill_dir=spill_dir, skip_limit=skip_limit)
     points = KnownPoints(read_depth_points(Path(cfg.depth_points).expanduser()), cfg.start_frame) if cfg.depth_points else None
     return UnitsJob(*plan, cursor, lambda: torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed), progress, points)
