@@ -192,3 +192,19 @@ def held_run(args, event: dict, cwd=None, env=None, timeout: float = 300, launch
         watchdog.cancel()
     proc.wait()
     pytest.fail(f"the run ended (exit {proc.returncode}) before {event}: {''.join(proc.seen)[-3000:]}")
+
+
+@pytest.fixture
+def seeks(monkeypatch):
+    """The pts each read of a video seeks to (none: it decoded from frame 0)."""
+    from rollingdepth.io import av_video
+
+    calls = []
+    seek_from = av_video._seek_from
+
+    def spy(container, stream, seek_pts):
+        calls.append(seek_pts)
+        return seek_from(container, stream, seek_pts)
+
+    monkeypatch.setattr(av_video, "_seek_from", spy)
+    return calls

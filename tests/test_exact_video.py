@@ -97,20 +97,6 @@ def no_decoding(monkeypatch):
         yield
 
 
-@pytest.fixture
-def seeks(monkeypatch):
-    """The pts each read seeks to."""
-    calls = []
-    seek_from = av_video._seek_from
-
-    def spy(container, stream, seek_pts):
-        calls.append(seek_pts)
-        return seek_from(container, stream, seek_pts)
-
-    monkeypatch.setattr(av_video, "_seek_from", spy)
-    return calls
-
-
 def keyframes(path, table) -> list[int]:
     """Indices of the frames whose packets are keyframes (demuxed, not decoded)."""
     import av

@@ -18,7 +18,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from rollingdepth.io import av_video, video_io
+from rollingdepth.io import video_io
 from rollingdepth.io.video_io import VideoWriter, probe_video
 
 from .conftest import make_clip
@@ -36,20 +36,6 @@ def _write(path, fps: float):
 
 def _sequential(path) -> np.ndarray:
     return np.stack(list(video_io._read_video_frames(path, 0, 0)))
-
-
-@pytest.fixture
-def seeks(monkeypatch):
-    """The pts each read seeks to (none: it decoded from frame 0)."""
-    calls = []
-    seek_from = av_video._seek_from
-
-    def spy(container, stream, seek_pts):
-        calls.append(seek_pts)
-        return seek_from(container, stream, seek_pts)
-
-    monkeypatch.setattr(av_video, "_seek_from", spy)
-    return calls
 
 
 @pytest.mark.parametrize("fps", [24.0, 30000 / 1001, 25.0])
