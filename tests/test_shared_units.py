@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from rollingdepth.frontends import run_video as cli
-from rollingdepth.runtime.plan import plan_units
+from rollingdepth.method.settings import MethodSettings
+from rollingdepth.runtime.plan import largest_span, plan_units
 from rollingdepth.runtime.shared_units import unit_owners
 
 from .conftest import (
@@ -102,6 +103,13 @@ def _units_per_rank(report: dict) -> dict[int, int]:
     return frames
 
 
+def _run_units():
+    """The units run-video plans for ``args_for``'s run: overlaps of three times the span of
+    dilation 10 capped to 12 frames (3: 7 frames), at most half a segment (6)."""
+    settings = MethodSettings(dilations=[1, 10], snippet_lengths=[3]).validate()
+    return plan_units([(0, 16), (16, 8), (24, 24)], 12, largest_span(settings, 12))
+
+
 def test_units_balanced_by_frames():
     """The plan: 6 units (10, 10 | 8 | 10, 10, 10 frames); each rank gets about half the frames,
     the same on every call."""
@@ -169,7 +177,7 @@ def test_killed_rank_resumes_its_unit_and_redoes_none(setup, one_process, tmp_pa
     and killed with SIGKILL; torchrun --max-restarts 1 restarts both ranks: exit 0, the same
     prediction, every unit done once (run.json: units finished before the kill have round 0),
     rank 0's first unit not started again, its held unit resumed after its snippets."""
-    units = plan_units([(0, 16), (16, 8), (24, 24)], 12)
+    units = _run_units()
     owners = unit_owners(units, 2)
     rank0 = [u for u, r in zip(units, owners) if r == 0]
     held = rank0[1]

@@ -256,13 +256,24 @@ def earlier_run(out_dir: Path, stem: str, cfg) -> tuple[bool, str | None]:
     if not outputs_complete(out_dir, stem, cfg):
         return False, None
     try:
-        recorded = json.loads((out_dir / f"{stem}_run.json").read_text())["settings"]
-        changed = _changed_settings(recorded, cfg)
+        changed = _changed_settings(_recorded_settings(json.loads((out_dir / f"{stem}_run.json").read_text())), cfg)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return False, f"{stem}_run.json: cannot read its settings ({type(exc).__name__}); predicting it again"
     if not changed:
         return True, None
     return False, f"outputs made with other settings ({'; '.join(changed)}): predicting it again, replacing them"
+
+
+def _recorded_settings(report: dict) -> dict:
+    """A run report's ``settings``; for a video of several units, with the plan of its first
+    shot as it ran (where shots differ, the top level says "per shot"), which is its first unit's."""
+    recorded = report["settings"]
+    shots = report.get("shots") or []
+    if int(recorded.get("units") or 1) > 1 and shots and "settings" in shots[0]:
+        first = shots[0]["settings"]
+        planned = (*_PLANNED, "snippets_per_dilation", "num_view_auto")
+        recorded = {**recorded, **{k: first[k] for k in planned if k in first}}
+    return recorded
 
 
 def _changed_settings(recorded: dict, cfg) -> list[str]:
