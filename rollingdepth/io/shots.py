@@ -123,6 +123,7 @@ _RANGES = (180.0, 256.0, 2.5)  # OpenCV's 8-bit hue and saturation; value / mean
 _BLACK = 10.0  # changes next to a frame darker than this mean value (0..255: no picture left) count less
 _BAR = 24  # rows and columns at the edges whose brightest pixel is below this are letterbox bars
 _HELD = (0.02, 0.004)  # a colour and layout change below both: the same picture again (held, duplicated)
+_HELD_RATIO = 3.0  # ... or one this many times smaller than a change next to it (a repeat with noise)
 _FADE_STEP = 0.9  # in a fade, each frame's brightness is at most this times the next one's (the darker side's)
 _DARK = 48.0  # ... and the fade's darkest frame is below this mean value
 _GRID = (16, 9)  # the layout: mean brightness of 16 x 9 cells
@@ -242,12 +243,22 @@ def _changes(dists: deque[np.ndarray], count: int, frames: range, most: int) -> 
     """The first ``most`` changes ``d[j]`` for ``j`` in ``frames`` that are not a held picture."""
     out = []
     for j in frames:
-        d = dists[j - count]
-        if not (d < _HELD).all():
-            out.append(d)
+        if not _held(dists, count, j):
+            out.append(dists[j - count])
             if len(out) == most:
                 break
     return out
+
+
+def _held(dists: deque[np.ndarray], count: int, j: int) -> bool:
+    """Whether ``d[j]`` shows the same picture again: no change (under :data:`_HELD`), or, with
+    noise or grain, under a :data:`_HELD_RATIO` th of a change 1 or 2 frames away in both
+    measures (animation on twos or threes: the new pictures' changes tower over the repeats')."""
+    d = dists[j - count]
+    if (d < _HELD).all():
+        return True
+    near = [dists[k - count] for k in (j - 2, j - 1, j + 1, j + 2) if count - len(dists) <= k < count]
+    return bool(near) and (d * _HELD_RATIO < np.max(near, axis=0)).all()
 
 
 _FADE_RUN = 3  # frames of steadily changing brightness that make a fade
