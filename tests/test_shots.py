@@ -242,7 +242,7 @@ def test_missing_cut_list_and_empty_edl(tmp_path):
     with pytest.raises(ValueError, match="nothere.txt: cannot read it"):
         read_cut_list(tmp_path / "nothere.txt", FPS, 36)
     (tmp_path / "empty.edl").write_text("TITLE: nothing\nFCM: NON-DROP FRAME\n")
-    with pytest.raises(ValueError, match="empty.edl: an EDL without events"):
+    with pytest.raises(ValueError, match="empty.edl: an EDL without video events"):
         read_cut_list(tmp_path / "empty.edl", FPS, 36)
     with pytest.raises(ValueError, match="fps must be positive"):
         read_cut_list(tmp_path / "empty.edl", 0.0, 36)
@@ -260,3 +260,34 @@ def test_cut_list_of_one_frame_shots(tmp_path):
 ])
 def test_parse_timecode(text, fps, frame):
     assert parse_timecode(text, fps) == frame
+
+
+@pytest.mark.parametrize("text, fps, frame", [
+    ("00:10:00;00", 30000 / 1001, 17982), ("00:00:59;29", 30000 / 1001, 1799), ("00:01:00;02", 30000 / 1001, 1800),
+    ("01:00:00;00", 30000 / 1001, 107892), ("00:01:00;04", 60000 / 1001, 3600), ("00:10:00:00", 30000 / 1001, 18000),
+])
+def test_drop_frame_timecodes(text, fps, frame):
+    """``;`` marks drop-frame timecode (17982 frames at 10 minutes, read as 18000 before #43)."""
+    assert parse_timecode(text, fps) == frame
+
+
+def test_a_skipped_drop_frame_label_or_rate_is_refused():
+    with pytest.raises(ValueError, match="does not exist"):
+        parse_timecode("00:01:00;00", 30000 / 1001)
+    with pytest.raises(ValueError, match="30000/1001"):
+        parse_timecode("00:01:00;02", 25.0)
+
+
+def test_an_edl_cuts_the_picture_from_its_timelines_start(tmp_path):
+    """Audio-only events are no cuts; record timecodes count from the timeline's whole hour
+    (here 01:00:00:00, with black before the first event); FCM: DROP FRAME applies to the events
+    after it."""
+    edl = tmp_path / "cuts.edl"
+    edl.write_text(
+        "TITLE: programme\nFCM: DROP FRAME\n\n"
+        "001  AX       V     C        00:00:00;00 00:00:10;00 01:00:05;00 01:00:15;00\n"
+        "002  AX       A     C        00:00:03;00 00:00:04;00 01:00:08;00 01:00:09;00\n"
+        "003  AX       AA/V  C        00:00:10;00 00:10:00;00 01:00:15;00 01:10:05;00\n"
+        "004  AX       B     C        00:00:10;00 00:10:00;00 01:10:05;00 01:20:05;00\n")
+    shots = read_cut_list(edl, 30000 / 1001, 40000)
+    assert [s.first for s in shots] == [0, 150, 450, 18000 + 150 - 18]

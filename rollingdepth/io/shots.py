@@ -284,21 +284,26 @@ _EDL_EVENT = re.compile(r"^\s*\d{1,6}\s+\S+\s+\S+\s+\S+")  # 001  REEL  V  C ...
 _EDL_TC = re.compile(r"\b\d{2}:\d{2}:\d{2}[:;]\d{2}\b")
 
 
-def parse_timecode(text: str, fps: float) -> int:
-    """A frame number from ``123``, ``HH:MM:SS:FF``, ``[HH:]MM:SS.mmm`` or ``12.5s`` at ``fps``."""
+def parse_timecode(text: str, fps: float, drop_frame: bool = False) -> int:
+    """A frame number from ``123``, ``HH:MM:SS:FF``, ``[HH:]MM:SS.mmm`` or ``12.5s`` at ``fps``.
+
+    ``HH:MM:SS;FF`` (or any ``HH:MM:SS:FF`` with ``drop_frame``: an EDL under ``FCM: DROP
+    FRAME``) is drop-frame timecode, at 30000/1001 or 60000/1001 fps: its labels skip frames
+    0 and 1 (0 to 3 at 59.94) of every minute but each tenth, so that it keeps to the clock."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     token = text.strip()
     if token.isdigit():
         return int(token)
     if m := _TC_FRAMES.match(token):
-        if ";" in token:
-            raise ValueError(f"drop-frame timecode {token!r} is not supported; use frame numbers")
         h, mi, se, ff = (int(g) for g in m.groups())
         nominal = round(fps)  # timecode counts frames at the nominal rate (30 for 29.97)
         if ff >= nominal or mi >= 60 or se >= 60:
             raise ValueError(f"timecode {token!r} is out of range at {fps:g} fps")
-        return ((h * 60 + mi) * 60 + se) * nominal + ff
+        frames = ((h * 60 + mi) * 60 + se) * nominal + ff
+        if ";" in token or drop_frame:
+            return frames - _dropped(token, fps, h * 60 + mi, se, ff)
+        return frames
     if m := _TC_CLOCK.match(token):
         h, mi, se = int(m.group(1) or 0), int(m.group(2)), float(m.group(3))
         if mi >= 60 or se >= 60:
@@ -309,12 +314,25 @@ def parse_timecode(text: str, fps: float) -> int:
     raise ValueError(f"cannot read {token!r} as a frame number, HH:MM:SS:FF, HH:MM:SS.mmm or seconds (12.5s)")
 
 
+def _dropped(token: str, fps: float, minutes: int, se: int, ff: int) -> int:
+    """The frame labels drop-frame timecode skipped before ``token`` (``minutes`` from 0)."""
+    per_minute = {30: 2, 60: 4}.get(round(fps))
+    if per_minute is None or abs(fps * 1.001 - round(fps)) > 0.01:
+        raise ValueError(f"drop-frame timecode {token!r} needs 30000/1001 or 60000/1001 fps, not {fps:g}")
+    if se == 0 and ff < per_minute and minutes % 10:
+        raise ValueError(f"drop-frame timecode {token!r} does not exist (its label is skipped)")
+    return per_minute * (minutes - minutes // 10)
+
+
 def read_cut_list(path: str | Path, fps: float, frame_count: int) -> list[Shot]:
     """The shots of a ``frame_count``-frame video at ``fps`` from the cut list at ``path``.
 
     A text/CSV file: one cut per line, in the line's first field (fields split by ``,`` or
     tabs); ``#`` starts a comment; a cut at frame 0 is ignored. Or a CMX3600 EDL (a
-    ``TITLE:`` line or event lines): each event's record-in, counted from the earliest one.
+    ``TITLE:`` line or event lines): each video event's record-in (audio-only events are no
+    cuts), counted from the timeline's start: the whole hour at or before the first event
+    (01:00:00:00, the editors' default, for a first event at 01:00:00:00 or after a gap of
+    black at the start); ``FCM: DROP FRAME`` makes the timecodes after it drop-frame.
     Anything unreadable raises one ValueError naming the file and the line.
     """
     path = Path(path)
@@ -369,20 +387,33 @@ def _text_cuts(path: Path, lines: Sequence[str], fps: float) -> list[tuple[int, 
 
 
 def _edl_cuts(path: Path, lines: Sequence[str], fps: float) -> list[tuple[int, int]]:
-    """(line number, record-in frame counted from the first event) of each event of an EDL."""
+    """(line number, record-in frame counted from the timeline's start) of each video event of an EDL."""
     out = []
+    drop = False
     for lineno, line in enumerate(lines, 1):
+        if line.strip().upper().startswith("FCM:"):
+            drop = "NON" not in line.upper() and "DROP" in line.upper()
         if not _EDL_EVENT.match(line):
             continue  # TITLE, FCM, comments (*), notes
         tcs = _EDL_TC.findall(line)
         if len(tcs) != 4:
             raise ValueError(f"cut list {path}, line {lineno}: an EDL event needs 4 timecodes "
                              f"(source in/out, record in/out), found {len(tcs)}")
+        if not _is_video(line):
+            continue  # audio only: no cut in the picture
         try:
-            out.append((lineno, parse_timecode(tcs[2], fps)))
+            out.append((lineno, parse_timecode(tcs[2], fps, drop), (int(tcs[2][:2]), drop)))
         except ValueError as err:
             raise ValueError(f"cut list {path}, line {lineno}: {err}") from None
     if not out:
-        raise ValueError(f"cut list {path}: an EDL without events")
-    start = min(f for _, f in out)  # the programme's first frame (often 01:00:00:00)
-    return [(n, f - start) for n, f in out]
+        raise ValueError(f"cut list {path}: an EDL without video events")
+    hour, first_drop = min(out, key=lambda e: e[1])[2]
+    start = parse_timecode(f"{hour:02d}:00:00:00", fps, first_drop)  # the whole hour at or before its first event
+    return [(n, f - start) for n, f, _ in out]
+
+
+def _is_video(event: str) -> bool:
+    """Whether an EDL event line edits the picture: its track field names V (``V``, ``A/V``,
+    ``AA/V``) or both (``B``); ``A``, ``A2``, ``AA`` are audio only."""
+    track = event.split()[2].upper()
+    return "V" in track or track == "B"
