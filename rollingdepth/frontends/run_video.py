@@ -175,7 +175,7 @@ RUN_VIDEO_OPTIONS = (
     "input_video", "strict", "start_frame", "max_frames", "shots", "checkpoint", "dtype", "device", "preset", "processing_res",
     "dilations", "snippet_lengths", "attn_span", "cap_dilation", "refine_step", "refine_snippet_len",
     "refine_start_dilation", "coalign", "seed", "max_vae_bs", "unet_batch_size", "compile", "channels_last", "tf32",
-    "output_dir", "work_dir", "segment_frames", "output_fps", "restore_res", "cmaps", "save_npy", "save_sbs", "save_snippets",
+    "output_dir", "work_dir", "segment_frames", "output_fps", "restore_res", "cmaps", "save_npy", "save_sbs", "audio", "save_snippets",
     "save_png16", "save_exr", "depth_out", "depth_range", "depth_points", "save_ply", "fov", "focal", "ply_stride", "unload_snippet",
     "resample_method", "resume", "list_work", "clean_work", "skip_existing",
 )

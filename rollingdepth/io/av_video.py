@@ -73,6 +73,20 @@ def open_video(path: Path):
     return container, stream
 
 
+def audio_of(path: Path) -> tuple[str, float] | None:
+    """``(codec name, the container's start in seconds)`` of the file's first audio stream, or None."""
+    import av
+
+    try:
+        with contextlib.closing(av.open(str(path), metadata_errors="ignore")) as container:
+            if not container.streams.audio:
+                return None
+            start = container.start_time / 1e6 if container.start_time is not None else 0.0
+            return container.streams.audio[0].codec_context.name, start
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+
+
 # ----------------------------------------------------------------------------- probing
 @dataclass
 class StreamFacts:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import re
 import shutil
 import struct
@@ -34,7 +35,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from rollingdepth.errors import EmptyVideoError, InputError  # noqa: F401  (re-exported)
-from rollingdepth.io.av_video import InexactSeekWarning, StreamFacts, ffmpeg_error, packet_times, probe_stream, read_frames
+from rollingdepth.io.av_video import (InexactSeekWarning, StreamFacts, audio_of, ffmpeg_error, packet_times, probe_stream,
+                                      read_frames)
 from rollingdepth.io.mp4_boxes import mp4_declared_frames
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "InexactSeekWarning",
     "InputError",
     "TruncatedVideoWarning",
+    "AudioSpan",
     "VideoSource",
     "atomic_dir",
     "atomic_path",
@@ -65,6 +68,39 @@ def natural_key(path: str | Path) -> list:
 
 
 _ffmpeg_error = ffmpeg_error  # the one-line InputError for what FFmpeg says about a file
+
+
+_COPY_AUDIO = ("aac", "mp3", "alac", "ac3", "eac3")  # codecs an MP4 holds as they are; others become AAC
+
+
+@dataclass(frozen=True)
+class AudioSpan:
+    """The sound of a source from ``start`` seconds (of its file's own clock) for ``duration``
+    seconds, as an output video carries it: ``copy`` keeps the packets as they are, else AAC."""
+
+    path: Path
+    start: float
+    duration: float
+    copy: bool
+
+    def add_to(self, video: Path) -> None:
+        """Put this sound beside the picture of the MP4 ``video`` (stream copies, no re-encoding of
+        the picture), in place."""
+        import imageio_ffmpeg
+
+        joined = video.with_name(f".{video.stem}.sound{video.suffix}")
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(video),
+               "-ss", f"{self.start:.6f}", "-t", f"{self.duration:.6f}", "-i", str(self.path),
+               "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "copy" if self.copy else "aac",
+               "-movflags", "+faststart", str(joined)]
+        try:
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+            if done.returncode != 0:
+                raise InputError(f"{self.path}: its sound could not be added to {video.name} "
+                                 f"({done.stderr.strip()[-300:]}); it can be left out (run-video's audio option)")
+            os.replace(joined, video)
+        finally:
+            joined.unlink(missing_ok=True)
 
 
 @dataclass
@@ -104,6 +140,16 @@ class VideoSource:
     def seekable(self) -> bool:
         """A video whose frames are found by timestamp (not decoded from frame 0 up to the one wanted)."""
         return self.is_video and not self.seek_failed and (self.frame_times is not None or not self.times_exact)
+
+    def audio(self, start: int, count: int) -> AudioSpan | None:
+        """The sound that plays with frames ``start .. start + count - 1``, or None (images, no sound)."""
+        found = audio_of(self.path) if self.is_video and self.rate else None
+        if found is None:
+            return None
+        codec, file_start = found
+        table = self._frame_table(False)
+        first = float(table[start] * self.time_base) if table is not None and self.time_base else start / self.rate
+        return AudioSpan(self.path, max(0.0, first - file_start), float(count / self.rate), codec in _COPY_AUDIO)
 
     def _frame_table(self, exact: bool) -> Sequence[int] | None:
         """index -> pts; ``exact``: read from the packets (once, then kept). None: no seeking."""
@@ -368,13 +414,14 @@ class VideoWriter:
     """
 
     def __init__(self, path: Path, fps: float | Fraction, size: tuple[int, int], quality: int = 14,
-                 speed: str = "veryfast"):
+                 speed: str = "veryfast", audio: AudioSpan | None = None):
         import imageio_ffmpeg
 
         rate = exact_rate(fps)
         self.height, self.width = size
         self.out_h, self.out_w = self.height + self.height % 2, self.width + self.width % 2
         self.frames = 0
+        self.path, self.audio = Path(path), audio
         self._gen = imageio_ffmpeg.write_frames(
             str(path),
             (self.out_w, self.out_h),
@@ -399,6 +446,7 @@ class VideoWriter:
         self.frames += 1
 
     def close(self) -> None:
+        """End the picture (the sound, if any, is added by leaving the ``with`` block without an error)."""
         self._gen.close()
 
     def __enter__(self):
@@ -406,3 +454,5 @@ class VideoWriter:
 
     def __exit__(self, *exc):
         self.close()
+        if exc[0] is None and self.audio is not None and self.frames:
+            self.audio.add_to(self.path)

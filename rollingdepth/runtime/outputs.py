@@ -231,6 +231,13 @@ class PendingOutputs:
                               f"(in the points' unit)")
         return VideoMapping(tuple(mappings), tuple(s["first"] for s in self._shots()))
 
+    def _audio(self):
+        """The source's sound for the frames processed (None: no sound, ``--no-audio``, or ``--fps``
+        retiming the frames, which the sound would no longer match)."""
+        if not self.cfg.audio or self.cfg.output_fps:
+            return None
+        return self.source.audio(self.cfg.start_frame, self.frames)
+
     def _shots(self) -> list[dict]:
         """The shots' reports (one shot for a video run in one piece)."""
         return self.result.shots or [{"index": 0, "first": 0, "frames": self.result.num_frames, "found_by": "start",
@@ -274,12 +281,14 @@ class PendingOutputs:
             stack.callback(values_file.close)
             sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, values, image: values_file.__setitem__(i, values)))
         for cmap in [c for c in cfg.cmaps if f"{stem}_{c}.mp4" not in done]:
-            video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(out_dir / f"{stem}_{cmap}.mp4")), fps, size))
+            video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(out_dir / f"{stem}_{cmap}.mp4")), fps, size,
+                                                    audio=self._audio()))
             sinks.append((out_dir / f"{stem}_{cmap}.mp4",
                           lambda i, frame, values, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
         if cfg.save_sbs and f"{stem}_rgbd.mp4" not in done:
             final = out_dir / f"{stem}_rgbd.mp4"
-            sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP)))
+            sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP),
+                                                  audio=self._audio()))
             sinks.append((final, lambda i, frame, values, image: sbs.write(
                 side_by_side(image, colorize(frame, cfg.cmaps[0], vmin, vmax)))))
 

@@ -63,6 +63,9 @@ class RunConfig(MethodSettings):
     save_sbs: bool = opt(True, _on_off(
         ("--save-sbs/--no-save-sbs", "--save-side-by-side"), "{stem}_rgbd.mp4, input and depth side by side; "
         "also --save-sbs true|false, like every on/off option. (default: on)", OUT))
+    audio: bool = opt(True, _on_off(
+        ("--audio/--no-audio",), "The source's sound in the colour and side-by-side videos, cut to the frames "
+        "processed (copied where MP4 holds it, else AAC; none with --fps). (default: on)", OUT))
     save_snippets: bool = opt(False, _on_off(
         ("--save-snippets/--no-save-snippets",), "{stem}_snippets.npz. (default: off)", OUT))
     save_png16: bool = opt(False, _on_off(
