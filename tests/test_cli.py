@@ -907,3 +907,27 @@ def test_every_method_setting_is_an_option_of_run_video():
     run_fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     for f in dataclasses.fields(MethodSettings):
         assert run_fields[f.name].metadata == f.metadata  # the same declaration, not a copy
+
+
+def test_the_long_edge_is_the_resolution_and_too_thin_frames_are_said(tmp_path, capsys):
+    """1919 x 1079 at --res 64 is 64 wide (the reference's float factor gave 63); 4000 x 200 at
+    --res 64 would be 3 pixels high: one line naming --res and the least that works, no output
+    folder; that --res then runs."""
+    import cv2
+
+    from rollingdepth.method.pipeline import RollingDepthPipeline
+
+    assert RollingDepthPipeline.processing_size(1079, 1919, 64) == (35, 64)
+    assert RollingDepthPipeline.processing_size(1919, 1079, 64) == (64, 35)
+    frames = tmp_path / "wide"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), rng.integers(0, 255, (200, 4000, 3), dtype=np.uint8))
+    code, out, err = run([frames, "-c", TINY_CHECKPOINT, "--dtype", "fp32", "--res", "64", "-o", tmp_path / "o"], capsys)
+    assert code != 0 and "Traceback" not in err
+    line = error_line(err, "--res 64 makes the 4000x200 frames 64x3 pixels")
+    assert "give --res 120 or more" in line and not (tmp_path / "o").exists()
+    code, _, err = run([frames, "-c", TINY_CHECKPOINT, "--dtype", "fp32", "--res", "120", "-o", tmp_path / "o"], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "o" / "wide_pred.npy").shape == (3, 6, 120)

@@ -162,11 +162,14 @@ class RollingDepthPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def processing_size(height: int, width: int, processing_res: int) -> tuple[int, int]:
-        """Longer edge to ``processing_res`` (floored, aspect kept); 0 keeps the size."""
+        """Longer edge to ``processing_res`` exactly, the shorter one floored (aspect kept); 0 keeps
+        the size. The reference computes both through a float factor, whose rounding made 1919 x
+        1079 at 64 come out 63 wide; integer arithmetic gives the same sizes otherwise."""
         if processing_res == 0:
             return height, width
-        factor = min(processing_res / width, processing_res / height)
-        return max(1, int(height * factor)), max(1, int(width * factor))
+        if width >= height:
+            return max(1, height * processing_res // width), processing_res
+        return processing_res, max(1, width * processing_res // height)
 
     @staticmethod
     def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -25,6 +25,7 @@ class DepthModel(Protocol):
 
     unet: torch.nn.Module
     dtype: torch.dtype
+    vae_scale_factor: int  # pixels per latent row and column
 
     def prepare(self) -> None: ...
     def processing_size(self, height: int, width: int, processing_res: int) -> tuple[int, int]: ...

@@ -138,6 +138,22 @@ def _silent(stage: str, done: int, total: int) -> None:
     pass
 
 
+MIN_LATENT = 3  # latent rows and columns the method needs at least (its subsampled co-alignment: 2 failed)
+
+
+def _check_size(input_size: tuple[int, int], size: tuple[int, int], processing_res: int, vae_factor: int) -> None:
+    """One ``ValueError`` naming the resolution when frames become too small for the model."""
+    from rollingdepth.runtime.run_config import option_name
+
+    least = MIN_LATENT * vae_factor
+    if min(size) < least:
+        (h, w), (ph, pw) = input_size, size
+        need = -(-least * max(h, w) // min(h, w))
+        raise ValueError(f"{option_name('processing_res')} {processing_res} makes the {w}x{h} frames {pw}x{ph} pixels; "
+                         f"this model needs at least {least} on the shorter side: give {option_name('processing_res')} "
+                         f"{need} or more")
+
+
 def _batched(items: Iterable, size: int) -> Iterator[list]:
     batch = []
     for item in items:
@@ -310,6 +326,7 @@ class VideoRun:
                 if size is None:
                     input_size = tuple(chunk.shape[1:3])
                     size = self.pipe.processing_size(input_size[0], input_size[1], self.settings.processing_res)
+                    _check_size(input_size, size, self.settings.processing_res, getattr(self.pipe, "vae_scale_factor", 1))
                 elif tuple(chunk.shape[1:3]) != input_size:
                     raise ValueError(f"frames: frame {seen} has size {chunk.shape[1:3]}, the first had {input_size}")
                 if motion is not None:
