@@ -237,14 +237,17 @@ def _converted(frames: Iterator, workers: int = 2, ahead: int = 4) -> Iterator[n
     caller's work; one thread converts 1080p at about 160 frames/s, docs/performance.md)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rgb") as pool:
-        pending = collections.deque()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rgb")
+    pending = collections.deque()
+    try:
         for frame in frames:
             pending.append(pool.submit(_rgb, frame))
             if len(pending) > ahead:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:  # also when the reader is left early (Ctrl-C): no conversion waited for
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _sequential(path: Path, skip: int, count: int) -> Iterator:

@@ -37,13 +37,18 @@ def prefetch(iterable: Iterable, depth: int = 8) -> Iterator:
         return False
 
     def work():
+        items = iter(iterable)
         try:
-            for item in iterable:
+            for item in items:
                 if not put(item):
                     return
             put(done)
         except BaseException as exc:  # hand the error to the consumer
             put(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator left early: its files and threads are let go here, now
+                close()
 
     thread = threading.Thread(target=work, daemon=True, name="rollingdepth-prefetch")
     thread.start()
