@@ -231,9 +231,10 @@ class PendingOutputs:
                               f"(in the points' unit)")
         return VideoMapping(tuple(mappings), tuple(s["first"] for s in self._shots()))
 
-    def _audio(self):
-        """The source's sound for the frames processed (None: no sound, ``--no-audio``, or ``--fps``
-        retiming the frames, which the sound would no longer match)."""
+    @functools.cached_property
+    def _sound(self):
+        """The source's sound for the frames processed, looked up once for every video written
+        (None: no sound, ``--no-audio``, or ``--fps`` retiming the frames, which it would no longer match)."""
         if not self.cfg.audio or self.cfg.output_fps:
             return None
         return self.source.audio(self.cfg.start_frame, self.frames)
@@ -282,13 +283,13 @@ class PendingOutputs:
             sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, values, image: values_file.__setitem__(i, values)))
         for cmap in [c for c in cfg.cmaps if f"{stem}_{c}.mp4" not in done]:
             video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(out_dir / f"{stem}_{cmap}.mp4")), fps, size,
-                                                    audio=self._audio()))
+                                                    audio=self._sound))
             sinks.append((out_dir / f"{stem}_{cmap}.mp4",
                           lambda i, frame, values, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
         if cfg.save_sbs and f"{stem}_rgbd.mp4" not in done:
             final = out_dir / f"{stem}_rgbd.mp4"
             sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP),
-                                                  audio=self._audio()))
+                                                  audio=self._sound))
             sinks.append((final, lambda i, frame, values, image: sbs.write(
                 side_by_side(image, colorize(frame, cfg.cmaps[0], vmin, vmax)))))
 
