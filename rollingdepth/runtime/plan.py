@@ -126,8 +126,8 @@ def largest_span(settings: MethodSettings, segment_frames: int) -> int:
 
 def segment_overlap(segment_frames: int, span: int = 0) -> int:
     """The overlap of consecutive segments at most ``segment_frames`` long whose largest snippet
-    spans ``span`` frames: three times that span (they are fitted on its middle third, whose
-    frames are covered by every dilation's snippets in both), at least :data:`SEGMENT_OVERLAP`
+    spans ``span`` frames: three times that span (they are fitted on its middle half, away
+    from either segment's edge frames), at least :data:`SEGMENT_OVERLAP`
     (a quarter of a short segment), at most half a segment."""
     return min(max(min(SEGMENT_OVERLAP, segment_frames // 4), 3 * span), segment_frames // 2)
 

@@ -329,7 +329,7 @@ def overlap_stats(segments: list[SegmentRows]) -> list[OverlapStats]:
 
 def overlap_of(prev: SegmentRows, cur: SegmentRows) -> OverlapStats:
     """The sums over the frames on which segment ``cur`` is fitted onto the segment before it,
-    ``prev``: the middle third of their overlap (:func:`~rollingdepth.runtime.assembly.fit_window`)."""
+    ``prev``: the middle half of their overlap (:func:`~rollingdepth.runtime.assembly.fit_window`)."""
     lo, hi = fit_window(prev, cur)
     return OverlapStats.of(cur.rows[lo - cur.first : hi - cur.first], prev.rows[lo - prev.first : hi - prev.first])
 
