@@ -35,8 +35,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from rollingdepth.errors import EmptyVideoError, InputError  # noqa: F401  (re-exported)
-from rollingdepth.io.av_video import (InexactSeekWarning, StreamFacts, audio_of, ffmpeg_error, packet_times, probe_stream,
-                                      read_frames)
+from rollingdepth.io.av_video import (InexactSeekWarning, StreamFacts, audio_of, ffmpeg_error, is_hd, packet_times,
+                                      probe_stream, read_frames)
 from rollingdepth.io.mp4_boxes import mp4_declared_frames
 
 __all__ = [
@@ -403,9 +403,23 @@ def exact_rate(fps: float | Fraction) -> Fraction:
     return rate
 
 
+def picture_tags(width: int, height: int) -> tuple[str, str]:
+    """``(matrix for ffmpeg's scale filter, the colour tag)`` an output video of this size is
+    converted with and tagged as: BT.709 at HD sizes and above (what players assume there),
+    BT.601 (``smpte170m``) below (:func:`rollingdepth.io.av_video.is_hd`); limited range either way."""
+    return ("bt709", "bt709") if is_hd(width, height) else ("bt601", "smpte170m")
+
+
 class VideoWriter:
     """H.264 / yuv420p video, frame by frame (odd sizes padded to even by edge pixels), at
     exactly ``fps`` (a ``Fraction`` such as 24000/1001 is kept; see :func:`exact_rate`).
+
+    Colour: RGB becomes limited-range (tv) YUV with the BT.709 matrix at HD sizes and above,
+    BT.601 below, and the file is tagged so (matrix, primaries, transfer, range:
+    :func:`picture_tags`), so players convert it back with the matrix it was made with.
+    ``sample_aspect`` (a pixel's width over its height; None or 1: square) is tagged as the
+    stream's sample aspect ratio, the pixels kept as they are (an anamorphic source's frames
+    show at its display aspect).
 
     ``quality`` is x264's CRF; ``speed`` its preset. ``veryfast`` at CRF 14 is as faithful as
     ``medium`` at CRF 18 (the side-by-side's input half and the colour videos alike) for about
@@ -414,7 +428,7 @@ class VideoWriter:
     """
 
     def __init__(self, path: Path, fps: float | Fraction, size: tuple[int, int], quality: int = 14,
-                 speed: str = "veryfast", audio: AudioSpan | None = None):
+                 speed: str = "veryfast", audio: AudioSpan | None = None, sample_aspect: Fraction | None = None):
         import imageio_ffmpeg
 
         rate = exact_rate(fps)
@@ -422,6 +436,11 @@ class VideoWriter:
         self.out_h, self.out_w = self.height + self.height % 2, self.width + self.width % 2
         self.frames = 0
         self.path, self.audio = Path(path), audio
+        matrix, tag = picture_tags(self.out_w, self.out_h)
+        aspect = Fraction(sample_aspect or 1).limit_denominator(65535)
+        picture = (f"scale=out_color_matrix={matrix}:out_range=tv,format=yuv420p,"  # converted with the tagged matrix
+                   f"setparams=colorspace={tag}:color_primaries={tag}:color_trc={tag}:range=tv,"
+                   f"setsar={aspect.numerator}/{aspect.denominator}")
         self._gen = imageio_ffmpeg.write_frames(
             str(path),
             (self.out_w, self.out_h),
@@ -432,7 +451,8 @@ class VideoWriter:
             macro_block_size=1,
             ffmpeg_log_level="error",
             input_params=["-r", f"{rate.numerator}/{rate.denominator}"],  # after imageio's rounded -r: ffmpeg takes the last
-            output_params=["-crf", str(quality), "-preset", speed, "-movflags", "+faststart"],
+            output_params=["-vf", picture, "-colorspace", tag, "-color_primaries", tag, "-color_trc", tag,
+                           "-color_range", "tv", "-crf", str(quality), "-preset", speed, "-movflags", "+faststart"],
         )
         self._gen.send(None)
 

@@ -1,0 +1,109 @@
+"""What the picture keeps (issue #42): colour matrices and ranges read and written, a
+non-square sample aspect, EXIF orientation of images, an image folder's sizes checked at once.
+
+Colour clips are made with the bundled ffmpeg from eight flat patches of known RGB colours,
+converted to YUV with a given matrix and range (and tagged so, or not); a patch's mean, away
+from its edges, is compared with the colour it was made from.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from rollingdepth.io import av_video
+from rollingdepth.io.video_io import VideoWriter, load_source, open_source
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+COLOURS = np.array([(220, 40, 40), (40, 200, 60), (30, 60, 220), (230, 180, 140),
+                    (128, 128, 128), (250, 230, 20), (20, 20, 20), (240, 240, 240)], np.uint8)
+LEVELS = 4  # a decoded patch within this many levels of its colour (H.264 at CRF 10 to 14, chroma halved)
+
+
+def patches(height: int, width: int, count: int = 3) -> np.ndarray:
+    """uint8 ``[count, H, W, 3]``: eight vertical stripes of :data:`COLOURS`."""
+    frames = np.zeros((count, height, width, 3), np.uint8)
+    step = width // 8
+    for i, colour in enumerate(COLOURS):
+        frames[:, :, i * step : (i + 1) * step] = colour
+    return frames
+
+
+def patch_colours(image: np.ndarray) -> np.ndarray:
+    """float ``[8, 3]``: each stripe's mean colour, its edges left out."""
+    h, w = image.shape[:2]
+    step = w // 8
+    return np.array([image[h // 4 : 3 * h // 4, i * step + step // 4 : (i + 1) * step - step // 4].reshape(-1, 3).mean(0)
+                     for i in range(8)])
+
+
+def colour_error(image: np.ndarray) -> float:
+    return float(np.abs(patch_colours(image) - COLOURS).max())
+
+
+def make(path, height: int, width: int, matrix: str, colour_range: str, tagged: bool = True, codec=None):
+    """A clip of :func:`patches` converted with ``matrix`` and ``colour_range`` (tv / pc), tagged so or untagged."""
+    tags = f"setparams=colorspace={matrix if tagged else 'unknown'}:range={colour_range if tagged else 'unknown'}"
+    picture = f"scale=out_color_matrix={matrix}:out_range={colour_range},format=yuv420p,{tags}"
+    codec = codec or ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "10"]
+    cmd = [FFMPEG, "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "24",
+           "-i", "-", "-vf", picture, *codec, str(path)]
+    subprocess.run(cmd, input=patches(height, width).tobytes(), check=True)
+    return path
+
+
+def tags(path) -> dict:
+    """The colour tags and sample aspect of a file's first video frame, as PyAV reads them."""
+    import av
+
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        return {"colorspace": int(frame.colorspace), "primaries": int(frame.color_primaries),
+                "trc": int(frame.color_trc), "range": int(frame.color_range),
+                "sar": Fraction(container.streams.video[0].sample_aspect_ratio or 1)}
+
+
+# ----------------------------------------------------------------------------- colour in
+VP9 = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-crf", "10", "-b:v", "0"]
+SOURCES = {  # name: (file, H, W, matrix, range, tagged, codec)
+    "hd_bt709": ("hd.mp4", 720, 1280, "bt709", "tv", True, None),
+    "hd_bt709_untagged": ("hd_untagged.mp4", 720, 1280, "bt709", "tv", False, None),  # players assume BT.709
+    "sd_bt601_untagged": ("sd_untagged.mp4", 240, 320, "bt601", "tv", False, None),
+    "full_range_bt601": ("full.mp4", 240, 320, "bt470bg", "pc", True, None),  # H.264's yuvj420p
+    "full_range_bt709_vp9": ("full_vp9.mkv", 240, 320, "bt709", "pc", True, VP9),  # yuv420p with the range flag
+}
+
+
+@pytest.mark.parametrize("kind", list(SOURCES))
+def test_sources_decode_with_their_own_matrix_and_range(tmp_path, kind):
+    name, h, w, matrix, colour_range, tagged, codec = SOURCES[kind]
+    path = make(tmp_path / name, h, w, matrix, colour_range, tagged, codec)
+    frames = load_source(path).read()
+    assert frames.shape == (3, h, w, 3)
+    assert colour_error(frames[0]) <= LEVELS, patch_colours(frames[0]).round(1)
+
+
+# ----------------------------------------------------------------------------- colour out
+@pytest.mark.parametrize("size, tag, matrix", [((64, 1544), 1, "bt709"),  # the default side-by-side's width
+                                               ((720, 1280), 1, "bt709"), ((48, 64), 6, "bt601")])
+def test_output_videos_are_tagged_and_converted_to_match(tmp_path, size, tag, matrix):
+    """HD and larger: BT.709 matrix, primaries and transfer (1); SD: SMPTE 170M, BT.601 (6);
+    limited range (1) both. Decoded with the tagged matrix, as a player does, the colours come
+    back within a few levels (BT.601 read as BT.709 was up to 35 levels off)."""
+    import av
+
+    path = tmp_path / "out.mp4"
+    with VideoWriter(path, 24, size) as writer:
+        for frame in patches(*size):
+            writer.write(frame)
+    assert tags(path) == {"colorspace": tag, "primaries": tag, "trc": tag, "range": 1, "sar": 1}
+    assert colour_error(load_source(path).read()[0]) <= LEVELS
+    with av.open(str(path)) as container:  # as a player converts it: the matrix its size implies, limited range
+        frame = next(container.decode(video=0))
+        shown = frame.to_ndarray(format="rgb24", src_colorspace=1 if matrix == "bt709" else 5, src_color_range=1,
+                                 dst_color_range=2)
+    assert colour_error(shown) <= LEVELS
