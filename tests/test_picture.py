@@ -107,3 +107,51 @@ def test_output_videos_are_tagged_and_converted_to_match(tmp_path, size, tag, ma
         shown = frame.to_ndarray(format="rgb24", src_colorspace=1 if matrix == "bt709" else 5, src_color_range=1,
                                  dst_color_range=2)
     assert colour_error(shown) <= LEVELS
+
+
+# ----------------------------------------------------------------------------- sample aspect
+def anamorphic(path, sar: str, height: int = 576, width: int = 720, rotate: int = 0):
+    """A PAL-sized clip whose pixels are ``sar`` wide (16/15: 4:3, 64/45: 16:9)."""
+    rotation = ["-display_rotation", str(rotate)] if rotate else []
+    cmd = [FFMPEG, "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "25",
+           "-i", "-", "-vf", f"setsar={sar}", "-c:v", "libx264", "-preset", "ultrafast", str(path)]
+    subprocess.run(cmd, input=patches(height, width).tobytes(), check=True)
+    if rotate:
+        turned = path.with_name(f"turned_{path.name}")
+        subprocess.run([FFMPEG, "-y", "-v", "error", *rotation, "-i", str(path), "-c", "copy", str(turned)], check=True)
+        return turned
+    return path
+
+
+@pytest.mark.parametrize("sar, ext", [("16/15", "mp4"), ("64/45", "mp4"), ("64/45", "mkv")])
+def test_the_sample_aspect_is_probed_and_written(tmp_path, sar, ext):
+    source = load_source(anamorphic(tmp_path / f"pal.{ext}", sar))
+    assert source.size == (576, 720) and source.sample_aspect == Fraction(sar)
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, 25, (288, 360), sample_aspect=source.sample_aspect) as writer:
+        for frame in patches(288, 360):
+            writer.write(frame)
+    assert tags(out)["sar"] == Fraction(sar)  # shown 4:3 (16:9) as the source is, pixels as they are
+    assert load_source(out).sample_aspect == Fraction(sar)
+    square = load_source(anamorphic(tmp_path / f"square.{ext}", "1"))
+    assert square.sample_aspect == 1
+
+
+def test_a_rotated_anamorphic_source_has_the_inverse_aspect(tmp_path):
+    source = load_source(anamorphic(tmp_path / "pal.mp4", "16/15", rotate=90))
+    assert source.size == (720, 576) and source.sample_aspect == Fraction(15, 16)
+
+
+def test_run_video_keeps_the_sample_aspect(tmp_path, capsys):
+    """The colour and side-by-side videos of an anamorphic source carry its sample aspect."""
+    from rollingdepth.frontends import run_video as cli
+
+    from .conftest import TINY_CHECKPOINT
+
+    clip = anamorphic(tmp_path / "pal.mp4", "64/45", height=96, width=120)
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(clip), "-c", str(TINY_CHECKPOINT), "--res", "64", "-d", "1,2", "--dtype", "fp32", "--frames", "3",
+                  "--cmap", "Greys_r", "-o", str(tmp_path / "o")])
+    assert info.value.code == 0, capsys.readouterr().err
+    for name in ("pal_Greys_r.mp4", "pal_rgbd.mp4"):
+        assert tags(tmp_path / "o" / name)["sar"] == Fraction(64, 45), name

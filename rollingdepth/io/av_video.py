@@ -102,6 +102,7 @@ class StreamFacts:
     times_exact: bool  # ``times`` read from the packets (not computed from the rate, nor left for later)
     duration: float | None = None  # seconds, the container's (None: unknown)
     streams: int = 1  # in the container, of every kind
+    sample_aspect: Fraction = Fraction(1)  # a displayed pixel's width over its height (after rotation)
 
 
 def probe_stream(path: Path) -> StreamFacts:
@@ -119,9 +120,18 @@ def probe_stream(path: Path) -> StreamFacts:
         else:
             times, facts.frames = _demux_times(container, stream)
             _set_times(facts, times)
+        facts.sample_aspect = _sample_aspect(stream)
     if facts.rotation in (90, 270):
-        facts.size = facts.size[::-1]
+        facts.size, facts.sample_aspect = facts.size[::-1], 1 / facts.sample_aspect
     return facts
+
+
+def _sample_aspect(stream) -> Fraction:
+    """The stream's sample aspect ratio (the container's, else the codec's); 1 when unset."""
+    for found in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if found is not None and found.numerator > 0 and found.denominator > 0:
+            return Fraction(found.numerator, found.denominator)
+    return Fraction(1)
 
 
 def _from_index(path: Path, stream, facts: StreamFacts) -> bool:

@@ -120,6 +120,7 @@ class VideoSource:
     frame_times: Sequence[int] | None = field(default=None, repr=False)  # videos: index -> pts (None: not known yet)
     times_exact: bool = field(default=False, repr=False)  # ``frame_times`` read from the packets, not computed
     seek_failed: bool = field(default=False, repr=False)  # a frame came with an unexpected pts: read from the start
+    sample_aspect: Fraction = Fraction(1)  # videos: a displayed pixel's width over its height (16/15: PAL 4:3)
 
     @property
     def missing_frames(self) -> int:
@@ -227,7 +228,7 @@ def probe_video(path: Path, strict: bool = False) -> VideoSource:
     facts = probe_stream(path)
     source = VideoSource(path=path, fps=float(facts.rate), size=facts.size, frame_count=facts.frames,
                          rate=facts.rate, variable_rate=facts.variable_rate, time_base=facts.time_base,
-                         frame_times=facts.times, times_exact=facts.times_exact)
+                         frame_times=facts.times, times_exact=facts.times_exact, sample_aspect=facts.sample_aspect)
     source.frame_seconds = None if facts.variable_rate else float(1 / facts.rate)
     declared = container_frame_count(path, facts)
     if declared is not None:
