@@ -155,3 +155,78 @@ def test_run_video_keeps_the_sample_aspect(tmp_path, capsys):
     assert info.value.code == 0, capsys.readouterr().err
     for name in ("pal_Greys_r.mp4", "pal_rgbd.mp4"):
         assert tags(tmp_path / "o" / name)["sar"] == Fraction(64, 45), name
+
+
+# ----------------------------------------------------------------------------- images
+def pattern(height: int = 40, width: int = 64) -> np.ndarray:
+    """uint8 RGB with no symmetry: four coloured quadrants of unequal sizes and a gradient."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[: height // 3, : width // 4] = (255, 0, 0)
+    image[: height // 3, width // 4 :] = (0, 255, 0)
+    image[height // 3 :, : width // 2] = (0, 0, 255)
+    image[height // 3 :, width // 2 :] = (255, 255, 0)
+    image[..., 1] = np.maximum(image[..., 1], np.linspace(0, 120, width, dtype=np.uint8)[None])
+    return image
+
+
+def save_jpeg(path, image: np.ndarray, orientation: int | None):
+    from PIL import Image
+
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    Image.fromarray(image).save(path, quality=95, exif=exif.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_to_image_sequences(tmp_path, orientation):
+    """A phone's burst (orientation 6: held upright, stored sideways) comes out upright, as
+    Pillow's ``ImageOps.exif_transpose`` shows it; all eight orientations."""
+    from PIL import Image, ImageOps
+
+    folder = tmp_path / "burst"
+    folder.mkdir()
+    for i in range(3):
+        save_jpeg(folder / f"IMG_{i:04d}.jpg", pattern(), orientation)
+    [entry] = open_source(folder)
+    source = load_source(entry)
+    frames = source.read()
+    with Image.open(folder / "IMG_0000.jpg") as image:
+        as_stored = np.asarray(image.convert("RGB"))
+        shown = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    turned = orientation >= 5
+    assert source.size == ((64, 40) if turned else (40, 64)) and frames.shape == (3, *source.size, 3)
+    assert np.abs(frames[0].astype(int) - shown.astype(int)).mean() < 2
+    if orientation == 6:  # turned a quarter clockwise: the stored first column is the shown first row, reversed
+        assert np.abs(frames[0].astype(int) - np.rot90(as_stored, -1).astype(int)).mean() < 2
+
+
+def test_an_image_folder_of_two_sizes_fails_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from rollingdepth.errors import InputError
+    from rollingdepth.frontends import run_video as cli
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(4):
+        save_jpeg(folder / f"f{i}.jpg", pattern(40, 64) if i != 2 else pattern(40, 60), None)
+    save_jpeg(tmp_path / "upright.jpg", pattern(64, 40), None)  # orientation counts: 40x64 shown sideways is 64x40
+    [entry] = open_source(folder)
+    with pytest.raises(InputError, match=r"frames: f2\.jpg is 60x40 pixels but f0\.jpg is 64x40"):
+        load_source(entry)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(cli, "load_model", no_model)
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(folder), "-c", "unused", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    lines = [line for line in err.splitlines() if "f2.jpg" in line]
+    assert len(lines) == 1 and "all images of a sequence need one size" in lines[0], err
+    sideways = tmp_path / "sideways"
+    sideways.mkdir()
+    save_jpeg(sideways / "a.jpg", pattern(40, 64), 6)
+    save_jpeg(sideways / "b.jpg", pattern(64, 40), None)
+    assert load_source(open_source(sideways)[0]).size == (64, 40)  # both shown 40 wide, 64 high

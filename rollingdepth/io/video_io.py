@@ -8,9 +8,11 @@ uint8 RGB whatever the source (grayscale, alpha, 10-bit), with rotation metadata
 every displayed frame comes out once (no frames duplicated or dropped to fill a constant
 frame rate). Videos are written through imageio-ffmpeg's bundled ffmpeg, at an exact rate.
 
-Images: grayscale becomes R = G = B; an alpha channel is dropped (the colour channels are
-kept as stored, not composited onto a background); 16-bit images are scaled to 8 bits,
-``round(v * 255 / 65535)``.
+Images: turned as their EXIF orientation says (as Pillow's ``ImageOps.exif_transpose``);
+grayscale becomes R = G = B; an alpha channel is dropped (the colour channels are kept as
+stored, not composited onto a background); 16-bit images are scaled to 8 bits,
+``round(v * 255 / 65535)``. A sequence's images must have one size, checked from their
+headers when it is opened (:func:`load_source`).
 
 Truncated videos: the frames whose data is in the file are compared with the count the container declares
 (:attr:`VideoSource.container_frames`); fewer is a :class:`TruncatedVideoWarning` naming both
@@ -191,11 +193,39 @@ class VideoSource:
         return np.stack(frames)
 
 
+_EXIF_ORIENTATION = 0x0112
+_ORIENTED = {  # EXIF orientation -> how the stored pixels become the displayed ones (as Pillow's exif_transpose)
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # turned 180 degrees
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.swapaxes(0, 1),  # transposed
+    6: lambda a: np.rot90(a, -1),  # turned 90 degrees clockwise (a phone held upright)
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # transversed
+    8: lambda a: np.rot90(a, 1),  # turned 90 degrees counter-clockwise
+}
+
+
+def image_header(path: Path) -> tuple[tuple[int, int], int] | None:
+    """``((H, W) as displayed, EXIF orientation 1..8)`` from the file's header, without decoding
+    its pixels; None when Pillow cannot read it (the size is then the decoded image's)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+            width, height = image.size
+    except Exception:  # not Pillow's format, a decompression-bomb guard, a damaged header: decode it
+        return None
+    orientation = orientation if orientation in _ORIENTED else 1
+    return ((width, height) if orientation >= 5 else (height, width)), orientation
+
+
 def _read_image(path: Path) -> np.ndarray:
-    """uint8 RGB ``[H, W, 3]``: grey repeated, alpha dropped, 16 bits scaled to 8."""
+    """uint8 RGB ``[H, W, 3]`` as displayed: EXIF orientation applied, grey repeated, alpha
+    dropped, 16 bits scaled to 8."""
     import cv2
 
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # the pixels as stored (no orientation applied)
     if data is None:
         raise InputError(f"{path}: not a readable image")
     if data.dtype == np.uint16:
@@ -205,10 +235,15 @@ def _read_image(path: Path) -> np.ndarray:
     if data.ndim == 3 and data.shape[2] in (1, 2):  # grey (+ alpha)
         data = data[..., 0]
     if data.ndim == 2:
-        return np.repeat(data[..., None], 3, axis=2)
-    if data.ndim != 3 or data.shape[2] not in (3, 4):
+        data = np.repeat(data[..., None], 3, axis=2)
+    elif data.ndim != 3 or data.shape[2] not in (3, 4):
         raise InputError(f"{path}: unsupported image layout {data.shape}")
-    return np.ascontiguousarray(data[..., 2::-1])  # BGR(A) -> RGB, alpha dropped
+    else:
+        data = data[..., 2::-1]  # BGR(A) -> RGB, alpha dropped
+    header = image_header(path)
+    if header is not None and header[1] != 1:
+        data = _ORIENTED[header[1]](data)
+    return np.ascontiguousarray(data)
 
 
 def _read_video_frames(path: Path, start: int = 0, count: int = 0) -> Iterator[np.ndarray]:
@@ -271,10 +306,25 @@ def container_frame_count(path: Path, facts: StreamFacts | None = None) -> tuple
     return round(facts.duration * facts.rate), 1
 
 
+def _image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image as displayed (EXIF orientation applied): from its header where Pillow
+    reads it, else decoded."""
+    header = image_header(path)
+    return header[0] if header is not None else _read_image(path).shape[:2]
+
+
 def _image_source(path: Path, images: list[Path]) -> VideoSource:
+    """An image sequence: its first image decoded (readable?), every other one's size checked from
+    its header (not decoded): one that differs from the first is an ``InputError`` naming both,
+    before any model loads."""
     images = sorted(images, key=natural_key)
-    first = _read_image(images[0])
-    return VideoSource(path=path, images=images, fps=30.0, size=first.shape[:2], frame_count=len(images))
+    size = _read_image(images[0]).shape[:2]
+    for image in images[1:]:
+        other = _image_size(image)
+        if other != size:
+            raise InputError(f"{path}: {image.name} is {other[1]}x{other[0]} pixels but {images[0].name} is "
+                             f"{size[1]}x{size[0]}; all images of a sequence need one size")
+    return VideoSource(path=path, images=images, fps=30.0, size=size, frame_count=len(images))
 
 
 def _list_file(path: Path) -> list[Path]:
