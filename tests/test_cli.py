@@ -362,9 +362,8 @@ def test_image_sequence_with_a_frame_of_another_size(tmp_path):
     frames = make_clip(3, 24, 32)
     for i, f in enumerate(frames):
         cv2.imwrite(str(folder / f"frame{i}.png"), f if i != 2 else cv2.resize(f, (30, 20)))
-    source = load_source(open_source(folder)[0])
-    with pytest.raises(InputError, match=r"frame2\.png: 30x20 pixels, but the sequence's first image has 32x24"):
-        source.read()
+    with pytest.raises(InputError, match=r"sizes: frame2\.png is 30x20 pixels but frame0\.png is 32x24"):
+        load_source(open_source(folder)[0])  # when it is opened, from the images' headers (tests/test_picture.py)
 
 
 def test_truncated_video_warns_with_both_numbers(tmp_path):

@@ -102,6 +102,7 @@ class StreamFacts:
     times_exact: bool  # ``times`` read from the packets (not computed from the rate, nor left for later)
     duration: float | None = None  # seconds, the container's (None: unknown)
     streams: int = 1  # in the container, of every kind
+    sample_aspect: Fraction = Fraction(1)  # a displayed pixel's width over its height (after rotation)
 
 
 def probe_stream(path: Path) -> StreamFacts:
@@ -119,9 +120,18 @@ def probe_stream(path: Path) -> StreamFacts:
         else:
             times, facts.frames = _demux_times(container, stream)
             _set_times(facts, times)
+        facts.sample_aspect = _sample_aspect(stream)
     if facts.rotation in (90, 270):
-        facts.size = facts.size[::-1]
+        facts.size, facts.sample_aspect = facts.size[::-1], 1 / facts.sample_aspect
     return facts
+
+
+def _sample_aspect(stream) -> Fraction:
+    """The stream's sample aspect ratio (the container's, else the codec's); 1 when unset."""
+    for found in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if found is not None and found.numerator > 0 and found.denominator > 0:
+            return Fraction(found.numerator, found.denominator)
+    return Fraction(1)
 
 
 def _from_index(path: Path, stream, facts: StreamFacts) -> bool:
@@ -189,9 +199,37 @@ def packet_times(path: Path) -> list[int] | None:
 
 
 # ----------------------------------------------------------------------------- decoding
+_BT709, _UNSPECIFIED, _BT601 = 1, 2, 5  # AVColorSpace (swscale's coefficient tables take the same numbers)
+_LIMITED, _FULL = 1, 2  # AVColorRange: tv (16-235), pc (0-255)
+
+
+def is_hd(width: int, height: int) -> bool:
+    """A size that players show as BT.709 when untagged (mpv's rule; SD, BT.601, below it)."""
+    return width >= 1280 or height > 576
+
+
+def source_colour(frame) -> tuple[int, int]:
+    """``(matrix, range)`` that turn a decoded frame into RGB: its own tags; untagged, what
+    players assume (BT.709 for HD sizes, BT.601 below, :func:`is_hd`; limited range, but full for
+    the JPEG formats ``yuvj*``)."""
+    matrix = int(getattr(frame, "colorspace", _UNSPECIFIED) or _UNSPECIFIED)
+    if matrix in (0, _UNSPECIFIED) or matrix > 10 or matrix == 8:  # RGB or YCgCo matrices only come as rgb/gbr formats
+        matrix = _BT709 if is_hd(frame.width, frame.height) else _BT601
+    colour_range = int(getattr(frame, "color_range", 0) or 0)
+    if colour_range not in (_LIMITED, _FULL):
+        colour_range = _FULL if frame.format.name.startswith("yuvj") else _LIMITED
+    return matrix, colour_range
+
+
 def _rgb(frame) -> np.ndarray:
-    """uint8 RGB ``[H, W, 3]`` of a decoded frame, its display rotation applied."""
-    image = frame.to_ndarray(format="rgb24")
+    """uint8 RGB ``[H, W, 3]`` of a decoded frame with its own matrix and range
+    (:func:`source_colour`), its display rotation applied."""
+    if frame.format.name.startswith(("yuv", "nv", "p0", "p2", "y2", "uyvy", "yuyv")):
+        matrix, colour_range = source_colour(frame)
+        image = frame.to_ndarray(format="rgb24", src_colorspace=matrix, src_color_range=colour_range,
+                                 dst_color_range=_FULL)
+    else:  # RGB, grey, palette: no matrix
+        image = frame.to_ndarray(format="rgb24")
     turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # the display matrix (PyAV 14 and later)
     return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
 

@@ -8,9 +8,11 @@ uint8 RGB whatever the source (grayscale, alpha, 10-bit), with rotation metadata
 every displayed frame comes out once (no frames duplicated or dropped to fill a constant
 frame rate). Videos are written through imageio-ffmpeg's bundled ffmpeg, at an exact rate.
 
-Images: grayscale becomes R = G = B; an alpha channel is dropped (the colour channels are
-kept as stored, not composited onto a background); 16-bit images are scaled to 8 bits,
-``round(v * 255 / 65535)``.
+Images: turned as their EXIF orientation says (as Pillow's ``ImageOps.exif_transpose``);
+grayscale becomes R = G = B; an alpha channel is dropped (the colour channels are kept as
+stored, not composited onto a background); 16-bit images are scaled to 8 bits,
+``round(v * 255 / 65535)``. A sequence's images must have one size, checked from their
+headers when it is opened (:func:`load_source`).
 
 Truncated videos: the frames whose data is in the file are compared with the count the container declares
 (:attr:`VideoSource.container_frames`); fewer is a :class:`TruncatedVideoWarning` naming both
@@ -35,8 +37,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from rollingdepth.errors import EmptyVideoError, InputError  # noqa: F401  (re-exported)
-from rollingdepth.io.av_video import (InexactSeekWarning, StreamFacts, audio_of, ffmpeg_error, packet_times, probe_stream,
-                                      read_frames)
+from rollingdepth.io.av_video import (InexactSeekWarning, StreamFacts, audio_of, ffmpeg_error, is_hd, packet_times,
+                                      probe_stream, read_frames)
 from rollingdepth.io.mp4_boxes import mp4_declared_frames
 
 __all__ = [
@@ -120,6 +122,7 @@ class VideoSource:
     frame_times: Sequence[int] | None = field(default=None, repr=False)  # videos: index -> pts (None: not known yet)
     times_exact: bool = field(default=False, repr=False)  # ``frame_times`` read from the packets, not computed
     seek_failed: bool = field(default=False, repr=False)  # a frame came with an unexpected pts: read from the start
+    sample_aspect: Fraction = Fraction(1)  # videos: a displayed pixel's width over its height (16/15: PAL 4:3)
 
     @property
     def missing_frames(self) -> int:
@@ -190,11 +193,39 @@ class VideoSource:
         return np.stack(frames)
 
 
+_EXIF_ORIENTATION = 0x0112
+_ORIENTED = {  # EXIF orientation -> how the stored pixels become the displayed ones (as Pillow's exif_transpose)
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # turned 180 degrees
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.swapaxes(0, 1),  # transposed
+    6: lambda a: np.rot90(a, -1),  # turned 90 degrees clockwise (a phone held upright)
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # transversed
+    8: lambda a: np.rot90(a, 1),  # turned 90 degrees counter-clockwise
+}
+
+
+def image_header(path: Path) -> tuple[tuple[int, int], int] | None:
+    """``((H, W) as displayed, EXIF orientation 1..8)`` from the file's header, without decoding
+    its pixels; None when Pillow cannot read it (the size is then the decoded image's)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+            width, height = image.size
+    except Exception:  # not Pillow's format, a decompression-bomb guard, a damaged header: decode it
+        return None
+    orientation = orientation if orientation in _ORIENTED else 1
+    return ((width, height) if orientation >= 5 else (height, width)), orientation
+
+
 def _read_image(path: Path) -> np.ndarray:
-    """uint8 RGB ``[H, W, 3]``: grey repeated, alpha dropped, 16 bits scaled to 8."""
+    """uint8 RGB ``[H, W, 3]`` as displayed: EXIF orientation applied, grey repeated, alpha
+    dropped, 16 bits scaled to 8."""
     import cv2
 
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # the pixels as stored (no orientation applied)
     if data is None:
         raise InputError(f"{path}: not a readable image")
     if data.dtype == np.uint16:
@@ -204,10 +235,15 @@ def _read_image(path: Path) -> np.ndarray:
     if data.ndim == 3 and data.shape[2] in (1, 2):  # grey (+ alpha)
         data = data[..., 0]
     if data.ndim == 2:
-        return np.repeat(data[..., None], 3, axis=2)
-    if data.ndim != 3 or data.shape[2] not in (3, 4):
+        data = np.repeat(data[..., None], 3, axis=2)
+    elif data.ndim != 3 or data.shape[2] not in (3, 4):
         raise InputError(f"{path}: unsupported image layout {data.shape}")
-    return np.ascontiguousarray(data[..., 2::-1])  # BGR(A) -> RGB, alpha dropped
+    else:
+        data = data[..., 2::-1]  # BGR(A) -> RGB, alpha dropped
+    header = image_header(path)
+    if header is not None and header[1] != 1:
+        data = _ORIENTED[header[1]](data)
+    return np.ascontiguousarray(data)
 
 
 def _read_video_frames(path: Path, start: int = 0, count: int = 0) -> Iterator[np.ndarray]:
@@ -227,7 +263,7 @@ def probe_video(path: Path, strict: bool = False) -> VideoSource:
     facts = probe_stream(path)
     source = VideoSource(path=path, fps=float(facts.rate), size=facts.size, frame_count=facts.frames,
                          rate=facts.rate, variable_rate=facts.variable_rate, time_base=facts.time_base,
-                         frame_times=facts.times, times_exact=facts.times_exact)
+                         frame_times=facts.times, times_exact=facts.times_exact, sample_aspect=facts.sample_aspect)
     source.frame_seconds = None if facts.variable_rate else float(1 / facts.rate)
     declared = container_frame_count(path, facts)
     if declared is not None:
@@ -270,10 +306,25 @@ def container_frame_count(path: Path, facts: StreamFacts | None = None) -> tuple
     return round(facts.duration * facts.rate), 1
 
 
+def _image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image as displayed (EXIF orientation applied): from its header where Pillow
+    reads it, else decoded."""
+    header = image_header(path)
+    return header[0] if header is not None else _read_image(path).shape[:2]
+
+
 def _image_source(path: Path, images: list[Path]) -> VideoSource:
+    """An image sequence: its first image decoded (readable?), every other one's size checked from
+    its header (not decoded): one that differs from the first is an ``InputError`` naming both,
+    before any model loads."""
     images = sorted(images, key=natural_key)
-    first = _read_image(images[0])
-    return VideoSource(path=path, images=images, fps=30.0, size=first.shape[:2], frame_count=len(images))
+    size = _read_image(images[0]).shape[:2]
+    for image in images[1:]:
+        other = _image_size(image)
+        if other != size:
+            raise InputError(f"{path}: {image.name} is {other[1]}x{other[0]} pixels but {images[0].name} is "
+                             f"{size[1]}x{size[0]}; all images of a sequence need one size")
+    return VideoSource(path=path, images=images, fps=30.0, size=size, frame_count=len(images))
 
 
 def _list_file(path: Path) -> list[Path]:
@@ -403,9 +454,23 @@ def exact_rate(fps: float | Fraction) -> Fraction:
     return rate
 
 
+def picture_tags(width: int, height: int) -> tuple[str, str]:
+    """``(matrix for ffmpeg's scale filter, the colour tag)`` an output video of this size is
+    converted with and tagged as: BT.709 at HD sizes and above (what players assume there),
+    BT.601 (``smpte170m``) below (:func:`rollingdepth.io.av_video.is_hd`); limited range either way."""
+    return ("bt709", "bt709") if is_hd(width, height) else ("bt601", "smpte170m")
+
+
 class VideoWriter:
     """H.264 / yuv420p video, frame by frame (odd sizes padded to even by edge pixels), at
     exactly ``fps`` (a ``Fraction`` such as 24000/1001 is kept; see :func:`exact_rate`).
+
+    Colour: RGB becomes limited-range (tv) YUV with the BT.709 matrix at HD sizes and above,
+    BT.601 below, and the file is tagged so (matrix, primaries, transfer, range:
+    :func:`picture_tags`), so players convert it back with the matrix it was made with.
+    ``sample_aspect`` (a pixel's width over its height; None or 1: square) is tagged as the
+    stream's sample aspect ratio, the pixels kept as they are (an anamorphic source's frames
+    show at its display aspect).
 
     ``quality`` is x264's CRF; ``speed`` its preset. ``veryfast`` at CRF 14 is as faithful as
     ``medium`` at CRF 18 (the side-by-side's input half and the colour videos alike) for about
@@ -414,7 +479,7 @@ class VideoWriter:
     """
 
     def __init__(self, path: Path, fps: float | Fraction, size: tuple[int, int], quality: int = 14,
-                 speed: str = "veryfast", audio: AudioSpan | None = None):
+                 speed: str = "veryfast", audio: AudioSpan | None = None, sample_aspect: Fraction | None = None):
         import imageio_ffmpeg
 
         rate = exact_rate(fps)
@@ -422,6 +487,11 @@ class VideoWriter:
         self.out_h, self.out_w = self.height + self.height % 2, self.width + self.width % 2
         self.frames = 0
         self.path, self.audio = Path(path), audio
+        matrix, tag = picture_tags(self.out_w, self.out_h)
+        aspect = Fraction(sample_aspect or 1).limit_denominator(65535)
+        picture = (f"scale=out_color_matrix={matrix}:out_range=tv,format=yuv420p,"  # converted with the tagged matrix
+                   f"setparams=colorspace={tag}:color_primaries={tag}:color_trc={tag}:range=tv,"
+                   f"setsar={aspect.numerator}/{aspect.denominator}")
         self._gen = imageio_ffmpeg.write_frames(
             str(path),
             (self.out_w, self.out_h),
@@ -432,7 +502,8 @@ class VideoWriter:
             macro_block_size=1,
             ffmpeg_log_level="error",
             input_params=["-r", f"{rate.numerator}/{rate.denominator}"],  # after imageio's rounded -r: ffmpeg takes the last
-            output_params=["-crf", str(quality), "-preset", speed, "-movflags", "+faststart"],
+            output_params=["-vf", picture, "-colorspace", tag, "-color_primaries", tag, "-color_trc", tag,
+                           "-color_range", "tv", "-crf", str(quality), "-preset", speed, "-movflags", "+faststart"],
         )
         self._gen.send(None)
 

@@ -1,0 +1,232 @@
+"""What the picture keeps (issue #42): colour matrices and ranges read and written, a
+non-square sample aspect, EXIF orientation of images, an image folder's sizes checked at once.
+
+Colour clips are made with the bundled ffmpeg from eight flat patches of known RGB colours,
+converted to YUV with a given matrix and range (and tagged so, or not); a patch's mean, away
+from its edges, is compared with the colour it was made from.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from rollingdepth.io import av_video
+from rollingdepth.io.video_io import VideoWriter, load_source, open_source
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+COLOURS = np.array([(220, 40, 40), (40, 200, 60), (30, 60, 220), (230, 180, 140),
+                    (128, 128, 128), (250, 230, 20), (20, 20, 20), (240, 240, 240)], np.uint8)
+LEVELS = 4  # a decoded patch within this many levels of its colour (H.264 at CRF 10 to 14, chroma halved)
+
+
+def patches(height: int, width: int, count: int = 3) -> np.ndarray:
+    """uint8 ``[count, H, W, 3]``: eight vertical stripes of :data:`COLOURS`."""
+    frames = np.zeros((count, height, width, 3), np.uint8)
+    step = width // 8
+    for i, colour in enumerate(COLOURS):
+        frames[:, :, i * step : (i + 1) * step] = colour
+    return frames
+
+
+def patch_colours(image: np.ndarray) -> np.ndarray:
+    """float ``[8, 3]``: each stripe's mean colour, its edges left out."""
+    h, w = image.shape[:2]
+    step = w // 8
+    return np.array([image[h // 4 : 3 * h // 4, i * step + step // 4 : (i + 1) * step - step // 4].reshape(-1, 3).mean(0)
+                     for i in range(8)])
+
+
+def colour_error(image: np.ndarray) -> float:
+    return float(np.abs(patch_colours(image) - COLOURS).max())
+
+
+def make(path, height: int, width: int, matrix: str, colour_range: str, tagged: bool = True, codec=None):
+    """A clip of :func:`patches` converted with ``matrix`` and ``colour_range`` (tv / pc), tagged so or untagged."""
+    tags = f"setparams=colorspace={matrix if tagged else 'unknown'}:range={colour_range if tagged else 'unknown'}"
+    picture = f"scale=out_color_matrix={matrix}:out_range={colour_range},format=yuv420p,{tags}"
+    codec = codec or ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "10"]
+    cmd = [FFMPEG, "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "24",
+           "-i", "-", "-vf", picture, *codec, str(path)]
+    subprocess.run(cmd, input=patches(height, width).tobytes(), check=True)
+    return path
+
+
+def tags(path) -> dict:
+    """The colour tags and sample aspect of a file's first video frame, as PyAV reads them."""
+    import av
+
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        return {"colorspace": int(frame.colorspace), "primaries": int(frame.color_primaries),
+                "trc": int(frame.color_trc), "range": int(frame.color_range),
+                "sar": Fraction(container.streams.video[0].sample_aspect_ratio or 1)}
+
+
+# ----------------------------------------------------------------------------- colour in
+VP9 = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-crf", "10", "-b:v", "0"]
+SOURCES = {  # name: (file, H, W, matrix, range, tagged, codec)
+    "hd_bt709": ("hd.mp4", 720, 1280, "bt709", "tv", True, None),
+    "hd_bt709_untagged": ("hd_untagged.mp4", 720, 1280, "bt709", "tv", False, None),  # players assume BT.709
+    "sd_bt601_untagged": ("sd_untagged.mp4", 240, 320, "bt601", "tv", False, None),
+    "full_range_bt601": ("full.mp4", 240, 320, "bt470bg", "pc", True, None),  # H.264's yuvj420p
+    "full_range_bt709_vp9": ("full_vp9.mkv", 240, 320, "bt709", "pc", True, VP9),  # yuv420p with the range flag
+}
+
+
+@pytest.mark.parametrize("kind", list(SOURCES))
+def test_sources_decode_with_their_own_matrix_and_range(tmp_path, kind):
+    name, h, w, matrix, colour_range, tagged, codec = SOURCES[kind]
+    path = make(tmp_path / name, h, w, matrix, colour_range, tagged, codec)
+    frames = load_source(path).read()
+    assert frames.shape == (3, h, w, 3)
+    assert colour_error(frames[0]) <= LEVELS, patch_colours(frames[0]).round(1)
+
+
+# ----------------------------------------------------------------------------- colour out
+@pytest.mark.parametrize("size, tag, matrix", [((64, 1544), 1, "bt709"),  # the default side-by-side's width
+                                               ((720, 1280), 1, "bt709"), ((48, 64), 6, "bt601")])
+def test_output_videos_are_tagged_and_converted_to_match(tmp_path, size, tag, matrix):
+    """HD and larger: BT.709 matrix, primaries and transfer (1); SD: SMPTE 170M, BT.601 (6);
+    limited range (1) both. Decoded with the tagged matrix, as a player does, the colours come
+    back within a few levels (BT.601 read as BT.709 was up to 35 levels off)."""
+    import av
+
+    path = tmp_path / "out.mp4"
+    with VideoWriter(path, 24, size) as writer:
+        for frame in patches(*size):
+            writer.write(frame)
+    assert tags(path) == {"colorspace": tag, "primaries": tag, "trc": tag, "range": 1, "sar": 1}
+    assert colour_error(load_source(path).read()[0]) <= LEVELS
+    with av.open(str(path)) as container:  # as a player converts it: the matrix its size implies, limited range
+        frame = next(container.decode(video=0))
+        shown = frame.to_ndarray(format="rgb24", src_colorspace=1 if matrix == "bt709" else 5, src_color_range=1,
+                                 dst_color_range=2)
+    assert colour_error(shown) <= LEVELS
+
+
+# ----------------------------------------------------------------------------- sample aspect
+def anamorphic(path, sar: str, height: int = 576, width: int = 720, rotate: int = 0):
+    """A PAL-sized clip whose pixels are ``sar`` wide (16/15: 4:3, 64/45: 16:9)."""
+    rotation = ["-display_rotation", str(rotate)] if rotate else []
+    cmd = [FFMPEG, "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "25",
+           "-i", "-", "-vf", f"setsar={sar}", "-c:v", "libx264", "-preset", "ultrafast", str(path)]
+    subprocess.run(cmd, input=patches(height, width).tobytes(), check=True)
+    if rotate:
+        turned = path.with_name(f"turned_{path.name}")
+        subprocess.run([FFMPEG, "-y", "-v", "error", *rotation, "-i", str(path), "-c", "copy", str(turned)], check=True)
+        return turned
+    return path
+
+
+@pytest.mark.parametrize("sar, ext", [("16/15", "mp4"), ("64/45", "mp4"), ("64/45", "mkv")])
+def test_the_sample_aspect_is_probed_and_written(tmp_path, sar, ext):
+    source = load_source(anamorphic(tmp_path / f"pal.{ext}", sar))
+    assert source.size == (576, 720) and source.sample_aspect == Fraction(sar)
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, 25, (288, 360), sample_aspect=source.sample_aspect) as writer:
+        for frame in patches(288, 360):
+            writer.write(frame)
+    assert tags(out)["sar"] == Fraction(sar)  # shown 4:3 (16:9) as the source is, pixels as they are
+    assert load_source(out).sample_aspect == Fraction(sar)
+    square = load_source(anamorphic(tmp_path / f"square.{ext}", "1"))
+    assert square.sample_aspect == 1
+
+
+def test_a_rotated_anamorphic_source_has_the_inverse_aspect(tmp_path):
+    source = load_source(anamorphic(tmp_path / "pal.mp4", "16/15", rotate=90))
+    assert source.size == (720, 576) and source.sample_aspect == Fraction(15, 16)
+
+
+def test_run_video_keeps_the_sample_aspect(tmp_path, capsys):
+    """The colour and side-by-side videos of an anamorphic source carry its sample aspect."""
+    from rollingdepth.frontends import run_video as cli
+
+    from .conftest import TINY_CHECKPOINT
+
+    clip = anamorphic(tmp_path / "pal.mp4", "64/45", height=96, width=120)
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(clip), "-c", str(TINY_CHECKPOINT), "--res", "64", "-d", "1,2", "--dtype", "fp32", "--frames", "3",
+                  "--cmap", "Greys_r", "-o", str(tmp_path / "o")])
+    assert info.value.code == 0, capsys.readouterr().err
+    for name in ("pal_Greys_r.mp4", "pal_rgbd.mp4"):
+        assert tags(tmp_path / "o" / name)["sar"] == Fraction(64, 45), name
+
+
+# ----------------------------------------------------------------------------- images
+def pattern(height: int = 40, width: int = 64) -> np.ndarray:
+    """uint8 RGB with no symmetry: four coloured quadrants of unequal sizes and a gradient."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[: height // 3, : width // 4] = (255, 0, 0)
+    image[: height // 3, width // 4 :] = (0, 255, 0)
+    image[height // 3 :, : width // 2] = (0, 0, 255)
+    image[height // 3 :, width // 2 :] = (255, 255, 0)
+    image[..., 1] = np.maximum(image[..., 1], np.linspace(0, 120, width, dtype=np.uint8)[None])
+    return image
+
+
+def save_jpeg(path, image: np.ndarray, orientation: int | None):
+    from PIL import Image
+
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    Image.fromarray(image).save(path, quality=95, exif=exif.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_to_image_sequences(tmp_path, orientation):
+    """A phone's burst (orientation 6: held upright, stored sideways) comes out upright, as
+    Pillow's ``ImageOps.exif_transpose`` shows it; all eight orientations."""
+    from PIL import Image, ImageOps
+
+    folder = tmp_path / "burst"
+    folder.mkdir()
+    for i in range(3):
+        save_jpeg(folder / f"IMG_{i:04d}.jpg", pattern(), orientation)
+    [entry] = open_source(folder)
+    source = load_source(entry)
+    frames = source.read()
+    with Image.open(folder / "IMG_0000.jpg") as image:
+        as_stored = np.asarray(image.convert("RGB"))
+        shown = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    turned = orientation >= 5
+    assert source.size == ((64, 40) if turned else (40, 64)) and frames.shape == (3, *source.size, 3)
+    assert np.abs(frames[0].astype(int) - shown.astype(int)).mean() < 2
+    if orientation == 6:  # turned a quarter clockwise: the stored first column is the shown first row, reversed
+        assert np.abs(frames[0].astype(int) - np.rot90(as_stored, -1).astype(int)).mean() < 2
+
+
+def test_an_image_folder_of_two_sizes_fails_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from rollingdepth.errors import InputError
+    from rollingdepth.frontends import run_video as cli
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(4):
+        save_jpeg(folder / f"f{i}.jpg", pattern(40, 64) if i != 2 else pattern(40, 60), None)
+    save_jpeg(tmp_path / "upright.jpg", pattern(64, 40), None)  # orientation counts: 40x64 shown sideways is 64x40
+    [entry] = open_source(folder)
+    with pytest.raises(InputError, match=r"frames: f2\.jpg is 60x40 pixels but f0\.jpg is 64x40"):
+        load_source(entry)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(cli, "load_model", no_model)
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(folder), "-c", "unused", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    lines = [line for line in err.splitlines() if "f2.jpg" in line]
+    assert len(lines) == 1 and "all images of a sequence need one size" in lines[0], err
+    sideways = tmp_path / "sideways"
+    sideways.mkdir()
+    save_jpeg(sideways / "a.jpg", pattern(40, 64), 6)
+    save_jpeg(sideways / "b.jpg", pattern(64, 40), None)
+    assert load_source(open_source(sideways)[0]).size == (64, 40)  # both shown 40 wide, 64 high
