@@ -9,6 +9,7 @@ import torch
 from rollingdepth.frontends import run_video as cli
 from rollingdepth.runtime.estimate import Estimate, cache_file, estimate_run, format_duration, unit_flops
 from rollingdepth.method.settings import MethodSettings
+from rollingdepth.runtime.plan import Plan
 
 from .conftest import TINY_CHECKPOINT, make_clip
 from .test_cli import write_clip
@@ -92,11 +93,14 @@ def test_format_duration():
         ["1 s", "42 s", "1 min", "59 min", "1 h 05 min", "7 h 05 min"]
 
 
-def test_run_video_says_the_estimate_and_it_is_the_model(tmp_path, capsys, tiny_pipe):
+def test_run_video_says_the_estimate_and_it_is_the_model(tmp_path, capsys, tiny_pipe, monkeypatch):
     """The line comes before the first video; run.json records the estimate next to the
     measured time, and the estimate is the documented model: for each unit of work the run
     did (its counts), the unit's FLOPs over the throughput measured and cached for this
     machine, summed. Machine speed enters only through that measured throughput."""
+    from rollingdepth.runtime import estimate
+
+    monkeypatch.setattr(estimate, "CORRECT_MIN_S", float("inf"))  # the cache as measured, whatever the run took
     clip = write_clip(tmp_path / "clip.mp4", make_clip(24, 48, 64))
     with pytest.raises(SystemExit) as info:
         cli.main([str(clip), "-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,5", "--dtype", "fp32",
@@ -117,3 +121,62 @@ def test_run_video_says_the_estimate_and_it_is_the_model(tmp_path, capsys, tiny_
     model = sum(count * flops[unit] / rates[unit] for unit, count in work.items())
     assert report["estimate_s"] == pytest.approx(model, abs=1e-3)  # run.json keeps 3 decimals
     assert report["seconds"] > 0 and np.load(tmp_path / "o" / "clip_pred.npy").shape == (24, 48, 64)
+
+
+def _scale_cache(factor: float) -> None:
+    """Every cached throughput times ``factor`` (1/8: as if measured while the machine was busy)."""
+    cached = json.loads(cache_file().read_text())
+    cache_file().write_text(json.dumps({k: {u: r * factor for u, r in v.items()} for k, v in cached.items()}))
+
+
+def test_a_run_far_from_its_estimate_corrects_the_cached_throughput(tiny_pipe, monkeypatch):
+    """A throughput measured while the machine was busy (8x too low) makes estimates 8x too
+    high until a run measures otherwise: then the cache is scaled by estimated / measured and
+    the next estimate is the run's. Within CORRECT_FACTOR, or for a short run, nothing changes."""
+    from rollingdepth.runtime import estimate
+
+    monkeypatch.setattr(estimate, "CORRECT_MIN_S", 0.0)
+    settings = MethodSettings(processing_res=0, dilations=[1, 4], snippet_lengths=[3]).validate()
+    true = Estimate(tiny_pipe, 20, (30, 44), settings)  # the throughput as measured on a quiet machine
+    _scale_cache(1 / 8)
+    busy = Estimate(tiny_pipe, 20, (30, 44), settings)
+    assert busy.seconds == pytest.approx(8 * true.seconds)
+    work = Plan.build(settings, 20).work()  # what a run of it counts; it took the true estimate's time
+    counts = {"vae_encodes": work["encode"], "vae_decodes": work["decode"], "unet_frames": 3 * work["unet3"]}
+    timings = {"encode": 0.2 * true.seconds, "snippets": 0.7 * true.seconds, "decode": 0.1 * true.seconds}
+    before = cache_file().read_text()
+    monkeypatch.setattr(estimate, "CORRECT_MIN_S", 2 * true.seconds)  # a short run corrects nothing
+    assert estimate.correct_throughput(tiny_pipe, busy.size, settings, counts, timings, [3]) is None
+    monkeypatch.setattr(estimate, "CORRECT_MIN_S", 0.0)
+    near = {k: v * 5 for k, v in timings.items()}  # 8 / 5 = 1.6x: within CORRECT_FACTOR
+    assert estimate.correct_throughput(tiny_pipe, busy.size, settings, counts, near, [3]) is None
+    assert cache_file().read_text() == before
+    ratio = estimate.correct_throughput(tiny_pipe, busy.size, settings, counts, timings, [3])
+    assert ratio == pytest.approx(8)
+    assert Estimate(tiny_pipe, 20, (30, 44), settings).seconds == pytest.approx(true.seconds)
+    slow = {k: v * 4 for k, v in timings.items()}  # later busier by 4x: corrected the other way
+    assert estimate.correct_throughput(tiny_pipe, busy.size, settings, counts, slow, [3]) == pytest.approx(1 / 4)
+    assert Estimate(tiny_pipe, 20, (30, 44), settings).seconds == pytest.approx(4 * true.seconds)
+
+
+def test_run_video_corrects_an_estimate_far_off(tmp_path, capsys, tiny_pipe, monkeypatch):
+    """run-video after a calibration 8x too slow: the run's own timings update the cache (a note
+    says so), and the next estimate is within CORRECT_FACTOR of what the run's model stages took."""
+    from rollingdepth.runtime import estimate
+
+    monkeypatch.setattr(estimate, "CORRECT_MIN_S", 0.0)
+    clip = write_clip(tmp_path / "clip.mp4", make_clip(24, 48, 64))
+    settings = MethodSettings(processing_res=0, dilations=[1, 5]).validate()
+    Estimate(tiny_pipe, 24, (48, 64), settings)  # measured and cached
+    _scale_cache(1 / 64)  # far too slow, whatever this machine's load
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(clip), "-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,5", "--dtype", "fp32",
+                  "--no-save-sbs", "--cmap", "Greys_r", "-o", str(tmp_path / "o")])
+    assert info.value.code == 0
+    err = capsys.readouterr().err
+    report = json.loads((tmp_path / "o" / "clip_run.json").read_text())
+    took = sum(report["timings"].get(k, 0.0) for k in ("encode", "snippets", "decode", "refine"))
+    assert report["estimate_s"] > estimate.CORRECT_FACTOR * took  # estimated with the slow cache
+    assert "time estimate was" in err and "too high" in err, err
+    after = Estimate(tiny_pipe, 24, (48, 64), settings).seconds
+    assert took / estimate.CORRECT_FACTOR <= after <= took * estimate.CORRECT_FACTOR

@@ -230,3 +230,51 @@ def test_an_image_folder_of_two_sizes_fails_before_the_model_loads(tmp_path, cap
     save_jpeg(sideways / "a.jpg", pattern(40, 64), 6)
     save_jpeg(sideways / "b.jpg", pattern(64, 40), None)
     assert load_source(open_source(sideways)[0]).size == (64, 40)  # both shown 40 wide, 64 high
+
+
+# ----------------------------------------------------------------------------- variable frame rate
+def _seconds(path) -> np.ndarray:
+    """Each displayed frame's time, in seconds from the first."""
+    source = load_source(path)
+    table = np.asarray(source._frame_table(True), dtype=np.int64)
+    return (table - table[0]) * float(source.time_base)
+
+
+def test_a_variable_rate_is_written_with_the_sources_frame_times(tmp_path):
+    """10, 30 and 15 fps parts: the written frames are shown at the source's times (the mean
+    rate put frames up to 1.05 s off), each frame the one written, and seeking in the file works."""
+    from .test_exact_video import drawn_index, make
+
+    source = load_source(make(tmp_path, "variable_rate"))
+    assert source.variable_rate
+    frames = source.read()
+    times = source.frame_times_of(30, 60)
+    with VideoWriter(tmp_path / "out.mp4", source.rate, frames.shape[1:3], times=times) as writer:
+        for frame in frames[30:90]:
+            writer.write(frame)
+    written = _seconds(tmp_path / "out.mp4")
+    wanted = _seconds(source.path)[30:90] - _seconds(source.path)[30]
+    shortest = np.diff(wanted).min()
+    assert len(written) == 60 and np.abs(written - wanted).max() < shortest / 2
+    out = load_source(tmp_path / "out.mp4")
+    assert out.variable_rate
+    assert [drawn_index(f) for f in out.read()] == list(range(30, 90))
+    assert [drawn_index(f) for f in out.read(25, 3)] == [55, 56, 57]  # found by time
+    assert tags(tmp_path / "out.mp4")["colorspace"] == 6  # still tagged
+
+
+def test_run_video_writes_a_variable_rate_with_its_frame_times(tmp_path, capsys):
+    from rollingdepth.frontends import run_video as cli
+
+    from .conftest import TINY_CHECKPOINT
+    from .test_exact_video import make
+
+    clip = make(tmp_path, "variable_rate")
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(clip), "-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,2", "--dtype", "fp32", "--from", "30",
+                  "--frames", "20", "--cmap", "Greys_r", "-o", str(tmp_path / "o")])
+    assert info.value.code == 0, capsys.readouterr().err
+    wanted = _seconds(clip)[30:50] - _seconds(clip)[30]
+    for name in ("variable_rate_clip_Greys_r.mp4", "variable_rate_clip_rgbd.mp4"):
+        written = _seconds(tmp_path / "o" / name)
+        assert len(written) == 20 and np.abs(written - wanted).max() < np.diff(wanted).min() / 2, name

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import os
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,7 +30,8 @@ import numpy as np
 
 from rollingdepth.errors import InputError
 
-__all__ = ["InexactSeekWarning", "StreamFacts", "ffmpeg_error", "packet_times", "probe_stream", "read_frames"]
+__all__ = ["InexactSeekWarning", "StreamFacts", "ffmpeg_error", "packet_times", "probe_stream", "read_frames",
+           "retime_video"]
 
 _MOV_FORMAT = "mov"  # FFmpeg's demuxer for MP4 / MOV / M4V / 3GP: a complete sample index in the header
 
@@ -403,3 +405,45 @@ def read_frames(path: Path, start: int, count: int, table_of: Callable[[bool], S
 
 def _warn(message: str) -> None:
     warnings.warn(message, InexactSeekWarning, stacklevel=4)
+
+
+# ----------------------------------------------------------------------------- writing
+def retime_video(path: Path, times: Sequence[int], time_base: Fraction, frames: int) -> None:
+    """Give the first ``frames`` frames of the constant-rate video ``path`` (written at any rate)
+    the times ``times`` (pts in ``time_base`` from 0; one more than ``frames``: where the last one
+    ends), in place: its packets are copied (no re-encoding) with their pts and dts mapped from
+    the constant grid onto ``times``, so B-frames keep their order (a packet decoded before the
+    first frame is shown gets a dts before 0). ``ValueError`` when the file is not such a video."""
+    import av
+
+    path = Path(path)
+    retimed = path.with_name(f".{path.stem}.retimed{path.suffix}")
+    try:
+        with av.open(str(path)) as source:
+            stream = source.streams.video[0]
+            packets = [p for p in source.demux(stream) if p.size]
+            shown = sorted(p.pts for p in packets if p.pts is not None)
+            if len(shown) != frames or len(shown) != len(packets) or len(times) <= frames:
+                raise ValueError(f"{path}: {len(packets)} packets for {frames} frames, {len(times)} times")
+            steps = {b - a for a, b in zip(shown, shown[1:])}
+            step, first = (steps.pop() if len(steps) == 1 else None), shown[0]
+            if step is None and frames > 1:
+                raise ValueError(f"{path}: not written at a constant rate")
+            shortest = min((b - a for a, b in zip(times, times[1:])), default=1)
+            with av.open(str(retimed), "w", options={"movflags": "+faststart"}) as target:  # an MP4, as the writer's
+                out = target.add_stream_from_template(stream)
+                out.time_base = time_base
+                for packet in packets:
+                    shown_at = (packet.pts - first) // step if step else 0
+                    decoded_at = (packet.dts - first) // step if step and packet.dts is not None else shown_at
+                    packet.pts = times[shown_at]
+                    packet.dts = times[decoded_at] if decoded_at >= 0 else times[0] + decoded_at * max(1, shortest // 8)
+                    packet.duration = times[shown_at + 1] - times[shown_at]
+                    packet.time_base = time_base
+                    packet.stream = out
+                    target.mux(packet)
+        os.replace(retimed, path)
+    except av.FFmpegError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    finally:
+        retimed.unlink(missing_ok=True)

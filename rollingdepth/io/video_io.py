@@ -38,7 +38,7 @@ import numpy as np
 
 from rollingdepth.errors import EmptyVideoError, InputError  # noqa: F401  (re-exported)
 from rollingdepth.io.av_video import (InexactSeekWarning, StreamFacts, audio_of, ffmpeg_error, is_hd, packet_times,
-                                      probe_stream, read_frames)
+                                      probe_stream, read_frames, retime_video)
 from rollingdepth.io.mp4_boxes import mp4_declared_frames
 
 __all__ = [
@@ -152,7 +152,25 @@ class VideoSource:
         codec, file_start = found
         table = self._frame_table(False)
         first = float(table[start] * self.time_base) if table is not None and self.time_base else start / self.rate
-        return AudioSpan(self.path, max(0.0, first - file_start), float(count / self.rate), codec in _COPY_AUDIO)
+        duration = float(count / self.rate)
+        times = self.frame_times_of(start, count)
+        if times is not None:  # a variable rate: as long as those frames are shown
+            duration = float(times[0][-1] * times[1])
+        return AudioSpan(self.path, max(0.0, first - file_start), duration, codec in _COPY_AUDIO)
+
+    def frame_times_of(self, start: int, count: int) -> tuple[list[int], Fraction] | None:
+        """A variable-rate video's frames ``start .. start + count - 1``: ``(their pts from the
+        first's, one more for where the last one ends; the time base)``; None at a constant rate
+        (or when the frames' times are unknown)."""
+        if not (self.is_video and self.variable_rate and self.time_base):
+            return None
+        table = self._frame_table(True)
+        if table is None or count <= 0 or start + count > len(table):
+            return None
+        times = [t - table[start] for t in table[start : start + count + 1]]
+        if len(times) == count:  # the video's last frame: as long as the one before it
+            times.append(times[-1] + (times[-1] - times[-2] if count > 1 else round(1 / (self.rate * self.time_base))))
+        return times, self.time_base
 
     def _frame_table(self, exact: bool) -> Sequence[int] | None:
         """index -> pts; ``exact``: read from the packets (once, then kept). None: no seeking."""
@@ -470,7 +488,10 @@ class VideoWriter:
     :func:`picture_tags`), so players convert it back with the matrix it was made with.
     ``sample_aspect`` (a pixel's width over its height; None or 1: square) is tagged as the
     stream's sample aspect ratio, the pixels kept as they are (an anamorphic source's frames
-    show at its display aspect).
+    show at its display aspect). ``times`` (``(pts from 0, one more than the frames: where the
+    last one ends; their time base)``, :meth:`VideoSource.frame_times_of`): the frames are shown
+    at those times, a variable rate's own, rather than ``fps``'s (the packets retimed when the
+    picture is complete, :func:`rollingdepth.io.av_video.retime_video`).
 
     ``quality`` is x264's CRF; ``speed`` its preset. ``veryfast`` at CRF 14 is as faithful as
     ``medium`` at CRF 18 (the side-by-side's input half and the colour videos alike) for about
@@ -479,14 +500,15 @@ class VideoWriter:
     """
 
     def __init__(self, path: Path, fps: float | Fraction, size: tuple[int, int], quality: int = 14,
-                 speed: str = "veryfast", audio: AudioSpan | None = None, sample_aspect: Fraction | None = None):
+                 speed: str = "veryfast", audio: AudioSpan | None = None, sample_aspect: Fraction | None = None,
+                 times: tuple[Sequence[int], Fraction] | None = None):
         import imageio_ffmpeg
 
         rate = exact_rate(fps)
         self.height, self.width = size
         self.out_h, self.out_w = self.height + self.height % 2, self.width + self.width % 2
         self.frames = 0
-        self.path, self.audio = Path(path), audio
+        self.path, self.audio, self.times = Path(path), audio, times
         matrix, tag = picture_tags(self.out_w, self.out_h)
         aspect = Fraction(sample_aspect or 1).limit_denominator(65535)
         picture = (f"scale=out_color_matrix={matrix}:out_range=tv,format=yuv420p,"  # converted with the tagged matrix
@@ -525,5 +547,7 @@ class VideoWriter:
 
     def __exit__(self, *exc):
         self.close()
+        if exc[0] is None and self.times is not None and self.frames:
+            retime_video(self.path, self.times[0][: self.frames + 1], self.times[1], self.frames)
         if exc[0] is None and self.audio is not None and self.frames:
             self.audio.add_to(self.path)

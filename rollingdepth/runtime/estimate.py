@@ -7,6 +7,14 @@ arithmetic is done, so counting at 768 x 432 takes a moment, on any machine). Th
 throughput for each unit (FLOP/s) is measured once by running the real models on a small
 input, and kept per device, dtype and model in the user's cache folder. Time = FLOPs over
 throughput, summed; co-alignment, the merge and writing are left out (a few percent).
+
+The cache corrects itself: after each video, the seconds its model stages took (encoding,
+the UNet, decoding, refinement: ``timings``) are compared with what the cached throughput
+says the work it did (``counts``) would take; a run :data:`CORRECT_FACTOR` times faster or
+slower than that (a calibration measured while the machine was busy, or since freed) scales
+the throughput cached for its units by the ratio (:func:`correct_throughput`), so the next
+estimate is the run's. Runs whose model stages took under :data:`CORRECT_MIN_S` (warm-up
+dominates) correct nothing.
 """
 
 from __future__ import annotations
@@ -28,12 +36,15 @@ from rollingdepth.runtime.run_config import option_name
 if TYPE_CHECKING:
     from rollingdepth.method.pipeline import RollingDepthPipeline
 
-__all__ = ["Estimate", "dtype_name", "estimate_run", "format_duration", "quick_res", "unit_flops"]
+__all__ = ["Estimate", "correct_throughput", "dtype_name", "estimate_run", "format_duration", "quick_res",
+           "unit_flops"]
 
 CALIBRATION_LATENT = (18, 32)  # latent size (h, w) of the frames the throughput is measured on
 QUICK_RES = (768, 640, 512, 384, 320, 256, 192, 160, 128, 96, 80, 64, 48, 32)  # resolutions to suggest, highest first
 QUICK_S = 90.0  # a quick first look takes at most this long (about a minute)
 LONG_S = 300.0  # an estimate over this (on a CPU) names the resolution of a quick first look
+CORRECT_FACTOR = 2.0  # a run this many times faster or slower than estimated corrects the cached throughput
+CORRECT_MIN_S = 5.0  # ... when its model stages took at least this long
 
 
 def cache_file() -> Path:
@@ -133,29 +144,83 @@ def _measure(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: i
     return {k: flops[k] / max(seconds[k], 1e-9) for k in seconds}
 
 
+def _cache_key(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: int, unet_batch: int,
+               vae_batch: int) -> tuple[str, tuple[int, int]]:
+    """``(the cache's key for this device, dtype, model, batch sizes and (small) size, that size)``."""
+    device = pipe.unet.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} x{torch.get_num_threads()}"
+    size = calibration_size(pipe, size)
+    return f"{name}|{str(pipe.dtype)}|{_model_key(pipe)}|n{snippet_len}|{size[0]}x{size[1]}|b{unet_batch},{vae_batch}", size
+
+
+def _read_cache() -> dict:
+    try:
+        return json.loads(cache_file().read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _write_cache(cached: dict) -> None:
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cached, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # no cache folder: measured again next time
+
+
 def throughput(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: int, unet_batch: int,
                vae_batch: int) -> dict[str, float]:
     """FLOP/s per unit for this device, dtype, model, batch sizes and (small) size: from the
     cache, or measured and cached."""
-    device = pipe.unet.device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} x{torch.get_num_threads()}"
-    size = calibration_size(pipe, size)
-    key = f"{name}|{str(pipe.dtype)}|{_model_key(pipe)}|n{snippet_len}|{size[0]}x{size[1]}|b{unet_batch},{vae_batch}"
-    path = cache_file()
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        cached = {}
+    key, size = _cache_key(pipe, size, snippet_len, unet_batch, vae_batch)
+    cached = _read_cache()
     if key not in cached:
         cached[key] = _measure(pipe, size, snippet_len, unet_batch, vae_batch)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cached, indent=1))
-            os.replace(tmp, path)
-        except OSError:
-            pass  # no cache folder: measured again next time
+        _write_cache(cached)
     return cached[key]
+
+
+def _batch_sizes(pipe: "RollingDepthPipeline", size: tuple[int, int], settings: MethodSettings,
+                 snippet_len: int) -> tuple[int, int]:
+    """``(snippets per UNet call, frames per VAE call)`` of a run's snippets of ``snippet_len`` frames."""
+    latent_hw = (-(-size[0] // pipe.vae_scale_factor), -(-size[1] // pipe.vae_scale_factor))
+    unet_batch = settings.unet_batch_size or pipe.default_unet_batch_size(snippet_len, latent_hw)
+    return unet_batch, settings.max_vae_bs
+
+
+def correct_throughput(pipe: "RollingDepthPipeline", size: tuple[int, int], settings: MethodSettings,
+                       counts: dict, timings: dict, snippet_lengths: list[int] | None = None) -> float | None:
+    """After a run at processing size ``size``: when its model stages (``timings``: encode,
+    snippets, decode, refine) took :data:`CORRECT_FACTOR` times less or more than the cached
+    throughput says the work it did (``counts``: VAE encodes and decodes, UNet frames, in
+    snippets of ``snippet_lengths``) takes, scale the throughput cached for the units the
+    estimate of such a run looks up by that ratio (estimated / measured seconds) and return
+    it; else None (also for runs under :data:`CORRECT_MIN_S`)."""
+    measured = sum(float(timings.get(stage, 0.0)) for stage in ("encode", "snippets", "decode", "refine"))
+    if measured < CORRECT_MIN_S:
+        return None
+    lengths = sorted(set(snippet_lengths or [3]))
+    entries = {}  # snippet length -> (cache key, the rates used)
+    for n in sorted({3, *lengths}):  # encode / decode are looked up with snippets of 3 (Estimate._work)
+        batches = _batch_sizes(pipe, size, settings, n)
+        entries[n] = (_cache_key(pipe, size, n, *batches)[0], throughput(pipe, size, n, *batches))
+    flops = {n: unit_flops(pipe, size, n) for n in entries}
+    three = entries[3][1]
+    estimated = (counts.get("vae_encodes", 0) * flops[3]["encode"] / three["encode"]
+                 + counts.get("vae_decodes", 0) * flops[3]["decode"] / three["decode"])
+    per_frame = [flops[n][f"unet{n}"] / entries[n][1][f"unet{n}"] / n for n in lengths]  # seconds per UNet frame
+    estimated += counts.get("unet_frames", 0) * sum(per_frame) / len(per_frame)
+    ratio = estimated / measured
+    if estimated <= 0 or 1 / CORRECT_FACTOR <= ratio <= CORRECT_FACTOR:
+        return None
+    cached = _read_cache()
+    for key, rates in entries.values():
+        cached[key] = {unit: rate * ratio for unit, rate in rates.items()}
+    _write_cache(cached)
+    return ratio
 
 
 class Estimate:
@@ -172,12 +237,10 @@ class Estimate:
         s = self.settings
         work = Plan.build(s, self.num_frames, snippet_len=3 if s.auto_num_view else None).work()
         flops = seconds = 0.0
-        latent_hw = (-(-size[0] // self.pipe.vae_scale_factor), -(-size[1] // self.pipe.vae_scale_factor))
         for unit, count in work.items():
             snippet_len = int(unit[4:]) if unit.startswith("unet") else 3
-            unet_batch = s.unet_batch_size or self.pipe.default_unet_batch_size(snippet_len, latent_hw)
             per_unit = unit_flops(self.pipe, size, snippet_len)[unit]
-            rate = throughput(self.pipe, size, snippet_len, unet_batch, s.max_vae_bs)[unit]
+            rate = throughput(self.pipe, size, snippet_len, *_batch_sizes(self.pipe, size, s, snippet_len))[unit]
             flops += count * per_unit
             seconds += count * per_unit / rate
         return flops, seconds

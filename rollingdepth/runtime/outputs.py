@@ -275,6 +275,7 @@ class PendingOutputs:
         lo, hi = self.mapping.value_range
         fps = cfg.output_fps or getattr(self.source, "rate", None) or self.source.fps  # a video's exact rate
         aspect = getattr(self.source, "sample_aspect", None)  # an anamorphic source's pixels, tagged as they are
+        times = None if cfg.output_fps else self.source.frame_times_of(cfg.start_frame, self.frames)  # a variable rate's own
         sinks: list[tuple[Path, Callable]] = []
         done = self._written_before()
         if cfg.save_npy and self._npy_separate and f"{stem}_pred.npy" not in done:
@@ -284,13 +285,13 @@ class PendingOutputs:
             sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, values, image: values_file.__setitem__(i, values)))
         for cmap in [c for c in cfg.cmaps if f"{stem}_{c}.mp4" not in done]:
             video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(out_dir / f"{stem}_{cmap}.mp4")), fps, size,
-                                                    audio=self._sound, sample_aspect=aspect))
+                                                    audio=self._sound, sample_aspect=aspect, times=times))
             sinks.append((out_dir / f"{stem}_{cmap}.mp4",
                           lambda i, frame, values, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
         if cfg.save_sbs and f"{stem}_rgbd.mp4" not in done:
             final = out_dir / f"{stem}_rgbd.mp4"
             sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP),
-                                                  audio=self._sound, sample_aspect=aspect))
+                                                  audio=self._sound, sample_aspect=aspect, times=times))
             sinks.append((final, lambda i, frame, values, image: sbs.write(
                 side_by_side(image, colorize(frame, cfg.cmaps[0], vmin, vmax)))))
 

@@ -268,6 +268,7 @@ def predict_video(
         auto = pending.result.num_view_auto
         if auto:
             pending.notes.append(f"{source.stem}: {option_name('snippet_lengths')} auto chose {auto['num_view']} ({auto['reason']})")
+        _correct_estimate(pipe, cfg, pending)
         return pending
     except BaseException:
         if main:
@@ -448,6 +449,23 @@ def _estimate(pipe: "RollingDepthPipeline", frames: int, source: VideoSource, cf
         return round(Estimate(pipe, frames, tuple(source.size), cfg.method_settings()).seconds, 3) if frames > 0 else None
     except Exception:  # an estimate must never stop a run
         return None
+
+
+def _correct_estimate(pipe: "RollingDepthPipeline", cfg: RunConfig, pending: PendingOutputs) -> None:
+    """The time estimate's cached throughput corrected by what this run measured, when far off
+    (:func:`rollingdepth.runtime.estimate.correct_throughput`), with a note."""
+    from rollingdepth.runtime.estimate import correct_throughput
+
+    result = pending.result
+    try:
+        settings = cfg.method_settings()
+        lengths = result.settings.get("snippet_lengths") or (None if settings.auto_num_view else settings.snippet_lengths)
+        ratio = correct_throughput(pipe, tuple(result.size), settings, result.counts, result.timings, lengths)
+    except Exception:  # an estimate must never stop a run
+        return
+    if ratio is not None:
+        pending.notes.append(f"{pending.source.stem}: the time estimate was {max(ratio, 1 / ratio):.1f}x too "
+                             f"{'high' if ratio > 1 else 'low'}; the throughput it uses is updated for the next one")
 
 
 def _brief(value) -> str:
