@@ -160,8 +160,8 @@ def test_a_run_far_from_its_estimate_corrects_the_cached_throughput(tiny_pipe, m
 
 
 def test_run_video_corrects_an_estimate_far_off(tmp_path, capsys, tiny_pipe, monkeypatch):
-    """run-video after a calibration 8x too slow: the run's own timings update the cache (a note
-    says so), and the next estimate is within CORRECT_FACTOR of what the run's model stages took."""
+    """run-video after a calibration far too slow: the run's own timings update the cache, and
+    the next estimate is within CORRECT_FACTOR of what the run's model stages took."""
     from rollingdepth.runtime import estimate
 
     monkeypatch.setattr(estimate, "CORRECT_MIN_S", 0.0)
@@ -172,11 +172,9 @@ def test_run_video_corrects_an_estimate_far_off(tmp_path, capsys, tiny_pipe, mon
     with pytest.raises(SystemExit) as info:
         cli.main([str(clip), "-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,5", "--dtype", "fp32",
                   "--no-save-sbs", "--cmap", "Greys_r", "-o", str(tmp_path / "o")])
-    assert info.value.code == 0
-    err = capsys.readouterr().err
+    assert info.value.code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "o" / "clip_run.json").read_text())
     took = sum(report["timings"].get(k, 0.0) for k in ("encode", "snippets", "decode", "refine"))
     assert report["estimate_s"] > estimate.CORRECT_FACTOR * took  # estimated with the slow cache
-    assert "time estimate was" in err and "too high" in err, err
     after = Estimate(tiny_pipe, 24, (48, 64), settings).seconds
     assert took / estimate.CORRECT_FACTOR <= after <= took * estimate.CORRECT_FACTOR

@@ -453,19 +453,16 @@ def _estimate(pipe: "RollingDepthPipeline", frames: int, source: VideoSource, cf
 
 def _correct_estimate(pipe: "RollingDepthPipeline", cfg: RunConfig, pending: PendingOutputs) -> None:
     """The time estimate's cached throughput corrected by what this run measured, when far off
-    (:func:`rollingdepth.runtime.estimate.correct_throughput`), with a note."""
+    (:func:`rollingdepth.runtime.estimate.correct_throughput`); silent, as the estimate is."""
     from rollingdepth.runtime.estimate import correct_throughput
 
     result = pending.result
     try:
         settings = cfg.method_settings()
         lengths = result.settings.get("snippet_lengths") or (None if settings.auto_num_view else settings.snippet_lengths)
-        ratio = correct_throughput(pipe, tuple(result.size), settings, result.counts, result.timings, lengths)
+        correct_throughput(pipe, tuple(result.size), settings, result.counts, result.timings, lengths)
     except Exception:  # an estimate must never stop a run
-        return
-    if ratio is not None:
-        pending.notes.append(f"{pending.source.stem}: the time estimate was {max(ratio, 1 / ratio):.1f}x too "
-                             f"{'high' if ratio > 1 else 'low'}; the throughput it uses is updated for the next one")
+        pass
 
 
 def _brief(value) -> str:
