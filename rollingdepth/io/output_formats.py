@@ -389,8 +389,8 @@ class Uint16Frames(FrameFolder):
 
     def frame_reader(self, folder, report):
         if report is None:
-            raise InputError(f"{folder}: {self.what} need their {RUN_REPORT.path(folder.parent, self.stem_of(folder.name) or '').name} "
-                             f"beside them (the value range)")
+            report_name = RUN_REPORT.path(folder.parent, self.stem_of(folder.name) or "").name
+            raise InputError(f"{folder}: {self.what} need their {report_name} beside them (the value range)")
         scale = Uint16Scale(*(report.get(f"{self.key}_range") or report["depth_range"]))  # older runs: depth_range
 
         def read(path: Path) -> np.ndarray:
