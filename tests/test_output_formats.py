@@ -167,14 +167,15 @@ def test_eval_depth_scores_a_depth_points_output_as_the_inverse_output(tmp_path,
     inverse = np.load(tmp_path / "inv" / "a_pred.npy")
     bounds = [0, *cuts, 12]
     points = _points(inverse, [(a, b - a) for a, b in zip(bounds, bounds[1:])], tmp_path / "points.csv")
-    _run([clip, *BASE, *shots_args, "--depth-points", points, "--save-png16", "--save-exr", "-o", tmp_path / "dep"], capsys)
+    _run([clip, *BASE, *shots_args, "--depth-points", points, "--save-png16", "--save-exr", "--save-tiff", "-o",
+          tmp_path / "dep"], capsys)
     assert json.loads((tmp_path / "dep" / "a_run.json").read_text())["depth_output"]["mode"] == mode
 
     lo, hi = float(inverse.min()), float(inverse.max())
     gt = 1.0 / (0.3 + 0.2 * (inverse.astype(np.float64) - lo) / (hi - lo))
     np.save(tmp_path / "gt.npy", (gt + np.random.default_rng(0).uniform(0, 0.05, gt.shape)).astype(np.float32))
     first = _scores(tmp_path / "inv" / "a_pred.npy", tmp_path / "gt.npy", tmp_path / "ev", capsys)
-    for pred in ("a_pred.npy", "a_exr", "a_depth16"):
+    for pred in ("a_pred.npy", "a_exr", "a_depth16", "a_tiff16"):
         metrics = _scores(tmp_path / "dep" / pred, tmp_path / "gt.npy", tmp_path / f"ev_{pred}", capsys)
         for key in ("abs_rel", "rmse", "delta1"):
             assert metrics[key] == pytest.approx(first[key], rel=1e-3, abs=1e-6), (pred, key)
@@ -182,3 +183,35 @@ def test_eval_depth_scores_a_depth_points_output_as_the_inverse_output(tmp_path,
     from rollingdepth.evaluation.prediction_files import load_prediction
 
     np.testing.assert_allclose(load_prediction(tmp_path / "dep" / "a_pred.npy"), inverse, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- a format added: --save-tiff
+def test_tiff_frames_hold_the_png16_values(tmp_path, capsys):
+    """--save-tiff: 16-bit grayscale TIFFs with the PNG16's integers, their range in run.json; read back
+    within one step of the npy; a finished video has them; eval-depth takes the npy of a stem first."""
+    import cv2
+    from PIL import Image
+
+    from rollingdepth.evaluation.prediction_files import collect, load_prediction
+    from rollingdepth.runtime.outputs import outputs_complete
+
+    clip = write_clip(tmp_path / "a.mp4", make_clip(5, 24, 32, seed=2))
+    _run([clip, *BASE, "--save-png16", "--save-tiff", "-o", tmp_path / "o"], capsys)
+    out, npy = tmp_path / "o", np.load(tmp_path / "o" / "a_pred.npy")
+    report = json.loads((out / "a_run.json").read_text())
+    assert report["tiff16_range"] == report["png16_range"] and "a_tiff16" in report["outputs"]
+    tiffs = sorted(p.name for p in (out / "a_tiff16").iterdir())
+    assert tiffs == [f"{i:06d}.tif" for i in range(5)]
+    for i in range(5):
+        with Image.open(out / "a_tiff16" / f"{i:06d}.tif") as image:
+            assert image.mode == "I;16" and image.format == "TIFF"
+            tiff = np.asarray(image)
+        assert np.array_equal(tiff, cv2.imread(str(out / "a_depth16" / f"{i:06d}.png"), cv2.IMREAD_UNCHANGED))
+    lo, hi = report["tiff16_range"]
+    np.testing.assert_allclose(load_prediction(out / "a_tiff16"), npy, atol=(hi - lo) / 65535)
+    cfg = RunConfig.build(None, dict(save_sbs=False, cmaps=["Greys_r"], save_png16=True, save_tiff=True))
+    assert outputs_complete(out, "a", cfg)
+    (tmp_path / "gt").mkdir()
+    np.save(tmp_path / "gt" / "a.npy", npy)
+    [job] = collect(out, tmp_path / "gt", None, None)
+    assert job["pred"] == out / "a_pred.npy"  # the exact format of the stem

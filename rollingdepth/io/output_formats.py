@@ -531,6 +531,36 @@ class Snippets(OutputFormat):
         return [name]
 
 
+@register("tiff16")
+@dataclass(frozen=True)
+class Tiff16(Uint16Frames):
+    """Single-channel 16-bit grayscale TIFFs (Pillow's I;16, deflate), the PNG16's value mapping."""
+
+    suffix: str = "_tiff16"
+    setting: str = "save_tiff"
+    flags: tuple[str, ...] = ("--save-tiff/--no-save-tiff",)
+    help: str = ("{files}, 16-bit grayscale TIFF per frame, mapped as the PNG16; range in run.json (tiff16_range). "
+                 "(default: off)")
+    what: str = "single-channel 16-bit TIFF frames"
+    frame_suffix: str = ".tif"
+    key: str = "tiff16"
+
+    def write_image(self, path, image):
+        from PIL import Image, features
+
+        compression = "tiff_adobe_deflate" if features.check("libtiff") else None  # lossless
+        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint16)).save(path, format="TIFF", compression=compression)
+
+    def read_image(self, path):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image) if image.mode.startswith("I;16") else None
+        except (OSError, UnidentifiedImageError):
+            return None
+
+
 # run.json last: it is written last, and its presence marks a finished video
 @register("report")
 @dataclass(frozen=True)

@@ -74,6 +74,7 @@ class RunConfig(MethodSettings):
     save_snippets: bool = _output("snippets")
     save_png16: bool = _output("png16")
     save_exr: bool = _output("exr")
+    save_tiff: bool = _output("tiff16")
     depth_out: str = opt("inverse", Option(  # inverse: the prediction as is; depth: mapped onto depth_range
         ("--depth-out",), "What npy, EXR, PNG16 and PLY hold: inverse = the prediction (affine-invariant inverse "
         "depth, near = large); depth = mapped onto --depth-range, one mapping for the whole video. "
