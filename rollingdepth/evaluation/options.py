@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rollingdepth.io.output_formats import output_format, prediction_patterns
 from rollingdepth.option_spec import Option
 
 __all__ = ["EVAL_OPTIONS", "FILES", "DS", "PIPE", "PROTO", "eval_option"]
@@ -15,8 +16,8 @@ __all__ = ["EVAL_OPTIONS", "FILES", "DS", "PIPE", "PROTO", "eval_option"]
 FILES, DS, PIPE, PROTO = "Files (--pred, --gt)", "Benchmark (--dataset)", "Prediction (--dataset)", "Protocol"
 
 EVAL_OPTIONS: dict[str, Option] = {
-    "pred": Option(("--pred",), "A run-video prediction ({stem}_pred.npy, {stem}_exr/ or {stem}_depth16/ with its "
-                   "run.json beside it), or a folder of them.", "PATH", FILES, Path),
+    "pred": Option(("--pred",), f"A run-video prediction ({prediction_patterns()}, with its run.json beside it), "
+                   "or a folder of them.", "PATH", FILES, Path),
     "gt": Option(("--gt",), "GT depth: .npy [N, H, W] or a folder of 16-bit PNGs; a folder of those (by stem) for a "
                  "folder of predictions.", "PATH", FILES, Path),
     "rgb": Option(("--rgb",), "The input video(s), for the optical-flow warping error.", "PATH", FILES, Path),
@@ -27,8 +28,8 @@ EVAL_OPTIONS: dict[str, Option] = {
                       "nyuv2.", "NAME", DS),
     "root": Option(("--root",), "Where the dataset is stored, in its published layout.", "DIR", DS, Path),
     "split": Option(("--split",), "A bundled split or a folder of split CSVs. (default: the paper's)", "NAME|DIR", DS),
-    "predictions": Option(("--predictions",), "Score {sequence}_pred.npy files made earlier instead of running the "
-                          "model.", "DIR", DS, Path),
+    "predictions": Option(("--predictions",), f"Score {output_format('npy').files.format(stem='{sequence}')} files made "
+                          "earlier instead of running the model.", "DIR", DS, Path),
     "min_depth": Option(("--min-depth",), "Valid GT above this depth. (default: the dataset's, else 1e-3)", None,
                         PROTO, float),
     "max_depth": Option(("--max-depth",), "Valid GT below this depth. (default: the dataset's, else 80)", None,

@@ -1,39 +1,34 @@
 """Prediction and ground-truth files for eval-depth: loading them and matching them by stem.
 
-A prediction is what ``run-video`` wrote: ``{stem}_pred.npy``, ``{stem}_exr/`` or
-``{stem}_depth16/`` (with its ``{stem}_run.json`` beside it); ground truth is an ``.npy``
-``[N, H, W]`` or a folder of 16-bit PNGs.
+A prediction is a file or folder run-video wrote in a format whose declaration can read it
+(``rollingdepth.io.output_formats``: the npy, EXR and 16-bit frames, with the ``{stem}_run.json``
+beside them where they need it); ground truth is an ``.npy`` ``[N, H, W]`` or a folder of 16-bit PNGs.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from rollingdepth.errors import InputError
 from rollingdepth.evaluation.options import eval_option
+from rollingdepth.io.exports import VideoMapping
+from rollingdepth.io.output_formats import (RUN_REPORT, prediction_format, prediction_patterns, read_npy_maps,
+                                            readable_formats)
 from rollingdepth.io.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key
 
-__all__ = ["GT_SUFFIXES", "PRED_FOLDERS", "PRED_SUFFIX", "collect", "load_depth", "load_mask", "load_prediction",
-           "load_rgb", "pred_stem"]
+__all__ = ["GT_SUFFIXES", "collect", "load_depth", "load_mask", "load_prediction", "load_rgb", "pred_stem"]
 
-PRED_SUFFIX = "_pred.npy"
-PRED_FOLDERS = ("_exr", "_depth16")  # run-video's EXR and 16-bit PNG sequences
 GT_SUFFIXES = (".npy", "_depth.npy", "_gt.npy")
 
 
 def pred_stem(path: Path) -> str:
-    for suffix in (PRED_SUFFIX, *PRED_FOLDERS):
-        if path.name.endswith(suffix) and len(path.name) > len(suffix):
-            return path.name[: -len(suffix)]
+    for fmt in readable_formats():
+        stem = fmt.stem_of(path.name)
+        if stem:
+            return stem
     return path.name if path.is_dir() else path.stem
-
-
-def _is_sequence(path: Path) -> bool:
-    """A folder that is one prediction: run-video's ``{stem}_exr/`` or ``{stem}_depth16/``, or EXR frames."""
-    return path.is_dir() and (path.name.endswith(PRED_FOLDERS) or any(path.glob("*.exr")))
 
 
 def load_depth(path: Path, scale: float) -> np.ndarray:
@@ -54,19 +49,10 @@ def load_depth(path: Path, scale: float) -> np.ndarray:
         if len(shapes) != 1:
             raise InputError(f"{path}: depth images of different sizes {sorted(shapes)}")
         return np.stack(frames) / scale
-    data = _read_npy_maps(path)
+    data = read_npy_maps(path)
     if data.ndim != 3:
         raise InputError(f"{path}: expected [N, H, W] depth, got shape {data.shape}")
     return data.astype(np.float64) / scale
-
-
-def _read_npy_maps(path: Path) -> np.ndarray:
-    """An ``.npy`` of maps, ``[N, 1, H, W]`` taken as ``[N, H, W]``; one line when unreadable."""
-    try:
-        data = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable .npy file ({exc})") from None
-    return data[:, 0] if data.ndim == 4 and data.shape[1] == 1 else data
 
 
 def load_mask(path: Path) -> np.ndarray:
@@ -114,16 +100,16 @@ def collect(pred: Path, gt: Path, rgb: Path | None, mask: Path | None) -> list[d
     for name, p in (("pred", pred), ("gt", gt), ("rgb", rgb), ("mask", mask)):
         if p is not None and not p.exists():
             raise InputError(f"{eval_option(name)} {p}: no such file or folder")
-    if pred.is_file() or _is_sequence(pred):
+    if prediction_format(pred) is not None:
         return [{"stem": pred_stem(pred), "pred": pred, "gt": gt, "rgb": rgb, "mask": mask}]
-    found: dict[str, Path] = {}  # stem -> its prediction: the .npy, else the EXR, else the PNG16 sequence
-    for pattern in (f"*{PRED_SUFFIX}", *(f"*{suffix}" for suffix in PRED_FOLDERS)):
-        for p in pred.glob(pattern):
-            if p.is_file() == pattern.endswith(".npy"):
+    found: dict[str, Path] = {}  # stem -> its prediction, in the first format that reads it (exact ones first)
+    for fmt in readable_formats():
+        for p in pred.glob(f"*{fmt.suffix}"):
+            if p.is_file() == fmt.is_file:
                 found.setdefault(pred_stem(p), p)
     preds = [found[stem] for stem in sorted(found, key=natural_key)]
     if not preds:
-        raise InputError(f"{eval_option('pred')} {pred}: no *{PRED_SUFFIX} files, *_exr/ or *_depth16/ folders in the folder")
+        raise InputError(f"{eval_option('pred')} {pred}: no {prediction_patterns('*')} in the folder")
     if not gt.is_dir():
         raise InputError(f"{eval_option('gt')} {gt}: a folder of predictions needs a folder of ground truth (matched by name)")
     jobs = []
@@ -140,56 +126,23 @@ def collect(pred: Path, gt: Path, rgb: Path | None, mask: Path | None) -> list[d
     return jobs
 
 
-def _run_report(path: Path) -> dict | None:
-    """The ``{stem}_run.json`` beside a prediction, if there is one."""
-    report = path.parent / f"{pred_stem(path)}_run.json"
-    if not report.is_file():
-        return None
-    try:
-        return json.loads(report.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{report}: not a readable run report ({exc})") from None
-
-
-def _read_sequence(path: Path, report: dict | None) -> np.ndarray:
-    """float ``[N, H, W]`` from a folder of EXR frames or of run-video's 16-bit PNGs."""
-    import cv2
-
-    from rollingdepth.io.exports import check_openexr, read_exr
-
-    files = sorted((p for p in path.iterdir() if p.suffix.lower() in (".exr", ".png")), key=natural_key)
-    if not files:
-        raise InputError(f"{path}: no EXR or 16-bit PNG frames in the folder")
-    if files[0].suffix.lower() == ".exr":
-        check_openexr(eval_option("pred"))
-        frames = [read_exr(p) for p in files if p.suffix.lower() == ".exr"]
-    else:
-        if report is None:
-            raise InputError(f"{path}: a 16-bit PNG sequence needs its {pred_stem(path)}_run.json beside it "
-                             f"(the value range)")
-        lo, hi = report.get("png16_range") or report["depth_range"]
-        frames = []
-        for p in files:
-            img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-            if img is None or img.ndim != 2 or img.dtype != np.uint16:
-                raise InputError(f"{p}: not a single-channel 16-bit PNG")
-            frames.append(lo + img.astype(np.float64) / 65535.0 * (hi - lo))  # png16_mapping of run.json
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise InputError(f"{path}: frames of different sizes {sorted(shapes)}")
-    return np.stack(frames)
-
-
 def load_prediction(path: Path) -> np.ndarray:
-    """A run-video prediction ``[N, H, W]``, affine in the model's inverse depth: ``{stem}_pred.npy``,
-    ``{stem}_exr/`` or ``{stem}_depth16/``. Outputs written with ``--depth-out depth`` (as the
-    ``{stem}_run.json`` beside them says) are turned back into ``1 / depth``, which is affine in
-    the prediction, so every format scores the same."""
-    report = _run_report(path)
-    if path.is_dir():
-        prediction = _read_sequence(path, report)
-    else:
-        prediction = _read_npy_maps(path)
-    if ((report or {}).get("depth_output") or {}).get("mode") == "depth":
-        prediction = 1.0 / np.asarray(prediction, dtype=np.float64)
-    return prediction
+    """A run-video prediction ``[N, H, W]``: the file or folder read by its format's declaration, then
+    turned back into the prediction by the mapping its ``{stem}_run.json`` records (``depth_output``:
+    ``--depth-out depth`` and ``--depth-points``, fitted or per shot, alike), so that every format and
+    mode of a run scores as its inverse-depth npy does."""
+    fmt = prediction_format(path)
+    if fmt is None:
+        raise InputError(f"{eval_option('pred')} {path}: not a prediction ({prediction_patterns()})")
+    fmt.available(eval_option("pred"))
+    report = RUN_REPORT.load(path.parent, pred_stem(path))
+    values = fmt.read(path, report)
+    entry = (report or {}).get("depth_output")
+    if not entry:
+        return values
+    try:
+        mapping = VideoMapping.from_dict(entry)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{RUN_REPORT.path(path.parent, pred_stem(path))}: depth_output: not a mapping this version "
+                         f"reads ({type(exc).__name__}: {exc})") from None
+    return mapping.to_inverse(values)

@@ -26,6 +26,7 @@ import typer
 
 from rollingdepth.frontends.app_files import Workspace, check_not_truncated, extract_frames, parse_duration, safe_stem, zip_folder
 from rollingdepth.frontends.options import HELP_FLAGS, Param, command_signature, declared
+from rollingdepth.io.output_formats import RUN_REPORT, output_format, output_formats, switches
 from rollingdepth.io.video_io import VIDEO_EXTENSIONS, InputError
 from rollingdepth.method.loading import DEFAULT_CHECKPOINT
 from rollingdepth.option_spec import Option
@@ -81,8 +82,23 @@ class JobOutcome:
         """What the frame slider needs (kept on the server, per session)."""
         if not self.ok:
             return None
-        return {"npy": str(self.run_dir / f"{self.stem}_pred.npy"), "frames": self.frames, "cmap": self.cmap,
+        return {"npy": str(output_format("npy").path(self.run_dir, self.stem)), "frames": self.frames, "cmap": self.cmap,
                 "range": list(self.depth_range)}
+
+
+def _downloads(run_dir: Path, stem: str, cfg) -> list[Path]:
+    """The files of a run that the page offers (each format declares whether it is offered); a
+    folder of frames is offered as a zip (and removed)."""
+    files = []
+    for fmt in output_formats():
+        for name in fmt.names(stem, cfg) if fmt.download else []:
+            path = run_dir / name
+            if path.is_dir():
+                files.append(zip_folder(path, run_dir / f"{name}.zip"))
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                files.append(path)
+    return files
 
 
 def find_sample() -> Path | None:
@@ -171,10 +187,7 @@ class DepthService:
             refine_step=int(form.get("refine") or 0),
             cmaps=[str(form.get("cmap") or "Spectral_r").strip()],
             max_frames=frames,
-            save_npy=True,
-            save_sbs=True,
-            save_png16=True,
-            save_snippets=False,
+            **switches(lambda fmt: fmt.download),  # the formats the page offers
         )
         return RunConfig.build(form.get("preset") or "fast", overrides)
 
@@ -276,8 +289,6 @@ class DepthService:
         return source
 
     def _predict(self, source, run_dir: Path, cfg, shown: str, event: threading.Event, progress) -> JobOutcome:
-        import json
-
         from rollingdepth.runtime.video_job import process_video
 
         def on_progress(stage: str, done: int, total: int) -> None:
@@ -315,19 +326,15 @@ class DepthService:
         shutil.rmtree(run_dir / "input", ignore_errors=True)
 
         stem = source.stem
-        report = json.loads((run_dir / f"{stem}_run.json").read_text())
-        png_dir = run_dir / f"{stem}_depth16"
-        png_zip = zip_folder(png_dir, run_dir / f"{stem}_depth16.zip")
-        shutil.rmtree(png_dir, ignore_errors=True)
+        report = RUN_REPORT.load(run_dir, stem)
         cmap = cfg.cmaps[0]
-        downloads = [run_dir / f"{stem}_pred.npy", png_zip, *(run_dir / f"{stem}_{c}.mp4" for c in cfg.cmaps),
-                     run_dir / f"{stem}_rgbd.mp4", run_dir / f"{stem}_run.json"]
+        downloads = _downloads(run_dir, stem, cfg)
         h, w = report["output_size"]
         message = (f"Done: {shown}, {result.frames} frames at {w}x{h} in {result.seconds:.1f} s. "
                    f"Files are kept for {_duration_text(self.settings.ttl_s)}.")
         return JobOutcome(message, ok=True, run_dir=run_dir, stem=stem, frames=result.frames, size=(h, w),
                           depth_range=tuple(report["depth_range"]), cmap=cmap, downloads=downloads,
-                          sbs_video=run_dir / f"{stem}_rgbd.mp4")
+                          sbs_video=output_format("sbs").path(run_dir, stem))
 
     # ------------------------------------------------------------------ before a job
     def first_res(self) -> int:

@@ -251,14 +251,16 @@ def earlier_run(out_dir: Path, stem: str, cfg) -> tuple[bool, str | None]:
     they are not complete)."""
     import json
 
+    from rollingdepth.io.output_formats import RUN_REPORT
     from rollingdepth.runtime.outputs import outputs_complete
 
     if not outputs_complete(out_dir, stem, cfg):
         return False, None
+    report = RUN_REPORT.path(out_dir, stem)
     try:
-        changed = _changed_settings(_recorded_settings(json.loads((out_dir / f"{stem}_run.json").read_text())), cfg)
+        changed = _changed_settings(_recorded_settings(json.loads(report.read_text())), cfg)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return False, f"{stem}_run.json: cannot read its settings ({type(exc).__name__}); predicting it again"
+        return False, f"{report.name}: cannot read its settings ({type(exc).__name__}); predicting it again"
     if not changed:
         return True, None
     return False, f"outputs made with other settings ({'; '.join(changed)}): predicting it again, replacing them"

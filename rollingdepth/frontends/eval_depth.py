@@ -31,8 +31,7 @@ from rollingdepth.evaluation.metrics import Protocol
 from rollingdepth.evaluation.protocols import PROTOCOLS, default_max_depth
 from rollingdepth.evaluation.options import EVAL_OPTIONS, PIPE, eval_option
 from rollingdepth.evaluation.plots import plot_per_frame
-from rollingdepth.evaluation.prediction_files import (PRED_SUFFIX, collect, load_depth, load_mask, load_prediction,
-                                                      load_rgb)
+from rollingdepth.evaluation.prediction_files import collect, load_depth, load_mask, load_prediction, load_rgb
 from rollingdepth.evaluation.tables import (METRICS, METRICS_BENCH, fmt, markdown, mean_metrics, summary_rows,
                                             write_csv, write_json)
 from rollingdepth.frontends.batch import Batch, BatchItem, failure_message, run_batch
@@ -343,13 +342,14 @@ def _prediction_config(ctx: _Context, options: dict):
     """The run settings: preset, then the options given (parsed by their declarations); outputs cut
     to what scoring needs. A benchmark sequence is one shot, scored with one affine fit: it runs
     as one piece (no shot detection, no segments)."""
+    from rollingdepth.io.output_formats import switches
     from rollingdepth.runtime.run_config import RunConfig, run_options
 
     declared_options = run_options()
     try:
         overrides = {k: declared_options[k].value(v) for k, v in options.items() if k != "preset"}
-        overrides.update(save_npy=True, save_sbs=False, save_snippets=False, save_png16=False, restore_res=False,
-                         cmaps=["Greys_r"], start_frame=0, max_frames=0, shots="none", segment_frames=0)
+        overrides.update(switches(lambda fmt: fmt.name == "npy"), restore_res=False, cmaps=["Greys_r"], start_frame=0,
+                         max_frames=0, shots="none", segment_frames=0)
         cfg = RunConfig.build(options["preset"], overrides)
         if cfg.device is not None:
             from rollingdepth.method.device import resolve_device
@@ -471,8 +471,9 @@ def _results(names: list[str], failures: dict[str, str]) -> list:
 
 def _score_sequence(seq, pred_dir: Path, protocol: Protocol):
     from rollingdepth.evaluation.protocols import score_video
+    from rollingdepth.io.output_formats import output_format
 
-    path = pred_dir / f"{seq.name}{PRED_SUFFIX}"
+    path = output_format("npy").path(pred_dir, seq.name)
     if not path.is_file():
         raise InputError(f"no prediction {path.name} in {pred_dir}")
     prediction = load_prediction(path)

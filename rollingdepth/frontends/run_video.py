@@ -24,6 +24,7 @@ from rollingdepth.frontends.batch import Batch, BatchItem, load_model, run_batch
 from rollingdepth.frontends.options import (COMMAND_OPTIONS, HELP_FLAGS, command_signature, declared,
                                             reporting_params)
 from rollingdepth.frontends.progress import Reporter, make_renderer, start_share
+from rollingdepth.io.output_formats import RUN_REPORT, output_settings
 
 app = typer.Typer(
     add_completion=False,
@@ -161,7 +162,7 @@ def _summary(console: Console, results) -> None:
         if r.skipped:
             status = "[dim]skipped: outputs complete[/]"
         elif r.ok:
-            stem = Path(r.outputs[-1]).name.removesuffix("_run.json") if r.outputs else ""
+            stem = (RUN_REPORT.stem_of(Path(r.outputs[-1]).name) or "") if r.outputs else ""
             status = f"{stem}" + " ".join(o.removeprefix(stem) for o in r.outputs)
         else:
             status = f"[red]{r.error}[/]"
@@ -175,10 +176,10 @@ RUN_VIDEO_OPTIONS = (
     "input_video", "strict", "start_frame", "max_frames", "shots", "checkpoint", "dtype", "device", "preset", "processing_res",
     "dilations", "snippet_lengths", "attn_span", "cap_dilation", "refine_step", "refine_snippet_len",
     "refine_start_dilation", "coalign", "seed", "max_vae_bs", "unet_batch_size", "compile", "channels_last", "tf32",
-    "output_dir", "work_dir", "segment_frames", "output_fps", "restore_res", "cmaps", "save_npy", "save_sbs", "audio", "save_snippets",
-    "save_png16", "save_exr", "depth_out", "depth_range", "depth_points", "save_ply", "fov", "focal", "ply_stride", "unload_snippet",
-    "resample_method", "resume", "list_work", "clean_work", "skip_existing",
-)
+    "output_dir", "work_dir", "segment_frames", "output_fps", "restore_res", *output_settings(), "audio", "depth_out",
+    "depth_range", "depth_points", "fov", "focal", "ply_stride", "unload_snippet", "resample_method", "resume", "list_work",
+    "clean_work", "skip_existing",
+)  # the output formats' settings in the order of their declarations (rollingdepth.io.output_formats)
 _INPUT = inspect.Parameter("input_path", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
     Optional[str], typer.Argument(metavar="INPUT", show_default=False, help="A video, a folder of videos, a .txt list "
                                   "of paths, or a folder / glob of images (frames of one video).")])
@@ -322,7 +323,7 @@ def _run_all(entries: list, cfg, v: dict, report: Reporter):
         if dist.enabled:
             stems = [_entry_stem(e) for e in entries]
             count_done = lambda: sum(  # noqa: E731
-                1 for st in stems if _finished_since(output_dir / f"{st}_run.json", started))
+                1 for st in stems if _finished_since(RUN_REPORT.path(output_dir, st), started))
         start_share(report, dist, len(entries) if dist.enabled else len(mine), len(mine), count_done)
         pipe = _load_model(cfg, dist, v["verbose"], report) if needed else None  # before any progress bar
         if dist.enabled:

@@ -89,9 +89,21 @@ class DepthMapping:
         return (1.0 / inverse).astype(np.float32)
 
     def to_inverse(self, values: np.ndarray) -> np.ndarray:
-        """Undo :meth:`apply` up to an affine map: output values -> something affine in ``pred``."""
-        values = np.asarray(values, dtype=np.float64)
-        return 1.0 / values if self.is_depth else values
+        """Undo :meth:`apply`: output values -> the prediction (float64 for depth; exact where
+        ``apply`` did not clip), so that every mode of a run scores as its prediction does."""
+        if not self.is_depth:
+            return values
+        inverse = 1.0 / np.asarray(values, dtype=np.float64)
+        if self.mode == "fitted":
+            return (inverse - self.shift) / self.scale
+        inv_far, inv_near = 1.0 / self.far, 1.0 / self.near
+        return self.vmin + (inverse - inv_far) / (inv_near - inv_far) * self.span
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> "DepthMapping":
+        """The mapping a run report recorded (:meth:`to_dict`)."""
+        return cls(entry["mode"], entry.get("prediction_min", 0.0), entry.get("prediction_max", 1.0), near=entry.get("near"),
+                   far=entry.get("far"), scale=entry.get("scale"), shift=entry.get("shift"))
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -154,6 +166,24 @@ class VideoMapping:
     def value_range(self) -> tuple[float, float]:
         ranges = [m.value_range for m in self.mappings]
         return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+    def to_inverse(self, values: np.ndarray) -> np.ndarray:
+        """Output values ``[N, H, W]`` -> the prediction, each frame by its shot's mapping."""
+        if not self.is_depth:
+            return values
+        out = np.empty(np.shape(values), dtype=np.float64)
+        starts, ends = (0, *self.firsts[1:]), (*self.firsts[1:], len(out))
+        for mapping, first, end in zip(self.mappings, starts, ends):
+            out[first:end] = mapping.to_inverse(values[first:end])
+        return out
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> "VideoMapping":
+        """The mapping a run report recorded as ``depth_output`` (:meth:`to_dict`)."""
+        if entry.get("mode") != "per shot":
+            return cls((DepthMapping.from_dict(entry),))
+        shots = entry["shots"]
+        return cls(tuple(DepthMapping.from_dict(s) for s in shots), tuple(int(s["first"]) for s in shots))
 
     def to_dict(self) -> dict:
         if len(self.mappings) == 1:

@@ -1,4 +1,4 @@
-"""Turning depth into pictures: colour maps, side-by-side frames, 16-bit PNG values."""
+"""Turning depth into pictures: colour maps, side-by-side frames."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["SBS_GAP", "check_cmap", "colorize", "side_by_side", "to_uint16"]
+__all__ = ["SBS_GAP", "check_cmap", "colorize", "side_by_side"]
 
 SBS_GAP = 16  # white pixels between the input and the depth in the side-by-side video
 
@@ -41,8 +41,3 @@ def side_by_side(rgb: np.ndarray, depth_rgb: np.ndarray, gap: int = SBS_GAP) -> 
     spacer = np.full((h, gap, 3), 255, dtype=np.uint8)
     return np.concatenate([rgb, spacer, depth_rgb], axis=1)
 
-
-def to_uint16(depth: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
-    """Values ``vmin..vmax`` to 0..65535 (``value = vmin + png / 65535 * (vmax - vmin)``)."""
-    span = vmax - vmin if vmax > vmin else 1.0
-    return np.clip((depth - vmin) / span * 65535.0 + 0.5, 0, 65535).astype(np.uint16)

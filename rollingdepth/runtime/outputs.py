@@ -1,15 +1,15 @@
-"""A video's outputs, written once its prediction is done: ``{stem}_pred.npy``, the colour
-and side-by-side videos, PNG16/EXR/PLY frames, the snippets and the run report.
+"""A video's outputs, written once its prediction is done: every format declared in
+``rollingdepth.io.output_formats`` that the settings turn on (the npy, the colour and side-by-side
+videos, PNG16/EXR/PLY frames, the snippets), then the run report.
 
-Every output file is written under a temporary name and renamed when complete; the
-``{stem}_run.json`` report is written last, so its presence marks a finished video.
+Every output file is written under a temporary name and renamed when complete; the run report
+is written last, so its presence marks a finished video.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import platform
 import sys
 import time
@@ -21,10 +21,10 @@ import numpy as np
 
 from rollingdepth._version import __version__
 from rollingdepth.io.depth_points import read_depth_points
-from rollingdepth.io.exports import (FAR_LIMIT, DepthMapping, PinholeCamera, VideoMapping, fit_inverse_depth, point_cloud,
-                                     write_exr, write_ply)
-from rollingdepth.io.video_io import InputError, VideoSource, VideoWriter, atomic_dir, atomic_path
-from rollingdepth.io.visualize import SBS_GAP, colorize, side_by_side, to_uint16
+from rollingdepth.io.exports import FAR_LIMIT, DepthMapping, VideoMapping, fit_inverse_depth
+from rollingdepth.io.output_formats import (RUN_REPORT, OutputFrame, VideoOutput, Writer, expected_names,
+                                            output_formats)
+from rollingdepth.io.video_io import InputError, VideoSource
 from rollingdepth.runtime.background import BackgroundQueue, prefetch
 from rollingdepth.runtime.checkpoints import OutputsState
 from rollingdepth.runtime.run_config import RunConfig
@@ -53,23 +53,8 @@ class VideoResult:
 
 
 def expected_outputs(out_dir: Path, stem: str, cfg: RunConfig) -> list[Path]:
-    """The files (and folder) a complete run of ``stem`` leaves in ``out_dir``; run.json last."""
-    paths = []
-    if cfg.save_npy:
-        paths.append(out_dir / f"{stem}_pred.npy")
-    paths += [out_dir / f"{stem}_{cmap}.mp4" for cmap in cfg.cmaps]
-    if cfg.save_sbs:
-        paths.append(out_dir / f"{stem}_rgbd.mp4")
-    if cfg.save_snippets:
-        paths.append(out_dir / f"{stem}_snippets.npz")
-    if cfg.save_png16:
-        paths.append(out_dir / f"{stem}_depth16")
-    if cfg.save_exr:
-        paths.append(out_dir / f"{stem}_exr")
-    if cfg.save_ply:
-        paths.append(out_dir / f"{stem}_ply")
-    paths.append(out_dir / f"{stem}_run.json")
-    return paths
+    """The files (and folders) a complete run of ``stem`` leaves in ``out_dir``; run.json last."""
+    return [out_dir / name for name in expected_names(stem, cfg)]
 
 
 def outputs_complete(out_dir: Path, stem: str, cfg: RunConfig) -> bool:
@@ -161,9 +146,7 @@ class PendingOutputs:
         finished = False
         try:
             t0 = time.perf_counter()
-            written = self._write_frames(progress, cancel)
-            if self.cfg.save_snippets:
-                written.append(self._write_snippets())
+            written = self._write_files(progress, cancel)
             self.result.timings["write"] = time.perf_counter() - t0
             written.append(self._write_report(written))
             finished = True
@@ -251,139 +234,69 @@ class PendingOutputs:
         return points.values(idx, lambda frame: self.result.depth[frame - self.cfg.start_frame], self.source.size,
                              self.result.size)
 
-    @property
-    def camera(self) -> PinholeCamera:
-        """The point clouds' pinhole camera at the output size."""
-        return PinholeCamera.for_size(self.size, self.cfg.fov, self.cfg.focal, input_width=self.source.size[1])
+    @functools.cached_property
+    def video_output(self) -> VideoOutput:
+        """The video as the output formats' writers see it."""
+        cfg, result = self.cfg, self.result
+        return VideoOutput(
+            out_dir=self.out_dir, stem=self.source.stem, settings=cfg, frames=self.frames, size=self.size,
+            input_width=self.source.size[1], prediction_range=tuple(result.depth_range), mapping=self.mapping,
+            fps=cfg.output_fps or getattr(self.source, "rate", None) or self.source.fps,  # a video's exact rate
+            sound=lambda: self._sound, prediction_file=self._prediction_file, snippet_maps=self._snippet_maps,
+            sample_aspect=getattr(self.source, "sample_aspect", None),  # an anamorphic source's pixels, tagged as they are
+            frame_times=None if cfg.output_fps else self.source.frame_times_of(cfg.start_frame, self.frames),
+            run_settings=result.settings, done=frozenset(self._written_before()))
 
-    @property
-    def _npy_separate(self) -> bool:
-        """Whether ``{stem}_pred.npy`` is written here (restored size, or depth values) rather than
-        being the prediction's own file, renamed."""
-        return self.cfg.restore_res or self.mapping.is_depth
+    def _prediction_file(self) -> Path:
+        self.result.depth.flush()
+        return self.result.depth.path
 
-    def _sinks(self, stack: contextlib.ExitStack) -> list[tuple[Path, Callable]]:
-        """One ``(final path, write(i, frame, values, image))`` per per-frame output, opened in
-        ``stack``: ``frame`` is the prediction, ``values`` what the npy/EXR/PNG16/PLY files hold
-        (:attr:`mapping`), ``image`` the input frame at the output size (or None)."""
-        import cv2
+    def _snippet_maps(self) -> list[Path]:
+        for maps in self.result.snippets:
+            maps.flush()
+        return [maps.path for maps in self.result.snippets]
 
-        from rollingdepth.runtime.stores import NpyFile
-
-        cfg, stem, size, out_dir = self.cfg, self.source.stem, self.size, self.out_dir
-        vmin, vmax = self.result.depth_range
-        lo, hi = self.mapping.value_range
-        fps = cfg.output_fps or getattr(self.source, "rate", None) or self.source.fps  # a video's exact rate
-        aspect = getattr(self.source, "sample_aspect", None)  # an anamorphic source's pixels, tagged as they are
-        times = None if cfg.output_fps else self.source.frame_times_of(cfg.start_frame, self.frames)  # a variable rate's own
-        sinks: list[tuple[Path, Callable]] = []
-        done = self._written_before()
-        if cfg.save_npy and self._npy_separate and f"{stem}_pred.npy" not in done:
-            self._npy_tmp = self.workdir / "pred_values.npy"  # in the work folder, moved when complete
-            values_file = NpyFile(self._npy_tmp, (self.frames, *size), np.float32)
-            stack.callback(values_file.close)
-            sinks.append((out_dir / f"{stem}_pred.npy", lambda i, frame, values, image: values_file.__setitem__(i, values)))
-        for cmap in [c for c in cfg.cmaps if f"{stem}_{c}.mp4" not in done]:
-            video = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(out_dir / f"{stem}_{cmap}.mp4")), fps, size,
-                                                    audio=self._sound, sample_aspect=aspect, times=times))
-            sinks.append((out_dir / f"{stem}_{cmap}.mp4",
-                          lambda i, frame, values, image, video=video, cmap=cmap: video.write(colorize(frame, cmap, vmin, vmax))))
-        if cfg.save_sbs and f"{stem}_rgbd.mp4" not in done:
-            final = out_dir / f"{stem}_rgbd.mp4"
-            sbs = stack.enter_context(VideoWriter(stack.enter_context(atomic_path(final)), fps, (size[0], 2 * size[1] + SBS_GAP),
-                                                  audio=self._sound, sample_aspect=aspect, times=times))
-            sinks.append((final, lambda i, frame, values, image: sbs.write(
-                side_by_side(image, colorize(frame, cfg.cmaps[0], vmin, vmax)))))
-
-        def per_frame_files(name: str, suffix: str, write, every: int = 1) -> None:
-            """A folder ``{stem}_{name}`` of ``000000{suffix} ...`` (frames ``i % every == 0``)."""
-            final = out_dir / f"{stem}_{name}"
-            if final.name in done:
-                return
-            folder = stack.enter_context(atomic_dir(final))
-
-            def sink(i, frame, values, image):
-                if i % every == 0:
-                    write(folder / f"{i:06d}{suffix}", values, image)
-
-            sinks.append((final, sink))
-
-        if cfg.save_png16:
-            def write_png(path: Path, values, image):
-                if not cv2.imwrite(str(path), to_uint16(values, lo, hi)):
-                    raise OSError(f"could not write {out_dir / f'{stem}_depth16' / path.name}")
-
-            per_frame_files("depth16", ".png", write_png)
-        if cfg.save_exr:
-            per_frame_files("exr", ".exr", lambda path, values, image: write_exr(path, values))
-        if cfg.save_ply:
-            camera, stride = self.camera, cfg.ply_stride
-            comment = f"rollingdepth {__version__}: {stem}, pinhole f={camera.focal:.6g}px, x right, y down, z forward"
-            per_frame_files("ply", ".ply", lambda path, values, image: write_ply(
-                path, point_cloud(values, image, camera, stride), comment), every=cfg.save_ply)
-        return sinks
-
-    def _write_frames(self, progress: Progress, cancel) -> list[Path]:
-        """One pass over the prediction feeds every per-frame output; each output is encoded
-        in its own thread (the video encoders run side by side). Returns the final paths of
-        every output but the snippets and the report, including those a killed run finished."""
-        import shutil
-
-        cfg, n, stem, mapping = self.cfg, self.frames, self.source.stem, self.mapping
-        done = self._written_before()
+    def _write_files(self, progress: Progress, cancel) -> list[Path]:
+        """Every requested output but run.json, each as its format declares it: the frame-by-frame
+        ones in one pass over the prediction, then the whole ones. Returns the final paths of them
+        all, including those a killed run finished."""
+        out = self.video_output
+        formats = [f for f in output_formats() if f.enabled(self.cfg)]
         with contextlib.ExitStack() as stack:
-            sinks = self._sinks(stack)
-            total = self._write_units = n * len(sinks) + 1
-            if sinks:
-                queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{p.name}")) for p, _ in sinks]
-                needs_rgb = any(p.name in (f"{stem}_rgbd.mp4", f"{stem}_ply") for p, _ in sinks)
-                rgb = prefetch(self.source.frames(cfg.start_frame, cfg.max_frames)) if needs_rgb else None  # re-read
-                progress("write", 0, total)
-                for i, frame in enumerate(self._frames_out()):
-                    if cancel is not None and cancel.is_set():
-                        raise KeyboardInterrupt
-                    image = next(rgb, None) if rgb is not None else None
-                    if rgb is not None and image is None:
-                        raise InputError(f"{self.source.path}: the video gave fewer frames on a second read ({i} of {n})")
-                    if image is not None:
-                        image = _resize_frames(image[None], self.size)[0]  # [H, W, 3] at the output size
-                    values = mapping.at(i).apply(frame)
-                    for q, (_, sink) in zip(queues, sinks):
-                        q.submit(sink, i, frame, values, image)
-                    progress("write", (i + 1) * len(sinks), total)
-                for q in queues:
-                    q.drain(cancel)
-        # every file is complete (and renamed) here but the .npy
-        new = [p for p, _ in sinks if p.suffix != ".npy"]
-        final = self.out_dir / f"{stem}_pred.npy"
-        if cfg.save_npy and final.name not in done:
-            if self._npy_separate:
-                shutil.move(self._npy_tmp, final)
-            else:
-                self.result.depth.flush()
-                shutil.move(self.result.depth.path, final)  # a rename unless --work-dir is on another disk
-            new.insert(0, final)
-        self.store.checkpoint(OutputsState(files=sorted(done | {p.name for p in new})))
-        return [p for p in expected_outputs(self.out_dir, stem, cfg) if p.name in done or p in new]
+            opened = [(fmt, name, write) for fmt in formats for name, write in fmt.open(out, stack)]
+            self._write_units = self.frames * len(opened) + 1
+            if opened:
+                self._feed([(name, write) for _, name, write in opened], any(f.needs_rgb for f, _, _ in opened), stack,
+                           progress, cancel)
+        new = {name for _, name, _ in opened} | {name for fmt in formats for name in fmt.finish(out)}
+        self.store.checkpoint(OutputsState(files=sorted(out.done | new)))
+        return [p for p in expected_outputs(self.out_dir, self.source.stem, self.cfg) if p.name in out.done | new]
 
-    def _write_snippets(self) -> Path:
-        """``{stem}_snippets.npz`` from the decoded snippet maps in the work folder (stored, no copy)."""
-        import zipfile
+    def _feed(self, writers: list[tuple[str, Writer]], needs_rgb: bool, stack: contextlib.ExitStack, progress: Progress,
+              cancel) -> None:
+        """Each frame to every writer; each writer runs in its own thread (the video encoders side by side)."""
+        cfg, total = self.cfg, self._write_units
+        queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{name}")) for name, _ in writers]
+        rgb = prefetch(self.source.frames(cfg.start_frame, cfg.max_frames)) if needs_rgb else None  # re-read
+        progress("write", 0, total)
+        for i, prediction in enumerate(self._frames_out()):
+            if cancel is not None and cancel.is_set():
+                raise KeyboardInterrupt
+            frame = OutputFrame(i, prediction, self.mapping.at(i).apply(prediction), self._image(rgb, i))
+            for q, (_, write) in zip(queues, writers):
+                q.submit(write, frame)
+            progress("write", (i + 1) * len(writers), total)
+        for q in queues:
+            q.drain(cancel)
 
-        final = self.out_dir / f"{self.source.stem}_snippets.npz"
-        if final.name in self._written_before():
-            return final
-        settings = self.result.settings
-        with atomic_path(final) as tmp:
-            np.save(self.workdir / "dilations.npy", np.array(settings["dilations"]))
-            np.save(self.workdir / "snippet_lengths.npy", np.array(settings["snippet_lengths"]))
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-                for name in ("dilations", "snippet_lengths"):
-                    z.write(self.workdir / f"{name}.npy", f"{name}.npy")
-                for g, maps in enumerate(self.result.snippets):
-                    maps.flush()
-                    z.write(maps.path, f"snippets_{g}.npy")
-        return final
+    def _image(self, rgb, i: int) -> np.ndarray | None:
+        """The input's frame ``i`` at the output size, from the second read ``rgb`` (None: not read)."""
+        if rgb is None:
+            return None
+        image = next(rgb, None)
+        if image is None:
+            raise InputError(f"{self.source.path}: the video gave fewer frames on a second read ({i} of {self.frames})")
+        return _resize_frames(image[None], self.size)[0]  # [H, W, 3] at the output size
 
     def _write_report(self, written: list[Path]) -> Path:
         """``{stem}_run.json``: settings used, timings, work done, memory, versions; written last."""
@@ -404,9 +317,7 @@ class PendingOutputs:
             "shots": self._shots(),
             "depth_points": getattr(self, "depth_fits", None),
             "depth_output": mapping.to_dict(),
-            "png16_range": list(mapping.value_range) if cfg.save_png16 else None,
-            "png16_mapping": "value = min + png / 65535 * (max - min), [min, max] = png16_range" if cfg.save_png16 else None,
-            "point_cloud": {"every": cfg.save_ply, "stride": cfg.ply_stride, **self.camera.to_dict()} if cfg.save_ply else None,
+            **{key: value for fmt in output_formats() for key, value in fmt.report(self.video_output).items()},
             **({"units": result.units} if result.units else {}),
             "counts": dict(result.counts),
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
@@ -415,10 +326,7 @@ class PendingOutputs:
             "seconds_per_frame": round(seconds / max(result.num_frames, 1), 4),
             "peak_memory": _peak_memory(),
             "versions": _versions(),
-            "outputs": [p.name for p in written] + [f"{self.source.stem}_run.json"],
+            "outputs": [p.name for p in written] + RUN_REPORT.names(self.source.stem, cfg),
             **self.report_extra,
         }
-        final = self.out_dir / f"{self.source.stem}_run.json"
-        with atomic_path(final) as tmp:
-            tmp.write_text(json.dumps(self.report, indent=2))
-        return final
+        return RUN_REPORT.write(self.out_dir, self.source.stem, self.report)

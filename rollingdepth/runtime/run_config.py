@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
+from rollingdepth.io.output_formats import OUTPUT_PANEL, output_format, output_formats
 from rollingdepth.method.settings import DEFAULT_CHECKPOINT, INFER, MethodSettings, method_fields
-from rollingdepth.option_spec import Option, opt, options_of, parse_floats, parse_names, parse_numbers
+from rollingdepth.option_spec import Option, opt, options_of, parse_floats, parse_numbers
 
 __all__ = ["DEFAULT_CHECKPOINT", "PRESET", "PRESETS", "PRESET_DIR", "RunConfig", "load_preset", "option_name",
            "parse_numbers", "run_options"]
@@ -24,7 +25,7 @@ PRESETS = ("fast", "fast1024", "full", "paper", "none")
 RENAMED = {"frame_count": "max_frames"}  # settings' former names, still read from preset YAML files
 SHOT_MODES = ("auto", "none")  # or a cut list file
 MIN_SEGMENT_FRAMES = 8  # a segment shares a quarter of itself with the next
-IN, MODEL, OUT, RUN = "Input", "Model", "Output", "Run"  # help panels (the method's: INFER)
+IN, MODEL, OUT, RUN = "Input", "Model", OUTPUT_PANEL, "Run"  # help panels (the method's: INFER)
 
 PRESET = Option(("-p", "--preset"), "fast, fast1024, full, paper, none, or a YAML file; options given here win. "
                 "(default: fast)", "NAME|YAML", INFER, label="Preset")
@@ -32,6 +33,15 @@ PRESET = Option(("-p", "--preset"), "fast, fast1024, full, paper, none, or a YAM
 
 def _on_off(flags: tuple[str, ...], help: str, panel: str) -> Option:
     return Option(flags, help, None, panel, bool, show_default=False)
+
+
+def _output(name: str):
+    """The setting of an output format, declared with the format (``rollingdepth.io.output_formats``)."""
+    fmt = output_format(name)
+    option = fmt.option
+    if fmt.needs_depth:
+        option = dataclasses.replace(option, help=f"{option.help}; needs --depth-out depth.")
+    return opt(list(fmt.default) if isinstance(fmt.default, tuple) else fmt.default, option)
 
 
 @dataclass
@@ -55,25 +65,16 @@ class RunConfig(MethodSettings):
     restore_res: bool = opt(False, _on_off(
         ("--restore-res/--no-restore-res", "--restore-resolution"),
         "Outputs at the input's size (also --restore-res true|false).", OUT))
-    cmaps: list[str] = opt(["Spectral_r", "Greys_r"], Option(
-        ("--cmap", "--color-maps"), "Colour maps (matplotlib names), one video each; NAME,NAME or NAME NAME. "
-        "(default: Spectral_r, Greys_r)", "NAME[,NAME..]", OUT, list, parse_names, label="Colour map"))
-    save_npy: bool = opt(True, _on_off(
-        ("--save-npy/--no-save-npy",), "{stem}_pred.npy, float32 [N, H, W]. (default: on)", OUT))
-    save_sbs: bool = opt(True, _on_off(
-        ("--save-sbs/--no-save-sbs", "--save-side-by-side"), "{stem}_rgbd.mp4, input and depth side by side; "
-        "also --save-sbs true|false, like every on/off option. (default: on)", OUT))
+    cmaps: list[str] = _output("colour")
+    save_npy: bool = _output("npy")
+    save_sbs: bool = _output("sbs")
     audio: bool = opt(True, _on_off(
         ("--audio/--no-audio",), "The source's sound in the colour and side-by-side videos, cut to the frames "
         "processed (copied where MP4 holds it, else AAC; none with --fps). (default: on)", OUT))
-    save_snippets: bool = opt(False, _on_off(
-        ("--save-snippets/--no-save-snippets",), "{stem}_snippets.npz. (default: off)", OUT))
-    save_png16: bool = opt(False, _on_off(
-        ("--save-png16/--no-save-png16",), "{stem}_depth16/000000.png ..., 16-bit PNG per frame; range in run.json "
-        "(png16_range). (default: off)", OUT))
-    save_exr: bool = opt(False, _on_off(  # float32 Z channel (needs the [exr] extra)
-        ("--save-exr/--no-save-exr",), "{stem}_exr/000000.exr ..., float32 EXR per frame, channel Z (needs pip "
-        "install 'rollingdepth\\[exr]'). (default: off)", OUT))
+    save_snippets: bool = _output("snippets")
+    save_png16: bool = _output("png16")
+    save_exr: bool = _output("exr")
+    save_tiff: bool = _output("tiff16")
     depth_out: str = opt("inverse", Option(  # inverse: the prediction as is; depth: mapped onto depth_range
         ("--depth-out",), "What npy, EXR, PNG16 and PLY hold: inverse = the prediction (affine-invariant inverse "
         "depth, near = large); depth = mapped onto --depth-range, one mapping for the whole video. "
@@ -85,9 +86,7 @@ class RunConfig(MethodSettings):
         ("--depth-points",), "Known distances: a CSV of frame, x, y, depth (input pixels, any unit). Each shot's "
         "inverse depth is fitted to them and npy, EXR, PNG16 and PLY hold depth in that unit; shots without two "
         "points use --depth-range (docs/outputs.md).", "FILE", OUT))
-    save_ply: int = opt(0, Option(  # a point cloud every this many frames (0 = none)
-        ("--save-ply",), "{stem}_ply/000000.ply ..., coloured point cloud (binary PLY) of every EVERY-th frame "
-        "(default 1: all); needs --depth-out depth.", "[EVERY]", OUT, int, show_default=False))
+    save_ply: int = _output("ply")  # a point cloud every this many frames (0 = none)
     fov: float | None = opt(None, Option(
         ("--fov",), "Horizontal field of view of the point clouds' pinhole camera. (default: 60)", "DEG", OUT, float))
     focal: float | None = opt(None, Option(
@@ -132,7 +131,6 @@ class RunConfig(MethodSettings):
 
         (Not ``validate``: that is :meth:`MethodSettings.validate`, which a ``RunConfig`` keeps,
         so that ``RollingDepthPipeline.check_inputs`` takes a ``RunConfig`` too.)"""
-        from rollingdepth.io.visualize import check_cmap
         from rollingdepth.method.device import DTYPES  # torch: not needed for --help
 
         def non_negative_int(option: str, value) -> None:
@@ -153,21 +151,15 @@ class RunConfig(MethodSettings):
             raise ValueError(f"--dtype: unknown value {self.dtype!r}; expected fp16, bf16 or fp32")
         if isinstance(self.output_fps, bool) or not isinstance(self.output_fps, (int, float)) or self.output_fps < 0:
             raise ValueError(f"--fps: {self.output_fps!r} must be >= 0 (0 = the input's)")
-        if not self.cmaps:
-            raise ValueError("--cmap: give at least one colour map")
-        for name in self.cmaps:
-            try:
-                check_cmap(name)
-            except ValueError as exc:
-                raise ValueError(f"--{exc}") from None
         self._validate_exports()
+        self._validate_outputs()
         return self
 
     def _validate_exports(self) -> None:
-        """The depth mapping, EXR and point-cloud settings."""
+        """The depth mapping and the point clouds' camera."""
         import math
 
-        from rollingdepth.io.exports import DEPTH_OUT_MODES, check_openexr
+        from rollingdepth.io.exports import DEPTH_OUT_MODES
 
         def number(value) -> bool:
             return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
@@ -189,11 +181,6 @@ class RunConfig(MethodSettings):
 
             read_depth_points(Path(self.depth_points).expanduser())  # one line naming the file and line
             self.depth_out = "depth"  # known distances: the outputs hold depth in their unit
-        if isinstance(self.save_ply, bool) or not isinstance(self.save_ply, int) or self.save_ply < 0:
-            raise ValueError(f"--save-ply: {self.save_ply!r} is not a non-negative integer (every how many frames)")
-        if self.save_ply and self.depth_out != "depth":
-            raise ValueError("--save-ply: point clouds need depth, not inverse depth: add --depth-out depth "
-                             "--depth-range NEAR,FAR")
         if self.fov is not None and (not number(self.fov) or not 0 < self.fov < 180):
             raise ValueError(f"--fov: {self.fov!r} must be between 0 and 180 degrees")
         if self.focal is not None and (not number(self.focal) or self.focal <= 0):
@@ -202,8 +189,19 @@ class RunConfig(MethodSettings):
             raise ValueError("--focal: give --fov or --focal, not both")
         if isinstance(self.ply_stride, bool) or not isinstance(self.ply_stride, int) or self.ply_stride < 1:
             raise ValueError(f"--ply-stride: {self.ply_stride!r} must be an integer >= 1")
-        if self.save_exr:
-            check_openexr(option_name("save_exr"))
+
+    def _validate_outputs(self) -> None:
+        """Each output format's setting, what it needs (depth) and the libraries it needs."""
+        for fmt in output_formats():
+            if fmt.setting is None:  # always written
+                continue
+            fmt.check(self)
+            if not fmt.enabled(self):
+                continue
+            if fmt.needs_depth and self.depth_out != "depth":
+                raise ValueError(f"{fmt.option.name}: {fmt.what} need depth, not inverse depth: add --depth-out depth "
+                                 "--depth-range NEAR,FAR")
+            fmt.available(fmt.option.name)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
