@@ -344,7 +344,7 @@ def test_a_terminal_still_gets_the_live_bar(tmp_path, clip):
 def test_eval_depth_reports_the_same_events(tmp_path, capsys, monkeypatch):
     """--dataset runs process_video per sequence with the reporter's callback (faked here)."""
     from rollingdepth.frontends import eval_depth as eval_cli
-    from rollingdepth.method import loading
+    from rollingdepth.runtime import loading
     from rollingdepth.runtime import video_job as runner
     from rollingdepth.runtime.outputs import VideoResult
 

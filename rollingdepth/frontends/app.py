@@ -27,7 +27,7 @@ import typer
 from rollingdepth.frontends.app_files import Workspace, check_not_truncated, extract_frames, parse_duration, safe_stem, zip_folder
 from rollingdepth.frontends.options import HELP_FLAGS, Param, command_signature, declared
 from rollingdepth.io.video_io import VIDEO_EXTENSIONS, InputError
-from rollingdepth.method.loading import DEFAULT_CHECKPOINT
+from rollingdepth.method.settings import DEFAULT_CHECKPOINT
 from rollingdepth.option_spec import Option
 
 __all__ = ["AppSettings", "DepthService", "JobOutcome", "build_page", "main"]
@@ -748,7 +748,7 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
     service = page = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        from rollingdepth.method.loading import load_pipeline
+        from rollingdepth.runtime.loading import load_pipeline
 
         print(f"rollingdepth-app: loading {settings.checkpoint}", file=sys.stderr, flush=True)
         pipe = load_pipeline(settings.checkpoint, settings.dtype, settings.device)

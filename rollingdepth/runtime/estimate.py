@@ -26,7 +26,7 @@ from rollingdepth.runtime.plan import Plan
 from rollingdepth.runtime.run_config import option_name
 
 if TYPE_CHECKING:
-    from rollingdepth.method.pipeline import RollingDepthPipeline
+    from rollingdepth.method.pipeline import RollingDepthModel
 
 __all__ = ["Estimate", "dtype_name", "estimate_run", "format_duration", "quick_res", "unit_flops"]
 
@@ -41,13 +41,13 @@ def cache_file() -> Path:
     return Path(root) / "rollingdepth" / "throughput.json"
 
 
-def _configs(pipe: "RollingDepthPipeline") -> tuple[str, str]:
+def _configs(pipe: "RollingDepthModel") -> tuple[str, str]:
     """The UNet's and the VAE's configs as JSON: what their FLOPs and throughput depend on."""
     unet, vae = (json.dumps(dict(model.config), sort_keys=True, default=str) for model in (pipe.unet, pipe.vae))
     return unet, vae
 
 
-def _model_key(pipe: "RollingDepthPipeline") -> str:
+def _model_key(pipe: "RollingDepthModel") -> str:
     return hashlib.sha1("\n".join(_configs(pipe)).encode()).hexdigest()[:12]
 
 
@@ -88,14 +88,14 @@ def _unit_flops(unet_config: str, vae_config: str, size: tuple[int, int], snippe
     return encode, decode, unet_flops
 
 
-def unit_flops(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: int) -> dict[str, int]:
+def unit_flops(pipe: "RollingDepthModel", size: tuple[int, int], snippet_len: int) -> dict[str, int]:
     """FLOPs of one frame through the VAE encoder and decoder, and of one snippet of ``n``
     frames through the UNet, at processing size ``size`` (H, W)."""
     encode, decode, unet = _unit_flops(*_configs(pipe), tuple(size), int(snippet_len))
     return {"encode": encode, "decode": decode, f"unet{snippet_len}": unet}
 
 
-def calibration_size(pipe: "RollingDepthPipeline", size: tuple[int, int]) -> tuple[int, int]:
+def calibration_size(pipe: "RollingDepthModel", size: tuple[int, int]) -> tuple[int, int]:
     """The run's size when its latents are small, else :data:`CALIBRATION_LATENT` (in pixels)."""
     f = pipe.vae_scale_factor
     if -(-size[0] // f) * -(-size[1] // f) <= CALIBRATION_LATENT[0] * CALIBRATION_LATENT[1]:
@@ -103,7 +103,7 @@ def calibration_size(pipe: "RollingDepthPipeline", size: tuple[int, int]) -> tup
     return CALIBRATION_LATENT[0] * f, CALIBRATION_LATENT[1] * f
 
 
-def _measure(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: int, unet_batch: int,
+def _measure(pipe: "RollingDepthModel", size: tuple[int, int], snippet_len: int, unet_batch: int,
              vae_batch: int) -> dict[str, float]:
     """FLOP/s of each unit on this device, from real runs at ``size`` with the run's batch
     sizes (after a warm-up)."""
@@ -133,7 +133,7 @@ def _measure(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: i
     return {k: flops[k] / max(seconds[k], 1e-9) for k in seconds}
 
 
-def throughput(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: int, unet_batch: int,
+def throughput(pipe: "RollingDepthModel", size: tuple[int, int], snippet_len: int, unet_batch: int,
                vae_batch: int) -> dict[str, float]:
     """FLOP/s per unit for this device, dtype, model, batch sizes and (small) size: from the
     cache, or measured and cached."""
@@ -162,7 +162,7 @@ class Estimate:
     """Seconds and FLOPs of one video's run (``seconds``, ``flops``), and the same at another
     resolution for advice (:meth:`at_res`)."""
 
-    def __init__(self, pipe: "RollingDepthPipeline", num_frames: int, input_size: tuple[int, int],
+    def __init__(self, pipe: "RollingDepthModel", num_frames: int, input_size: tuple[int, int],
                  settings: MethodSettings):
         self.pipe, self.num_frames, self.input_size, self.settings = pipe, num_frames, input_size, settings
         self.size = pipe.processing_size(*input_size, settings.processing_res)
@@ -187,7 +187,7 @@ class Estimate:
         return self._work(self.pipe.processing_size(*self.input_size, res))[1]
 
 
-def estimate_run(pipe: "RollingDepthPipeline", videos: list[tuple[int, tuple[int, int]]],
+def estimate_run(pipe: "RollingDepthModel", videos: list[tuple[int, tuple[int, int]]],
                  settings: MethodSettings) -> tuple[str, float]:
     """One line for the user before a run of ``videos`` ((frame count, (H, W)) each) and the
     estimated seconds; on a CPU it names a lower ``--res`` and what it would take."""
