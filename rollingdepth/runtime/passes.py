@@ -13,7 +13,8 @@
 3. :meth:`VideoRun.coalign`: one scale and shift per snippet from the subsampled maps
    (:func:`rollingdepth.method.coalign.solve`).
 4. :meth:`VideoRun.merge`: window by window, each frame is the mean of ``s*(x - min) + t`` over
-   the snippet frames that show it.
+   the snippet frames that show it (:class:`rollingdepth.method.coalign.SnippetMerge`, as
+   :func:`~rollingdepth.method.coalign.merge_snippets` merges snippets in memory).
 5. :func:`renormalise`: the merged video to [-1, 1], chunk by chunk.
 6. :meth:`VideoRun.refine` (optional): coarse-to-fine refinement, decoded into the output.
 
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 
 from rollingdepth.errors import EmptyVideoError
-from rollingdepth.method.coalign import problem_from_subsampled, solve, subsample
+from rollingdepth.method.coalign import SnippetMerge, problem_from_subsampled, solve, subsample
 from rollingdepth.method.device import flush_denormals, to_device
 from rollingdepth.method.num_view import choose_num_view, motion_score
 from rollingdepth.method.settings import MethodSettings
@@ -505,22 +506,21 @@ class VideoRun:
         known = first == 0 or resumed.lo is not None  # the range of the windows merged before
         lo = torch.tensor(float("inf") if resumed.lo is None else resumed.lo, device=device)
         hi = torch.tensor(float("-inf") if resumed.hi is None else resumed.hi, device=device)
-        acc = count = None
+        merge = None  # the window's SnippetMerge
         self.notify("merge", min(first * MERGE_WINDOW, plan.num_frames), plan.num_frames)
         # subnormal floats would slow a CPU's arithmetic (docs/performance.md); a window is 32
         # full-size frames: keep few of them around
         with flush_denormals(device.type == "cpu"), HostWriter(depth=1) as writer:
             for f0, f1, g, part, local, data in prefetch(self._merge_reads(plan, snippets, first), depth=2):
-                if acc is None:
-                    acc = torch.zeros((f1 - f0, *size), dtype=torch.float32, device=device)
-                    count = torch.zeros(f1 - f0, dtype=torch.float32, device=device)
+                if merge is None:
+                    merge = SnippetMerge(f1 - f0, size, snippets.min_value, device)
                 if g is None:  # the window is complete
-                    merged = acc / count[:, None, None]  # [w, H, W]
+                    merged = merge.means()  # [w, H, W]
                     lo, hi = torch.minimum(lo, merged.min()), torch.maximum(hi, merged.max())  # no sync
                     writer.put(partial(store.write, out, slice(f0, f1)), merged, copy=False)  # fresh
                     writer.put(partial(_merge_checkpoint, store, -(-f1 // MERGE_WINDOW)), lo, hi)
                     self.notify("merge", f1, plan.num_frames)
-                    acc = count = None
+                    merge = None
                     continue
                 if snippets.decoded:
                     maps = to_device(torch.from_numpy(data), device).float()  # [b, H, W]
@@ -529,10 +529,8 @@ class VideoRun:
                     maps = self.model.decode_depth(z, size).float()  # [b, H, W]
                 snip = to_device(torch.from_numpy(part // plan.groups[g].snippet_len), device)  # snippet of each row
                 local = to_device(torch.from_numpy(local), device)
-                # s * (x - min) + t, in place: maps is a fresh read [b, H, W]
-                maps = maps.sub_(snippets.min_value).mul_(s_all[g][snip][:, None, None]).add_(t_all[g][snip][:, None, None])
-                acc.index_add_(0, local, maps)
-                count.index_add_(0, local, torch.ones(len(part), device=device))
+                # maps is a fresh read [b, H, W]: merged in place
+                merge.add(local, maps, s_all[g][snip], t_all[g][snip], inplace=True)
         return (float(lo), float(hi)) if known else None
 
     def _merge_reads(self, plan: Plan, snippets: Snippets, first: int) -> Iterator[tuple]:
