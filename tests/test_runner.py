@@ -93,7 +93,7 @@ def high_water_kb():
 
 peaks, current = {}, [None]
 def enter(stage):
-    stage = stage.split(" d=")[0]  # "snippets d=25" -> "snippets"
+    stage = str(stage).split(" d=")[0]  # Stage("snippets", dilation=25), shown "snippets d=25" -> "snippets"
     if stage != current[0]:
         if current[0] is not None:
             peaks[current[0]] = max(peaks.get(current[0], 0), high_water_kb())

@@ -280,7 +280,8 @@ class DepthService:
 
         from rollingdepth.runtime.video_job import process_video
 
-        def on_progress(stage: str, done: int, total: int) -> None:
+        def on_progress(stage, done: int, total: int) -> None:
+            stage = str(stage)  # the page shows a Stage (runtime.stages) as its text
             _hold_for_tests(stage)
             if event.is_set():
                 raise JobCancelled

@@ -9,7 +9,7 @@ work folder on disk (``docs/architecture.md``). No file I/O here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from diffusers.utils import BaseOutput
 
 from rollingdepth.method.pipeline import RollingDepthModel
 from rollingdepth.method.settings import MethodSettings
-from rollingdepth.runtime.passes import ProgressCallback, run
+from rollingdepth.runtime.passes import run
 from rollingdepth.runtime.stores import MemoryStore
 
 __all__ = ["RollingDepthOutput", "RollingDepthPipeline"]
@@ -71,7 +71,7 @@ class RollingDepthPipeline(RollingDepthModel):
         max_vae_bs: int = 4,
         unet_batch_size: int | None = None,
         generator: torch.Generator | None = None,
-        callback: ProgressCallback | None = None,
+        callback: Callable[[str, int, int], None] | None = None,
         attn_span: dict | None = None,
     ) -> RollingDepthOutput:
         """Predict depth for ``frames`` (uint8 RGB ``[N, H, W, 3]``, numpy or torch), in memory.
@@ -88,7 +88,8 @@ class RollingDepthPipeline(RollingDepthModel):
             max_vae_bs: frames per VAE call.
             unet_batch_size: snippets per UNet call; ``None`` picks one from free memory.
             generator: seeds the one initial noise shared by every frame.
-            callback: ``callback(stage, done, total)`` for progress display.
+            callback: ``callback(stage, done, total)`` for progress display; ``stage`` is the
+                stage's text (``"encode"``, ``"snippets d=10"``, ``"coalign"``, ``"merge"``, ...).
             attn_span: experimental per-level attention span, e.g. ``{"fine": 2}``: at that UNet
                 level a frame attends only to frames less than k apart (k >= n: unchanged).
         """
@@ -102,7 +103,8 @@ class RollingDepthPipeline(RollingDepthModel):
 
         # 2. Run the method (encode, snippets, co-align, merge, re-normalise, refine) in memory
         rows = (f.cpu().numpy() if isinstance(f, torch.Tensor) else f for f in frames)  # [H, W, 3] each
-        result = run(self, rows, MemoryStore(), settings, generator=generator, callback=callback,
+        progress = None if callback is None else lambda stage, done, total: callback(str(stage), done, total)
+        result = run(self, rows, MemoryStore(), settings, generator=generator, callback=progress,
                      num_frames_hint=int(frames.shape[0]))
 
         # 3. Output

@@ -35,8 +35,9 @@ from rollingdepth.runtime.assembly import SCALE_BOUNDS, Anchor, OverlapStats, Se
 from rollingdepth.runtime.background import prefetch
 from rollingdepth.runtime.checkpoints import ShotDone, UnitDone
 from rollingdepth.runtime.model_steps import DepthModel
-from rollingdepth.runtime.passes import ProgressCallback, RunResult, run
+from rollingdepth.runtime.passes import RunResult, run
 from rollingdepth.runtime.plan import Unit
+from rollingdepth.runtime.stages import ProgressCallback
 from rollingdepth.runtime.stores import RowLog, Store
 
 __all__ = ["FrameCursor", "KnownPoints", "UnitsJob", "copy_rows", "overlap_of", "overlap_stats", "run_units", "shot_record"]
@@ -228,8 +229,8 @@ class _UnitRunner:
         frames = prefetch(self.job.frames.frames(unit.first, unit.count, self._keep_from(unit)))
         notify = self.job.callback
         if notify is not None:
-            label = unit.label(len(self.job.shots))
-            notify = lambda stage, done, total: self.job.callback(f"{label} {stage}", done, total)  # noqa: E731
+            where = unit.place(len(self.job.shots))
+            notify = lambda stage, done, total: self.job.callback(stage.within(**where), done, total)  # noqa: E731
         started = time.perf_counter()
         child = self.store.child(_name(unit), {"first": unit.first, "frames": unit.count})
         try:

@@ -15,6 +15,7 @@ from rollingdepth.method.device import is_out_of_memory
 from rollingdepth.runtime.background import prefetch
 from rollingdepth.runtime.outputs import PendingOutputs, VideoResult
 from rollingdepth.runtime.run_config import SHOT_MODES, RunConfig, option_name
+from rollingdepth.runtime.stages import Stage
 
 __all__ = ["fingerprint", "predict_video", "process_video", "work_folder"]
 
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from rollingdepth.io.shots import Shot
     from rollingdepth.method.pipeline import RollingDepthModel
 
-Progress = Callable[[str, int, int], None]
+# callback(stage, done, total): a Stage, or the name of one without fields (the outputs' "write")
+Progress = Callable[[Stage | str, int, int], None]
 SEEK_AHEAD = 48  # frames: a unit further ahead of the decoder than this seeks (ffmpeg decodes from the keyframe before)
 
 
@@ -196,13 +198,13 @@ class _Counted:
         self.frames, self.expected, self.progress, self.seen = frames, expected, progress, 0
 
     def __iter__(self):
-        self.progress("shots", 0, self.expected)
+        self.progress(Stage("shots"), 0, self.expected)
         for frame in self.frames:
             self.seen += 1
             if self.seen % 16 == 0:
-                self.progress("shots", self.seen, max(self.seen, self.expected))
+                self.progress(Stage("shots"), self.seen, max(self.seen, self.expected))
             yield frame
-        self.progress("shots", self.seen, self.seen)
+        self.progress(Stage("shots"), self.seen, self.seen)
 
 
 def predict_video(
