@@ -6,7 +6,8 @@ its own generator seeded alike (a shot gives what a run of that shot alone gives
 dilations capped to the unit (so that a 12-frame shot works). Each shot's rows then go into
 the video's prediction: a shot run whole as it is, a shot run in segments joined on their
 overlaps (:mod:`rollingdepth.runtime.assembly`). Finished units and shots are checkpointed in
-the video's store (:class:`~rollingdepth.runtime.checkpoints.UnitsState`): a killed run
+the video's store (:class:`~rollingdepth.runtime.checkpoints.UnitDone`,
+:class:`~rollingdepth.runtime.checkpoints.ShotDone`): a killed run
 redoes neither, and resumes the unit it was in from that unit's own checkpoints.
 
 Host memory depends on the longest unit, not on the video: frames are read forward once

@@ -435,7 +435,8 @@ def _open_store(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthModel", 
 
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        return DiskStore(workdir, fingerprint=fingerprint(source, cfg, pipe))
+        return DiskStore(workdir, fingerprint=fingerprint(source, cfg, pipe),
+                         elsewhere=f"pass {option_name('work_dir')} on a larger disk")
     except ResumeMismatch as exc:
         said = "; ".join(f"{k} {_brief(old)} then, {_brief(new)} now" for k, (old, new) in exc.differences.items())
         raise InputError(f"{source.path}: an unfinished run of it with other settings or input is in {workdir} "
