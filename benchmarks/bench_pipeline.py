@@ -105,7 +105,7 @@ def device_peak(dtype: str) -> float | None:
 def run_case(name, pipe, clip: Path, res: int, dtype: str, compile: bool, preset: str, refine: int,
              unet_bs: int | None) -> dict:
     from rollingdepth.runtime.run_config import RunConfig
-    from rollingdepth.method.loading import accelerate_pipeline
+    from rollingdepth.runtime.loading import accelerate_pipeline
     from rollingdepth.runtime.video_job import process_video
     from rollingdepth.io.video_io import load_source
 

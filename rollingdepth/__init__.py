@@ -10,7 +10,7 @@ __all__ = ["RollingDepthOutput", "RollingDepthPipeline", "CrossFrameAttnProcesso
 def __getattr__(name: str):
     # Lazy imports: torch/diffusers take seconds to import, `run-video --help` should not.
     if name in ("RollingDepthPipeline", "RollingDepthOutput"):
-        from rollingdepth.method import pipeline as rollingdepth_pipeline
+        from rollingdepth.runtime import pipeline as rollingdepth_pipeline
 
         return getattr(rollingdepth_pipeline, name)
     if name == "CrossFrameAttnProcessor":

@@ -466,8 +466,8 @@ def _run_video_estimate(frames: int) -> str:
     process (the app's throughput, measured with one torch thread, is in the same cache)."""
     import torch
 
-    from rollingdepth.method.loading import load_pipeline
     from rollingdepth.runtime.estimate import estimate_run
+    from rollingdepth.runtime.loading import load_pipeline
     from rollingdepth.runtime.run_config import RunConfig
 
     cfg = RunConfig.build("fast", dict(processing_res=SMALL["res"], dilations=[1, 4], max_frames=frames, dtype="fp32"))

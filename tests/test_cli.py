@@ -596,7 +596,7 @@ def test_inputs_are_probed_before_the_model_loads(tmp_path, capsys, clips, monke
     """A text file named .mp4 and a zero-byte .mp4: each said in one line, exit 2, no model
     loaded and no summary when every input is bad; beside a good one, said first and the
     good one runs."""
-    from rollingdepth.method import loading
+    from rollingdepth.runtime import loading
 
     loads = []
     real = loading.load_pipeline
@@ -628,7 +628,7 @@ def test_a_cut_list_that_does_not_fit_is_said_before_the_model_loads(tmp_path, c
     """``--shots FILE`` is read against each input (its frame count, its fps for timecodes) as
     the inputs are probed: a list that does not fit is said in one line naming the file and
     line, before the model loads; an input it fits runs with it."""
-    from rollingdepth.method import loading
+    from rollingdepth.runtime import loading
 
     loads = []
     real = loading.load_pipeline
@@ -914,7 +914,7 @@ def test_the_long_edge_is_the_resolution_and_too_thin_frames_are_said(tmp_path, 
     folder; that --res then runs."""
     import cv2
 
-    from rollingdepth.method.pipeline import RollingDepthPipeline
+    from rollingdepth import RollingDepthPipeline
 
     assert RollingDepthPipeline.processing_size(1079, 1919, 64) == (35, 64)
     assert RollingDepthPipeline.processing_size(1919, 1079, 64) == (64, 35)

@@ -72,7 +72,7 @@ def test_loading_and_prepare_follow_the_same_rule(monkeypatch, native, expected)
     """load_pipeline (run-video's loader) and prepare() (a pipeline built in fp16 by hand) both
     turn fp16 on a CPU into bf16 or fp32 as the CPU allows; fp32 stays fp32."""
     from rollingdepth import RollingDepthPipeline
-    from rollingdepth.method.loading import load_pipeline
+    from rollingdepth.runtime.loading import load_pipeline
 
     monkeypatch.setenv(CPU_BF16_ENV, native)
     with pytest.warns(UserWarning, match="fp16 on CPU"):
@@ -157,7 +157,7 @@ def test_accelerate_pipeline_sets_tf32_only_where_cuda_is(monkeypatch):
     otherwise (the switches exist, and are settable, on CPU builds too)."""
     from types import SimpleNamespace
 
-    from rollingdepth.method.loading import accelerate_pipeline
+    from rollingdepth.runtime.loading import accelerate_pipeline
 
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     monkeypatch.setattr(matmul, "allow_tf32", matmul.allow_tf32)  # restored afterwards

@@ -1,6 +1,7 @@
 """The house rules of ``rollingdepth/``, checked on the source: function size and parameter
-count limits, and no import cycle between its modules (imports inside functions and those
-only for type checkers count too: a cycle is a cycle of the design)."""
+count limits, no import cycle between its modules, and imports only down the layers
+(``docs/architecture.md``). Imports inside functions and those only for type checkers count
+too: a dependency is one of the design however it is imported."""
 
 import ast
 from pathlib import Path
@@ -8,10 +9,17 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "rollingdepth"
 MAX_BODY_LINES = 80
 MAX_PARAMS = 8
+# The layers, top down: a module imports only from its own layer and those below it.
+LAYERS = ("frontends", "evaluation", "runtime", "method", "io")
+# Modules of every layer's use, below them all: they import nothing of the package's layers.
+BASE = {"rollingdepth.errors", "rollingdepth.option_spec", "rollingdepth._version"}
+# Above every layer: the package's lazy exports, ``python -m rollingdepth`` and the
+# ``rollingdepth.coalign`` import path. Unchecked.
+ENTRY = {"rollingdepth", "rollingdepth.__main__", "rollingdepth.coalign"}
 # Typer builds a command's options from its function's parameters, and the pipeline's public
 # __call__ takes the method's settings as keywords (diffusers' style).
 PARAM_EXEMPT = {("frontends/run_video.py", "run_video"), ("frontends/eval_depth.py", "eval_depth"),
-                ("frontends/app.py", "main"), ("method/pipeline.py", "__call__")}
+                ("frontends/app.py", "main"), ("runtime/pipeline.py", "__call__")}
 
 
 def modules() -> dict[str, ast.Module]:
@@ -111,6 +119,42 @@ def test_no_import_cycle():
     graph = {name: imports_of(name, tree, set(trees)) for name, tree in trees.items()}
     assert graph["rollingdepth.method.pipeline"], "the checker found no imports: it is broken"
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def layer_of(module: str) -> int:
+    """The rank of ``module``'s layer: 0 for the top (front ends), ``len(LAYERS)`` for :data:`BASE`."""
+    if module in BASE:
+        return len(LAYERS)
+    parts = module.split(".")
+    if len(parts) < 2 or parts[1] not in LAYERS:
+        raise AssertionError(f"{module}: in no layer; add it to LAYERS, BASE or ENTRY (tests/test_layout.py)")
+    return LAYERS.index(parts[1])
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a module from a layer above its own, as ``importer -> imported``."""
+    return [f"{name} -> {target}" for name in sorted(graph) if name not in ENTRY
+            for target in sorted(graph[name]) if target not in ENTRY and layer_of(target) < layer_of(name)]
+
+
+def test_imports_go_only_down_the_layers():
+    """Front ends -> evaluation -> runtime -> method -> io (-> errors, option_spec): no module
+    imports from a layer above its own, not even inside a function or for type checkers only.
+    So method and io import neither runtime nor front ends, runtime imports no front end and
+    no evaluation, evaluation no front end."""
+    trees = modules()
+    graph = {name: imports_of(name, tree, set(trees)) for name, tree in trees.items()}
+    assert "rollingdepth.runtime.passes" in graph["rollingdepth.runtime.pipeline"], "the checker is broken"
+    assert not upward_imports(graph), upward_imports(graph)
+
+
+def test_the_layer_check_finds_upward_imports():
+    graph = {"rollingdepth.method.pipeline": {"rollingdepth.runtime.passes", "rollingdepth.io.video_io"},
+             "rollingdepth.runtime.passes": {"rollingdepth.method.coalign", "rollingdepth.errors"},
+             "rollingdepth.errors": {"rollingdepth.io.video_io"}, "rollingdepth.io.video_io": set(),
+             "rollingdepth.method.coalign": set()}
+    assert upward_imports(graph) == ["rollingdepth.errors -> rollingdepth.io.video_io",
+                                     "rollingdepth.method.pipeline -> rollingdepth.runtime.passes"]
 
 
 def test_the_cycle_finder_finds_cycles():

@@ -15,7 +15,7 @@ import torch
 
 from rollingdepth import RollingDepthPipeline
 from rollingdepth.method.cross_frame_attention import CrossFrameAttnProcessor
-from rollingdepth.method.loading import CheckpointError, checkpoint_error_message, download_command, load_pipeline
+from rollingdepth.runtime.loading import CheckpointError, checkpoint_error_message, download_command, load_pipeline
 
 from .conftest import TINY_CHECKPOINT, make_clip
 
@@ -101,7 +101,7 @@ def test_missing_checkpoint_fails_clearly(tmp_path, monkeypatch):
 
 def test_no_network_is_named(tmp_path):
     """A Hub that refuses connections (a closed local port): 'no network', not 'offline mode'."""
-    code = f"from rollingdepth.method.loading import load_pipeline\nload_pipeline({HUB_ID!r}, 'fp32', 'cpu')"
+    code = f"from rollingdepth.runtime.loading import load_pipeline\nload_pipeline({HUB_ID!r}, 'fp32', 'cpu')"
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path),
            "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)

@@ -199,7 +199,7 @@ def test_math_backend_equals_sdpa():
 
 def test_out_of_memory_message_names_remedies(tmp_path, capsys, monkeypatch):
     from rollingdepth.frontends import run_video as cli
-    from rollingdepth.method.pipeline import RollingDepthPipeline
+    from rollingdepth import RollingDepthPipeline
 
     from .test_cli import write_clip
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rollingdepth.frontends.progress import (BarRenderer, JsonRenderer, LineRenderer, Reporter, make_renderer, only_errors,
-                                   split_stage, split_unit)
+from rollingdepth.frontends.progress import BarRenderer, JsonRenderer, LineRenderer, Reporter, make_renderer, only_errors
+from rollingdepth.runtime.stages import Stage
 
 from .conftest import TINY_CHECKPOINT, make_clip
 from .test_cli import run, write_clip
@@ -50,27 +50,24 @@ def parse(text: str) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- renderers, fake clock
-def test_split_stage():
-    assert split_stage("snippets d=10") == ("snippets", 10)
-    assert split_stage("refine decode") == ("refine decode", None)
-    assert split_stage("merge") == ("merge", None)
+def test_a_stage_is_typed_and_shown_as_text():
+    assert str(Stage("snippets", dilation=10)) == "snippets d=10"
+    assert str(Stage("refine decode")) == "refine decode"
+    assert str(Stage("snippets", dilation=10).within(3, 41, 2, 5)) == "shot 3/41 segment 2/5 snippets d=10"
+    assert str(Stage("merge").within(1, 2)) == "shot 1/2 merge"
 
 
 def test_a_unit_of_a_video_is_named_in_lines_and_json():
-    """A video run as several units (shots, segments): the library's stage names carry the unit;
-    JSON events give it as fields, lines keep it in the stage's name."""
-    assert split_unit("shot 3/41 segment 2/5 snippets d=10") == (
-        {"shot": 3, "shots": 41, "segment": 2, "segments": 5}, "snippets d=10")
-    assert split_unit("shot 1/2 merge") == ({"shot": 1, "shots": 2}, "merge")
-    assert split_unit("merge") == ({}, "merge")
+    """A video run as several units (shots, segments): the library's stages carry the unit as
+    fields; JSON events give them as fields, lines keep the unit in the stage's name."""
     report, clock, stream = json_reporter(log_every=0)
-    report.update("a.mp4", "shot 3/41 segment 2/5 snippets d=10", 4, 10)
+    report.update("a.mp4", Stage("snippets", dilation=10).within(3, 41, 2, 5), 4, 10)
     report.end_stage("a.mp4")
     start = parse(stream.getvalue())[0]
     assert (start["stage"], start["dilation"], start["shot"], start["shots"], start["segment"], start["segments"]) == (
         "snippets", 10, 3, 41, 2, 5)
     report, clock, stream = lines_reporter(log_every=0)
-    report.update("a.mp4", "shot 2/3 encode", 1, 8)
+    report.update("a.mp4", Stage("encode").within(2, 3), 1, 8)
     assert "a.mp4: shot 2/3 encode started, 1/8 frames" in stream.getvalue()
 
 
@@ -81,7 +78,7 @@ def test_lines_start_at_most_one_every_log_every_and_end():
         clock.t += 1
         report.update("clips/a.mp4", "encode", done, 10)
     clock.t += 2
-    report.update("clips/a.mp4", "snippets d=10", 4, 8)  # encode ended when it last reported (t = 10)
+    report.update("clips/a.mp4", Stage("snippets", dilation=10), 4, 8)  # encode ended when it last reported (t = 10)
     clock.t += 2
     report.end_stage("clips/a.mp4")
     clock.t += 6
@@ -119,7 +116,7 @@ def test_json_events_schema_and_counts():
     report.video_start("clips/a.mp4")
     for done in (4, 8, 10):
         clock.t += 2
-        report.update("clips/a.mp4", "snippets d=10", done, 10)
+        report.update("clips/a.mp4", Stage("snippets", dilation=10), done, 10)
     clock.t += 1
     report.update("clips/a.mp4", "coalign", 0, 1)
     clock.t += 1
@@ -229,7 +226,7 @@ def test_bar_renderer_follows_the_events():
     report = Reporter(bar, videos=2, clock=clock, wall=clock)
     tasks = {t.id: t for t in bar.progress.tasks}
     report.video_start("a.mp4")
-    report.update("a.mp4", "snippets d=10", 3, 8)
+    report.update("a.mp4", Stage("snippets", dilation=10), 3, 8)
     stage = tasks[bar.stage]
     assert (stage.description, stage.completed, stage.total, stage.visible) == ("snippets d=10", 3, 8, True)
     report.end_stage("a.mp4")
@@ -344,7 +341,7 @@ def test_a_terminal_still_gets_the_live_bar(tmp_path, clip):
 def test_eval_depth_reports_the_same_events(tmp_path, capsys, monkeypatch):
     """--dataset runs process_video per sequence with the reporter's callback (faked here)."""
     from rollingdepth.frontends import eval_depth as eval_cli
-    from rollingdepth.method import loading
+    from rollingdepth.runtime import loading
     from rollingdepth.runtime import video_job as runner
     from rollingdepth.runtime.outputs import VideoResult
 
@@ -355,7 +352,7 @@ def test_eval_depth_reports_the_same_events(tmp_path, capsys, monkeypatch):
     def fake_process_video(pipe, source, out_dir, cfg, progress):
         for done in (1, 2):
             progress("encode", done, 2)
-        progress("snippets d=1", 1, 1)
+        progress(Stage("snippets", dilation=1), 1, 1)
         for suffix in ("_pred.npy", "_Greys_r.mp4", "_run.json"):
             (out_dir / f"{source.stem}{suffix}").write_bytes(b"")  # not a readable prediction: scoring fails
         return VideoResult(name=source.stem)

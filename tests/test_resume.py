@@ -181,6 +181,7 @@ def test_full_disk_one_line_no_partial_output_then_resume(tmp_path, clip, baseli
     err = capsys.readouterr().err
     lines = [l for l in err.splitlines() if "Error:" in l]
     assert len(lines) == 1 and "no space left on the disk of" in lines[0] and "GiB more" in lines[0], err
+    assert "pass --work-dir on a larger disk" in lines[0], err  # run-video's advice, given to its store
     assert "Traceback" not in err
     assert not list(out.glob("clip_*")) and work_folders(out)
     assert run_cli([clip, *ARGS, "-o", out]) == 0  # space is back: it resumes

@@ -28,7 +28,7 @@ from rollingdepth.frontends.app_files import Workspace, check_not_truncated, ext
 from rollingdepth.frontends.options import HELP_FLAGS, Param, command_signature, declared
 from rollingdepth.io.output_formats import RUN_REPORT, output_format, output_formats, switches
 from rollingdepth.io.video_io import VIDEO_EXTENSIONS, InputError
-from rollingdepth.method.loading import DEFAULT_CHECKPOINT
+from rollingdepth.method.settings import DEFAULT_CHECKPOINT
 from rollingdepth.option_spec import Option
 
 __all__ = ["AppSettings", "DepthService", "JobOutcome", "build_page", "main"]
@@ -291,7 +291,8 @@ class DepthService:
     def _predict(self, source, run_dir: Path, cfg, shown: str, event: threading.Event, progress) -> JobOutcome:
         from rollingdepth.runtime.video_job import process_video
 
-        def on_progress(stage: str, done: int, total: int) -> None:
+        def on_progress(stage, done: int, total: int) -> None:
+            stage = str(stage)  # the page shows a Stage (runtime.stages) as its text
             _hold_for_tests(stage)
             if event.is_set():
                 raise JobCancelled
@@ -755,7 +756,7 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
     service = page = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        from rollingdepth.method.loading import load_pipeline
+        from rollingdepth.runtime.loading import load_pipeline
 
         print(f"rollingdepth-app: loading {settings.checkpoint}", file=sys.stderr, flush=True)
         pipe = load_pipeline(settings.checkpoint, settings.dtype, settings.device)

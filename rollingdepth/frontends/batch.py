@@ -24,8 +24,8 @@ __all__ = ["Batch", "BatchItem", "earlier_run", "failure_message", "load_model",
 
 def load_model(cfg, dist):
     """The pipeline of ``cfg`` (checkpoint, dtype, accelerator options) on this rank's device.
-    Raises :class:`~rollingdepth.method.loading.CheckpointError` when it cannot be loaded."""
-    from rollingdepth.method import loading  # looked up at call time (tests replace it)
+    Raises :class:`~rollingdepth.runtime.loading.CheckpointError` when it cannot be loaded."""
+    from rollingdepth.runtime import loading  # looked up at call time (tests replace it)
 
     pipe = loading.load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device), compile=cfg.compile,
                                  channels_last=cfg.channels_last, tf32=cfg.tf32)

@@ -1,7 +1,9 @@
 """Progress of a run as plain events, and the renderers that show them.
 
-The library reports progress through one callback, ``callback(stage, done, total)``
-(:mod:`rollingdepth.runtime.passes`, :meth:`rollingdepth.runtime.outputs.PendingOutputs.write`). A
+The library reports progress through one callback, ``callback(stage, done, total)``, whose
+``stage`` is a typed :class:`~rollingdepth.runtime.stages.Stage` (its name, dilation, shot
+and segment) or a stage's plain name (:mod:`rollingdepth.runtime.passes`,
+:meth:`rollingdepth.runtime.outputs.PendingOutputs.write`). A
 :class:`Reporter` turns those calls, and what a front end knows about its videos (started,
 done, failed, skipped) into :class:`Event` objects: plain, immutable data with timings
 (elapsed, rate, ETA) added, which any front end can render or send elsewhere
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import sys
 import threading
 import time
@@ -31,36 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, TextIO
 
+from rollingdepth.runtime.stages import Stage, as_stage
+
 __all__ = ["BarRenderer", "Event", "JsonRenderer", "LineRenderer", "Message", "Reporter", "StageEvent", "Summary", "start_share",
            "VideoDone", "VideoFailed", "VideoSkipped", "VideoStart", "make_renderer", "only_errors",
-           "split_stage", "split_unit", "PROGRESS_MODES"]
+           "PROGRESS_MODES"]
 
 PROGRESS_MODES = ("auto", "bar", "lines", "json")
 
 # What a stage counts, where the library's numbers have one unit throughout.
 STAGE_UNITS = {"shots": "frames", "encode": "frames", "snippets": "snippets", "merge": "frames", "refine": "steps",
                "refine decode": "frames"}
-
-_DILATION = re.compile(r"^(?P<stage>.*\S)\s+d=(?P<dilation>\d+)$")
-# a stage of one unit of a video in several (runtime.units): "shot 3/41 segment 2/5 snippets d=10"
-_UNIT = re.compile(r"^shot (?P<shot>\d+)/(?P<shots>\d+)(?: segment (?P<segment>\d+)/(?P<segments>\d+))? (?P<rest>.+)$")
-
-
-def split_unit(name: str) -> tuple[dict[str, int], str]:
-    """``"shot 3/41 segment 2/5 merge"`` -> ``({"shot": 3, "shots": 41, "segment": 2, "segments": 5}, "merge")``;
-    a stage of a video in one unit -> ``({}, name)``."""
-    match = _UNIT.match(name)
-    if not match:
-        return {}, name
-    return {k: int(v) for k, v in match.groupdict().items() if k != "rest" and v is not None}, match["rest"]
-
-
-def split_stage(name: str) -> tuple[str, int | None]:
-    """``"snippets d=10"`` -> ``("snippets", 10)``; ``"merge"`` -> ``("merge", None)``."""
-    match = _DILATION.match(name)
-    if match:
-        return match["stage"], int(match["dilation"])
-    return name, None
 
 
 # ----------------------------------------------------------------------------- events
@@ -104,11 +86,8 @@ class StageEvent(Event):
 
     @property
     def label(self) -> str:
-        """The library's name of the stage (``snippets d=10``, ``shot 3/41 segment 2/5 merge``)."""
-        name = self.stage if self.dilation is None else f"{self.stage} d={self.dilation}"
-        if self.segment is not None:
-            name = f"segment {self.segment}/{self.segments} {name}"
-        return name if self.shot is None else f"shot {self.shot}/{self.shots} {name}"
+        """The stage as text (``snippets d=10``, ``shot 3/41 segment 2/5 merge``)."""
+        return str(Stage(self.stage, self.dilation, self.shot, self.shots, self.segment, self.segments))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,7 +167,7 @@ class _Stream:
 
     mark: float  # when the next stage is taken to start (the last report, or an explicit mark)
     started: float = 0.0  # when the video started
-    stage: str | None = None  # the library's name of the open stage
+    stage: Stage | None = None  # the open stage
     stage_started: float = 0.0
     done: int = 0
     total: int = 0
@@ -219,10 +198,12 @@ class Reporter:
         self._lock = threading.RLock()
 
     # -- the library's callback
-    def callback(self, video: str) -> Callable[[str, int, int], None]:
+    def callback(self, video: str) -> Callable[[Stage | str, int, int], None]:
         return lambda stage, done, total: self.update(video, stage, done, total)
 
-    def update(self, video: str, stage: str, done: int, total: int) -> None:
+    def update(self, video: str, stage: Stage | str, done: int, total: int) -> None:
+        """A report of ``video``'s ``stage`` (a :class:`Stage`, or the name of one without fields)."""
+        stage = as_stage(stage)
         with self._lock:
             now = self.clock()
             s = self._stream(video, now)
@@ -335,17 +316,17 @@ class Reporter:
         s.stage = None
 
     def _stage_event(self, video: str, s: _Stream, phase: str, now: float, wall: float) -> StageEvent:
-        where, stage = split_unit(s.stage)
-        stage, dilation = split_stage(stage)
+        stage = s.stage
         elapsed = max(now - s.stage_started, 0.0)
         span, counted = now - s.base_time, s.done - s.base_done
         rate = counted / span if span > 0 and counted > 0 else None
         eta = None
         if rate and phase != "end" and s.total >= s.done:
             eta = round((s.total - s.done) / rate, 1)
-        return StageEvent(time=wall, rank=self.rank, video=video, stage=stage, phase=phase, done=s.done,
+        return StageEvent(time=wall, rank=self.rank, video=video, stage=stage.name, phase=phase, done=s.done,
                           total=s.total, elapsed_s=round(elapsed, 3), rate=None if rate is None else round(rate, 3),
-                          eta_s=eta, dilation=dilation, unit=STAGE_UNITS.get(stage), **where)
+                          eta_s=eta, dilation=stage.dilation, unit=STAGE_UNITS.get(stage.name), shot=stage.shot,
+                          shots=stage.shots, segment=stage.segment, segments=stage.segments)
 
     def _emit(self, event: Event) -> None:
         self.sink(event)

@@ -423,7 +423,7 @@ def _work_folders(folder: Path, remove: bool, out: Console) -> None:
 def _load_model(cfg, dist, verbose: bool, report: Reporter):
     """Load the checkpoint before any progress bar; when it cannot be, say so once and exit 2."""
     from rollingdepth.errors import CheckpointError
-    from rollingdepth.method.loading import checkpoint_error_message
+    from rollingdepth.runtime.loading import checkpoint_error_message
 
     report.info(f"loading checkpoint {cfg.checkpoint}")
     try:

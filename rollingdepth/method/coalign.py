@@ -33,7 +33,7 @@ import torch
 from rollingdepth.method.device import flush_denormals, heap_reuse
 from rollingdepth.method.snippets import snippet_indices
 
-__all__ = ["COALIGN_MODES", "CoalignProblem", "coalign", "coalign_loss", "merge_snippets",
+__all__ = ["COALIGN_MODES", "CoalignProblem", "SnippetMerge", "coalign", "coalign_loss", "merge_snippets",
            "problem_from_subsampled", "solve", "subsample"]
 
 COALIGN_MODES = ("fast", "reference")
@@ -351,6 +351,36 @@ def _solve_fast(
     return best[1]
 
 
+class SnippetMerge:
+    """The merge, written once: each frame is the mean of ``s*(x - min) + t`` over the snippet
+    frames that show it. Rows of snippet frames are added in any order and any number of
+    calls (all of a video at once, or window by window as they stream in); :meth:`means` gives
+    the frames.
+
+    ``num_frames`` frames of ``size`` (H, W) on ``device``; ``min_value``: the snippets' global
+    minimum.
+    """
+
+    def __init__(self, num_frames: int, size: tuple[int, int], min_value: float, device=None):
+        self.min_value = min_value
+        self.sums = torch.zeros((num_frames, *size), dtype=torch.float32, device=device)
+        self.count = torch.zeros(num_frames, dtype=torch.float32, device=device)
+
+    def add(self, frames: torch.Tensor, maps: torch.Tensor, scales: torch.Tensor, shifts: torch.Tensor,
+            inplace: bool = False) -> None:
+        """Snippet frames ``maps`` (float32 ``[b, H, W]``) showing ``frames`` (``[b]``, indices
+        into this merge's frames), each with its snippet's scale and shift (``[b]``).
+        ``inplace``: ``maps`` may be overwritten (a fresh read, not needed again)."""
+        y = maps.sub_(self.min_value) if inplace else maps - self.min_value
+        y = y.mul_(scales[:, None, None]).add_(shifts[:, None, None])  # s * (x - min) + t
+        self.sums.index_add_(0, frames, y)
+        self.count.index_add_(0, frames, torch.ones(len(frames), device=self.count.device))
+
+    def means(self) -> torch.Tensor:
+        """The merged frames ``[num_frames, H, W]``."""
+        return self.sums / self.count[:, None, None]
+
+
 def merge_snippets(
     snippets: Sequence,
     dilations: Sequence[int],
@@ -359,19 +389,18 @@ def merge_snippets(
     min_value: float,
     num_frames: int,
 ) -> np.ndarray:
-    """Every frame: the mean of ``s*(x - min) + t`` over the snippet frames that show it."""
-    h, w = snippets[0].shape[-2:]
-    acc = torch.zeros(num_frames, h, w, dtype=torch.float32)
-    count = torch.zeros(num_frames, dtype=torch.float32)
+    """Every frame: the mean of ``s*(x - min) + t`` over the snippet frames that show it
+    (:class:`SnippetMerge` over whole snippet groups ``[S, n, H, W]`` in memory)."""
+    merge = SnippetMerge(num_frames, tuple(snippets[0].shape[-2:]), min_value)
     with flush_denormals(FLUSH_DENORMALS):
         for snip, d, s, t in zip(snippets, dilations, scales, shifts):
             x = _as_tensor(snip).to("cpu", torch.float32)
-            s = _as_tensor(s).to("cpu", torch.float32).reshape(-1, 1, 1, 1)
-            t = _as_tensor(t).to("cpu", torch.float32).reshape(-1, 1, 1, 1)
-            idx = torch.from_numpy(snippet_indices(num_frames, x.shape[1], int(d))).reshape(-1)
-            acc.index_add_(0, idx, ((x - min_value) * s + t).reshape(-1, h, w))
-            count.index_add_(0, idx, torch.ones(idx.numel()))
-        return (acc / count[:, None, None]).numpy()
+            n = x.shape[1]
+            s = _as_tensor(s).to("cpu", torch.float32).reshape(-1).repeat_interleave(n)  # per snippet frame
+            t = _as_tensor(t).to("cpu", torch.float32).reshape(-1).repeat_interleave(n)
+            idx = torch.from_numpy(snippet_indices(num_frames, n, int(d))).reshape(-1)
+            merge.add(idx, x.reshape(-1, *x.shape[-2:]), s, t)
+        return merge.means().numpy()
 
 
 def coalign(

@@ -1,61 +1,34 @@
-"""RollingDepthPipeline: video depth from snippets of frames, co-aligned, optionally refined.
+"""RollingDepthModel: the model of RollingDepth and the method's steps on batches.
 
-The pipeline holds the model and the method's steps on batches (:meth:`encode_frames`,
+:class:`RollingDepthModel` (a diffusers ``DiffusionPipeline``) holds the UNet, the VAE, the
+scheduler and the text encoder, and the method's steps on batches (:meth:`encode_frames`,
 :meth:`denoise_snippets`, :meth:`decode_depth`, :meth:`encode_depth`, and the scheduler's
-:meth:`timesteps` and :meth:`add_noise`), with no state of any run; the passes over a whole
-video are in :mod:`rollingdepth.runtime.passes`, which ``__call__`` runs over an in-memory
-store and run-video over a work folder on disk (``docs/architecture.md``). No file I/O here.
+:meth:`timesteps` and :meth:`add_noise`), with no state of any run. The passes over a whole
+video are in :mod:`rollingdepth.runtime.passes`; the public
+:class:`~rollingdepth.runtime.pipeline.RollingDepthPipeline` adds ``__call__`` (the passes
+over an in-memory store) to this class, and run-video runs them over a work folder on disk
+(``docs/architecture.md``). No file I/O here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
-from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from rollingdepth.method.cross_frame_attention import set_cross_frame_attention
 from rollingdepth.method.device import cpu_dtype_for, resolve_device, resolve_dtype, to_device
 from rollingdepth.method.settings import MethodSettings
 
-if TYPE_CHECKING:
-    from rollingdepth.runtime.passes import ProgressCallback
-
-__all__ = ["RollingDepthOutput", "RollingDepthPipeline"]
+__all__ = ["RollingDepthModel"]
 
 # diffusers renamed from_pretrained's `torch_dtype` to `dtype` (the old name warns).
 _DIFFUSERS_TAKES_DTYPE = hasattr(importlib.import_module("diffusers.pipelines.pipeline_utils"), "_resolve_dtype")
-
-
-@dataclass
-class RollingDepthOutput(BaseOutput):
-    """What :class:`RollingDepthPipeline` returns; ``H, W`` are the processing size.
-
-    Attributes:
-        depth: float32 ``[N, H, W]``, the prediction (affine-invariant inverse depth).
-        depth_coaligned: float32 ``[N, H, W]``, after co-alignment and re-normalisation.
-        snippets: one float32 ``[S, n, H, W]`` per dilation actually used.
-        coalign_loss: the co-alignment loss at the final scales and shifts.
-        settings: the values actually used (dilations after capping, snippet lengths, ...).
-        timings: seconds per stage.
-        counts: work done: ``vae_encodes`` and ``vae_decodes`` (frames), ``unet_calls``,
-            ``unet_frames``.
-    """
-
-    depth: np.ndarray
-    depth_coaligned: np.ndarray
-    snippets: list
-    coalign_loss: float
-    settings: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
-    counts: dict = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -81,12 +54,13 @@ def _quiet_loading():
             tlog.enable_progress_bar()
 
 
-class RollingDepthPipeline(DiffusionPipeline):
-    """RollingDepth video depth on stock diffusers.
+class RollingDepthModel(DiffusionPipeline):
+    """RollingDepth's model on stock diffusers, and the method's steps on batches.
 
-    Load with ``RollingDepthPipeline.from_pretrained("prs-eth/rollingdepth-v1-0")`` or a
-    local folder of the same layout; the cross-frame attention processor is installed on
-    the UNet at construction.
+    Loads like any diffusers pipeline (``from_pretrained`` a Hub id or a local folder); the
+    cross-frame attention processor is installed on the UNet at construction. To predict a
+    video, use its subclass :class:`~rollingdepth.runtime.pipeline.RollingDepthPipeline`
+    (``rollingdepth.RollingDepthPipeline``), which is this model with ``__call__``.
     """
 
     rgb_latent_scale_factor = 0.18215
@@ -129,8 +103,8 @@ class RollingDepthPipeline(DiffusionPipeline):
         dtype: str | torch.dtype = "fp16",
         device: str | torch.device | None = None,
         **kwargs,
-    ) -> "RollingDepthPipeline":
-        """Load and move to ``device`` (CUDA, then MPS, then CPU when ``None``).
+    ) -> "RollingDepthModel":
+        """Load (an instance of this class) and move to ``device`` (CUDA, then MPS, then CPU when ``None``).
 
         fp16 on CPU runs in bf16 where the CPU computes it natively, else in fp32 (one warning).
         """
@@ -291,67 +265,3 @@ class RollingDepthPipeline(DiffusionPipeline):
         if generator is not None and generator.device.type != device.type:
             return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-
-    # ------------------------------------------------------------------ call
-    @torch.no_grad()
-    def __call__(
-        self,
-        frames,
-        processing_res: int = 768,
-        dilations: Sequence[int] = (1, 25),
-        cap_dilation: bool = True,
-        snippet_lengths: Sequence[int] | int | str = (3,),
-        refine_step: int = 0,
-        refine_snippet_len: int = 3,
-        refine_start_dilation: int = 6,
-        coalign: str = "fast",
-        max_vae_bs: int = 4,
-        unet_batch_size: int | None = None,
-        generator: torch.Generator | None = None,
-        callback: ProgressCallback | None = None,
-        attn_span: dict | None = None,
-    ) -> RollingDepthOutput:
-        """Predict depth for ``frames`` (uint8 RGB ``[N, H, W, 3]``, numpy or torch), in memory.
-
-        Args:
-            processing_res: longer edge for processing; 0 keeps the input size.
-            dilations: frame gaps of the snippet groups; must include 1.
-            cap_dilation: cap dilations that do not fit the video (``floor(N/n) - 1``).
-            snippet_lengths: frames per snippet (num_view), one value or one per dilation, or
-                ``"auto"`` to choose from the clip's motion and free memory (``num_view.py``).
-            refine_step: coarse-to-fine refinement steps (0 = none).
-            refine_snippet_len, refine_start_dilation: refinement snippets.
-            coalign: ``"fast"`` (our solver) or ``"reference"`` (the reference optimiser).
-            max_vae_bs: frames per VAE call.
-            unet_batch_size: snippets per UNet call; ``None`` picks one from free memory.
-            generator: seeds the one initial noise shared by every frame.
-            callback: ``callback(stage, done, total)`` for progress display.
-            attn_span: experimental per-level attention span, e.g. ``{"fine": 2}``: at that UNet
-                level a frame attends only to frames less than k apart (k >= n: unchanged).
-        """
-        # 1. Check inputs
-        settings = self.check_inputs(frames, MethodSettings(
-            processing_res=processing_res, dilations=dilations, cap_dilation=cap_dilation,
-            snippet_lengths=snippet_lengths, refine_step=refine_step, refine_snippet_len=refine_snippet_len,
-            refine_start_dilation=refine_start_dilation, coalign=coalign, max_vae_bs=max_vae_bs,
-            unet_batch_size=unet_batch_size, attn_span=attn_span,
-        ))
-
-        # 2. Run the method (encode, snippets, co-align, merge, re-normalise, refine) in memory
-        from rollingdepth.runtime.passes import run
-        from rollingdepth.runtime.stores import MemoryStore
-
-        rows = (f.cpu().numpy() if isinstance(f, torch.Tensor) else f for f in frames)  # [H, W, 3] each
-        result = run(self, rows, MemoryStore(), settings, generator=generator, callback=callback,
-                     num_frames_hint=int(frames.shape[0]))
-
-        # 3. Output
-        return RollingDepthOutput(
-            depth=result.depth,
-            depth_coaligned=result.depth_coaligned,
-            snippets=result.snippets,
-            coalign_loss=result.coalign_loss,
-            settings=result.settings,
-            timings=result.timings,
-            counts=result.counts,
-        )

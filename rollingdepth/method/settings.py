@@ -122,10 +122,6 @@ class MethodSettings:
                                    processing_res=int(self.processing_res), cap_dilation=bool(self.cap_dilation),
                                    attn_span=dict(self.attn_span) if self.attn_span else None)
 
-    def as_kwargs(self) -> dict:
-        """Keyword arguments of ``RollingDepthPipeline.__call__``."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
 
 def method_fields() -> dict[str, str]:
     """Field name -> command-line option, for every method setting."""

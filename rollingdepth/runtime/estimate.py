@@ -34,7 +34,7 @@ from rollingdepth.runtime.plan import Plan
 from rollingdepth.runtime.run_config import option_name
 
 if TYPE_CHECKING:
-    from rollingdepth.method.pipeline import RollingDepthPipeline
+    from rollingdepth.method.pipeline import RollingDepthModel
 
 __all__ = ["Estimate", "correct_throughput", "dtype_name", "estimate_run", "format_duration", "quick_res",
            "unit_flops"]
@@ -52,13 +52,13 @@ def cache_file() -> Path:
     return Path(root) / "rollingdepth" / "throughput.json"
 
 
-def _configs(pipe: "RollingDepthPipeline") -> tuple[str, str]:
+def _configs(pipe: "RollingDepthModel") -> tuple[str, str]:
     """The UNet's and the VAE's configs as JSON: what their FLOPs and throughput depend on."""
     unet, vae = (json.dumps(dict(model.config), sort_keys=True, default=str) for model in (pipe.unet, pipe.vae))
     return unet, vae
 
 
-def _model_key(pipe: "RollingDepthPipeline") -> str:
+def _model_key(pipe: "RollingDepthModel") -> str:
     return hashlib.sha1("\n".join(_configs(pipe)).encode()).hexdigest()[:12]
 
 
@@ -99,14 +99,14 @@ def _unit_flops(unet_config: str, vae_config: str, size: tuple[int, int], snippe
     return encode, decode, unet_flops
 
 
-def unit_flops(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: int) -> dict[str, int]:
+def unit_flops(pipe: "RollingDepthModel", size: tuple[int, int], snippet_len: int) -> dict[str, int]:
     """FLOPs of one frame through the VAE encoder and decoder, and of one snippet of ``n``
     frames through the UNet, at processing size ``size`` (H, W)."""
     encode, decode, unet = _unit_flops(*_configs(pipe), tuple(size), int(snippet_len))
     return {"encode": encode, "decode": decode, f"unet{snippet_len}": unet}
 
 
-def calibration_size(pipe: "RollingDepthPipeline", size: tuple[int, int]) -> tuple[int, int]:
+def calibration_size(pipe: "RollingDepthModel", size: tuple[int, int]) -> tuple[int, int]:
     """The run's size when its latents are small, else :data:`CALIBRATION_LATENT` (in pixels)."""
     f = pipe.vae_scale_factor
     if -(-size[0] // f) * -(-size[1] // f) <= CALIBRATION_LATENT[0] * CALIBRATION_LATENT[1]:
@@ -114,7 +114,7 @@ def calibration_size(pipe: "RollingDepthPipeline", size: tuple[int, int]) -> tup
     return CALIBRATION_LATENT[0] * f, CALIBRATION_LATENT[1] * f
 
 
-def _measure(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: int, unet_batch: int,
+def _measure(pipe: "RollingDepthModel", size: tuple[int, int], snippet_len: int, unet_batch: int,
              vae_batch: int) -> dict[str, float]:
     """FLOP/s of each unit on this device, from real runs at ``size`` with the run's batch
     sizes (after a warm-up)."""
@@ -144,7 +144,7 @@ def _measure(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: i
     return {k: flops[k] / max(seconds[k], 1e-9) for k in seconds}
 
 
-def _cache_key(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: int, unet_batch: int,
+def _cache_key(pipe: "RollingDepthModel", size: tuple[int, int], snippet_len: int, unet_batch: int,
                vae_batch: int) -> tuple[str, tuple[int, int]]:
     """``(the cache's key for this device, dtype, model, batch sizes and (small) size, that size)``."""
     device = pipe.unet.device
@@ -171,7 +171,7 @@ def _write_cache(cached: dict) -> None:
         pass  # no cache folder: measured again next time
 
 
-def throughput(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len: int, unet_batch: int,
+def throughput(pipe: "RollingDepthModel", size: tuple[int, int], snippet_len: int, unet_batch: int,
                vae_batch: int) -> dict[str, float]:
     """FLOP/s per unit for this device, dtype, model, batch sizes and (small) size: from the
     cache, or measured and cached."""
@@ -183,7 +183,7 @@ def throughput(pipe: "RollingDepthPipeline", size: tuple[int, int], snippet_len:
     return cached[key]
 
 
-def _batch_sizes(pipe: "RollingDepthPipeline", size: tuple[int, int], settings: MethodSettings,
+def _batch_sizes(pipe: "RollingDepthModel", size: tuple[int, int], settings: MethodSettings,
                  snippet_len: int) -> tuple[int, int]:
     """``(snippets per UNet call, frames per VAE call)`` of a run's snippets of ``snippet_len`` frames."""
     latent_hw = (-(-size[0] // pipe.vae_scale_factor), -(-size[1] // pipe.vae_scale_factor))
@@ -191,7 +191,7 @@ def _batch_sizes(pipe: "RollingDepthPipeline", size: tuple[int, int], settings: 
     return unet_batch, settings.max_vae_bs
 
 
-def correct_throughput(pipe: "RollingDepthPipeline", size: tuple[int, int], settings: MethodSettings,
+def correct_throughput(pipe: "RollingDepthModel", size: tuple[int, int], settings: MethodSettings,
                        counts: dict, timings: dict, snippet_lengths: list[int] | None = None) -> float | None:
     """After a run at processing size ``size``: when its model stages (``timings``: encode,
     snippets, decode, refine) took :data:`CORRECT_FACTOR` times less or more than the cached
@@ -227,7 +227,7 @@ class Estimate:
     """Seconds and FLOPs of one video's run (``seconds``, ``flops``), and the same at another
     resolution for advice (:meth:`at_res`)."""
 
-    def __init__(self, pipe: "RollingDepthPipeline", num_frames: int, input_size: tuple[int, int],
+    def __init__(self, pipe: "RollingDepthModel", num_frames: int, input_size: tuple[int, int],
                  settings: MethodSettings):
         self.pipe, self.num_frames, self.input_size, self.settings = pipe, num_frames, input_size, settings
         self.size = pipe.processing_size(*input_size, settings.processing_res)
@@ -250,7 +250,7 @@ class Estimate:
         return self._work(self.pipe.processing_size(*self.input_size, res))[1]
 
 
-def estimate_run(pipe: "RollingDepthPipeline", videos: list[tuple[int, tuple[int, int]]],
+def estimate_run(pipe: "RollingDepthModel", videos: list[tuple[int, tuple[int, int]]],
                  settings: MethodSettings) -> tuple[str, float]:
     """One line for the user before a run of ``videos`` ((frame count, (H, W)) each) and the
     estimated seconds; on a CPU it names a lower ``--res`` and what it would take."""

@@ -1,9 +1,9 @@
 """The model's steps as one run uses them: work counted, the attention span applied, and
 batches split when the accelerator runs out of memory.
 
-The pipeline (:class:`~rollingdepth.method.pipeline.RollingDepthPipeline`) holds the model and
-its steps on batches, with no state of any run; :class:`ModelSteps` holds a run's state. The
-running layer knows the pipeline only as a :class:`DepthModel` (so it does not import it back).
+The model (:class:`~rollingdepth.method.pipeline.RollingDepthModel`) holds the weights and
+the method's steps on batches, with no state of any run; :class:`ModelSteps` holds a run's
+state. A run types the model as a :class:`DepthModel`: the steps it needs of it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = ["DepthModel", "ModelSteps", "WorkCounts"]
 
 
 class DepthModel(Protocol):
-    """What a run needs of the model: ``RollingDepthPipeline``'s steps on batches."""
+    """What a run needs of the model: ``RollingDepthModel``'s steps on batches."""
 
     unet: torch.nn.Module
     dtype: torch.dtype

@@ -172,7 +172,7 @@ class PendingOutputs:
 
     def _frames_out(self):
         """The prediction frame by frame at the output size."""
-        from rollingdepth.method.pipeline import RollingDepthPipeline
+        from rollingdepth.runtime.pipeline import RollingDepthPipeline
 
         depth = self.result.depth
         for i in range(self.result.num_frames):

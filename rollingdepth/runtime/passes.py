@@ -13,7 +13,8 @@
 3. :meth:`VideoRun.coalign`: one scale and shift per snippet from the subsampled maps
    (:func:`rollingdepth.method.coalign.solve`).
 4. :meth:`VideoRun.merge`: window by window, each frame is the mean of ``s*(x - min) + t`` over
-   the snippet frames that show it.
+   the snippet frames that show it (:class:`rollingdepth.method.coalign.SnippetMerge`, as
+   :func:`~rollingdepth.method.coalign.merge_snippets` merges snippets in memory).
 5. :func:`renormalise`: the merged video to [-1, 1], chunk by chunk.
 6. :meth:`VideoRun.refine` (optional): coarse-to-fine refinement, decoded into the output.
 
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 
 from rollingdepth.errors import EmptyVideoError
-from rollingdepth.method.coalign import problem_from_subsampled, solve, subsample
+from rollingdepth.method.coalign import SnippetMerge, problem_from_subsampled, solve, subsample
 from rollingdepth.method.device import flush_denormals, to_device
 from rollingdepth.method.num_view import choose_num_view, motion_score
 from rollingdepth.method.settings import MethodSettings
@@ -45,12 +46,10 @@ from rollingdepth.runtime.checkpoints import (CoalignState, EncodeState, GroupPr
                                               RefineState, RenormaliseState, SnippetsState)
 from rollingdepth.runtime.model_steps import DepthModel, ModelSteps
 from rollingdepth.runtime.plan import Plan, SnippetGroup
+from rollingdepth.runtime.stages import ProgressCallback, Stage
 from rollingdepth.runtime.stores import Store, read_rows
 
 __all__ = ["MERGE_WINDOW", "ProgressCallback", "RunResult", "VideoRun", "renormalise", "run"]
-
-# Called as callback(stage, done, total) while a stage runs.
-ProgressCallback = Callable[[str, int, int], None]
 
 MERGE_WINDOW = 32  # frames merged (and re-normalised) at a time
 # Co-alignment runs on the accelerator only while its problem (about 3x the subsampled maps)
@@ -134,7 +133,7 @@ class _GroupJob:
     progress: GroupProgress
 
 
-def _silent(stage: str, done: int, total: int) -> None:
+def _silent(stage: Stage, done: int, total: int) -> None:
     pass
 
 
@@ -312,14 +311,14 @@ class VideoRun:
         done = store.resumed(EncodeState) or EncodeState()
         if done.complete:
             log = store.rows("frame_latents", done.row_shape, store.latents_dtype(dtype))
-            self.notify("encode", len(log), len(log))
+            self.notify(Stage("encode"), len(log), len(log))
             return Encoded(torch.from_numpy(log[:]).to(dtype), tuple(done.input_size), tuple(done.size), done.motion)
         hint = self.num_frames_hint
         row_shape = done.row_shape  # [4, h, w]
         log, size, input_size, seen = None, None, None, 0
         motion = _MotionSample(hint) if self.settings.auto_num_view else None
         if hint:
-            self.notify("encode", 0, hint)
+            self.notify(Stage("encode"), 0, hint)
         with HostWriter() as writer:  # latents reach the host (and the disk) without the device waiting
             for batch in _batched(frames, self.settings.max_vae_bs):
                 chunk = np.stack(batch)  # [B, H, W, 3] uint8
@@ -339,7 +338,7 @@ class VideoRun:
                     writer.put(partial(store.append, log), _host(latents))
                     writer.submit(partial(store.checkpoint, EncodeState(frames=seen + len(batch), row_shape=row_shape)))
                 seen += len(batch)
-                self.notify("encode", seen, max(seen, hint or 0))
+                self.notify(Stage("encode"), seen, max(seen, hint or 0))
             if seen == 0:
                 raise EmptyVideoError("frames: the video has no frames")
             if log is None:  # every frame was encoded before
@@ -434,7 +433,7 @@ class VideoRun:
         first = job.progress.snippets
         pending = None  # depth latents waiting for a full VAE batch [k, 4, h, w]
         done = first * snippet_len  # snippet frames decoded so far (flat order)
-        stage = f"snippets d={job.group.dilation}"
+        stage = Stage("snippets", dilation=job.group.dilation)
         self.notify(stage, first, len(idx))  # the stage starts (from where a resumed run left it)
         for start in range(first, len(idx), batch_size):
             frame_ids = torch.from_numpy(idx[start : start + batch_size].reshape(-1))  # [b*n]
@@ -462,12 +461,12 @@ class VideoRun:
     # ----------------------------------------------------------------------------- 4. coalign
     def coalign(self, snippets: Snippets, plan: Plan) -> Alignment:
         """Scales and shifts (one array of S per group), the loss and the iterations run."""
-        self.notify("coalign", 0, 1)
+        self.notify(Stage("coalign"), 0, 1)
         done = self.store.resumed(CoalignState)
         if done is None:
             done = self._solve(snippets, plan)
             self.store.checkpoint(done)
-        self.notify("coalign", 1, 1)
+        self.notify(Stage("coalign"), 1, 1)
         return Alignment([np.asarray(s, np.float32) for s in done.scales],
                          [np.asarray(t, np.float32) for t in done.shifts], float(done.loss), done.iterations)
 
@@ -505,22 +504,21 @@ class VideoRun:
         known = first == 0 or resumed.lo is not None  # the range of the windows merged before
         lo = torch.tensor(float("inf") if resumed.lo is None else resumed.lo, device=device)
         hi = torch.tensor(float("-inf") if resumed.hi is None else resumed.hi, device=device)
-        acc = count = None
-        self.notify("merge", min(first * MERGE_WINDOW, plan.num_frames), plan.num_frames)
+        merge = None  # the window's SnippetMerge
+        self.notify(Stage("merge"), min(first * MERGE_WINDOW, plan.num_frames), plan.num_frames)
         # subnormal floats would slow a CPU's arithmetic (docs/performance.md); a window is 32
         # full-size frames: keep few of them around
         with flush_denormals(device.type == "cpu"), HostWriter(depth=1) as writer:
             for f0, f1, g, part, local, data in prefetch(self._merge_reads(plan, snippets, first), depth=2):
-                if acc is None:
-                    acc = torch.zeros((f1 - f0, *size), dtype=torch.float32, device=device)
-                    count = torch.zeros(f1 - f0, dtype=torch.float32, device=device)
+                if merge is None:
+                    merge = SnippetMerge(f1 - f0, size, snippets.min_value, device)
                 if g is None:  # the window is complete
-                    merged = acc / count[:, None, None]  # [w, H, W]
+                    merged = merge.means()  # [w, H, W]
                     lo, hi = torch.minimum(lo, merged.min()), torch.maximum(hi, merged.max())  # no sync
                     writer.put(partial(store.write, out, slice(f0, f1)), merged, copy=False)  # fresh
                     writer.put(partial(_merge_checkpoint, store, -(-f1 // MERGE_WINDOW)), lo, hi)
-                    self.notify("merge", f1, plan.num_frames)
-                    acc = count = None
+                    self.notify(Stage("merge"), f1, plan.num_frames)
+                    merge = None
                     continue
                 if snippets.decoded:
                     maps = to_device(torch.from_numpy(data), device).float()  # [b, H, W]
@@ -529,10 +527,8 @@ class VideoRun:
                     maps = self.model.decode_depth(z, size).float()  # [b, H, W]
                 snip = to_device(torch.from_numpy(part // plan.groups[g].snippet_len), device)  # snippet of each row
                 local = to_device(torch.from_numpy(local), device)
-                # s * (x - min) + t, in place: maps is a fresh read [b, H, W]
-                maps = maps.sub_(snippets.min_value).mul_(s_all[g][snip][:, None, None]).add_(t_all[g][snip][:, None, None])
-                acc.index_add_(0, local, maps)
-                count.index_add_(0, local, torch.ones(len(part), device=device))
+                # maps is a fresh read [b, H, W]: merged in place
+                merge.add(local, maps, s_all[g][snip], t_all[g][snip], inplace=True)
         return (float(lo), float(hi)) if known else None
 
     def _merge_reads(self, plan: Plan, snippets: Snippets, first: int) -> Iterator[tuple]:
@@ -572,19 +568,19 @@ class VideoRun:
             latents = torch.from_numpy(np.asarray(saved[:])).to(model.dtype)
         else:  # the depth's encoding is part of the stage: its batches report 0 steps done
             latents = self._encode_depth(coaligned, timesteps[:1], noise,
-                                         partial(self.notify, "refine", 0, refine.steps))
+                                         partial(self.notify, Stage("refine"), 0, refine.steps))
         batch_size = self.settings.unet_batch_size or model.default_unet_batch_size(refine.snippet_len, shape[-2:])
-        self.notify("refine", first, refine.steps)
+        self.notify(Stage("refine"), first, refine.steps)
         for i in range(first, refine.steps):
             # a step is long: its batches report the step's count again (a callback may stop the run there)
-            between = partial(self.notify, "refine", i, refine.steps)
+            between = partial(self.notify, Stage("refine"), i, refine.steps)
             latents = self._refine_step(encoded.latents, latents, timesteps[i], plan.refine_indices(i), batch_size,
                                         between)
             if store.resumable:
                 saved = store.array(f"refine_{i}", shape, store.latents_dtype(model.dtype))
                 store.write(saved, slice(0, num_frames), _host(latents).numpy())
                 store.checkpoint(RefineState(steps=i + 1))
-            self.notify("refine", i + 1, refine.steps)
+            self.notify(Stage("refine"), i + 1, refine.steps)
         return self._decode_output(latents, encoded.size, out)
 
     def _refine_step(self, rgb_latents: torch.Tensor, latents: torch.Tensor, timestep: torch.Tensor,
@@ -634,12 +630,12 @@ class VideoRun:
             seen.lo, seen.hi = min(seen.lo, float(maps.min())), max(seen.hi, float(maps.max()))
             store.checkpoint(RefineDecodeState(rows.stop, seen.lo, seen.hi))
 
-        self.notify("refine decode", first, num_frames)
+        self.notify(Stage("refine decode"), first, num_frames)
         with HostWriter() as writer:
             for start in range(first, num_frames, max_vae_bs):
                 maps = self.model.decode_depth(to_device(latents[start : start + max_vae_bs], device), size).float()
                 writer.put(partial(write, slice(start, start + len(maps))), maps)
-                self.notify("refine decode", min(start + max_vae_bs, num_frames), num_frames)
+                self.notify(Stage("refine decode"), min(start + max_vae_bs, num_frames), num_frames)
         return seen.lo, seen.hi
 
 

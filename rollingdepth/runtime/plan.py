@@ -11,6 +11,7 @@ import numpy as np
 
 from rollingdepth.method.settings import MethodSettings
 from rollingdepth.method.snippets import plan_snippets, refine_dilations, snippet_indices
+from rollingdepth.runtime.stages import unit_label
 
 __all__ = ["SEGMENT_OVERLAP", "Plan", "RefinePlan", "SnippetGroup", "Unit", "largest_span", "plan_units", "segment_overlap", "segment_starts"]
 
@@ -150,10 +151,16 @@ class Unit:
     def stop(self) -> int:
         return self.first + self.count
 
+    def place(self, shots: int) -> dict[str, int]:
+        """Where the unit is, 1-based, as progress reports it (:meth:`Stage.within
+        <rollingdepth.runtime.stages.Stage.within>`): its shot of ``shots``, and its segment
+        where the shot has several."""
+        where = {"shot": self.shot + 1, "shots": shots}
+        return where if self.segments == 1 else {**where, "segment": self.segment + 1, "segments": self.segments}
+
     def label(self, shots: int) -> str:
-        """``shot 3/41`` or ``shot 3/41 segment 2/5`` (1-based), for progress and messages."""
-        text = f"shot {self.shot + 1}/{shots}"
-        return text if self.segments == 1 else f"{text} segment {self.segment + 1}/{self.segments}"
+        """``shot 3/41`` or ``shot 3/41 segment 2/5`` (1-based), for messages."""
+        return unit_label(**self.place(shots))
 
 
 def segment_starts(count: int, segment_frames: int, span: int = 0) -> list[tuple[int, int]]:

@@ -38,6 +38,7 @@ from rollingdepth.runtime.distributed import DistContext, balanced_shards
 from rollingdepth.runtime.model_steps import DepthModel
 from rollingdepth.runtime.passes import RunResult
 from rollingdepth.runtime.plan import Unit
+from rollingdepth.runtime.run_config import option_name
 from rollingdepth.runtime.stores import JOURNAL, DiskStore, NpyFile
 from rollingdepth.runtime.units import UnitsJob, _name, _UnitRunner, copy_rows, overlap_of, shot_record
 
@@ -130,7 +131,8 @@ class _SharedRunner(_UnitRunner):
     def __init__(self, pipe: DepthModel, video: DiskStore | None, settings, job: UnitsJob, shared: SharedUnits):
         self.shared, self.dist, self.video = shared, shared.dist, video
         folder = shared.folder(shared.workdir)
-        store = DiskStore(folder, fingerprint={"rank": self.dist.rank, "world_size": self.dist.world_size})
+        store = DiskStore(folder, fingerprint={"rank": self.dist.rank, "world_size": self.dist.world_size},
+                          elsewhere=f"pass {option_name('work_dir')} on a larger disk")
         super().__init__(pipe, store, settings, job)  # this rank's finished units: from its own journal
         # which rank ran each unit, in which round of an elastic launch (torchrun --max-restarts)
         self.unit_extra = {"rank": self.dist.rank, "round": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))}

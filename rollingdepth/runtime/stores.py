@@ -31,7 +31,6 @@ import torch
 
 from rollingdepth.errors import InputError
 from rollingdepth.runtime.checkpoints import StageState
-from rollingdepth.runtime.run_config import option_name
 
 __all__ = ["DiskStore", "Journal", "MemoryStore", "NpyFile", "ResumeMismatch", "RowLog", "Store", "read_rows",
            "work_folders"]
@@ -467,10 +466,11 @@ class DiskStore:
     resumable = True
 
     def __init__(self, workdir: Path, output_path: Path | None = None, budget: int | None = None,
-                 fingerprint: dict | None = None):
+                 fingerprint: dict | None = None, elsewhere: str = "put the work folder on a larger disk"):
         self.workdir = Path(workdir)
         self.output_path = Path(output_path) if output_path else self.workdir / "prediction.npy"
         self.budget = budget
+        self.elsewhere = elsewhere  # how to run on another disk, in the messages of a full one (run-video: its option)
         self.arrays: dict[str, NpyFile | RowLog] = {}
         self.journal = Journal(self.workdir, fingerprint or {})
         self._ranges: list = []  # written since the last checkpoint: [file, offset, length, crc32]
@@ -544,7 +544,7 @@ class DiskStore:
         need = max(self.expected_bytes - used, 0)
         return InputError(
             f"no space left on the disk of {workdir.parent} ({free / 2**30:.1f} GiB free): this video needs about "
-            f"{need / 2**30:.1f} GiB more there; free space (or pass {option_name('work_dir')} on a larger disk) and run the same "
+            f"{need / 2**30:.1f} GiB more there; free space (or {self.elsewhere}) and run the same "
             f"command again: it resumes where it stopped")
 
     def keep_maps(self, nbytes: int, output_bytes: int = 0) -> bool:
@@ -556,7 +556,7 @@ class DiskStore:
             f"the decoded snippet maps need {nbytes / 2**30:.1f} GiB in {self.workdir.parent} "
             f"and {max(budget, 0) / 2**30:.1f} GiB can be used: keeping only their latents and decoding every "
             f"snippet frame again in the merge (about 1.5x the decoder work); free {(nbytes - budget) / 2**30:.1f} GiB "
-            f"or pass {option_name('work_dir')} on a larger disk to avoid it",
+            f"or {self.elsewhere} to avoid it",
             stacklevel=3,
         )
         return False
@@ -573,10 +573,10 @@ class DiskStore:
 
     def child(self, name: str, fingerprint: dict) -> "DiskStore":
         """A store in the sub-folder ``name`` (created, or resumed when its journal matches
-        ``fingerprint``), with this store's budget."""
+        ``fingerprint``), with this store's budget and advice."""
         folder = self.workdir / name
         folder.mkdir(exist_ok=True)
-        return DiskStore(folder, budget=self.budget, fingerprint=fingerprint)
+        return DiskStore(folder, budget=self.budget, fingerprint=fingerprint, elsewhere=self.elsewhere)
 
     def child_output(self, name: str, shape) -> NpyFile:
         return NpyFile(self.workdir / name / "prediction.npy", shape, np.float32, mode="r")

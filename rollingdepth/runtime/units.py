@@ -6,7 +6,8 @@ its own generator seeded alike (a shot gives what a run of that shot alone gives
 dilations capped to the unit (so that a 12-frame shot works). Each shot's rows then go into
 the video's prediction: a shot run whole as it is, a shot run in segments joined on their
 overlaps (:mod:`rollingdepth.runtime.assembly`). Finished units and shots are checkpointed in
-the video's store (:class:`~rollingdepth.runtime.checkpoints.UnitsState`): a killed run
+the video's store (:class:`~rollingdepth.runtime.checkpoints.UnitDone`,
+:class:`~rollingdepth.runtime.checkpoints.ShotDone`): a killed run
 redoes neither, and resumes the unit it was in from that unit's own checkpoints.
 
 Host memory depends on the longest unit, not on the video: frames are read forward once
@@ -35,8 +36,9 @@ from rollingdepth.runtime.assembly import SCALE_BOUNDS, Anchor, OverlapStats, Se
 from rollingdepth.runtime.background import prefetch
 from rollingdepth.runtime.checkpoints import ShotDone, UnitDone
 from rollingdepth.runtime.model_steps import DepthModel
-from rollingdepth.runtime.passes import ProgressCallback, RunResult, run
+from rollingdepth.runtime.passes import RunResult, run
 from rollingdepth.runtime.plan import Unit
+from rollingdepth.runtime.stages import ProgressCallback
 from rollingdepth.runtime.stores import RowLog, Store
 
 __all__ = ["FrameCursor", "KnownPoints", "UnitsJob", "copy_rows", "overlap_of", "overlap_stats", "run_units", "shot_record"]
@@ -228,8 +230,8 @@ class _UnitRunner:
         frames = prefetch(self.job.frames.frames(unit.first, unit.count, self._keep_from(unit)))
         notify = self.job.callback
         if notify is not None:
-            label = unit.label(len(self.job.shots))
-            notify = lambda stage, done, total: self.job.callback(f"{label} {stage}", done, total)  # noqa: E731
+            where = unit.place(len(self.job.shots))
+            notify = lambda stage, done, total: self.job.callback(stage.within(**where), done, total)  # noqa: E731
         started = time.perf_counter()
         child = self.store.child(_name(unit), {"first": unit.first, "frames": unit.count})
         try:

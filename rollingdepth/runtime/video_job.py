@@ -15,19 +15,21 @@ from rollingdepth.method.device import is_out_of_memory
 from rollingdepth.runtime.background import prefetch
 from rollingdepth.runtime.outputs import PendingOutputs, VideoResult
 from rollingdepth.runtime.run_config import SHOT_MODES, RunConfig, option_name
+from rollingdepth.runtime.stages import Stage
 
 __all__ = ["fingerprint", "predict_video", "process_video", "work_folder"]
 
 if TYPE_CHECKING:
     from rollingdepth.runtime.shared_units import SharedUnits
     from rollingdepth.io.shots import Shot
-    from rollingdepth.method.pipeline import RollingDepthPipeline
+    from rollingdepth.method.pipeline import RollingDepthModel
 
-Progress = Callable[[str, int, int], None]
+# callback(stage, done, total): a Stage, or the name of one without fields (the outputs' "write")
+Progress = Callable[[Stage | str, int, int], None]
 SEEK_AHEAD = 48  # frames: a unit further ahead of the decoder than this seeks (ffmpeg decodes from the keyframe before)
 
 
-def _oom_advice(pipe: "RollingDepthPipeline", shape, cfg: RunConfig) -> str:
+def _oom_advice(pipe: "RollingDepthModel", shape, cfg: RunConfig) -> str:
     """One line: what ran out of memory, with this run's numbers, and what to lower."""
     h, w = pipe.processing_size(shape[1], shape[2], cfg.processing_res)
     n = cfg.snippet_lengths if cfg.snippet_lengths == "auto" else max(cfg.snippet_lengths)
@@ -43,7 +45,7 @@ def _oom_advice(pipe: "RollingDepthPipeline", shape, cfg: RunConfig) -> str:
 
 
 def process_video(
-    pipe: "RollingDepthPipeline", source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
+    pipe: "RollingDepthModel", source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress, report_extra: dict | None = None
 ) -> VideoResult:
     """Predict depth for one video and write every requested output.
 
@@ -64,7 +66,7 @@ def work_folder(out_dir: Path, stem: str, cfg: RunConfig) -> Path:
     return parent / f".{stem}.rollingdepth-work-{key}"
 
 
-def fingerprint(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthPipeline") -> dict:
+def fingerprint(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthModel") -> dict:
     """What must match for a run to resume: the input (path, size, modification time, frame
     count) and every setting that changes the prediction, by its command-line name."""
     from rollingdepth.method.settings import method_fields
@@ -196,17 +198,17 @@ class _Counted:
         self.frames, self.expected, self.progress, self.seen = frames, expected, progress, 0
 
     def __iter__(self):
-        self.progress("shots", 0, self.expected)
+        self.progress(Stage("shots"), 0, self.expected)
         for frame in self.frames:
             self.seen += 1
             if self.seen % 16 == 0:
-                self.progress("shots", self.seen, max(self.seen, self.expected))
+                self.progress(Stage("shots"), self.seen, max(self.seen, self.expected))
             yield frame
-        self.progress("shots", self.seen, self.seen)
+        self.progress(Stage("shots"), self.seen, self.seen)
 
 
 def predict_video(
-    pipe: "RollingDepthPipeline", source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress,
+    pipe: "RollingDepthModel", source: VideoSource, out_dir: Path, cfg: RunConfig, progress: Progress,
     report_extra: dict | None = None, shared: "SharedUnits | None" = None
 ) -> "PendingOutputs | None":
     """The prediction of one video (the accelerator's part of :func:`process_video`), run by
@@ -276,7 +278,7 @@ def predict_video(
         raise
 
 
-def _run_shots(pipe: "RollingDepthPipeline", source: VideoSource, store, cfg: RunConfig, shots: list[Shot], run_args: tuple,
+def _run_shots(pipe: "RollingDepthModel", source: VideoSource, store, cfg: RunConfig, shots: list[Shot], run_args: tuple,
                pending: PendingOutputs, shared: "SharedUnits | None") -> bool:
     """The prediction of a video whose shots are known, into ``pending.result``: one run over
     the video's store when it is one unit, else its units (spread over the ranks when
@@ -335,7 +337,7 @@ def _shots_of(state) -> list[Shot]:
     return shots_from_cuts(state.cuts, state.frames, state.found_by)
 
 
-def _run_finding_cuts(pipe: "RollingDepthPipeline", source: VideoSource, store, cfg: RunConfig, expected: int,
+def _run_finding_cuts(pipe: "RollingDepthModel", source: VideoSource, store, cfg: RunConfig, expected: int,
                       generator, progress: Progress):
     """The video as one run while a thread looks for cuts in the frames it encodes; the cuts are
     known when the last frame has gone by, before any snippet: ``_NeedsUnits`` if the video has
@@ -411,7 +413,7 @@ def _resume_notes(stem: str, store, resuming: bool) -> list[str]:
     return notes + [f"{stem}: a damaged file of stage {stage} in {name} is computed again" for stage in store.journal.rolled_back]
 
 
-def _units_job(pipe: "RollingDepthPipeline", source: VideoSource, cfg: RunConfig, plan: tuple, progress: Progress,
+def _units_job(pipe: "RollingDepthModel", source: VideoSource, cfg: RunConfig, plan: tuple, progress: Progress,
                spill_dir: Path):
     """What ``run_units`` needs of a video of several units (``plan``: its shots and units); the
     frames two segments share are kept in ``spill_dir``."""
@@ -427,21 +429,22 @@ def _units_job(pipe: "RollingDepthPipeline", source: VideoSource, cfg: RunConfig
     return UnitsJob(*plan, cursor, lambda: torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed), progress, points)
 
 
-def _open_store(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthPipeline", workdir: Path):
+def _open_store(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthModel", workdir: Path):
     """The work folder's store (created, or resumed when its fingerprint matches); a mismatch is
     an ``InputError`` saying what differs."""
     from rollingdepth.runtime.stores import DiskStore, ResumeMismatch
 
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        return DiskStore(workdir, fingerprint=fingerprint(source, cfg, pipe))
+        return DiskStore(workdir, fingerprint=fingerprint(source, cfg, pipe),
+                         elsewhere=f"pass {option_name('work_dir')} on a larger disk")
     except ResumeMismatch as exc:
         said = "; ".join(f"{k} {_brief(old)} then, {_brief(new)} now" for k, (old, new) in exc.differences.items())
         raise InputError(f"{source.path}: an unfinished run of it with other settings or input is in {workdir} "
                          f"({said}); run again with {option_name('resume', off=True)} to discard it, or as before to resume it") from None
 
 
-def _estimate(pipe: "RollingDepthPipeline", frames: int, source: VideoSource, cfg: RunConfig) -> float | None:
+def _estimate(pipe: "RollingDepthModel", frames: int, source: VideoSource, cfg: RunConfig) -> float | None:
     """The estimated seconds of this video's run (:mod:`rollingdepth.runtime.estimate`), or None."""
     from rollingdepth.runtime.estimate import Estimate
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rollingdepth.method.pipeline import RollingDepthPipeline
+from rollingdepth import RollingDepthPipeline
 
 from .conftest import TINY_CHECKPOINT, make_clip, require
 
@@ -79,7 +79,8 @@ _STAGE_PEAKS_OF_A_RUN = """
 import json, sys
 from rollingdepth.frontends import run_video as cli
 from rollingdepth.runtime import passes as driver
-from rollingdepth.method import device, loading
+from rollingdepth.method import device
+from rollingdepth.runtime import loading
 
 # run-video keeps up to HEAP_TRIM_THRESHOLD (64 MiB) of free heap top per arena: a constant, but
 # how much of it is resident when a stage peaks varies from run to run by tens of MB, which is more
@@ -92,7 +93,7 @@ def high_water_kb():
 
 peaks, current = {}, [None]
 def enter(stage):
-    stage = stage.split(" d=")[0]  # "snippets d=25" -> "snippets"
+    stage = str(stage).split(" d=")[0]  # Stage("snippets", dilation=25), shown "snippets d=25" -> "snippets"
     if stage != current[0]:
         if current[0] is not None:
             peaks[current[0]] = max(peaks.get(current[0], 0), high_water_kb())
@@ -194,7 +195,7 @@ def test_channels_last_gives_the_same_depth():
     """``channels_last=True`` (run-video's --channels-last) stores the UNet's and the VAE's
     convolution weights channels-last, and the depth is the plain pipeline's. (--compile:
     tests/test_promises.py runs the real torch.compile through run-video.)"""
-    from rollingdepth.method.loading import load_pipeline
+    from rollingdepth.runtime.loading import load_pipeline
 
     pipe = load_pipeline(str(TINY_CHECKPOINT), "fp32", "cpu", channels_last=True)
     weights = [m.weight for m in [*pipe.unet.modules(), *pipe.vae.modules()]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rollingdepth.runtime import passes as driver
-from rollingdepth.method.pipeline import RollingDepthPipeline
+from rollingdepth import RollingDepthPipeline
 from rollingdepth.method.settings import MethodSettings
 from rollingdepth.method.snippets import snippet_indices
 from rollingdepth.runtime.stores import DiskStore, MemoryStore, NpyFile

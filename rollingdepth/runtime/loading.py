@@ -217,7 +217,8 @@ def resolve_checkpoint(checkpoint: str, **hub_kwargs) -> Path:
     if not _HUB_ID.match(checkpoint):
         raise CheckpointError(checkpoint, "no such folder, and not a Hub id (owner/name)",
                               f"pass -c PATH to a checkpoint folder, or a Hub id such as {HUB_ID}")
-    from rollingdepth.method.pipeline import RollingDepthPipeline, _quiet_loading
+    from rollingdepth.method.pipeline import _quiet_loading
+    from rollingdepth.runtime.pipeline import RollingDepthPipeline
 
     try:
         with _quiet_loading():
@@ -258,7 +259,7 @@ def accelerate_pipeline(pipe, *, compile: bool = False, channels_last: bool = Fa
 def _load_checkpoint(checkpoint: str, dtype: str, device: str | None, **hub_kwargs):
     """Resolve, check and load ``checkpoint`` on ``device`` (device and dtype errors pass through)."""
     from rollingdepth.method.device import resolve_device, resolve_dtype
-    from rollingdepth.method.pipeline import RollingDepthPipeline
+    from rollingdepth.runtime.pipeline import RollingDepthPipeline
 
     folder = resolve_checkpoint(checkpoint, **hub_kwargs)
     check_checkpoint_folder(folder, checkpoint)
