@@ -167,15 +167,15 @@ def test_eval_depth_scores_a_depth_points_output_as_the_inverse_output(tmp_path,
     inverse = np.load(tmp_path / "inv" / "a_pred.npy")
     bounds = [0, *cuts, 12]
     points = _points(inverse, [(a, b - a) for a, b in zip(bounds, bounds[1:])], tmp_path / "points.csv")
-    _run([clip, *BASE, *shots_args, "--depth-points", points, "--save-png16", "--save-exr", "--save-tiff", "-o",
-          tmp_path / "dep"], capsys)
+    _run([clip, *BASE, *shots_args, "--depth-points", points, "--save-png16", "--save-exr", "--save-tiff",
+          "--save-depth-video", "-o", tmp_path / "dep"], capsys)
     assert json.loads((tmp_path / "dep" / "a_run.json").read_text())["depth_output"]["mode"] == mode
 
     lo, hi = float(inverse.min()), float(inverse.max())
     gt = 1.0 / (0.3 + 0.2 * (inverse.astype(np.float64) - lo) / (hi - lo))
     np.save(tmp_path / "gt.npy", (gt + np.random.default_rng(0).uniform(0, 0.05, gt.shape)).astype(np.float32))
     first = _scores(tmp_path / "inv" / "a_pred.npy", tmp_path / "gt.npy", tmp_path / "ev", capsys)
-    for pred in ("a_pred.npy", "a_exr", "a_depth16", "a_tiff16"):
+    for pred in ("a_pred.npy", "a_exr", "a_depth16", "a_tiff16", "a_depth16.mkv"):
         metrics = _scores(tmp_path / "dep" / pred, tmp_path / "gt.npy", tmp_path / f"ev_{pred}", capsys)
         for key in ("abs_rel", "rmse", "delta1"):
             assert metrics[key] == pytest.approx(first[key], rel=1e-3, abs=1e-6), (pred, key)
@@ -215,3 +215,27 @@ def test_tiff_frames_hold_the_png16_values(tmp_path, capsys):
     np.save(tmp_path / "gt" / "a.npy", npy)
     [job] = collect(out, tmp_path / "gt", None, None)
     assert job["pred"] == out / "a_pred.npy"  # the exact format of the stem
+
+
+# ----------------------------------------------------------------------------- the 16-bit depth video
+def test_the_depth_video_holds_the_png16_values_at_the_sources_rate(tmp_path, capsys):
+    """--save-depth-video: FFV1 gray16 in Matroska with the PNG16's integers frame for frame, at the
+    source's exact rate; eval-depth reads it back within one step of the npy."""
+    import cv2
+
+    from rollingdepth.evaluation.prediction_files import load_prediction
+    from rollingdepth.io.av_video import probe_stream
+    from rollingdepth.io.depth_video import read_depth_video
+
+    clip = write_clip(tmp_path / "a.mp4", make_clip(6, 24, 32, seed=3))
+    _run([clip, *BASE, "--save-png16", "--save-depth-video", "-o", tmp_path / "o"], capsys)
+    out, npy = tmp_path / "o", np.load(tmp_path / "o" / "a_pred.npy")
+    report = json.loads((out / "a_run.json").read_text())
+    assert report["depth_video_range"] == report["png16_range"] and "a_depth16.mkv" in report["outputs"]
+    frames = list(read_depth_video(out / "a_depth16.mkv"))
+    assert len(frames) == 6
+    for i, frame in enumerate(frames):
+        assert np.array_equal(frame, cv2.imread(str(out / "a_depth16" / f"{i:06d}.png"), cv2.IMREAD_UNCHANGED))
+    assert probe_stream(out / "a_depth16.mkv").rate == probe_stream(clip).rate
+    lo, hi = report["depth_video_range"]
+    np.testing.assert_allclose(load_prediction(out / "a_depth16.mkv"), npy, atol=(hi - lo) / 65535)

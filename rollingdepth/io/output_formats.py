@@ -564,6 +564,55 @@ class Tiff16(Uint16Frames):
             return None
 
 
+@register("depth_video")
+@dataclass(frozen=True)
+class DepthVideo(OutputFormat):
+    """The depth as a lossless 16-bit grayscale video (FFV1 in Matroska, :mod:`rollingdepth.io.depth_video`)
+    at the source's rate, mapped as the PNG16; for editors and compositors."""
+
+    readable: ClassVar[bool] = True
+    needs_report: ClassVar[bool] = True
+    suffix: str = "_depth16.mkv"
+    setting: str = "save_depth_video"
+    flags: tuple[str, ...] = ("--save-depth-video/--no-save-depth-video",)
+    help: str = ("{files}, lossless 16-bit grayscale video (FFV1 in MKV) at the source's rate, mapped as the PNG16; "
+                 "range in run.json (depth_video_range). (default: off)")
+    what: str = "16-bit depth video"
+    download: bool = True
+    exact: bool = False
+
+    def open(self, out, stack):
+        from fractions import Fraction
+
+        from rollingdepth.io.depth_video import DepthVideoWriter
+
+        name = out.stem + self.suffix
+        if name in out.done:
+            return []
+        rate = Fraction(out.fps).limit_denominator(1_000_000)  # exact already for a video; an image folder's float
+        path = stack.enter_context(atomic_path(out.out_dir / name))
+        video = stack.enter_context(DepthVideoWriter(path, rate, out.size))
+        scale = Uint16Scale(*out.mapping.value_range)
+        return [(name, lambda frame: video.write(scale.encode(frame.values)))]
+
+    def report(self, out):
+        on = self.enabled(out.settings)
+        return {"depth_video_range": list(out.mapping.value_range) if on else None,
+                "depth_video_mapping": ("value = min + v / 65535 * (max - min), [min, max] = depth_video_range"
+                                        if on else None)}
+
+    def read(self, path, report):
+        from rollingdepth.io.depth_video import read_depth_video
+
+        if report is None:
+            raise InputError(f"{path}: a {self.what} needs its run.json beside it (the value range)")
+        scale = Uint16Scale(*(report.get("depth_video_range") or report["depth_range"]))
+        frames = [scale.decode(f) for f in read_depth_video(path)]
+        if not frames:
+            raise InputError(f"{path}: no frames in the {self.what}")
+        return np.stack(frames)
+
+
 # run.json last: it is written last, and its presence marks a finished video
 @register("report")
 @dataclass(frozen=True)

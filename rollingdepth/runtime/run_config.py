@@ -75,6 +75,7 @@ class RunConfig(MethodSettings):
     save_png16: bool = _output("png16")
     save_exr: bool = _output("exr")
     save_tiff: bool = _output("tiff16")
+    save_depth_video: bool = _output("depth_video")
     depth_out: str = opt("inverse", Option(  # inverse: the prediction as is; depth: mapped onto depth_range
         ("--depth-out",), "What npy, EXR, PNG16 and PLY hold: inverse = the prediction (affine-invariant inverse "
         "depth, near = large); depth = mapped onto --depth-range, one mapping for the whole video. "
