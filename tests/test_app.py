@@ -150,7 +150,7 @@ def test_page_settings_build_the_config_run_video_builds(tmp_path):
             "frames": 12}
     expected = RunConfig.build("full", dict(checkpoint="ckpt", dtype="fp32", processing_res=96, dilations=[1, 4],
                                             snippet_lengths=[2], refine_step=2, cmaps=["inferno"], max_frames=12,
-                                            save_png16=True))
+                                            save_png16=True, save_depth_video=True))
     assert service.config(form) == expected
     for change, message in (({"dilations": "2,4"}, "Dilations: must include 1, got [2, 4]"),
                             ({"dilations": "1,x"}, "Dilations: 'x' is not an integer"),
@@ -501,10 +501,12 @@ def _get(url: str) -> tuple[int, bytes]:
 # ---------------------------------------------------------------------------- browser tests
 
 
-def test_sample_clip_run_matches_run_video(app, browser, reference):
+def test_sample_clip_run_matches_run_video(app, browser, reference, tmp_path):
     """Upload the sample clip, run with small settings, watch the progress, get the same depth as run-video."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+
+    from rollingdepth.io.depth_video import read_depth_video
 
     page = browser("a")
     _open(page, app)
@@ -557,9 +559,10 @@ def test_sample_clip_run_matches_run_video(app, browser, reference):
     _wait(lambda: (src := frame_image()) and src != first_view, 30, "the view of another frame")
     page.save_screenshot(str(IMAGES / "app-result.png"))
 
-    # Downloads: the prediction, the 16-bit PNGs, the colour videos, the run report.
-    links = _wait(lambda: _download_links(page) if len(_download_links(page)) == 5 else None, 30, "five downloads")
+    # Downloads: the prediction, the 16-bit PNGs and depth video, the colour videos, the run report.
+    links = _wait(lambda: _download_links(page) if len(_download_links(page)) == 6 else None, 30, "six downloads")
     assert sorted(links) == sorted(["synthetic_scene_pred.npy", "synthetic_scene_depth16.zip",
+                                    "synthetic_scene_depth16.mkv",
                                     "synthetic_scene_Spectral_r.mp4", "synthetic_scene_rgbd.mp4",
                                     "synthetic_scene_run.json"])
     page.find_element(By.XPATH, "//*[@id='rd-downloads']//a[contains(@href, '_pred.npy')]").click()
@@ -576,6 +579,11 @@ def test_sample_clip_run_matches_run_video(app, browser, reference):
         assert len(names) == 12 and names[0] == "synthetic_scene_depth16/000000.png"
         png = cv2.imdecode(np.frombuffer(zf.read(names[0]), np.uint8), cv2.IMREAD_UNCHANGED)
     assert png.dtype == np.uint16 and png.shape == (19, 32)
+    code, data = _get(links["synthetic_scene_depth16.mkv"])  # the same integers as a lossless video
+    assert code == 200
+    (tmp_path / "depth16.mkv").write_bytes(data)
+    first_frame = next(read_depth_video(tmp_path / "depth16.mkv"))
+    assert first_frame.dtype == np.uint16 and np.array_equal(first_frame, png)
     code, data = _get(links["synthetic_scene_run.json"])
     report = json.loads(data)
     assert code == 200 and report["frames"] == 12 and report["settings"]["processing_res"] == 32
