@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import rollingdepth.method.coalign as coalign_module
-from rollingdepth.method.coalign import REF_ITERATIONS, build_problem, coalign, coalign_loss
+from rollingdepth.method.coalign import REF_ITERATIONS, build_problem, coalign, coalign_loss, merge_snippets, solve
 from rollingdepth.method.snippets import plan_snippets, snippet_indices
 
 
@@ -81,11 +81,24 @@ STATIC_VARIANTS = {  # name: (flush subnormals, reuse the heap)
 }
 
 
+def _coalign_static(snippets, dilations, device, heap: bool):
+    """``coalign(mode="fast")``, with the solve inside run-video's ``heap_reuse`` (as
+    ``VideoRun.coalign`` runs it) when ``heap``."""
+    import contextlib
+
+    from rollingdepth.runtime.heap import heap_reuse
+
+    problem = build_problem(snippets, dilations, device=device)
+    with heap_reuse() if heap else contextlib.nullcontext():
+        scales, shifts, loss, iterations = solve(problem, "fast")
+    depth = merge_snippets(snippets, dilations, scales, shifts, problem.min_value, problem.num_frames)
+    return depth, {"loss": loss, "iterations": iterations}
+
+
 def run_static(args) -> dict:
     """Fast co-alignment of a static clip as before (plain), with subnormals flushed, and as
     now (flushed, heap reused: matters under run-video's heap setting). One warm-up run
     (it touches the memory), then the variants in turn, ``--repeat`` times, best kept."""
-    import contextlib
     import resource
 
     plan = plan_snippets(args.frames, args.dilations, [args.snippet_len] * len(args.dilations), cap=True)
@@ -94,21 +107,19 @@ def run_static(args) -> dict:
     print(f"static clip: {args.frames} frames, {args.height}x{args.width}, dilations {dilations}, noise {args.noise}: "
           f"{sum(len(s) for s in snippets)} snippets; torch threads {torch.get_num_threads()}; "
           f"heap: {'run-video (limit_heap_growth)' if args.run_video_heap else 'glibc default'}")
-    reuse = coalign_module.heap_reuse
     results, depths = {}, {}
     for run, name in enumerate(["now"] + list(STATIC_VARIANTS) * args.repeat):
         flush, heap = STATIC_VARIANTS[name]
         coalign_module.FLUSH_DENORMALS = flush
-        coalign_module.heap_reuse = reuse if heap else contextlib.nullcontext
         r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        depths[name], info = coalign(snippets, dilations, mode="fast", device=args.device)
+        depths[name], info = _coalign_static(snippets, dilations, args.device, heap)
         r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - w0
         cpu, faults = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt
         print(f"{'warm-up' if run == 0 else name:10s}: {cpu:6.1f} s CPU, {wall:6.1f} s wall, {faults:8d} page faults, "
               f"loss {info['loss']:.6g}")
         if run and (name not in results or cpu < results[name]["cpu_seconds"]):
             results[name] = {"cpu_seconds": cpu, "wall_seconds": wall, "loss": info["loss"], "page_faults": faults}
-    coalign_module.FLUSH_DENORMALS, coalign_module.heap_reuse = True, reuse
+    coalign_module.FLUSH_DENORMALS = True
     print("best CPU time: " + ", ".join(f"{k} {v['cpu_seconds']:.1f} s" for k, v in results.items())
           + f"; largest difference of the merged depth from before's "
           f"{max(np.abs(d - depths['before']).max() for d in depths.values()):.2g}")
@@ -132,10 +143,10 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=1e-3, help="--static: noise on the common map")
     p.add_argument("--repeat", type=int, default=2, help="--static: runs of each variant (best CPU time kept)")
     p.add_argument("--run-video-heap", action="store_true",
-                   help="the heap setting run-video makes (rollingdepth.method.device.limit_heap_growth) first")
+                   help="the heap setting run-video makes (rollingdepth.runtime.heap.limit_heap_growth) first")
     args = p.parse_args()
     if args.run_video_heap:
-        from rollingdepth.method.device import limit_heap_growth
+        from rollingdepth.runtime.heap import limit_heap_growth
 
         limit_heap_growth()
     if args.static:

@@ -1,6 +1,6 @@
 """What the process's malloc settings cost the method on a CPU.
 
-run-video fixes glibc's mmap threshold (``rollingdepth.method.device.limit_heap_growth``) so
+run-video fixes glibc's mmap threshold (``rollingdepth.runtime.heap.limit_heap_growth``) so
 that freed batch buffers go back to the system and memory stays flat on long videos. Fixing it
 also stops glibc from adapting its trim threshold, so the settings change how often the
 process faults in fresh pages. This script runs the golden case (tiny checkpoint, 40 frames
@@ -31,7 +31,7 @@ import json, resource, sys, time
 import numpy as np, torch
 sys.path.insert(0, sys.argv[3])
 variant, checkpoint, frames_path = sys.argv[1], sys.argv[2], sys.argv[4]
-from rollingdepth.method import device as dev
+from rollingdepth.runtime import heap as dev
 if variant == "run-video":
     dev.limit_heap_growth()
 elif variant != "default":

@@ -96,7 +96,7 @@ def stand_in_pipeline(device: str, dtype: str = "fp32"):
 def child(args) -> None:
     """One run in this process: prints the run report's timings as one JSON line."""
     from rollingdepth.runtime.run_config import RunConfig
-    from rollingdepth.method.device import limit_heap_growth
+    from rollingdepth.runtime.heap import limit_heap_growth
     from rollingdepth.runtime.video_job import _estimate, process_video
     from rollingdepth.io.video_io import load_source
 

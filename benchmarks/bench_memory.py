@@ -66,7 +66,7 @@ def run_video(pipe, store, settings, args, on_stage):
 
 def worker(args) -> dict:
     from rollingdepth.frontends.progress import split_unit
-    from rollingdepth.method.device import limit_heap_growth
+    from rollingdepth.runtime.heap import limit_heap_growth
     from rollingdepth.method.settings import MethodSettings
     from rollingdepth.runtime.stores import DiskStore
 

@@ -79,14 +79,13 @@ _STAGE_PEAKS_OF_A_RUN = """
 import json, sys
 from rollingdepth.frontends import run_video as cli
 from rollingdepth.runtime import passes as driver
-from rollingdepth.method import device
-from rollingdepth.runtime import loading
+from rollingdepth.runtime import heap, loading
 
 # run-video keeps up to HEAP_TRIM_THRESHOLD (64 MiB) of free heap top per arena: a constant, but
 # how much of it is resident when a stage peaks varies from run to run by tens of MB, which is more
 # than the 22 MB a frame-holding leak adds at this size. glibc's default (128 KiB) here, so that
 # the peaks measure what the run holds; benchmarks/bench_memory.py measures run-video's own setting.
-device.HEAP_TRIM_THRESHOLD = 128 * 1024
+heap.HEAP_TRIM_THRESHOLD = 128 * 1024
 
 def high_water_kb():
     return int([l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1])

@@ -199,7 +199,7 @@ def run_video(**values) -> None:
 
     Example: [bold]run-video input.mp4 --snippet-lengths 3 --dtype fp16[/]
     """
-    from rollingdepth.method.device import limit_heap_growth
+    from rollingdepth.runtime.heap import limit_heap_growth
 
     limit_heap_growth()
     v = values

@@ -17,8 +17,8 @@ step size decaying from 0.1 to 1e-3), keeping the best point it visits.
 
 On a CPU, the solve and the merge treat subnormal floats as zero (``FLUSH_DENORMALS``), so
 that near-zero residuals (snippets that nearly agree: a static scene) cannot slow the
-arithmetic down; under run-video's heap setting the solve reuses its freed temporaries
-(:func:`~rollingdepth.method.device.heap_reuse`). Figures: ``docs/performance.md``.
+arithmetic down. (Under run-video's heap setting, the run's solve reuses its freed
+temporaries: :func:`~rollingdepth.runtime.heap.heap_reuse`.) Figures: ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from rollingdepth.method.device import flush_denormals, heap_reuse
+from rollingdepth.method.device import flush_denormals
 from rollingdepth.method.snippets import snippet_indices
 
 __all__ = ["COALIGN_MODES", "CoalignProblem", "SnippetMerge", "coalign", "coalign_loss", "merge_snippets",
@@ -156,7 +156,7 @@ def solve(problem: CoalignProblem, mode: str = "fast", iterations: int | None = 
     """Scales and shifts (one float32 array of S per group), the loss, and the iterations run."""
     if mode not in COALIGN_MODES:
         raise ValueError(f"coalign: unknown mode {mode!r}; expected one of {COALIGN_MODES}")
-    with flush_denormals(FLUSH_DENORMALS and problem.x[0].device.type == "cpu"), heap_reuse():
+    with flush_denormals(FLUSH_DENORMALS and problem.x[0].device.type == "cpu"):
         if mode == "reference":
             iters = REF_ITERATIONS if iterations is None else iterations
             scales, shifts = _solve_reference(problem, iters)

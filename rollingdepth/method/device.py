@@ -1,6 +1,7 @@
 """Choosing the device and dtype (CUDA, then MPS, then CPU; on a CPU, fp16 runs in bf16 where
 the CPU computes bf16 natively, else in fp32), host-to-device copies that do not wait, the
-host's handling of subnormal floats, and the process's heap setting for long runs."""
+and the host's handling of subnormal floats. (The process's heap setting for long runs is
+run-video's: :mod:`rollingdepth.runtime.heap`.)"""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ import warnings
 import torch
 
 __all__ = ["CPU_BF16_ENV", "DTYPES", "cpu_dtype_for", "cpu_has_native_bf16", "default_device", "denormals_flushed",
-           "flush_denormals", "heap_reuse", "is_out_of_memory", "limit_heap_growth", "resolve_device", "resolve_dtype",
-           "to_device"]
+           "flush_denormals", "is_out_of_memory", "resolve_device", "resolve_dtype", "to_device"]
 
 # "1" or "0" forces cpu_has_native_bf16() on or off (tests, or a CPU whose flags mislead).
 CPU_BF16_ENV = "ROLLINGDEPTH_CPU_BF16"
@@ -156,77 +156,3 @@ def to_device(tensor: torch.Tensor, device: torch.device | str, dtype: torch.dty
     else:
         tensor = tensor.to(device)
     return tensor if dtype is None else tensor.to(dtype)
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
-# limit_heap_growth's mmap threshold. 4 MiB: batch-sized buffers (a 768 x 432 map is 1.3 MB, a
-# batch of them more) still go back to the system when freed, while the many smaller temporaries
-# of a model's forward pass on a CPU are reused from the heap. At 64 KiB every one of those was
-# a fresh mapping, faulted in page by page: 27 % slower on the golden case, with no less growth
-# (docs/performance.md, "The heap").
-HEAP_LIMIT_THRESHOLD = 4 * 2**20
-# A fixed mmap threshold also fixes glibc's trim threshold at its 128 KiB default (it no longer
-# follows the mmap threshold up), so the heap's free top went back to the system after nearly
-# every forward pass and was faulted in again by the next: 2.7x the page faults and 7 % more
-# time on the golden case. Up to 64 MiB of free top stay (a constant, not growing with the
-# video): the page faults and time of glibc's default (docs/performance.md, "The heap").
-HEAP_TRIM_THRESHOLD = 64 * 2**20
-REUSE_THRESHOLD = 32 * 2**20  # glibc's largest dynamic threshold (64-bit): heap_reuse's
-_heap_limited = False  # limit_heap_growth() succeeded in this process
-
-
-def _libc():
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "mallopt") else None
-    except OSError:
-        return None
-
-
-def limit_heap_growth() -> bool:
-    """Keep glibc from holding freed batch buffers: large blocks go back to the system.
-
-    glibc raises its mmap threshold as big blocks are freed, after which the many batch-sized
-    buffers of a long run come from the heap and stay resident: peak RSS then grows with the
-    video although nothing is kept. Fixing the threshold (and the arena count) keeps the
-    process's memory flat (measured: ``benchmarks/bench_memory.py``); the trim threshold is set
-    with it, so that the heap's free top is not handed back and faulted in again after every
-    forward pass (``benchmarks/bench_heap.py``). Process-wide, so the command calls it, not the
-    library. Returns False where this is not glibc.
-    """
-    global _heap_limited
-    libc = _libc()
-    if libc is None:
-        return False
-    _heap_limited = (bool(libc.mallopt(_M_MMAP_THRESHOLD, HEAP_LIMIT_THRESHOLD))
-                     and bool(libc.mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD)) and bool(libc.mallopt(_M_ARENA_MAX, 2)))
-    return _heap_limited
-
-
-@contextlib.contextmanager
-def heap_reuse():
-    """Within the block, freed buffers up to 32 MiB are reused from the heap, where
-    :func:`limit_heap_growth` made every block over 4 MiB a fresh mapping; after it, the
-    limit is back and the heap's free top is returned to the system (``malloc_trim``).
-
-    An optimisation loop that allocates the same few MB temporaries hundreds of times would
-    otherwise fault in fresh zeroed pages for each (measured: 524,000 against 75,000 to
-    100,000 page faults per fast co-alignment of a 30-frame clip, ``docs/performance.md``).
-    No-op where the limit is not in force.
-    """
-    libc = _libc() if _heap_limited else None
-    if libc is None:
-        yield
-        return
-    libc.mallopt(_M_MMAP_THRESHOLD, REUSE_THRESHOLD)
-    try:
-        yield
-    finally:
-        libc.mallopt(_M_MMAP_THRESHOLD, HEAP_LIMIT_THRESHOLD)
-        libc.malloc_trim(0)

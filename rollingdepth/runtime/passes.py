@@ -44,6 +44,7 @@ from rollingdepth.method.settings import MethodSettings
 from rollingdepth.runtime.background import HostWriter, prefetch
 from rollingdepth.runtime.checkpoints import (CoalignState, EncodeState, GroupProgress, MergeState, RefineDecodeState,
                                               RefineState, RenormaliseState, SnippetsState)
+from rollingdepth.runtime.heap import heap_reuse
 from rollingdepth.runtime.model_steps import DepthModel, ModelSteps
 from rollingdepth.runtime.plan import Plan, SnippetGroup
 from rollingdepth.runtime.stages import ProgressCallback, Stage
@@ -482,7 +483,8 @@ class VideoRun:
         problem = problem_from_subsampled(subsampled, [g.dilation for g in plan.groups], plan.num_frames,
                                           snippets.min_value, device, inplace=True)
         del subsampled
-        scales, shifts, loss, iterations = solve(problem, self.settings.coalign)
+        with heap_reuse():  # under run-video's heap setting: the solve's temporaries reused (runtime.heap)
+            scales, shifts, loss, iterations = solve(problem, self.settings.coalign)
         return CoalignState([s.tolist() for s in scales], [t.tolist() for t in shifts], float(loss), iterations)
 
     # ------------------------------------------------------------------------------- 5. merge
