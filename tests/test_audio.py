@@ -1,5 +1,5 @@
-"""The source's sound in run-video's videos (rollingdepth/io/video_io.py ``AudioSpan``,
-runtime/outputs.py): cut to the frames processed, in step with them, also when the picture
+"""The source's sound in run-video's colour, side-by-side and stereo videos
+(rollingdepth/io/video_io.py ``AudioSpan``, runtime/outputs.py): cut to the frames processed, in step with them, also when the picture
 starts after the sound; ``--no-audio`` leaves it out.
 
 The clip's sound is silence with one burst of tone at 1.0 s of the file's clock; its picture
@@ -74,8 +74,8 @@ def _onset(samples: np.ndarray, rate: int) -> float:
 def test_the_sound_plays_with_the_frames_processed(clip, tmp_path, start):
     late = _picture_start(clip)
     assert late > 0.1  # the picture starts after the sound
-    _run(clip, tmp_path / "out", "--from", str(start), "--frames", "24")
-    for name in ("clip_rgbd.mp4", "clip_Greys_r.mp4"):
+    _run(clip, tmp_path / "out", "--from", str(start), "--frames", "24", "--save-stereo", "half-sbs")
+    for name in ("clip_rgbd.mp4", "clip_Greys_r.mp4", "clip_3D_hsbs_LR.mp4"):
         samples, rate, offset, picture = _sound(tmp_path / "out" / name)
         assert rate == 48000 and picture == pytest.approx(24 / RATE, abs=1e-6)
         assert len(samples) / rate == pytest.approx(picture, abs=0.05)  # AAC frames: 21 ms each

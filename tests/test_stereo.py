@@ -109,3 +109,96 @@ def test_bad_settings_name_themselves():
         disparity(near, -1.0, 0.5)
     with pytest.raises(ValueError, match="layout"):
         pack(torch.zeros(1, 4, 4, 3, dtype=torch.uint8), torch.zeros(1, 4, 4, 3, dtype=torch.uint8), "sbs")
+
+
+# ----------------------------------------------------------------------------- the output (run-video's writer)
+def _clip_with_sound(path, frames: np.ndarray) -> "Path":
+    """``frames`` at 24000/1001 fps with 3 s of tone (AAC), H.264."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    n, h, w, _ = frames.shape
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                    "-s", f"{w}x{h}", "-r", "24000/1001", "-i", "-", "-f", "lavfi", "-t", "3", "-i",
+                    "sine=frequency=440", "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-crf", "10",
+                    "-pix_fmt", "yuv444p", "-c:a", "aac", str(path)], input=frames.tobytes(), check=True)
+    return path
+
+
+def _write_stereo(tmp_path, layouts: list[str], strength: float, convergence: float):
+    """The stereo output of the textured two-plane scene, 10 frames with sound, its prediction
+    (``3 * near + 1``, an affine inverse depth) at half the input's size. Returns (folder, source)."""
+    import contextlib
+
+    from rollingdepth.io.exports import DepthMapping, VideoMapping
+    from rollingdepth.io.output_formats import OutputFrame, VideoOutput, output_format
+    from rollingdepth.io.video_io import probe_video
+    from rollingdepth.runtime.run_config import RunConfig
+
+    rgb, near = _scene()
+    n = 10
+    source = probe_video(_clip_with_sound(tmp_path / "clip.mp4", np.repeat(rgb.numpy(), n, axis=0)))
+    small = cv2.resize(near[0].numpy(), (W // 2, H // 2), interpolation=cv2.INTER_NEAREST)
+    prediction = np.repeat((3 * small + 1)[None], n, axis=0).astype(np.float32)  # [N, h, w]
+    np.save(tmp_path / "pred.npy", prediction)
+    cfg = RunConfig.build(None, dict(save_stereo=layouts, stereo_strength=strength, convergence=convergence))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = VideoOutput(out_dir=out_dir, stem="clip", settings=cfg, frames=n, size=prediction.shape[1:],
+                      input_size=tuple(source.size), prediction_range=(1.0, 4.0),
+                      mapping=VideoMapping((DepthMapping("inverse", 1.0, 4.0),)), fps=source.rate,
+                      sound=lambda: source.audio(0, n), prediction_file=lambda: tmp_path / "pred.npy",
+                      snippet_maps=lambda: [], run_settings={})
+    fmt = output_format("stereo")
+    with contextlib.ExitStack() as stack:
+        writers = fmt.open(out, stack)
+        for i, image in enumerate(source.frames(0)):
+            frame = OutputFrame(i, prediction[i], prediction[i], None, image)
+            for _, write in writers:
+                write(frame)
+    return out_dir, source
+
+
+def _decoded(path) -> tuple[list[np.ndarray], "Fraction", float]:
+    """The frames (RGB), the exact rate and the sound's duration (s) of a written video."""
+    import av
+
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        rate = video.average_rate
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        sound = sum(f.samples / f.sample_rate for f in container.decode(audio=0)) if container.streams.audio else 0.0
+    return frames, rate, sound
+
+
+@pytest.mark.parametrize("strength, convergence", [(2.5, 0.5), (4.0, 0.0)])
+def test_the_stereo_videos_show_the_intended_disparity_at_the_sources_rate_with_its_sound(
+        tmp_path, strength, convergence):
+    """Known depth through the writer, each layout read back: its size, the source's frame count,
+    exact rate and sound; the disparity between the eyes (phase correlation in the decoded video)
+    within 1 px of the intended one, in front of the screen the left eye's image to the right."""
+    from fractions import Fraction
+
+    from rollingdepth.io.stereo import LAYOUT_TAGS
+
+    out_dir, source = _write_stereo(tmp_path, list(LAYOUTS), strength, convergence)
+    sizes = {"half-sbs": (H, W), "full-sbs": (H, 2 * W), "half-tab": (H, W), "full-tab": (2 * H, W),
+             "anaglyph": (H, W)}
+    for layout in LAYOUTS:
+        frames, rate, sound = _decoded(out_dir / f"clip_{LAYOUT_TAGS[layout]}.mp4")
+        assert len(frames) == 10 and frames[0].shape[:2] == sizes[layout], layout
+        assert rate == Fraction(24000, 1001) == source.rate, layout
+        assert sound == pytest.approx(10 * 1001 / 24000, abs=0.05), layout  # AAC frames: 21 ms each
+    # near: the rectangle 1, the background 0 (the shot's percentiles)
+    want_near, want_far = strength / 100 * W * (1 - convergence), strength / 100 * W * (0 - convergence)
+    frames, _, _ = _decoded(out_dir / "clip_3D_ftab_TB.mp4")
+    left, right = frames[5][:H], frames[5][H:]
+    got_near = _shift(left, right, slice(60, 120), slice(130, 190))
+    got_far = _shift(left, right, slice(0, 40), slice(10, 90))
+    frames, _, _ = _decoded(out_dir / "clip_3D_fsbs_LR.mp4")
+    side_near = _shift(frames[5][:, :W], frames[5][:, W:], slice(60, 120), slice(130, 190))
+    print(f"near {got_near:+.2f} / {side_near:+.2f} (want {want_near:+.2f}), far {got_far:+.2f} (want {want_far:+.2f})")
+    assert abs(got_near - want_near) <= 1.0 and abs(side_near - want_near) <= 1.0 and abs(got_far - want_far) <= 1.0
+    assert got_near > got_far

@@ -49,6 +49,7 @@ class OutputFrame:
     prediction: np.ndarray  # [H, W] at the output size
     values: np.ndarray  # what the depth files hold: the prediction through the video's mapping
     image: np.ndarray | None  # the input frame, uint8 [H, W, 3] at the output size (when a format needs it)
+    input_image: np.ndarray | None = None  # the same at the input's own size
 
 
 Writer = Callable[[OutputFrame], None]
@@ -63,7 +64,7 @@ class VideoOutput:
     settings: Any  # the run's RunConfig: each format reads its own setting
     frames: int
     size: tuple[int, int]  # (H, W) of the outputs
-    input_width: int  # the input's width (a focal length is in its pixels)
+    input_size: tuple[int, int]  # (H, W) of the input's frames as shown
     prediction_range: tuple[float, float]  # the prediction's min and max over the video: the colour maps' range
     mapping: VideoMapping  # prediction -> the values of the depth files
     fps: Any  # the videos' rate: a Fraction or a float
@@ -73,7 +74,13 @@ class VideoOutput:
     run_settings: dict  # the values used (dilations, snippet_lengths)
     sample_aspect: Any = None  # the source's sample aspect (a Fraction) where its pixels are not square
     frame_times: Any = None  # a variable-rate source's (pts, time base) of the frames written, else None
+    shots: tuple[int, ...] = (0,)  # the first frame of each shot
     done: frozenset[str] = frozenset()  # files a killed run of this work folder completed
+
+    @property
+    def input_width(self) -> int:
+        """The input's width (a focal length is in its pixels)."""
+        return self.input_size[1]
 
 
 # ----------------------------------------------------------------------------- the declaration
@@ -97,6 +104,7 @@ class OutputFormat:
     needs_depth: bool = False  # it holds depth (--depth-out depth), not inverse depth
     download: bool = False  # offered on the web page
     exact: bool = True  # it reads back as written (eval-depth prefers such a file of a stem)
+    more: tuple[tuple[str, Any, Option], ...] = ()  # its further settings: (RunConfig field, default, option)
 
     @property
     def files(self) -> str:
@@ -107,6 +115,10 @@ class OutputFormat:
     def option(self) -> Option:
         """The option of its setting (an on/off option unless a format says otherwise)."""
         return Option(self.flags, self.help.format(files=self.files), None, OUTPUT_PANEL, bool, show_default=False)
+
+    def more_option(self, field: str) -> tuple[Any, Option]:
+        """The default and option of one of its further settings."""
+        return next((default, option) for name, default, option in self.more if name == field)
 
     def enabled(self, settings) -> bool:
         return self.setting is None or bool(getattr(settings, self.setting))
@@ -613,6 +625,89 @@ class DepthVideo(OutputFormat):
         return np.stack(frames)
 
 
+def _stereo_settings() -> tuple[tuple[str, Any, Option], ...]:
+    from rollingdepth.io.stereo import DEFAULT_CONVERGENCE, DEFAULT_STRENGTH
+
+    return (
+        ("stereo_strength", DEFAULT_STRENGTH, Option(
+            ("--stereo-strength",), "Largest disparity between the stereo videos' eyes, in percent of the width "
+            f"(0 to 10). (default: {DEFAULT_STRENGTH})", "PERCENT", OUTPUT_PANEL, float, label="Stereo strength (% of width)")),
+        ("convergence", DEFAULT_CONVERGENCE, Option(
+            ("--convergence",), "The depth on the stereo videos' screen plane: 0 = the farthest (everything comes out "
+            f"of the screen), 1 = the nearest (everything lies behind it). (default: {DEFAULT_CONVERGENCE})", "0..1",
+            OUTPUT_PANEL, float, label="Convergence")))
+
+
+@register("stereo")
+@dataclass(frozen=True)
+class Stereo(OutputFormat):
+    """Stereo 3D videos for VR headsets and 3D TVs (:mod:`rollingdepth.io.stereo`), one per layout, at the
+    input's size, from the input and each shot's normalised inverse depth; with the source's sound."""
+
+    suffix: str = "_{tag}.mp4"
+    setting: str = "save_stereo"
+    flags: tuple[str, ...] = ("--save-stereo",)
+    help: str = ("Stereo 3D videos, one per LAYOUT: half-sbs (3D TVs' and players' default), full-sbs, half-tab, "
+                 "full-tab, anaglyph (red-cyan); {stem}_3D_hsbs_LR.mp4 etc. (docs/outputs.md). (default: none)")
+    default: tuple[str, ...] = ()
+    what: str = "stereo 3D videos"
+    needs_rgb: bool = True
+    download: bool = True
+    more: tuple[tuple[str, Any, Option], ...] = _stereo_settings()
+
+    @property
+    def option(self) -> Option:
+        return Option(self.flags, self.help, "LAYOUT[,LAYOUT..]", OUTPUT_PANEL, list, parse_names, label="Stereo 3D")
+
+    def names(self, stem, settings):
+        from rollingdepth.io.stereo import LAYOUT_TAGS
+
+        return [stem + self.suffix.format(tag=LAYOUT_TAGS[layout]) for layout in settings.save_stereo or ()
+                if layout in LAYOUT_TAGS]
+
+    def check(self, settings):
+        from rollingdepth.io.stereo import LAYOUTS
+
+        layouts = settings.save_stereo
+        if not isinstance(layouts, (list, tuple)):
+            raise ValueError(f"{self.option.name}: give a list of layouts, got {layouts!r}")
+        for layout in layouts:
+            if layout not in LAYOUTS:
+                raise ValueError(f"{self.option.name}: unknown layout {layout!r}; one of {', '.join(LAYOUTS)}")
+        if len(set(layouts)) != len(layouts):
+            raise ValueError(f"{self.option.name}: a layout is given twice: {', '.join(layouts)}")
+        strength, convergence = settings.stereo_strength, settings.convergence
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 10:
+            raise ValueError(f"{self.more_option('stereo_strength')[1].name}: {strength!r} must be between 0 and 10 "
+                             "(percent of the width)")
+        if isinstance(convergence, bool) or not isinstance(convergence, (int, float)) or not 0 <= convergence <= 1:
+            raise ValueError(f"{self.more_option('convergence')[1].name}: {convergence!r} must be between 0 (the "
+                             "farthest depth on the screen) and 1 (the nearest)")
+
+    def open(self, out, stack):
+        from rollingdepth.io.stereo import StereoFrames, packed_size, shot_ranges
+
+        todo = [(layout, name) for layout, name in zip(out.settings.save_stereo, self.names(out.stem, out.settings))
+                if name not in out.done]
+        if not todo:
+            return []
+        prediction = np.load(out.prediction_file(), mmap_mode="r")  # [N, h, w], complete
+        frames = StereoFrames(out.settings.stereo_strength, out.settings.convergence,
+                              shot_ranges(prediction, out.shots), out.shots, layouts=len(todo))
+        size = out.input_size
+        writers = []
+        for layout, name in todo:
+            video = _video(out, stack, name, packed_size(layout, size))
+            writers.append((name, lambda f, video=video, layout=layout: video.write(
+                frames.frame(f.index, f.input_image, f.prediction, layout))))
+        return writers
+
+    def report(self, out):
+        on = self.enabled(out.settings)
+        return {"stereo": {"layouts": list(out.settings.save_stereo), "strength_percent": out.settings.stereo_strength,
+                           "convergence": out.settings.convergence} if on else None}
+
+
 # run.json last: it is written last, and its presence marks a finished video
 @register("report")
 @dataclass(frozen=True)
@@ -656,8 +751,8 @@ def output_format(name: str) -> OutputFormat:
 
 
 def output_settings() -> tuple[str, ...]:
-    """The settings that turn formats on, in the registry's order."""
-    return tuple(f.setting for f in output_formats() if f.setting)
+    """The settings that turn formats on, each followed by its further settings, in the registry's order."""
+    return tuple(name for f in output_formats() if f.setting for name in (f.setting, *(m[0] for m in f.more)))
 
 
 def expected_names(stem: str, settings) -> list[str]:

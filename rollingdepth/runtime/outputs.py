@@ -240,12 +240,13 @@ class PendingOutputs:
         cfg, result = self.cfg, self.result
         return VideoOutput(
             out_dir=self.out_dir, stem=self.source.stem, settings=cfg, frames=self.frames, size=self.size,
-            input_width=self.source.size[1], prediction_range=tuple(result.depth_range), mapping=self.mapping,
+            input_size=tuple(self.source.size), prediction_range=tuple(result.depth_range), mapping=self.mapping,
             fps=cfg.output_fps or getattr(self.source, "rate", None) or self.source.fps,  # a video's exact rate
             sound=lambda: self._sound, prediction_file=self._prediction_file, snippet_maps=self._snippet_maps,
             sample_aspect=getattr(self.source, "sample_aspect", None),  # an anamorphic source's pixels, tagged as they are
             frame_times=None if cfg.output_fps else self.source.frame_times_of(cfg.start_frame, self.frames),
-            run_settings=result.settings, done=frozenset(self._written_before()))
+            shots=tuple(s["first"] for s in self._shots()), run_settings=result.settings,
+            done=frozenset(self._written_before()))
 
     def _prediction_file(self) -> Path:
         self.result.depth.flush()
@@ -282,7 +283,9 @@ class PendingOutputs:
         for i, prediction in enumerate(self._frames_out()):
             if cancel is not None and cancel.is_set():
                 raise KeyboardInterrupt
-            frame = OutputFrame(i, prediction, self.mapping.at(i).apply(prediction), self._image(rgb, i))
+            image = self._image(rgb, i)  # [H, W, 3] as decoded
+            frame = OutputFrame(i, prediction, self.mapping.at(i).apply(prediction),
+                                None if image is None else _resize_frames(image[None], self.size)[0], image)
             for q, (_, write) in zip(queues, writers):
                 q.submit(write, frame)
             progress("write", (i + 1) * len(writers), total)
@@ -290,13 +293,13 @@ class PendingOutputs:
             q.drain(cancel)
 
     def _image(self, rgb, i: int) -> np.ndarray | None:
-        """The input's frame ``i`` at the output size, from the second read ``rgb`` (None: not read)."""
+        """The input's frame ``i``, from the second read ``rgb`` (None: not read)."""
         if rgb is None:
             return None
         image = next(rgb, None)
         if image is None:
             raise InputError(f"{self.source.path}: the video gave fewer frames on a second read ({i} of {self.frames})")
-        return _resize_frames(image[None], self.size)[0]  # [H, W, 3] at the output size
+        return image
 
     def _write_report(self, written: list[Path]) -> Path:
         """``{stem}_run.json``: settings used, timings, work done, memory, versions; written last."""

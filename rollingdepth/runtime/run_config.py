@@ -44,6 +44,11 @@ def _output(name: str):
     return opt(list(fmt.default) if isinstance(fmt.default, tuple) else fmt.default, option)
 
 
+def _more(name: str, field: str):
+    """A further setting of an output format, declared with the format."""
+    return opt(*output_format(name).more_option(field))
+
+
 @dataclass
 class RunConfig(MethodSettings):
     """Everything one ``run-video`` call needs: the method's settings (declared and checked
@@ -69,13 +74,16 @@ class RunConfig(MethodSettings):
     save_npy: bool = _output("npy")
     save_sbs: bool = _output("sbs")
     audio: bool = opt(True, _on_off(
-        ("--audio/--no-audio",), "The source's sound in the colour and side-by-side videos, cut to the frames "
+        ("--audio/--no-audio",), "The source's sound in the colour, side-by-side and stereo videos, cut to the frames "
         "processed (copied where MP4 holds it, else AAC; none with --fps). (default: on)", OUT))
     save_snippets: bool = _output("snippets")
     save_png16: bool = _output("png16")
     save_exr: bool = _output("exr")
     save_tiff: bool = _output("tiff16")
     save_depth_video: bool = _output("depth_video")
+    save_stereo: list[str] = _output("stereo")
+    stereo_strength: float = _more("stereo", "stereo_strength")
+    convergence: float = _more("stereo", "convergence")
     depth_out: str = opt("inverse", Option(  # inverse: the prediction as is; depth: mapped onto depth_range
         ("--depth-out",), "What npy, EXR, PNG16 and PLY hold: inverse = the prediction (affine-invariant inverse "
         "depth, near = large); depth = mapped onto --depth-range, one mapping for the whole video. "
