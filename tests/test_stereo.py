@@ -6,9 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from rollingdepth.io.stereo import LAYOUTS, disparity, pack, render_eyes
+from rollingdepth.io.stereo import LAYOUTS, disparity, pack, packed_size, render_eyes
 
 H, W = 180, 320
 RECT = (slice(50, 130), slice(110, 210))  # the near plane
@@ -26,7 +25,7 @@ def _scene(near_value: float = 0.9, far_value: float = 0.2):
     rgb[RECT] = _texture(1)[RECT]
     near = np.full((H, W), far_value, np.float32)
     near[RECT] = near_value
-    return torch.from_numpy(rgb)[None], torch.from_numpy(near)[None]
+    return rgb, near
 
 
 def _shift(left: np.ndarray, right: np.ndarray, rows: slice, cols: slice) -> float:
@@ -41,7 +40,7 @@ def _shift(left: np.ndarray, right: np.ndarray, rows: slice, cols: slice) -> flo
 @pytest.mark.parametrize("strength, convergence", [(2.5, 0.5), (4.0, 0.0), (3.0, 1.0), (1.7, 0.3)])
 def test_the_eyes_disparity_is_the_intended_one_with_the_right_sign(strength, convergence):
     rgb, near = _scene()
-    left, right = (e[0].numpy() for e in render_eyes(rgb, near, strength, convergence))
+    left, right = render_eyes(rgb, near, strength, convergence)
     want_near = strength / 100 * W * (0.9 - convergence)
     want_far = strength / 100 * W * (0.2 - convergence)
     got_near = _shift(left, right, slice(60, 120), slice(130, 190))  # inside the rectangle, clear of its edges
@@ -57,29 +56,29 @@ def test_the_nearer_plane_wins_and_holes_are_filled_from_the_background():
     """A flat red rectangle, near, over a flat blue background, far: in each eye exactly the
     rectangle's pixels are red (the background never covers it; the disoccluded strip beside it
     is filled with background, not smeared red)."""
-    rgb = np.zeros((1, H, W, 3), np.uint8)
+    rgb = np.zeros((H, W, 3), np.uint8)
     rgb[..., 2] = 255
-    rgb[0][RECT] = (255, 0, 0)
-    near = np.full((1, H, W), 0.1, np.float32)
-    near[0][RECT] = 1.0
-    left, right = render_eyes(torch.from_numpy(rgb), torch.from_numpy(near), 5.0, 0.5)
+    rgb[RECT] = (255, 0, 0)
+    near = np.full((H, W), 0.1, np.float32)
+    near[RECT] = 1.0
+    left, right = render_eyes(rgb, near, 5.0, 0.5)
     area = (RECT[0].stop - RECT[0].start) * (RECT[1].stop - RECT[1].start)
     for eye in (left, right):
-        red = (eye[0, ..., 0] == 255) & (eye[0, ..., 2] == 0)
+        red = (eye[..., 0] == 255) & (eye[..., 2] == 0)
         assert int(red.sum()) == area
-        assert int(((eye[0, ..., 0] == 0) & (eye[0, ..., 2] == 255)).sum()) == H * W - area  # nothing else
+        assert int(((eye[..., 0] == 0) & (eye[..., 2] == 255)).sum()) == H * W - area  # nothing else
 
 
 def test_nothing_wraps_around_the_frames_edges():
-    rgb = np.zeros((1, H, W, 3), np.uint8)
+    rgb = np.zeros((H, W, 3), np.uint8)
     rgb[..., 1] = 255
-    rgb[0, :, W - 20 :] = (255, 0, 0)  # a near strip at the right edge, moved further right in the left eye
-    near = np.zeros((1, H, W), np.float32)
-    near[0, :, W - 20 :] = 1.0
-    left, right = render_eyes(torch.from_numpy(rgb), torch.from_numpy(near), 10.0, 0.0)
+    rgb[:, W - 20 :] = (255, 0, 0)  # a near strip at the right edge, moved further right in the left eye
+    near = np.zeros((H, W), np.float32)
+    near[:, W - 20 :] = 1.0
+    left, right = render_eyes(rgb, near, 10.0, 0.0)
     for eye in (left, right):
-        assert (eye[0, :, :100, 1] == 255).all()  # the left part is background only
-    assert int((left[0, ..., 0] == 255).sum()) < 20 * H  # part of the strip left the frame
+        assert (eye[:, :100, 1] == 255).all()  # the left part is background only
+    assert int((left[..., 0] == 255).sum()) < 20 * H  # part of the strip left the frame
 
 
 @pytest.mark.parametrize("layout, size", [("half-sbs", (H, W)), ("full-sbs", (H, 2 * W)), ("half-tab", (H, W)),
@@ -88,27 +87,27 @@ def test_each_layout_has_its_size(layout, size):
     rgb, near = _scene()
     left, right = render_eyes(rgb, near, 2.5, 0.5)
     packed = pack(left, right, layout)
-    assert packed.shape == (1, *size, 3) and packed.dtype == torch.uint8
+    assert packed.shape == (*size, 3) and packed.dtype == np.uint8 and packed_size(layout, (H, W)) == size
     assert set(LAYOUTS) == {"half-sbs", "full-sbs", "half-tab", "full-tab", "anaglyph"}
 
 
 def test_the_anaglyph_puts_the_left_eye_in_red_and_the_right_in_cyan():
-    white = torch.full((1, 8, 8, 3), 255, dtype=torch.uint8)
-    black = torch.zeros_like(white)
-    left_only = pack(white, black, "anaglyph")[0, 0, 0].tolist()
-    right_only = pack(black, white, "anaglyph")[0, 0, 0].tolist()
+    white = np.full((8, 8, 3), 255, dtype=np.uint8)
+    black = np.zeros_like(white)
+    left_only = pack(white, black, "anaglyph")[0, 0].tolist()
+    right_only = pack(black, white, "anaglyph")[0, 0].tolist()
     assert left_only[0] > 200 and left_only[1] < 20 and left_only[2] < 20
     assert right_only[0] < 20 and right_only[1] > 200 and right_only[2] > 200
 
 
 def test_bad_settings_name_themselves():
-    near = torch.zeros(1, 4, 4)
+    near = np.zeros((4, 4), np.float32)
     with pytest.raises(ValueError, match="convergence"):
         disparity(near, 2.5, 1.5)
     with pytest.raises(ValueError, match="strength"):
         disparity(near, -1.0, 0.5)
     with pytest.raises(ValueError, match="layout"):
-        pack(torch.zeros(1, 4, 4, 3, dtype=torch.uint8), torch.zeros(1, 4, 4, 3, dtype=torch.uint8), "sbs")
+        pack(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8), "sbs")
 
 
 # ----------------------------------------------------------------------------- the output (run-video's writer)
@@ -138,8 +137,8 @@ def _write_stereo(tmp_path, layouts: list[str], strength: float, convergence: fl
 
     rgb, near = _scene()
     n = 10
-    source = probe_video(_clip_with_sound(tmp_path / "clip.mp4", np.repeat(rgb.numpy(), n, axis=0)))
-    small = cv2.resize(near[0].numpy(), (W // 2, H // 2), interpolation=cv2.INTER_NEAREST)
+    source = probe_video(_clip_with_sound(tmp_path / "clip.mp4", np.repeat(rgb[None], n, axis=0)))
+    small = cv2.resize(near, (W // 2, H // 2), interpolation=cv2.INTER_NEAREST)
     prediction = np.repeat((3 * small + 1)[None], n, axis=0).astype(np.float32)  # [N, h, w]
     np.save(tmp_path / "pred.npy", prediction)
     cfg = RunConfig.build(None, dict(save_stereo=layouts, stereo_strength=strength, convergence=convergence))
@@ -202,3 +201,32 @@ def test_the_stereo_videos_show_the_intended_disparity_at_the_sources_rate_with_
     print(f"near {got_near:+.2f} / {side_near:+.2f} (want {want_near:+.2f}), far {got_far:+.2f} (want {want_far:+.2f})")
     assert abs(got_near - want_near) <= 1.0 and abs(side_near - want_near) <= 1.0 and abs(got_far - want_far) <= 1.0
     assert got_near > got_far
+
+
+@pytest.mark.parametrize("left_eye", [True, False])
+def test_every_run_of_holes_takes_the_background_sides_neighbour(left_eye):
+    """The run-wise hole fill against a plain loop over each row: runs at both edges, a row with
+    nothing reached, runs of one column."""
+    from rollingdepth.io.stereo import _fill_holes
+
+    rng = np.random.default_rng(1)
+    h, w, empty = 40, 23, (23 if left_eye else -1)
+    winner = rng.integers(0, w, (h, w)).astype(np.int32)
+    winner[rng.random((h, w)) < 0.35] = empty
+    winner[3] = empty  # nothing reached
+    winner[4, :5] = empty
+    winner[5, -4:] = empty
+    want = winner.copy()
+    for r in range(h):
+        reached = [c for c in range(w) if winner[r, c] != empty]
+        for c in range(w):
+            if winner[r, c] != empty:
+                continue
+            left = [x for x in reached if x < c]
+            right = [x for x in reached if x > c]
+            sides = (left[-1:], right[:1]) if left_eye else (right[:1], left[-1:])
+            pick = sides[0] or sides[1]
+            want[r, c] = winner[r, pick[0]] if pick else c
+    got = winner.copy()
+    _fill_holes(got, empty, left_eye)
+    assert np.array_equal(got, want)
