@@ -3,6 +3,8 @@ measured on planes at known depths with OpenCV's phase correlation."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -230,3 +232,56 @@ def test_every_run_of_holes_takes_the_background_sides_neighbour(left_eye):
     got = winner.copy()
     _fill_holes(got, empty, left_eye)
     assert np.array_equal(got, want)
+
+
+# ----------------------------------------------------------------------------- stereo-video: again without the model
+def _exit_code(main, args) -> int:
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    return info.value.code
+
+
+def test_stereo_video_makes_run_videos_stereo_again_without_the_model(tmp_path, capsys, monkeypatch):
+    """The same settings give the same frames as run-video's own stereo video; another strength
+    gives other frames; the model is never loaded."""
+    from rollingdepth.frontends import run_video
+    from rollingdepth.frontends import stereo_video
+    from rollingdepth.runtime import loading
+
+    from .conftest import TINY_CHECKPOINT
+
+    clip = Path(__file__).resolve().parent.parent / "data" / "samples" / "synthetic_scene.mp4"  # 320x192, smooth
+    base = [clip, "-c", TINY_CHECKPOINT, "--res", "32", "--dtype", "fp32", "-d", "1,3", "--cmap", "Greys_r", "-q",
+            "--frames", "8",
+            "--no-save-sbs", "-o", tmp_path / "o", "--save-stereo", "full-sbs", "--stereo-strength", "3"]
+    assert _exit_code(run_video.main, base) == 0
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    pred = tmp_path / "o" / "synthetic_scene_pred.npy"
+    assert _exit_code(stereo_video.main, [pred, "--save-stereo", "full-sbs", "--stereo-strength", "3", "-o",
+                                          tmp_path / "same", "-q"]) == 0
+    assert _exit_code(stereo_video.main, [pred, "--save-stereo", "full-sbs", "--stereo-strength", "0", "-o",
+                                          tmp_path / "flat", "-q"]) == 0
+    name = "synthetic_scene_3D_fsbs_LR.mp4"
+    first, rate, _ = _decoded(tmp_path / "o" / name)
+    again, rate_again, _ = _decoded(tmp_path / "same" / name)
+    flat, _, _ = _decoded(tmp_path / "flat" / name)
+    assert len(first) == len(again) == len(flat) == 8 and rate == rate_again
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    def apart(f):  # how far the two eyes of a frame differ, in mean levels
+        return float(np.abs(f[:, :320].astype(int) - f[:, 320:]).mean())
+
+    print("eyes apart, strength 0:", [round(apart(f), 1) for f in flat], "3:", [round(apart(f), 1) for f in first])
+    assert max(apart(f) for f in flat) < 2 < 4 < min(apart(f) for f in first)  # strength 0: the eyes alike
+
+
+def test_stereo_video_says_what_is_missing_in_one_line(tmp_path, capsys):
+    from rollingdepth.frontends import stereo_video
+
+    lone = tmp_path / "b_pred.npy"
+    np.save(lone, np.zeros((3, 4, 4), np.float32))
+    assert _exit_code(stereo_video.main, [lone]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run.json" in err and "Traceback" not in err
+    assert _exit_code(stereo_video.main, [lone, "--convergence", "2"]) == 2
+    assert "--convergence: 2.0 must be between 0" in " ".join(capsys.readouterr().err.split())
+    assert not list(tmp_path.glob("*.mp4"))

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from rollingdepth.runtime.checkpoints import OutputsState
 from rollingdepth.runtime.run_config import RunConfig
 from rollingdepth.runtime.stores import JOURNAL
 
-__all__ = ["PendingOutputs", "VideoResult", "expected_outputs", "outputs_complete"]
+__all__ = ["FrameFeed", "PendingOutputs", "VideoResult", "expected_outputs", "feed", "outputs_complete"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -275,31 +275,11 @@ class PendingOutputs:
 
     def _feed(self, writers: list[tuple[str, Writer]], needs_rgb: bool, stack: contextlib.ExitStack, progress: Progress,
               cancel) -> None:
-        """Each frame to every writer; each writer runs in its own thread (the video encoders side by side)."""
-        cfg, total = self.cfg, self._write_units
-        queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{name}")) for name, _ in writers]
-        rgb = prefetch(self.source.frames(cfg.start_frame, cfg.max_frames)) if needs_rgb else None  # re-read
-        progress("write", 0, total)
-        for i, prediction in enumerate(self._frames_out()):
-            if cancel is not None and cancel.is_set():
-                raise KeyboardInterrupt
-            image = self._image(rgb, i)  # [H, W, 3] as decoded
-            frame = OutputFrame(i, prediction, self.mapping.at(i).apply(prediction),
-                                None if image is None else _resize_frames(image[None], self.size)[0], image)
-            for q, (_, write) in zip(queues, writers):
-                q.submit(write, frame)
-            progress("write", (i + 1) * len(writers), total)
-        for q in queues:
-            q.drain(cancel)
-
-    def _image(self, rgb, i: int) -> np.ndarray | None:
-        """The input's frame ``i``, from the second read ``rgb`` (None: not read)."""
-        if rgb is None:
-            return None
-        image = next(rgb, None)
-        if image is None:
-            raise InputError(f"{self.source.path}: the video gave fewer frames on a second read ({i} of {self.frames})")
-        return image
+        """Each frame to every writer (:func:`feed`), the input read a second time where a writer needs it."""
+        cfg = self.cfg
+        rgb = self.source.frames(cfg.start_frame, cfg.max_frames) if needs_rgb else None  # re-read
+        frames = FrameFeed(self._frames_out(), self.mapping, self.size, rgb, str(self.source.path), self.frames)
+        feed(writers, frames, stack, progress, self._write_units, cancel)
 
     def _write_report(self, written: list[Path]) -> Path:
         """``{stem}_run.json``: settings used, timings, work done, memory, versions; written last."""
@@ -333,3 +313,46 @@ class PendingOutputs:
             **self.report_extra,
         }
         return RUN_REPORT.write(self.out_dir, self.source.stem, self.report)
+
+
+@dataclass
+class FrameFeed:
+    """What the writers get, frame by frame: the prediction at the output size, its mapped values, and
+    the input's frames as decoded (resized to the output size for the writers that take that)."""
+
+    predictions: Iterable[np.ndarray]  # [H, W] each, at the output size
+    mapping: VideoMapping
+    size: tuple[int, int]  # (H, W) of the outputs
+    images: Iterable[np.ndarray] | None  # uint8 [H, W, 3] as decoded; None: no writer needs them
+    name: str  # the input, for a message
+    frames: int
+
+
+def feed(writers: list[tuple[str, Writer]], frames: FrameFeed, stack: contextlib.ExitStack, progress: Progress,
+         total: int, cancel=None) -> None:
+    """Each frame to every writer, each writer in its own thread (the video encoders side by side), the
+    input decoded ahead in another; ``progress("write", done, total)``."""
+    queues = [stack.enter_context(BackgroundQueue(depth=8, name=f"rollingdepth-{name}")) for name, _ in writers]
+    rgb = prefetch(frames.images) if frames.images is not None else None
+    progress("write", 0, total)
+    for i, prediction in enumerate(frames.predictions):
+        if cancel is not None and cancel.is_set():
+            raise KeyboardInterrupt
+        image = _next_image(rgb, i, frames)  # [H, W, 3] as decoded
+        frame = OutputFrame(i, prediction, frames.mapping.at(i).apply(prediction),
+                            None if image is None else _resize_frames(image[None], frames.size)[0], image)
+        for q, (_, write) in zip(queues, writers):
+            q.submit(write, frame)
+        progress("write", (i + 1) * len(writers), total)
+    for q in queues:
+        q.drain(cancel)
+
+
+def _next_image(rgb, i: int, frames: FrameFeed) -> np.ndarray | None:
+    """The input's frame ``i`` from the second read ``rgb`` (None: not read)."""
+    if rgb is None:
+        return None
+    image = next(rgb, None)
+    if image is None:
+        raise InputError(f"{frames.name}: the video gave fewer frames on a second read ({i} of {frames.frames})")
+    return image
