@@ -32,7 +32,7 @@ from rollingdepth._version import __version__
 from rollingdepth.errors import InputError
 from rollingdepth.io.exports import VideoMapping
 from rollingdepth.io.video_io import atomic_dir, atomic_path, natural_key
-from rollingdepth.option_spec import Option, parse_names
+from rollingdepth.option_spec import Affects, ListForm, Option, parse_names
 
 __all__ = ["OUTPUT_PANEL", "RUN_REPORT", "OutputFormat", "OutputFrame", "Uint16Scale", "VideoOutput", "expected_names",
            "output_format", "output_formats", "output_settings", "prediction_format", "prediction_patterns",
@@ -105,8 +105,10 @@ class OutputFormat:
 
     @property
     def option(self) -> Option:
-        """The option of its setting (an on/off option unless a format says otherwise)."""
-        return Option(self.flags, self.help.format(files=self.files), None, OUTPUT_PANEL, bool, show_default=False)
+        """The option of its setting (an on/off option unless a format says otherwise): it says which files
+        are written (``outputs_complete`` looks for them), not what they hold."""
+        return Option(self.flags, self.help.format(files=self.files), None, OUTPUT_PANEL, bool, show_default=False,
+                      affects=Affects.FILES)
 
     def enabled(self, settings) -> bool:
         return self.setting is None or bool(getattr(settings, self.setting))
@@ -262,7 +264,8 @@ class ColourVideos(OutputFormat):
 
     @property
     def option(self) -> Option:
-        return Option(self.flags, self.help, "NAME[,NAME..]", OUTPUT_PANEL, list, parse_names, label="Colour map")
+        return Option(self.flags, self.help, "NAME[,NAME..]", OUTPUT_PANEL, list, parse_names, label="Colour map",
+                      affects=Affects.FILES, list_form=ListForm.NAMES)  # a colour map's name is in its file's
 
     def names(self, stem, settings):
         return [stem + self.suffix.format(cmap=cmap) for cmap in settings.cmaps]
@@ -478,7 +481,9 @@ class PointClouds(FrameFolder):
 
     @property
     def option(self) -> Option:
-        return Option(self.flags, self.help.format(files=self.files), "[EVERY]", OUTPUT_PANEL, int, show_default=False)
+        """Every how many frames: which frames the folder holds (compared), not only whether it is written."""
+        return Option(self.flags, self.help.format(files=self.files), "[EVERY]", OUTPUT_PANEL, int, show_default=False,
+                      affects=Affects.OUTPUT, bare="1")
 
     def every(self, settings):
         return settings.save_ply
