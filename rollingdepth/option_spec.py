@@ -1,7 +1,9 @@
 """How an option is declared: once, beside the setting it sets.
 
 An :class:`Option` holds an option's command-line spellings, metavar, help text, help panel,
-label on the web page and how its typed text becomes the setting's value. Dataclass fields carry
+label on the web page, how its typed text becomes the setting's value and, for a setting, what it
+affects (:class:`Affects`: what compares it) and how its list reads when typed apart
+(:class:`ListForm`). Dataclass fields carry
 theirs in ``metadata["option"]`` (:func:`opt`); the front ends generate their Typer options,
 page labels and error names from these declarations, and library code asks
 ``rollingdepth.runtime.run_config.option_name(field)`` for a spelling instead of writing it.
@@ -12,9 +14,29 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable
 
-__all__ = ["Option", "opt", "options_of", "parse_names", "parse_numbers", "parse_spans"]
+__all__ = ["Affects", "ListForm", "Option", "affecting", "opt", "options_of", "parse_names", "parse_numbers",
+           "parse_spans", "unclassified"]
+
+
+class Affects(Enum):
+    """What a setting changes, which says what compares it."""
+
+    PREDICTION = "prediction"  # the depth predicted: a resume's journal, --skip-existing and eval-depth's folder compare it
+    COMPUTATION = "computation"  # how it is computed (device, batch sizes), the same up to rounding: a resume's journal
+    OUTPUT = "output"  # what the output files hold of a prediction: --skip-existing compares it
+    FILES = "files"  # which output files are written: --skip-existing looks for them (outputs_complete), no comparison
+    RUN = "run"  # how a run goes, not what it makes (folders, compiling, checks): nothing compares it
+
+
+class ListForm(Enum):
+    """What the values of a list option are, typed apart as the original run_video.py took them (``-d 1 10 25``)."""
+
+    INTS = "ints"
+    NUMBERS = "numbers"
+    NAMES = "names"  # colour map names
 
 
 @dataclass(frozen=True)
@@ -22,7 +44,10 @@ class Option:
     """One option. ``flags``: its spellings, the first one used in messages (``"--a/--no-a"``
     for an on/off option, whose off form is then ``--no-a``); ``kind``: what the command line
     types (``int``, ``float``, ``str``, ``bool``, ``list``: a repeatable text option);
-    ``parse(value, spelling)``: that text as the setting's value."""
+    ``parse(value, spelling)``: that text as the setting's value. A setting's option also says
+    what it ``affects``; ``planned``: ``--skip-existing`` compares the value the run uses (after
+    planning, as run.json records it: capped dilations, the dtype a CPU runs), not the one given;
+    ``list_form``: a list option's values; ``bare``: the value of the option given without one."""
 
     flags: tuple[str, ...]
     help: str = ""
@@ -32,6 +57,10 @@ class Option:
     parse: Callable[[Any, str], Any] | None = None
     label: str | None = None  # on the web page
     show_default: bool = True
+    affects: Affects | None = None  # None: not a setting (a command's own option)
+    planned: bool = False
+    list_form: ListForm | None = None
+    bare: str | None = None
 
     @property
     def name(self) -> str:
@@ -64,6 +93,19 @@ def opt(default, option: Option):
 def options_of(cls) -> dict[str, Option]:
     """Field name -> its :class:`Option`, for every declared field of a dataclass."""
     return {f.name: f.metadata["option"] for f in dataclasses.fields(cls) if "option" in f.metadata}
+
+
+def affecting(cls, *affects: Affects, planned: bool | None = None) -> tuple[str, ...]:
+    """The fields of a dataclass whose option affects one of ``affects`` (those compared as
+    planned, or as given, when ``planned`` is given), in declaration order."""
+    return tuple(name for name, option in options_of(cls).items() if option.affects in affects
+                 and (planned is None or option.planned == planned))
+
+
+def unclassified(cls) -> list[str]:
+    """The fields of a settings dataclass that do not say what they affect (no option, or no ``affects``)."""
+    return [f.name for f in dataclasses.fields(cls)
+            if "option" not in f.metadata or f.metadata["option"].affects is None]
 
 
 # ----------------------------------------------------------------------------- typed text -> values

@@ -236,14 +236,6 @@ class _Writer:
         self.writing = None
 
 
-# the recorded settings compared as they are (the others: as planned, or not at all: device, batch sizes,
-# work folder and the choice of output files, which outputs_complete looks at)
-_SAME_AS_GIVEN = ("checkpoint", "processing_res", "cap_dilation", "refine_step", "coalign", "attn_span", "seed",
-                  "start_frame", "max_frames", "shots", "segment_frames", "output_fps", "restore_res", "depth_out",
-                  "depth_range", "depth_points", "save_ply", "fov", "focal", "ply_stride")
-_PLANNED = ("dilations", "snippet_lengths", "refine_snippet_len", "refine_start_dilation")
-
-
 def earlier_run(out_dir: Path, stem: str, cfg) -> tuple[bool, str | None]:
     """Whether ``--skip-existing`` may skip ``stem``: its outputs are complete and
     ``{stem}_run.json`` records the settings of ``cfg`` (after capping, as the run would use
@@ -269,38 +261,41 @@ def earlier_run(out_dir: Path, stem: str, cfg) -> tuple[bool, str | None]:
 def _recorded_settings(report: dict) -> dict:
     """A run report's ``settings``; for a video of several units, with the plan of its first
     shot as it ran (where shots differ, the top level says "per shot"), which is its first unit's."""
+    from rollingdepth.runtime.run_config import skip_existing_compared
+
     recorded = report["settings"]
     shots = report.get("shots") or []
     if int(recorded.get("units") or 1) > 1 and shots and "settings" in shots[0]:
         first = shots[0]["settings"]
-        planned = (*_PLANNED, "snippets_per_dilation", "num_view_auto")
+        planned = (*skip_existing_compared(planned=True), "snippets_per_dilation", "num_view_auto")
         recorded = {**recorded, **{k: first[k] for k in planned if k in first}}
     return recorded
 
 
 def _changed_settings(recorded: dict, cfg) -> list[str]:
     """``--option recorded (now given)`` for each setting of ``cfg`` that ``recorded`` (a run
-    report's ``settings``) does not hold."""
+    report's ``settings``) does not hold: those that change the prediction or what the outputs
+    hold (their declarations say which, and which are compared as the run uses them)."""
     import torch
 
     from rollingdepth.method.device import DTYPES, cpu_has_native_bf16
     from rollingdepth.runtime.estimate import dtype_name
     from rollingdepth.runtime.plan import Plan
-    from rollingdepth.runtime.run_config import option_name
+    from rollingdepth.runtime.run_config import option_name, skip_existing_compared
 
     settings = cfg.method_settings()
-    given = {name: getattr(cfg, name) for name in _SAME_AS_GIVEN}
+    given = {name: getattr(cfg, name) for name in skip_existing_compared(planned=False)}
     auto = recorded.get("num_view_auto") is not None  # the earlier run chose its snippet length
     plan = Plan.build(settings, _planned_frames(recorded),
                       recorded["snippet_lengths"][0] if settings.auto_num_view else None)
-    given.update({k: v for k, v in plan.report(settings).items() if k in _PLANNED})
-    if settings.auto_num_view != auto:
-        given["snippet_lengths"] = "auto" if settings.auto_num_view else given["snippet_lengths"]
-        recorded = {**recorded, "snippet_lengths": "auto" if auto else recorded["snippet_lengths"]}
     dtype = DTYPES[str(cfg.dtype).lower()]
     if dtype == torch.float16 and str(recorded.get("device", "")).startswith("cpu"):
         dtype = torch.bfloat16 if cpu_has_native_bf16() else torch.float32  # as fp16 runs on a CPU
-    given["dtype"] = str(dtype).removeprefix("torch.")  # as recorded: float32, bfloat16, float16
+    as_run = {**plan.report(settings), "dtype": str(dtype).removeprefix("torch.")}  # as recorded: float32, ...
+    given.update({name: as_run[name] for name in skip_existing_compared(planned=True)})
+    if settings.auto_num_view != auto:
+        given["snippet_lengths"] = "auto" if settings.auto_num_view else given["snippet_lengths"]
+        recorded = {**recorded, "snippet_lengths": "auto" if auto else recorded["snippet_lengths"]}
 
     def text(value) -> str:
         if isinstance(value, str) and value in DTYPES:

@@ -40,15 +40,23 @@ from rollingdepth.frontends.options import (COMMAND_OPTIONS, HELP_FLAGS, RUN, Pa
 from rollingdepth.frontends.progress import Reporter, start_share
 from rollingdepth.frontends.run_video import _reporter, original_argv, run_app
 from rollingdepth.io.video_io import atomic_path
+from rollingdepth.runtime.run_config import prediction_settings
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False,
                   context_settings={"help_option_names": HELP_FLAGS})
 
+
+def _fixed_settings() -> dict:
+    """The run settings of every benchmark prediction, whatever the preset: a sequence is one shot, scored
+    with one affine fit, so it runs whole (no shot detection, no segments); outputs cut to what scoring needs."""
+    return dict(restore_res=False, cmaps=["Greys_r"], start_frame=0, max_frames=0, shots="none", segment_frames=0)
+
+
+# settings that change a prediction (their declarations say so) and that a benchmark's run may differ in:
+# a folder of predictions made with others is not reused
+PREDICTION_KEYS = tuple(name for name in prediction_settings() if name not in _fixed_settings())
 # the run settings eval-depth takes for --dataset (declared with RunConfig's fields)
-PREDICTION_OPTIONS = ("preset", "checkpoint", "processing_res", "dilations", "refine_step", "dtype", "device", "seed")
-# settings that change a prediction: a folder of predictions made with others is not reused
-PREDICTION_KEYS = ("checkpoint", "processing_res", "dilations", "snippet_lengths", "cap_dilation", "refine_step",
-                   "refine_snippet_len", "refine_start_dilation", "dtype", "seed", "coalign", "attn_span")
+PREDICTION_OPTIONS = ("preset", *PREDICTION_KEYS, "device")
 
 
 @dataclass
@@ -339,17 +347,15 @@ def _write_benchmark_reports(ctx: _Context, bench: Benchmark, protocol: Protocol
 
 
 def _prediction_config(ctx: _Context, options: dict):
-    """The run settings: preset, then the options given (parsed by their declarations); outputs cut
-    to what scoring needs. A benchmark sequence is one shot, scored with one affine fit: it runs
-    as one piece (no shot detection, no segments)."""
+    """The run settings: preset, then the options given (parsed by their declarations), then
+    :func:`_fixed_settings` and only the npy written."""
     from rollingdepth.io.output_formats import switches
     from rollingdepth.runtime.run_config import RunConfig, run_options
 
     declared_options = run_options()
     try:
         overrides = {k: declared_options[k].value(v) for k, v in options.items() if k != "preset"}
-        overrides.update(switches(lambda fmt: fmt.name == "npy"), restore_res=False, cmaps=["Greys_r"], start_frame=0,
-                         max_frames=0, shots="none", segment_frames=0)
+        overrides.update(switches(lambda fmt: fmt.name == "npy"), **_fixed_settings())
         cfg = RunConfig.build(options["preset"], overrides)
         if cfg.device is not None:
             from rollingdepth.method.device import resolve_device

@@ -25,6 +25,7 @@ from rollingdepth.frontends.options import (COMMAND_OPTIONS, HELP_FLAGS, command
                                             reporting_params)
 from rollingdepth.frontends.progress import Reporter, make_renderer, start_share
 from rollingdepth.io.output_formats import RUN_REPORT, output_settings
+from rollingdepth.option_spec import ListForm
 
 app = typer.Typer(
     add_completion=False,
@@ -40,13 +41,10 @@ EXIT_INTERRUPTED = 130
 # ----------------------------------------------------------------------------- the original's command line
 # The original run_video.py (argparse) took lists as space-separated values (nargs="+") and
 # its on/off options as words (str2bool: --save-sbs false). main() rewrites such a command line
-# into the forms declared here (repeated options, --no-save-sbs) before Typer parses it.
-_INT_LISTS = ("dilations", "snippet_lengths")  # settings whose options take lists
-_FLOAT_LISTS = ("depth_range",)
-_NAME_LISTS = ("cmaps",)
+# into the forms declared here (repeated options, --no-save-sbs) before Typer parses it; which options
+# take lists, of what (Option.list_form), and which may leave their value out (Option.bare) is declared.
 _TRUE_WORDS = ("yes", "true", "t", "y", "1")
 _FALSE_WORDS = ("no", "false", "f", "n", "0")
-_OPTIONAL_INT = {"save_ply": "1"}  # an option whose value may be left out, and what it then means
 
 
 def _is_int_list(token: str) -> bool:
@@ -100,11 +98,10 @@ def original_argv(args: list[str], command=None) -> list[str]:
     takes_value, switches = _option_kinds(command if command is not None else typer.main.get_command(app))
     from rollingdepth.runtime.run_config import run_options
 
-    declared = run_options()
-    lists = {flag: test for names, test in ((_INT_LISTS, _is_int_list), (_FLOAT_LISTS, _is_float_list),
-                                            (_NAME_LISTS, _is_cmap_name))
-             for name in names for flag in declared[name].flags}
-    optional = {flag: value for name, value in _OPTIONAL_INT.items() for flag in declared[name].flags}
+    declared = run_options().values()
+    tests = {ListForm.INTS: _is_int_list, ListForm.NUMBERS: _is_float_list, ListForm.NAMES: _is_cmap_name}
+    lists = {flag: tests[option.list_form] for option in declared if option.list_form for flag in option.flags}
+    optional = {flag: option.bare for option in declared if option.bare is not None for flag in option.flags}
     out: list[str] = []
     i = 0
     while i < len(args):

@@ -32,7 +32,7 @@ from rollingdepth._version import __version__
 from rollingdepth.errors import InputError
 from rollingdepth.io.exports import VideoMapping
 from rollingdepth.io.video_io import atomic_dir, atomic_path, natural_key
-from rollingdepth.option_spec import Option, parse_names
+from rollingdepth.option_spec import Affects, ListForm, Option, parse_names
 
 __all__ = ["OUTPUT_PANEL", "RUN_REPORT", "OutputFormat", "OutputFrame", "Uint16Scale", "VideoOutput", "expected_names",
            "output_format", "output_formats", "output_settings", "prediction_format", "prediction_patterns",
@@ -113,8 +113,10 @@ class OutputFormat:
 
     @property
     def option(self) -> Option:
-        """The option of its setting (an on/off option unless a format says otherwise)."""
-        return Option(self.flags, self.help.format(files=self.files), None, OUTPUT_PANEL, bool, show_default=False)
+        """The option of its setting (an on/off option unless a format says otherwise): it says which files
+        are written (``outputs_complete`` looks for them), not what they hold."""
+        return Option(self.flags, self.help.format(files=self.files), None, OUTPUT_PANEL, bool, show_default=False,
+                      affects=Affects.FILES)
 
     def more_option(self, field: str) -> tuple[Any, Option]:
         """The default and option of one of its further settings."""
@@ -274,7 +276,8 @@ class ColourVideos(OutputFormat):
 
     @property
     def option(self) -> Option:
-        return Option(self.flags, self.help, "NAME[,NAME..]", OUTPUT_PANEL, list, parse_names, label="Colour map")
+        return Option(self.flags, self.help, "NAME[,NAME..]", OUTPUT_PANEL, list, parse_names, label="Colour map",
+                      affects=Affects.FILES, list_form=ListForm.NAMES)  # a colour map's name is in its file's
 
     def names(self, stem, settings):
         return [stem + self.suffix.format(cmap=cmap) for cmap in settings.cmaps]
@@ -490,7 +493,9 @@ class PointClouds(FrameFolder):
 
     @property
     def option(self) -> Option:
-        return Option(self.flags, self.help.format(files=self.files), "[EVERY]", OUTPUT_PANEL, int, show_default=False)
+        """Every how many frames: which frames the folder holds (compared), not only whether it is written."""
+        return Option(self.flags, self.help.format(files=self.files), "[EVERY]", OUTPUT_PANEL, int, show_default=False,
+                      affects=Affects.OUTPUT, bare="1")
 
     def every(self, settings):
         return settings.save_ply
@@ -631,11 +636,12 @@ def _stereo_settings() -> tuple[tuple[str, Any, Option], ...]:
     return (
         ("stereo_strength", DEFAULT_STRENGTH, Option(
             ("--stereo-strength",), "Largest disparity between the stereo videos' eyes, in percent of the width "
-            f"(0 to 10). (default: {DEFAULT_STRENGTH})", "PERCENT", OUTPUT_PANEL, float, label="Stereo strength (% of width)")),
+            f"(0 to 10). (default: {DEFAULT_STRENGTH})", "PERCENT", OUTPUT_PANEL, float, label="Stereo strength (% of width)",
+            affects=Affects.OUTPUT)),
         ("convergence", DEFAULT_CONVERGENCE, Option(
             ("--convergence",), "The depth on the stereo videos' screen plane: 0 = the farthest (everything comes out "
             f"of the screen), 1 = the nearest (everything lies behind it). (default: {DEFAULT_CONVERGENCE})", "0..1",
-            OUTPUT_PANEL, float, label="Convergence")))
+            OUTPUT_PANEL, float, label="Convergence", affects=Affects.OUTPUT)))
 
 
 @register("stereo")
@@ -657,7 +663,8 @@ class Stereo(OutputFormat):
 
     @property
     def option(self) -> Option:
-        return Option(self.flags, self.help, "LAYOUT[,LAYOUT..]", OUTPUT_PANEL, list, parse_names, label="Stereo 3D")
+        return Option(self.flags, self.help, "LAYOUT[,LAYOUT..]", OUTPUT_PANEL, list, parse_names, label="Stereo 3D",
+                      affects=Affects.FILES, list_form=ListForm.NAMES)  # a layout's tag is in its file's name
 
     def names(self, stem, settings):
         from rollingdepth.io.stereo import LAYOUT_TAGS

@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from rollingdepth.method.snippets import MAX_SNIPPET_LEN
-from rollingdepth.option_spec import Option, opt, options_of, parse_lengths, parse_numbers, parse_spans
+from rollingdepth.option_spec import (Affects, ListForm, Option, opt, options_of, parse_lengths, parse_numbers,
+                                      parse_spans)
 
 __all__ = ["DEFAULT_CHECKPOINT", "MAX_REFINE_STEP", "MethodSettings", "method_fields"]
 
@@ -27,41 +28,47 @@ MAX_REFINE_STEP = 500
 
 
 INFER = "Inference"  # the help panel of the method's options
+PREDICTION, COMPUTATION = Affects.PREDICTION, Affects.COMPUTATION
 
 
 @dataclass
 class MethodSettings:
-    """What changes the prediction (besides the frames, the checkpoint, the dtype and the seed)."""
+    """What changes the prediction (besides the frames, the checkpoint, the dtype and the seed), and the
+    batch sizes it is computed with; each field's option says which (``affects``)."""
 
     processing_res: int = opt(768, Option(
         ("--res", "--processing-resolution"), "Longer edge for processing; 0 keeps the size.", "INT", INFER, int,
-        label="Resolution"))
+        label="Resolution", affects=PREDICTION))
     dilations: list[int] = opt([1, 25], Option(
         ("-d", "--dilations"), "Snippet dilations, e.g. -d 1,10,25 or -d 1 10 25 or -d 1 -d 25; must include 1.",
-        "D[,D..]", INFER, list, parse_numbers, label="Dilations"))
+        "D[,D..]", INFER, list, parse_numbers, label="Dilations",
+        affects=PREDICTION, planned=True, list_form=ListForm.INTS))
     cap_dilation: bool = opt(True, Option(
         ("--cap-dilation/--no-cap-dilation",), "Shrink dilations that do not fit short videos.", None, INFER, bool,
-        show_default=False))
+        show_default=False, affects=PREDICTION))
     snippet_lengths: list[int] | str = opt([3], Option(  # per dilation, or "auto"
         ("--snippet-lengths", "--snip-len"), "Frames per snippet: one value, one per dilation (3,3,3 or 3 3 3), "
-        "or auto (from motion and free memory).", "N[,N..]", INFER, list, parse_lengths, label="Snippet length"))
+        "or auto (from motion and free memory).", "N[,N..]", INFER, list, parse_lengths, label="Snippet length",
+        affects=PREDICTION, planned=True, list_form=ListForm.INTS))
     refine_step: int = opt(0, Option(
         ("--refine-step",), "Coarse-to-fine refinement steps (0 = none).", "INT", INFER, int,
-        label="Refinement steps"))
+        label="Refinement steps", affects=PREDICTION))
     refine_snippet_len: int = opt(3, Option(
-        ("--refine-snippet-len", "--refine-snippet-length"), "Snippet length during refinement.", "INT", INFER, int))
+        ("--refine-snippet-len", "--refine-snippet-length"), "Snippet length during refinement.", "INT", INFER, int,
+        affects=PREDICTION, planned=True))
     refine_start_dilation: int = opt(6, Option(
-        ("--refine-start-dilation",), "First refinement dilation.", "INT", INFER, int))
+        ("--refine-start-dilation",), "First refinement dilation.", "INT", INFER, int, affects=PREDICTION, planned=True))
     coalign: str = opt("fast", Option(
-        ("--coalign",), "Co-alignment solver: fast or reference.", "fast|reference", INFER, str))
+        ("--coalign",), "Co-alignment solver: fast or reference.", "fast|reference", INFER, str, affects=PREDICTION))
     max_vae_bs: int = opt(4, Option(
-        ("--max-vae-bs",), "Frames per VAE call. (default: 4)", "INT", INFER, int))
+        ("--max-vae-bs",), "Frames per VAE call. (default: 4)", "INT", INFER, int, affects=COMPUTATION))
     unet_batch_size: int | None = opt(None, Option(
-        ("--unet-batch-size",), "Snippets per UNet call. (default: from free memory)", "INT", INFER, int))
+        ("--unet-batch-size",), "Snippets per UNet call. (default: from free memory)", "INT", INFER, int,
+        affects=COMPUTATION))
     attn_span: dict | None = opt(None, Option(  # experimental
         ("--attention-span", "--num-view-per-level"), "Experimental: attention span per UNet level, e.g. "
         "coarse=3,medium=3,fine=2 (frames attend to frames less than K apart).", "LEVEL=K,..", INFER, str,
-        parse_spans))
+        parse_spans, affects=PREDICTION))
 
     @property
     def auto_num_view(self) -> bool:

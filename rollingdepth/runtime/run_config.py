@@ -15,10 +15,10 @@ import yaml
 
 from rollingdepth.io.output_formats import OUTPUT_PANEL, output_format, output_formats
 from rollingdepth.method.settings import DEFAULT_CHECKPOINT, INFER, MethodSettings, method_fields
-from rollingdepth.option_spec import Option, opt, options_of, parse_floats, parse_numbers
+from rollingdepth.option_spec import Affects, ListForm, Option, affecting, opt, options_of, parse_floats, parse_numbers
 
 __all__ = ["DEFAULT_CHECKPOINT", "PRESET", "PRESETS", "PRESET_DIR", "RunConfig", "load_preset", "option_name",
-           "parse_numbers", "run_options"]
+           "parse_numbers", "prediction_settings", "resume_compared", "run_options", "skip_existing_compared"]
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("fast", "fast1024", "full", "paper", "none")
@@ -26,13 +26,15 @@ RENAMED = {"frame_count": "max_frames"}  # settings' former names, still read fr
 SHOT_MODES = ("auto", "none")  # or a cut list file
 MIN_SEGMENT_FRAMES = 8  # a segment shares a quarter of itself with the next
 IN, MODEL, OUT, RUN = "Input", "Model", OUTPUT_PANEL, "Run"  # help panels (the method's: INFER)
+PREDICTION, COMPUTATION, OUTPUT, RUNS = (Affects.PREDICTION, Affects.COMPUTATION, Affects.OUTPUT,
+                                        Affects.RUN)  # what each setting affects
 
 PRESET = Option(("-p", "--preset"), "fast, fast1024, full, paper, none, or a YAML file; options given here win. "
                 "(default: fast)", "NAME|YAML", INFER, label="Preset")
 
 
-def _on_off(flags: tuple[str, ...], help: str, panel: str) -> Option:
-    return Option(flags, help, None, panel, bool, show_default=False)
+def _on_off(flags: tuple[str, ...], help: str, panel: str, affects: Affects) -> Option:
+    return Option(flags, help, None, panel, bool, show_default=False, affects=affects)
 
 
 def _output(name: str):
@@ -55,27 +57,33 @@ class RunConfig(MethodSettings):
     in :class:`MethodSettings`) and the run's own, each declared with its option."""
 
     checkpoint: str = opt(DEFAULT_CHECKPOINT, Option(
-        ("-c", "--checkpoint"), f"Hub id or local folder. (default: {DEFAULT_CHECKPOINT})", "ID|PATH", MODEL))
+        ("-c", "--checkpoint"), f"Hub id or local folder. (default: {DEFAULT_CHECKPOINT})", "ID|PATH", MODEL,
+        affects=PREDICTION))
     dtype: str = opt("fp16", Option(
-        ("--dtype", "--data-type"), "fp16, bf16 or fp32 (on a CPU, fp16 runs in bf16 where the CPU computes it natively, else in fp32).", "fp16|bf16|fp32", MODEL))
+        ("--dtype", "--data-type"), "fp16, bf16 or fp32 (on a CPU, fp16 runs in bf16 where the CPU computes it natively, else in fp32).", "fp16|bf16|fp32", MODEL,
+        affects=PREDICTION, planned=True))
     device: str | None = opt(None, Option(
-        ("--device",), "cuda, cuda:1, mps or cpu. (default: best available)", "NAME", MODEL))
-    seed: int = opt(0, Option(("--seed",), "Seed of the initial noise. (default: 0)", "INT", INFER, int))
-    start_frame: int = opt(0, Option(("--from", "--start-frame"), "Skip this many frames first.", "INT", IN, int))
+        ("--device",), "cuda, cuda:1, mps or cpu. (default: best available)", "NAME", MODEL,
+        affects=COMPUTATION))
+    seed: int = opt(0, Option(
+        ("--seed",), "Seed of the initial noise. (default: 0)", "INT", INFER, int, affects=PREDICTION))
+    start_frame: int = opt(0, Option(
+        ("--from", "--start-frame"), "Skip this many frames first.", "INT", IN, int, affects=PREDICTION))
     max_frames: int = opt(0, Option(  # at most this many frames (0 = to the end)
         ("--frames", "--frame-count"), "Process at most this many frames (0 = to the end).", "INT", IN, int,
-        label="Frames"))
+        label="Frames", affects=PREDICTION))
     output_fps: float = opt(0.0, Option(
-        ("--fps", "--output-fps"), "Frame rate of output videos (0 = the input's).", "FPS", OUT, float))
+        ("--fps", "--output-fps"), "Frame rate of output videos (0 = the input's).", "FPS", OUT, float,
+        affects=OUTPUT))
     restore_res: bool = opt(False, _on_off(
         ("--restore-res/--no-restore-res", "--restore-resolution"),
-        "Outputs at the input's size (also --restore-res true|false).", OUT))
+        "Outputs at the input's size (also --restore-res true|false).", OUT, OUTPUT))
     cmaps: list[str] = _output("colour")
     save_npy: bool = _output("npy")
     save_sbs: bool = _output("sbs")
     audio: bool = opt(True, _on_off(
         ("--audio/--no-audio",), "The source's sound in the colour, side-by-side and stereo videos, cut to the frames "
-        "processed (copied where MP4 holds it, else AAC; none with --fps). (default: on)", OUT))
+        "processed (copied where MP4 holds it, else AAC; none with --fps). (default: on)", OUT, OUTPUT))
     save_snippets: bool = _output("snippets")
     save_png16: bool = _output("png16")
     save_exr: bool = _output("exr")
@@ -87,47 +95,50 @@ class RunConfig(MethodSettings):
     depth_out: str = opt("inverse", Option(  # inverse: the prediction as is; depth: mapped onto depth_range
         ("--depth-out",), "What npy, EXR, PNG16 and PLY hold: inverse = the prediction (affine-invariant inverse "
         "depth, near = large); depth = mapped onto --depth-range, one mapping for the whole video. "
-        "(default: inverse)", "inverse|depth", OUT))
+        "(default: inverse)", "inverse|depth", OUT, affects=OUTPUT))
     depth_range: list[float] | None = opt(None, Option(  # [NEAR, FAR] in the user's units
         ("--depth-range",), "With --depth-out depth: the depth of the nearest and farthest point of the video, in "
-        "your units (e.g. 0.5,20).", "NEAR,FAR", OUT, list, parse_floats))
+        "your units (e.g. 0.5,20).", "NEAR,FAR", OUT, list, parse_floats,
+        affects=OUTPUT, list_form=ListForm.NUMBERS))
     depth_points: str | None = opt(None, Option(
         ("--depth-points",), "Known distances: a CSV of frame, x, y, depth (input pixels, any unit). Each shot's "
         "inverse depth is fitted to them and npy, EXR, PNG16 and PLY hold depth in that unit; shots without two "
-        "points use --depth-range (docs/outputs.md).", "FILE", OUT))
+        "points use --depth-range (docs/outputs.md).", "FILE", OUT, affects=OUTPUT))
     save_ply: int = _output("ply")  # a point cloud every this many frames (0 = none)
     fov: float | None = opt(None, Option(
-        ("--fov",), "Horizontal field of view of the point clouds' pinhole camera. (default: 60)", "DEG", OUT, float))
+        ("--fov",), "Horizontal field of view of the point clouds' pinhole camera. (default: 60)", "DEG", OUT, float,
+        affects=OUTPUT))
     focal: float | None = opt(None, Option(
         ("--focal",), "Or its focal length in pixels of the input video (scaled to the output size).", "PX", OUT,
-        float))
+        float, affects=OUTPUT))
     ply_stride: int = opt(2, Option(
-        ("--ply-stride",), "One point every PX pixels in rows and columns. (default: 2)", "PX", OUT, int))
+        ("--ply-stride",), "One point every PX pixels in rows and columns. (default: 2)", "PX", OUT, int,
+        affects=OUTPUT))
     compile: bool = opt(False, _on_off(
         ("--compile/--no-compile",), "torch.compile the UNet and VAE (slow start, faster on long runs). "
-        "(default: off)", MODEL))
+        "(default: off)", MODEL, RUNS))
     channels_last: bool = opt(False, _on_off(
         ("--channels-last/--no-channels-last",), "Channels-last memory format for the UNet and VAE. (default: off)",
-        MODEL))
+        MODEL, RUNS))
     tf32: bool = opt(True, _on_off(
-        ("--tf32/--no-tf32",), "TF32 matmuls on Ampere and newer GPUs. (default: on)", MODEL))
+        ("--tf32/--no-tf32",), "TF32 matmuls on Ampere and newer GPUs. (default: on)", MODEL, RUNS))
     work_dir: str | None = opt(None, Option(
         ("--work-dir",), "Where a run keeps its intermediate results (decoded snippets: about 4 MB per frame at "
-        "768x432 in fp16), e.g. a fast local disk. (default: the output folder)", "DIR", RUN))
+        "768x432 in fp16), e.g. a fast local disk. (default: the output folder)", "DIR", RUN, affects=RUNS))
     resume: bool = opt(True, _on_off(
         ("--resume/--restart",), "Continue an unfinished run of the same video and settings from its work folder, "
-        "or discard that folder and start over. (default: resume)", RUN))
+        "or discard that folder and start over. (default: resume)", RUN, RUNS))
     shots: str = opt("none", Option(
         ("--shots",), "auto: find hard cuts and process each shot on its own; none: the video is one shot; or a cut "
         "list FILE (frame numbers or timecodes, one per line, or a CMX3600 EDL; docs/shots.md). "
-        "(default: auto; none in the paper preset)", "auto|none|FILE", IN))
+        "(default: auto; none in the paper preset)", "auto|none|FILE", IN, affects=PREDICTION))
     segment_frames: int = opt(1000, Option(
         ("--segment-frames",), "Process a shot longer than this in overlapping segments of at most this many frames, "
         "aligned on their overlap: host memory then depends on this, not on the video's length (0 = never split). "
-        "(default: 1000)", "K", RUN, int))
+        "(default: 1000)", "K", RUN, int, affects=PREDICTION))
     strict: bool = opt(False, _on_off(
         ("--strict/--no-strict",), "Fail a video whose file decodes fewer frames than its container declares "
-        "(truncated); without it, a warning gives both numbers. (default: off)", IN))
+        "(truncated); without it, a warning gives both numbers. (default: off)", IN, RUNS))
 
     def method_settings(self) -> MethodSettings:
         """The method's settings, validated, with command-line names in any error."""
@@ -245,8 +256,8 @@ def load_preset(preset: str | Path) -> dict[str, Any]:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"--preset: {path} has unknown settings {unknown}; known: {sorted(known)}")
-    for key in ("dilations", "snippet_lengths", "cmaps"):
-        if key in data and not isinstance(data[key], list) and data[key] != "auto":
+    for key in (name for name, option in options_of(RunConfig).items() if option.list_form):  # one value: a list
+        if key in data and data[key] is not None and not isinstance(data[key], list) and data[key] != "auto":
             data[key] = [data[key]]
     return data
 
@@ -261,3 +272,20 @@ def option_name(name: str, off: bool = False) -> str:
     ``off``: the off form of an on/off option (``option_name("resume", off=True) -> "--restart"``)."""
     option = run_options()[name]
     return option.off if off and option.off else option.name
+
+
+# ----------------------------------------------------------------------------- what compares which setting
+def prediction_settings() -> tuple[str, ...]:
+    """The settings that change the prediction (eval-depth does not reuse predictions made with others)."""
+    return affecting(RunConfig, Affects.PREDICTION)
+
+
+def resume_compared() -> tuple[str, ...]:
+    """The settings a resume's journal compares (its fingerprint): the prediction's and how it is computed."""
+    return affecting(RunConfig, Affects.PREDICTION, Affects.COMPUTATION)
+
+
+def skip_existing_compared(planned: bool) -> tuple[str, ...]:
+    """The recorded settings ``--skip-existing`` compares: those that change the prediction or what
+    the outputs hold; ``planned``: those compared as the run uses them (else as given)."""
+    return affecting(RunConfig, Affects.PREDICTION, Affects.OUTPUT, planned=planned)

@@ -14,7 +14,7 @@ from rollingdepth.io.video_io import InputError, VideoSource
 from rollingdepth.method.device import is_out_of_memory
 from rollingdepth.runtime.background import prefetch
 from rollingdepth.runtime.outputs import PendingOutputs, VideoResult
-from rollingdepth.runtime.run_config import SHOT_MODES, RunConfig, option_name
+from rollingdepth.runtime.run_config import SHOT_MODES, RunConfig, option_name, resume_compared
 from rollingdepth.runtime.stages import Stage
 
 __all__ = ["fingerprint", "predict_video", "process_video", "work_folder"]
@@ -68,9 +68,9 @@ def work_folder(out_dir: Path, stem: str, cfg: RunConfig) -> Path:
 
 def fingerprint(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthModel") -> dict:
     """What must match for a run to resume: the input (path, size, modification time, frame
-    count) and every setting that changes the prediction, by its command-line name."""
-    from rollingdepth.method.settings import method_fields
-
+    count) and, by its command-line name, every setting that changes the prediction or how it is
+    computed (:func:`~rollingdepth.runtime.run_config.resume_compared`): the dtype and device as
+    the model runs, a cut list by its contents."""
     files = [source.path] if source.images is None else source.images
     stats = [f.stat() for f in files]
     fp = {
@@ -78,17 +78,11 @@ def fingerprint(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthModel") 
         "input bytes": sum(st.st_size for st in stats),
         "input modified": max(st.st_mtime for st in stats),
         "input frames": source.frame_count,
-        option_name("start_frame"): cfg.start_frame,
-        option_name("max_frames"): cfg.max_frames,
-        option_name("checkpoint"): cfg.checkpoint,
-        option_name("dtype"): str(pipe.dtype).replace("torch.", ""),
-        option_name("device"): pipe.unet.device.type,
-        option_name("seed"): cfg.seed,
     }
-    for name, option in method_fields().items():
-        fp[option] = getattr(cfg, name)
-    fp[option_name("segment_frames")] = cfg.segment_frames
-    fp[option_name("shots")] = cfg.shots if cfg.shots in SHOT_MODES else _file_digest(Path(cfg.shots).expanduser())
+    as_run = {"dtype": str(pipe.dtype).replace("torch.", ""), "device": pipe.unet.device.type,
+              "shots": cfg.shots if cfg.shots in SHOT_MODES else _file_digest(Path(cfg.shots).expanduser())}
+    for name in resume_compared():
+        fp[option_name(name)] = as_run[name] if name in as_run else getattr(cfg, name)
     return fp
 
 
