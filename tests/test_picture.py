@@ -331,9 +331,13 @@ def test_run_video_writes_a_variable_rate_with_its_frame_times(tmp_path, capsys)
     clip = make(tmp_path, "variable_rate")
     with pytest.raises(SystemExit) as info:
         cli.main([str(clip), "-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,2", "--dtype", "fp32", "--from", "30",
-                  "--frames", "20", "--cmap", "Greys_r", "-o", str(tmp_path / "o")])
+                  "--frames", "20", "--cmap", "Greys_r", "--save-depth-video", "-o", str(tmp_path / "o")])
     assert info.value.code == 0, capsys.readouterr().err
     wanted = _seconds(clip)[30:50] - _seconds(clip)[30]
-    for name in ("variable_rate_clip_Greys_r.mp4", "variable_rate_clip_rgbd.mp4"):
+    assert np.ptp(np.diff(wanted)) > 0.03  # the frames 30 to 49 are of two rates: the mean one would put some off
+    for name in ("variable_rate_clip_Greys_r.mp4", "variable_rate_clip_rgbd.mp4", "variable_rate_clip_depth16.mkv"):
         written = _seconds(tmp_path / "o" / name)
         assert len(written) == 20 and np.abs(written - wanted).max() < np.diff(wanted).min() / 2, name
+    from rollingdepth.io.depth_video import read_depth_video
+
+    assert len(list(read_depth_video(tmp_path / "o" / "variable_rate_clip_depth16.mkv"))) == 20

@@ -591,7 +591,7 @@ class DepthVideo(OutputFormat):
             return []
         rate = Fraction(out.fps).limit_denominator(1_000_000)  # exact already for a video; an image folder's float
         path = stack.enter_context(atomic_path(out.out_dir / name))
-        video = stack.enter_context(DepthVideoWriter(path, rate, out.size))
+        video = stack.enter_context(DepthVideoWriter(path, rate, out.size, times=out.frame_times))  # a variable rate's own
         scale = Uint16Scale(*out.mapping.value_range)
         return [(name, lambda frame: video.write(scale.encode(frame.values)))]
 
