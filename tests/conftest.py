@@ -30,6 +30,25 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """The test session's own cache folder: ``XDG_CACHE_HOME``, under which the time estimate keeps
+    the measured throughput (``rollingdepth.runtime.estimate.cache_file``), points here for every
+    test and every process a test starts (they inherit ``os.environ``), so no test reads the
+    user's ``~/.cache/rollingdepth/throughput.json`` or rewrites it (a run corrects it when far
+    off its estimate). Tests of the cache itself give each test a folder of its own on top."""
+    folder = tmp_path_factory.mktemp("cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = before
+
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -96,6 +96,18 @@ def clips(tmp_path_factory):
     return folder
 
 
+def test_the_tests_never_use_the_users_throughput_cache(session_cache):
+    """conftest's ``session_cache``: the time estimate's cache is the test session's, in this process
+    and in those the tests start, never ``~/.cache/rollingdepth/throughput.json``, which a run rewrites."""
+    from rollingdepth.runtime.estimate import cache_file
+
+    assert cache_file() == session_cache / "rollingdepth" / "throughput.json"
+    assert not cache_file().is_relative_to(Path.home() / ".cache")
+    code = "from rollingdepth.runtime.estimate import cache_file; print(cache_file())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert child.returncode == 0 and child.stdout.strip() == str(cache_file()), child.stderr
+
+
 # ----------------------------------------------------------------------------- smoke run
 def test_smoke_run_on_sample_clip(tmp_path, capsys):
     """The CI smoke run: every output, read back."""

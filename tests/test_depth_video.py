@@ -28,6 +28,26 @@ def test_every_value_comes_back_at_the_exact_rate(tmp_path, rate):
     assert facts.rate == rate and facts.frames == len(frames) and not facts.variable_rate
 
 
+def test_a_variable_rate_keeps_each_frames_time(tmp_path):
+    """Frames given their own times (a variable-rate source's, in its time base) are shown at them,
+    to Matroska's millisecond, last as long as the next one's start says, and all read back."""
+    time_base = Fraction(1, 15360)
+    times = [0, 1536, 3072, 3584, 4096, 4608, 5632, 6656]  # 10, 30 and 15 fps; the last: where frame 6 ends
+    frames = [np.full((8, 8), 1000 * i, np.uint16) for i in range(7)]
+    path = tmp_path / "depth.mkv"
+    with DepthVideoWriter(path, Fraction(7, 1) / Fraction(6656, 15360), (8, 8), times=(times, time_base)) as writer:
+        for frame in frames:
+            writer.write(frame)
+    facts = probe_stream(path)
+    assert facts.variable_rate and facts.frames == 7
+    written = np.asarray(facts.times) * float(facts.time_base)
+    assert np.abs(written - np.asarray(times[:7]) * float(time_base)).max() <= 0.0005
+    assert abs(facts.duration - times[-1] * float(time_base)) <= 0.002
+    assert all(np.array_equal(a, b) for a, b in zip(read_depth_video(path), frames))
+    with pytest.raises(ValueError, match="increase"):
+        DepthVideoWriter(path, Fraction(24), (8, 8), times=([0, 5, 5], time_base))
+
+
 def test_a_frame_of_another_size_or_type_is_refused(tmp_path):
     with DepthVideoWriter(tmp_path / "depth.mkv", Fraction(24), (8, 8)) as writer:
         with pytest.raises(ValueError, match="frame"):

@@ -18,6 +18,8 @@ import pytest
 from rollingdepth.io import av_video
 from rollingdepth.io.video_io import VideoWriter, load_source, open_source
 
+from .test_exact_video import no_decoding  # noqa: F401  (a fixture)
+
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 COLOURS = np.array([(220, 40, 40), (40, 200, 60), (30, 60, 220), (230, 180, 140),
                     (128, 128, 128), (250, 230, 20), (20, 20, 20), (240, 240, 240)], np.uint8)
@@ -85,6 +87,63 @@ def test_sources_decode_with_their_own_matrix_and_range(tmp_path, kind):
     frames = load_source(path).read()
     assert frames.shape == (3, h, w, 3)
     assert colour_error(frames[0]) <= LEVELS, patch_colours(frames[0]).round(1)
+
+
+# ----------------------------------------------------------------------------- HDR and bit depth
+X265 = ["-c:v", "libx265", "-x265-params", "log-level=error:crf=10"]
+HDR_SOURCES = {"pq_hevc": ("pq.mp4", "smpte2084", X265), "hlg_vp9": ("hlg.mkv", "arib-std-b67", VP9)}
+
+
+def hdr_clip(path, transfer: str, codec: list[str], height: int = 64, width: int = 256):
+    """:func:`patches` as 10-bit BT.2020 YUV (limited range), tagged with ``transfer`` (PQ, HLG):
+    the code values are an SDR clip's, so read as SDR they give the patches' colours back."""
+    picture = (f"scale=out_color_matrix=bt2020:out_range=tv,format=yuv420p10le,"
+               f"setparams=colorspace=bt2020nc:color_primaries=bt2020:color_trc={transfer}:range=tv")
+    cmd = [FFMPEG, "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "24",
+           "-i", "-", "-vf", picture, *codec, str(path)]
+    subprocess.run(cmd, input=patches(height, width).tobytes(), check=True)
+    return path
+
+
+@pytest.mark.parametrize("kind", list(HDR_SOURCES))
+def test_hdr_and_bit_depth_are_probed_from_the_headers(tmp_path, kind, no_decoding):
+    name, transfer, codec = HDR_SOURCES[kind]
+    facts = av_video.probe_stream(hdr_clip(tmp_path / name, transfer, codec))
+    assert facts.picture == av_video.PictureFormat("yuv420p10le", 10, transfer)
+    assert facts.picture.hdr == {"smpte2084": "PQ", "arib-std-b67": "HLG"}[transfer]
+    sdr = av_video.probe_stream(make(tmp_path / "sdr.mp4", 48, 64, "bt709", "tv"))
+    assert (sdr.picture.bit_depth, sdr.picture.hdr) == (8, None)
+
+
+@pytest.mark.parametrize("kind", list(HDR_SOURCES))
+def test_10_bit_frames_decode_to_their_colours(tmp_path, kind):
+    """Within a level of the colours made (swscale's default 10-bit to rgb24 path was 2 levels
+    dark, 3 at most; 10-bit values taken as 8-bit ones would be off by a factor of 4)."""
+    name, transfer, codec = HDR_SOURCES[kind]
+    frames = load_source(hdr_clip(tmp_path / name, transfer, codec)).read()
+    assert frames.shape == (3, 64, 256, 3) and frames.dtype == np.uint8
+    assert colour_error(frames[0]) <= 1, patch_colours(frames[0]).round(1)
+
+
+def test_run_video_says_once_that_an_hdr_source_is_read_as_sdr(tmp_path, capsys):
+    """One note line for the PQ clip, none for the SDR one beside it; both are predicted."""
+    from rollingdepth.frontends import run_video as cli
+
+    from .conftest import TINY_CHECKPOINT
+
+    clips = tmp_path / "in"
+    clips.mkdir()
+    hdr_clip(clips / "pq.mp4", "smpte2084", X265)
+    make(clips / "sdr.mp4", 64, 256, "bt709", "tv")
+    with pytest.raises(SystemExit) as info:
+        cli.main([str(clips), "-c", str(TINY_CHECKPOINT), "--res", "64", "-d", "1,2", "--dtype", "fp32", "--frames",
+                  "3", "--cmap", "Greys_r", "-o", str(tmp_path / "o")])
+    captured = capsys.readouterr()
+    assert info.value.code == 0, captured.err
+    notes = [line for line in (captured.out + captured.err).splitlines() if "HDR" in line]
+    assert notes == ["pq: an HDR source (PQ, 10-bit): read as SDR without tone mapping, so its colours look washed "
+                     "out in the side-by-side video; depth is computed from it all the same"]
+    assert {p.name for p in (tmp_path / "o").glob("*_rgbd.mp4")} == {"pq_rgbd.mp4", "sdr_rgbd.mp4"}
 
 
 # ----------------------------------------------------------------------------- colour out
@@ -272,9 +331,13 @@ def test_run_video_writes_a_variable_rate_with_its_frame_times(tmp_path, capsys)
     clip = make(tmp_path, "variable_rate")
     with pytest.raises(SystemExit) as info:
         cli.main([str(clip), "-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,2", "--dtype", "fp32", "--from", "30",
-                  "--frames", "20", "--cmap", "Greys_r", "-o", str(tmp_path / "o")])
+                  "--frames", "20", "--cmap", "Greys_r", "--save-depth-video", "-o", str(tmp_path / "o")])
     assert info.value.code == 0, capsys.readouterr().err
     wanted = _seconds(clip)[30:50] - _seconds(clip)[30]
-    for name in ("variable_rate_clip_Greys_r.mp4", "variable_rate_clip_rgbd.mp4"):
+    assert np.ptp(np.diff(wanted)) > 0.03  # the frames 30 to 49 are of two rates: the mean one would put some off
+    for name in ("variable_rate_clip_Greys_r.mp4", "variable_rate_clip_rgbd.mp4", "variable_rate_clip_depth16.mkv"):
         written = _seconds(tmp_path / "o" / name)
         assert len(written) == 20 and np.abs(written - wanted).max() < np.diff(wanted).min() / 2, name
+    from rollingdepth.io.depth_video import read_depth_video
+
+    assert len(list(read_depth_video(tmp_path / "o" / "variable_rate_clip_depth16.mkv"))) == 20

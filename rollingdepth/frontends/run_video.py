@@ -365,11 +365,22 @@ def _probe_inputs(entries: list, cfg, report: Reporter, verbose: bool, done) -> 
     for entry in entries:
         try:
             good.append((entry, None if done(entry) else _opened(entry, cfg)))
+            if (note := hdr_note(good[-1][1])) is not None:
+                report.info(note, video=_entry_name(entry))
         except Exception as exc:  # the input's own error, in one line; the other inputs go on
             message = failure_message(exc)
             report.video_failed(_entry_name(entry), message, traceback.format_exc() if verbose else None)
             failed.append(VideoResult(name=_entry_name(entry), error=message))
     return good, failed
+
+
+def hdr_note(source) -> str | None:
+    """The one line said of an HDR source (PQ or HLG, from its headers), else None."""
+    picture = getattr(source, "picture", None)
+    if picture is None or picture.hdr is None:
+        return None
+    return (f"{source.stem}: an HDR source ({picture.hdr}, {picture.bit_depth}-bit): read as SDR without tone mapping, "
+            f"so its colours look washed out in the side-by-side video; depth is computed from it all the same")
 
 
 def _opened(entry, cfg):

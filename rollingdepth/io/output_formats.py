@@ -34,8 +34,8 @@ from rollingdepth.io.exports import VideoMapping
 from rollingdepth.io.video_io import atomic_dir, atomic_path, natural_key
 from rollingdepth.option_spec import Affects, ListForm, Option, parse_names
 
-__all__ = ["OUTPUT_PANEL", "RUN_REPORT", "OutputFormat", "OutputFrame", "Uint16Scale", "VideoOutput", "expected_names",
-           "output_format", "output_formats", "output_settings", "prediction_format", "prediction_patterns",
+__all__ = ["OUTPUT_PANEL", "RUN_REPORT", "OutputFormat", "OutputFrame", "Uint16Scale", "Uint16Values", "VideoOutput",
+           "expected_names", "output_format", "output_formats", "output_settings", "prediction_format", "prediction_patterns",
            "read_npy_maps", "readable_formats", "register", "switches"]
 
 OUTPUT_PANEL = "Output"  # the help panel of the output settings
@@ -225,6 +225,32 @@ class Uint16Scale:
         return self.lo + image.astype(np.float64) / 65535.0 * (self.hi - self.lo)
 
 
+class Uint16Values:
+    """What the formats that hold the values as 16-bit integers (:class:`Uint16Scale`) over the
+    video's value range share (PNG16, TIFF, the depth video): run.json records that range as
+    ``{key}_range`` with its mapping, and reading them back needs it. A mixin of such a format's
+    class, which declares ``key`` and ``value_word`` (the integer's name in the mapping)."""
+
+    readable: ClassVar[bool] = True
+    needs_report: ClassVar[bool] = True
+
+    def report(self, out):
+        on, key = self.enabled(out.settings), self.key
+        return {f"{key}_range": list(out.mapping.value_range) if on else None,
+                f"{key}_mapping": (f"value = min + {self.value_word} / 65535 * (max - min), [min, max] = {key}_range"
+                                   if on else None)}
+
+    def scale(self, path: Path, report: dict | None) -> Uint16Scale:
+        """The range the integers of ``path`` map to, from the run.json beside it (``report``);
+        runs from before ``{key}_range`` have only ``depth_range``, the same range."""
+        if report is None:
+            name = RUN_REPORT.path(path.parent, self.stem_of(path.name) or "").name
+            needs = f"the {self.what} needs its {name} beside it" if self.is_file else \
+                f"{self.what} need their {name} beside them"
+            raise InputError(f"{path}: {needs} (the value range)")
+        return Uint16Scale(*(report.get(f"{self.key}_range") or report["depth_range"]))
+
+
 # ----------------------------------------------------------------------------- the formats
 @register("npy")
 @dataclass(frozen=True)
@@ -380,14 +406,16 @@ class FrameFolder(OutputFormat):
 
 
 @dataclass(frozen=True)
-class Uint16Frames(FrameFolder):
-    """Frames as single-channel 16-bit images over the video's value range (:class:`Uint16Scale`),
+class Uint16Frames(Uint16Values, FrameFolder):
+    """Frames as single-channel 16-bit images over the video's value range (:class:`Uint16Values`),
     which run.json records as ``{key}_range``."""
 
-    readable: ClassVar[bool] = True
-    needs_report: ClassVar[bool] = True
     key: str = ""
     exact: bool = False
+
+    @property
+    def value_word(self) -> str:
+        return self.frame_suffix[1:]  # "png", "tif"
 
     def write_image(self, path: Path, image: np.ndarray) -> None:
         raise NotImplementedError
@@ -399,17 +427,8 @@ class Uint16Frames(FrameFolder):
         scale = Uint16Scale(*out.mapping.value_range)
         return lambda path, frame: self.write_image(path, scale.encode(frame.values))
 
-    def report(self, out):
-        on, word = self.enabled(out.settings), self.frame_suffix[1:]
-        return {f"{self.key}_range": list(out.mapping.value_range) if on else None,
-                f"{self.key}_mapping": (f"value = min + {word} / 65535 * (max - min), [min, max] = {self.key}_range"
-                                        if on else None)}
-
     def frame_reader(self, folder, report):
-        if report is None:
-            report_name = RUN_REPORT.path(folder.parent, self.stem_of(folder.name) or "").name
-            raise InputError(f"{folder}: {self.what} need their {report_name} beside them (the value range)")
-        scale = Uint16Scale(*(report.get(f"{self.key}_range") or report["depth_range"]))  # older runs: depth_range
+        scale = self.scale(folder, report)
 
         def read(path: Path) -> np.ndarray:
             image = self.read_image(path)
@@ -583,12 +602,10 @@ class Tiff16(Uint16Frames):
 
 @register("depth_video")
 @dataclass(frozen=True)
-class DepthVideo(OutputFormat):
+class DepthVideo(Uint16Values, OutputFormat):
     """The depth as a lossless 16-bit grayscale video (FFV1 in Matroska, :mod:`rollingdepth.io.depth_video`)
-    at the source's rate, mapped as the PNG16; for editors and compositors."""
+    at the source's rate (a variable rate's own frame times), mapped as the PNG16; for editors and compositors."""
 
-    readable: ClassVar[bool] = True
-    needs_report: ClassVar[bool] = True
     suffix: str = "_depth16.mkv"
     setting: str = "save_depth_video"
     flags: tuple[str, ...] = ("--save-depth-video/--no-save-depth-video",)
@@ -597,6 +614,8 @@ class DepthVideo(OutputFormat):
     what: str = "16-bit depth video"
     download: bool = True
     exact: bool = False
+    key: str = "depth_video"
+    value_word: str = "v"
 
     def open(self, out, stack):
         from fractions import Fraction
@@ -608,22 +627,14 @@ class DepthVideo(OutputFormat):
             return []
         rate = Fraction(out.fps).limit_denominator(1_000_000)  # exact already for a video; an image folder's float
         path = stack.enter_context(atomic_path(out.out_dir / name))
-        video = stack.enter_context(DepthVideoWriter(path, rate, out.size))
+        video = stack.enter_context(DepthVideoWriter(path, rate, out.size, times=out.frame_times))  # a variable rate's own
         scale = Uint16Scale(*out.mapping.value_range)
         return [(name, lambda frame: video.write(scale.encode(frame.values)))]
-
-    def report(self, out):
-        on = self.enabled(out.settings)
-        return {"depth_video_range": list(out.mapping.value_range) if on else None,
-                "depth_video_mapping": ("value = min + v / 65535 * (max - min), [min, max] = depth_video_range"
-                                        if on else None)}
 
     def read(self, path, report):
         from rollingdepth.io.depth_video import read_depth_video
 
-        if report is None:
-            raise InputError(f"{path}: a {self.what} needs its run.json beside it (the value range)")
-        scale = Uint16Scale(*(report.get("depth_video_range") or report["depth_range"]))
+        scale = self.scale(path, report)
         frames = [scale.decode(f) for f in read_depth_video(path)]
         if not frames:
             raise InputError(f"{path}: no frames in the {self.what}")

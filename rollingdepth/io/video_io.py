@@ -37,8 +37,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from rollingdepth.errors import EmptyVideoError, InputError  # noqa: F401  (re-exported)
-from rollingdepth.io.av_video import (InexactSeekWarning, StreamFacts, audio_of, ffmpeg_error, is_hd, packet_times,
-                                      probe_stream, read_frames, retime_video)
+from rollingdepth.io.av_video import (InexactSeekWarning, PictureFormat, StreamFacts, audio_of, ffmpeg_error, is_hd,
+                                      packet_times, probe_stream, read_frames, retime_video)
 from rollingdepth.io.mp4_boxes import mp4_declared_frames
 
 __all__ = [
@@ -123,6 +123,7 @@ class VideoSource:
     times_exact: bool = field(default=False, repr=False)  # ``frame_times`` read from the packets, not computed
     seek_failed: bool = field(default=False, repr=False)  # a frame came with an unexpected pts: read from the start
     sample_aspect: Fraction = Fraction(1)  # videos: a displayed pixel's width over its height (16/15: PAL 4:3)
+    picture: PictureFormat | None = None  # videos: pixel format, bit depth and transfer from the headers (.hdr)
 
     @property
     def missing_frames(self) -> int:
@@ -281,7 +282,8 @@ def probe_video(path: Path, strict: bool = False) -> VideoSource:
     facts = probe_stream(path)
     source = VideoSource(path=path, fps=float(facts.rate), size=facts.size, frame_count=facts.frames,
                          rate=facts.rate, variable_rate=facts.variable_rate, time_base=facts.time_base,
-                         frame_times=facts.times, times_exact=facts.times_exact, sample_aspect=facts.sample_aspect)
+                         frame_times=facts.times, times_exact=facts.times_exact, sample_aspect=facts.sample_aspect,
+                         picture=facts.picture)
     source.frame_seconds = None if facts.variable_rate else float(1 / facts.rate)
     declared = container_frame_count(path, facts)
     if declared is not None:
