@@ -466,7 +466,7 @@ class DepthService:
         if image is None:
             return None
         near_range = stereo["ranges"][bisect.bisect_right(stereo["firsts"], i) - 1]
-        return anaglyph_preview(image, np.asarray(depth[i]), float(strength), tuple(near_range), stereo["convergence"])
+        return anaglyph_preview(image, np.array(depth[i]), float(strength), tuple(near_range), stereo["convergence"])
 
     def shutdown(self, wait_s: float = 30.0) -> None:
         """Stop every job, wait for the device (bounded), remove every user's files."""
@@ -653,9 +653,10 @@ def _settings_column(service: DepthService) -> dict:
                             elem_id="rd-cmap")
     strength, strength_option = output_format("stereo").more_option("stereo_strength")
     with gr.Row():
-        c["stereo"] = gr.Dropdown([NO_STEREO, *LAYOUTS], value=NO_STEREO, label=_label("save_stereo"),
+        c["stereo"] = gr.Dropdown([NO_STEREO, *LAYOUTS], value=NO_STEREO, label=_label("save_stereo"), scale=1,
                                   elem_id="rd-stereo")
-        c["strength"] = gr.Slider(0, 10, value=strength, step=0.5, label=strength_option.label, elem_id="rd-strength")
+        c["strength"] = gr.Slider(0, 10, value=strength, step=0.5, label=strength_option.label, scale=2,
+                                  elem_id="rd-strength")
     c["estimate"] = gr.Markdown("", elem_id="rd-estimate")
     with gr.Row():
         c["run_btn"] = gr.Button("Run", variant="primary", elem_id="rd-run")
