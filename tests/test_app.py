@@ -142,21 +142,29 @@ def test_zip_of_frames_is_unpacked_flat_and_only_inside_its_folder(tmp_path):
 def test_page_settings_build_the_config_run_video_builds(tmp_path):
     from rollingdepth.frontends.app import AppSettings, DepthService, _page_message
     from rollingdepth.frontends.app_files import Workspace
+    from rollingdepth.io.output_formats import output_format
     from rollingdepth.runtime.run_config import RunConfig
 
     service = DepthService(None, AppSettings(checkpoint="ckpt", dtype="fp32", max_res=256), Workspace(60, tmp_path))
     assert service.preset_values("full") == {"res": 256, "dilations": "1,10,25", "snippet": "3", "refine": 10}
     form = {"preset": "full", "res": 96, "dilations": "1, 4", "snippet": "2", "refine": 2, "cmap": "inferno",
-            "frames": 12}
+            "frames": 12, "stereo": "half-sbs", "strength": 5}
     expected = RunConfig.build("full", dict(checkpoint="ckpt", dtype="fp32", processing_res=96, dilations=[1, 4],
                                             snippet_lengths=[2], refine_step=2, cmaps=["inferno"], max_frames=12,
-                                            save_png16=True, save_depth_video=True))
+                                            save_png16=True, save_depth_video=True, save_stereo=["half-sbs"],
+                                            stereo_strength=5.0))
     assert service.config(form) == expected
+    # No layout: no stereo video; without a strength, the declared default
+    plain = service.config({**form, "stereo": "none", "strength": None})
+    assert plain.save_stereo == [] and plain.stereo_strength == output_format("stereo").more_option("stereo_strength")[0]
     for change, message in (({"dilations": "2,4"}, "Dilations: must include 1, got [2, 4]"),
                             ({"dilations": "1,x"}, "Dilations: 'x' is not an integer"),
                             ({"res": 512}, "Resolution: 512 is outside 1..256 (the app's --max-res)"),
                             ({"cmap": "nope"}, "Colour map: unknown colour map 'nope'"),
-                            ({"refine": -1}, "Refinement steps: -1 is not an integer between 0 and 500")):
+                            ({"refine": -1}, "Refinement steps: -1 is not an integer between 0 and 500"),
+                            ({"stereo": "3d"}, "Stereo 3D: unknown layout '3d'; one of half-sbs, full-sbs"),
+                            ({"strength": 11}, "Stereo strength (% of width): 11.0 must be between 0 and 10"),
+                            ({"strength": "x"}, "Stereo strength (% of width): 'x' is not a number")):
         with pytest.raises(ValueError) as info:
             service.config({**form, **change})
         assert _page_message(info.value).startswith(message), _page_message(info.value)
@@ -177,6 +185,50 @@ def test_frame_view_counts_frames_from_one_as_the_slider(tmp_path, monkeypatch):
     titles = [title for _, title in drawn]
     assert titles == ["frame 1 of 3", "frame 3 of 3", "frame 1 of 3", "frame 3 of 3"]
     assert drawn[0][0].mean() < drawn[1][0].mean()  # Greys_r: frame 1 (value 0) is darker than frame 3 (value 2)
+
+
+def test_anaglyph_preview_shows_the_strength():
+    """A near white square on a far dark ground: at strength 0 the red (left eye) and cyan (right
+    eye) squares line up; at 5 % of 200 px the red one lies 5 px right of the cyan one (in front
+    of the screen: crossed), half the way each, as in the stereo videos."""
+    from rollingdepth.frontends.app import anaglyph_preview
+
+    image = np.full((60, 200, 3), 20, np.uint8)
+    prediction = np.zeros((60, 200), np.float32)
+    image[20:40, 90:110] = 255
+    prediction[20:40, 90:110] = 1.0  # the nearest; the ground the farthest
+
+    def centre(channel: np.ndarray) -> float:
+        return float(np.nonzero(channel > 128)[1].mean())
+
+    flat, deep = (anaglyph_preview(image, prediction, strength, (0.0, 1.0), 0.5) for strength in (0, 5))
+    assert flat.shape == deep.shape == (60, 200, 3) and flat.dtype == np.uint8
+    assert centre(flat[..., 0]) == centre(flat[..., 1]) == centre(flat[..., 2]) == 99.5
+    assert centre(deep[..., 0]) == 99.5 + 3 and centre(deep[..., 1]) == centre(deep[..., 2]) == 99.5 - 2
+    assert not np.array_equal(flat, deep)
+
+
+def test_stereo_view_shows_the_frame_the_slider_shows(tmp_path):
+    """The kept frames (small JPEGs) and the prediction: slider value i shows frame i of N; None
+    without a stereo run or once the files are gone."""
+    from rollingdepth.frontends.app import DepthService, anaglyph_preview
+    from rollingdepth.frontends.app_files import keep_frames, kept_frame
+
+    stripes = np.repeat((np.arange(1280) // 16 % 2 * 60).astype(np.uint8)[None, :, None], 40, 0)  # [40, 1280, 1]
+    frames = [np.repeat(stripes + 40 * i, 3, 2) for i in range(1, 4)]
+    folder = keep_frames(iter(frames), tmp_path / "kept", edge=640)
+    assert kept_frame(folder, 0).shape == (20, 640, 3) and kept_frame(folder, 3) is None
+    prediction = np.stack([np.linspace(0, i, 64, dtype=np.float32)[None].repeat(4, 0) for i in range(1, 4)])
+    np.save(tmp_path / "p.npy", prediction)
+    state = {"npy": str(tmp_path / "p.npy"), "stereo": {"frames": str(folder), "firsts": [0, 2],
+                                                        "ranges": [(0.0, 2.0), (0.0, 3.0)], "convergence": 0.5}}
+    assert DepthService.stereo_view({**state, "stereo": None}, 1, 5.0) is None
+    for index, (frame, near_range) in {1: (0, (0.0, 2.0)), 3: (2, (0.0, 3.0)), 9: (2, (0.0, 3.0))}.items():
+        shown = DepthService.stereo_view(state, index, 5.0)
+        expected = anaglyph_preview(kept_frame(folder, frame), prediction[frame], 5.0, near_range, 0.5)
+        assert np.array_equal(shown, expected), index
+    shutil.rmtree(folder)
+    assert DepthService.stereo_view(state, 1, 5.0) is None
 
 
 # ============================================================================ the app and browsers
@@ -490,6 +542,41 @@ def _download_links(driver) -> dict[str, str]:
     return links
 
 
+def _choose(driver, elem_id: str, value: str):
+    """Pick ``value`` in a dropdown as a person does: open it, click the option."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def pick() -> bool:
+        try:
+            for option in driver.find_elements(By.CSS_SELECTOR, "[data-testid=dropdown-option]"):
+                if option.is_displayed() and option.get_attribute("aria-label") == value:
+                    option.click()
+                    return True
+        except StaleElementReferenceException:  # the list was drawn again meanwhile
+            pass
+        return False
+
+    field = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
+    field.click()
+    _wait(pick, 10, f"the option {value}")
+    _wait(lambda: field.get_attribute("value") == value, 10, f"{value} chosen")
+
+
+def _image_src(driver, elem_id: str) -> str | None:
+    from selenium.webdriver.common.by import By
+
+    found = driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} img")
+    return found[0].get_attribute("src") if found else None
+
+
+def _image_at(url: str) -> np.ndarray:
+    """The picture the page shows, as uint8 RGB."""
+    code, data = _get(url)
+    assert code == 200, url
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+
+
 def _get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=30) as response:
@@ -596,6 +683,71 @@ def test_sample_clip_run_matches_run_video(app, browser, reference, tmp_path):
     assert any(u.startswith(app.url) for u in requested)
     outside = sorted(u for u in requested if not u.startswith((app.url, "data:", "blob:")))
     assert not outside, outside
+
+
+def test_stereo_run_offers_the_video_and_an_anaglyph_preview(app, browser, reference, tmp_path):
+    """Choose a stereo layout and strength, run: the stereo video is among the downloads (its name
+    from the declaration) and a still red-cyan anaglyph of the frame the slider shows, rendered
+    from the input frame and the run's prediction as the stereo videos are; moving the strength
+    redraws it without a new job."""
+    from types import SimpleNamespace
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from rollingdepth.frontends.app import anaglyph_preview
+    from rollingdepth.io.output_formats import output_format
+    from rollingdepth.io.stereo import shot_ranges
+    from rollingdepth.io.video_io import load_source
+
+    page = browser("a")
+    _open(page, app)
+    assert not _image_src(page, "rd-stereo-image")  # no preview before a stereo run
+    _upload(page, SAMPLE)
+    _settings(page)
+    _choose(page, "rd-stereo", "half-sbs")
+    _set(page, "#rd-strength input[type=number]", 5)
+    status, _ = _run_and_watch(page)
+    assert status.startswith("Done: synthetic_scene.mp4, 12 frames at 32x19"), status
+
+    (name,) = output_format("stereo").names("synthetic_scene", SimpleNamespace(save_stereo=["half-sbs"]))
+    links = _wait(lambda: found if name in (found := _download_links(page)) else None, 30, f"the download {name}")
+    assert name == "synthetic_scene_3D_hsbs_LR.mp4" and len(links) == 7, sorted(links)
+    code, data = _get(links[name])
+    assert code == 200
+    (tmp_path / name).write_bytes(data)
+    video = load_source(tmp_path / name)
+    assert video.frame_count == 12 and tuple(video.size) == (192, 320)  # half-sbs: the input's size
+
+    # The preview: frame 1 of the input with its depth, as an anaglyph at strength 5
+    frames = load_source(SAMPLE).read(0, 12)
+    near_range = shot_ranges(reference, (0,))[0]
+
+    def expected(frame: int, strength: float) -> np.ndarray:
+        return anaglyph_preview(frames[frame], reference[frame], strength, near_range, 0.5)
+
+    first = _wait(lambda: _image_src(page, "rd-stereo-image"), 30, "the stereo preview")
+    shown = _image_at(first)
+    assert shown.shape == (192, 320, 3)
+    assert np.abs(shown.astype(int) - expected(0, 5)).mean() < 3  # the kept frame is a JPEG
+    assert np.abs(shown.astype(int) - expected(0, 0)).mean() > 2 * np.abs(shown.astype(int) - expected(0, 5)).mean()
+
+    # The frame slider's frame
+    page.find_element(By.CSS_SELECTOR, "#rd-frame input[type=range]").send_keys(Keys.END)
+    last = _wait(lambda: (src := _image_src(page, "rd-stereo-image")) != first and src, 30, "the preview of frame 12")
+    assert np.abs(_image_at(last).astype(int) - expected(11, 5)).mean() < 3
+    page.execute_script("document.querySelector('#rd-stereo-image').scrollIntoView({block: 'center'})")
+    page.save_screenshot(str(IMAGES / "app-stereo.png"))
+
+    # Another strength: the same frame drawn again, no job
+    jobs = len(re.findall(r"job \d+ started", app.log_text()))
+    _set(page, "#rd-strength input[type=number]", 0)
+    flat = _wait(lambda: (src := _image_src(page, "rd-stereo-image")) not in (first, last) and src, 30,
+                 "the preview at strength 0")
+    flat_image = _image_at(flat)
+    assert np.abs(flat_image.astype(int) - expected(11, 0)).mean() < 3
+    assert not np.array_equal(flat_image, _image_at(last))
+    assert len(re.findall(r"job \d+ started", app.log_text())) == jobs
 
 
 def test_nothing_outside_the_app_folder_can_be_downloaded(app, tmp_path):

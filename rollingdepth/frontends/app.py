@@ -24,18 +24,22 @@ from typing import Callable
 
 import typer
 
-from rollingdepth.frontends.app_files import Workspace, check_not_truncated, extract_frames, parse_duration, safe_stem, zip_folder
+from rollingdepth.frontends.app_files import (Workspace, check_not_truncated, extract_frames, keep_frames, kept_frame,
+                                              parse_duration, safe_stem, zip_folder)
 from rollingdepth.frontends.options import HELP_FLAGS, Param, command_signature, declared
 from rollingdepth.io.output_formats import RUN_REPORT, output_format, output_formats, switches
+from rollingdepth.io.stereo import DEFAULT_CONVERGENCE, LAYOUTS, StereoFrames, pack
 from rollingdepth.io.video_io import VIDEO_EXTENSIONS, InputError
 from rollingdepth.method.settings import DEFAULT_CHECKPOINT
 from rollingdepth.option_spec import Option
 
-__all__ = ["AppSettings", "DepthService", "JobOutcome", "build_page", "main"]
+__all__ = ["AppSettings", "DepthService", "JobOutcome", "anaglyph_preview", "build_page", "main"]
 
 PAGE_PRESETS = ("fast", "fast1024", "full", "paper")
 COLOUR_MAPS = ("Spectral_r", "Greys_r", "inferno", "magma", "viridis", "turbo", "plasma")
 SNIPPET_CHOICES = ("2", "3", "4", "auto")
+NO_STEREO = "none"  # the Stereo 3D choice of no stereo video
+PREVIEW_EDGE = 640  # the stereo preview's frames are kept with their longer edge at most this many pixels
 SAMPLE_NAME = "synthetic_scene.mp4"
 DEPTH_LABEL = "inverse depth (near = large)"
 CPU_START_S = 180.0  # on a CPU the page starts at the highest resolution whose sample run takes about this long
@@ -77,13 +81,14 @@ class JobOutcome:
     cmap: str = "Spectral_r"
     downloads: list[Path] = field(default_factory=list)
     sbs_video: Path | None = None
+    stereo: dict | None = None  # what the stereo preview needs (a run with a layout): frames, firsts, ranges, convergence
 
     def view_state(self) -> dict | None:
-        """What the frame slider needs (kept on the server, per session)."""
+        """What the frame slider and the stereo preview need (kept on the server, per session)."""
         if not self.ok:
             return None
         return {"npy": str(output_format("npy").path(self.run_dir, self.stem)), "frames": self.frames, "cmap": self.cmap,
-                "range": list(self.depth_range)}
+                "range": list(self.depth_range), "stereo": self.stereo}
 
 
 def _downloads(run_dir: Path, stem: str, cfg) -> list[Path]:
@@ -99,6 +104,15 @@ def _downloads(run_dir: Path, stem: str, cfg) -> list[Path]:
             else:
                 files.append(path)
     return files
+
+
+def anaglyph_preview(image, prediction, strength: float, near_range: tuple[float, float],
+                     convergence: float = DEFAULT_CONVERGENCE):
+    """The red-cyan anaglyph (uint8 ``[H, W, 3]``) of ``image`` (uint8 ``[H, W, 3]``) and its
+    ``prediction`` (``[h, w]``), its shot's inverse depth spanning ``near_range``, as the stereo
+    videos render it; on the CPU (the device is the model's)."""
+    frames = StereoFrames(strength, convergence, [near_range], (0,), device="cpu")
+    return pack(*frames.eyes(0, image, prediction), "anaglyph")[0].numpy()
 
 
 def find_sample() -> Path | None:
@@ -119,6 +133,23 @@ def _parse_ints(text: str, name: str) -> list[int]:
     if not values:
         raise ValueError(f"{label}: give at least one value, e.g. 1,25")
     return values
+
+
+def _stereo_overrides(form: dict) -> dict:
+    """The stereo settings of the form: a layout or none, and the strength (RunConfig checks them)."""
+    layout = str(form.get("stereo") or NO_STEREO).strip()
+    strength = form.get("strength")
+    strength = output_format("stereo").more_option("stereo_strength")[0] if strength in (None, "") else strength
+    return {"save_stereo": [] if layout == NO_STEREO else [layout],
+            "stereo_strength": _parse_float(strength, "stereo_strength")}
+
+
+def _parse_float(value, name: str) -> float:
+    """A number of the form, errors named by the field's label."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{_label(name)}: {value!r} is not a number") from None
 
 
 def _page_message(exc: BaseException) -> str:
@@ -187,6 +218,7 @@ class DepthService:
             refine_step=int(form.get("refine") or 0),
             cmaps=[str(form.get("cmap") or "Spectral_r").strip()],
             max_frames=frames,
+            **_stereo_overrides(form),
             **switches(lambda fmt: fmt.download),  # the formats the page offers
         )
         return RunConfig.build(form.get("preset") or "fast", overrides)
@@ -324,10 +356,15 @@ class DepthService:
                 return JobOutcome(f"{shown}: the run failed ({type(exc).__name__}: {self._tidy(exc, run_dir, shown)})")
             finally:
                 self._log(f"job {job} ended after {time.perf_counter() - started:.1f} s")
-        shutil.rmtree(run_dir / "input", ignore_errors=True)
-
         stem = source.stem
         report = RUN_REPORT.load(run_dir, stem)
+        stereo = None
+        if cfg.save_stereo:
+            try:
+                stereo = _stereo_state(source, run_dir, cfg, report)
+            except Exception:  # the stereo videos are written: only their preview is missing
+                self._log(f"{shown}: no stereo preview\n{traceback.format_exc()}")
+        shutil.rmtree(run_dir / "input", ignore_errors=True)
         cmap = cfg.cmaps[0]
         downloads = _downloads(run_dir, stem, cfg)
         h, w = report["output_size"]
@@ -335,7 +372,7 @@ class DepthService:
                    f"Files are kept for {_duration_text(self.settings.ttl_s)}.")
         return JobOutcome(message, ok=True, run_dir=run_dir, stem=stem, frames=result.frames, size=(h, w),
                           depth_range=tuple(report["depth_range"]), cmap=cmap, downloads=downloads,
-                          sbs_video=output_format("sbs").path(run_dir, stem))
+                          sbs_video=output_format("sbs").path(run_dir, stem), stereo=stereo)
 
     # ------------------------------------------------------------------ before a job
     def first_res(self) -> int:
@@ -411,6 +448,26 @@ class DepthService:
         coloured = colorize(np.asarray(depth[i - 1]), state["cmap"], vmin, vmax)
         return _with_colour_bar(coloured, state["cmap"], vmin, vmax, f"frame {i} of {depth.shape[0]}")
 
+    @staticmethod
+    def stereo_view(state: dict | None, index: int, strength: float):
+        """Frame ``index`` (1 to N) as a red-cyan anaglyph at ``strength`` (uint8 RGB), or None
+        without a stereo run (or once its files are gone)."""
+        import bisect
+
+        import numpy as np
+
+        stereo = (state or {}).get("stereo")
+        path = Path(state["npy"]) if stereo else None
+        if path is None or not path.is_file():
+            return None
+        depth = np.load(path, mmap_mode="r")
+        i = int(min(max(int(index or 1), 1), depth.shape[0])) - 1
+        image = kept_frame(Path(stereo["frames"]), i)
+        if image is None:
+            return None
+        near_range = stereo["ranges"][bisect.bisect_right(stereo["firsts"], i) - 1]
+        return anaglyph_preview(image, np.array(depth[i]), float(strength), tuple(near_range), stereo["convergence"])
+
     def shutdown(self, wait_s: float = 30.0) -> None:
         """Stop every job, wait for the device (bounded), remove every user's files."""
         with self._cancel_lock:
@@ -420,6 +477,20 @@ class DepthService:
         if self.device_lock.acquire(timeout=wait_s):
             self.device_lock.release()
         self.workspace.close()
+
+
+def _stereo_state(source, run_dir: Path, cfg, report: dict) -> dict:
+    """What the stereo preview needs of a finished run: its input frames, kept small (the input is
+    removed), and each shot's first frame and inverse-depth range, as the stereo videos use them."""
+    import numpy as np
+
+    from rollingdepth.io.stereo import shot_ranges
+
+    firsts = tuple(shot["first"] for shot in report["shots"])
+    prediction = np.load(output_format("npy").path(run_dir, source.stem), mmap_mode="r")
+    folder = keep_frames(source.frames(cfg.start_frame, len(prediction)), run_dir / "stereo-preview", PREVIEW_EDGE)
+    return {"frames": str(folder), "firsts": list(firsts), "ranges": shot_ranges(prediction, firsts),
+            "convergence": cfg.convergence}
 
 
 def _hold_for_tests(stage: str) -> None:
@@ -514,6 +585,8 @@ class _Page:
     refine: object
     frames: object
     cmap: object
+    stereo: object
+    strength: object
     run_btn: object
     cancel_btn: object
     estimate: object
@@ -521,14 +594,15 @@ class _Page:
     video: object
     frame: object
     frame_image: object
+    stereo_image: object
     downloads: object
     view: object
 
     # the fields of a Run's form (DepthService.config), by their components' names
-    FORM = ("preset", "res", "dilations", "snippet", "refine", "cmap", "frames")
+    FORM = ("preset", "res", "dilations", "snippet", "refine", "cmap", "frames", "stereo", "strength")
 
     def outputs(self) -> list:
-        return [self.status, self.video, self.frame, self.frame_image, self.downloads, self.view]
+        return [self.status, self.video, self.frame, self.frame_image, self.stereo_image, self.downloads, self.view]
 
 
 def build_page(service: DepthService):
@@ -577,6 +651,12 @@ def _settings_column(service: DepthService) -> dict:
                                 elem_id="rd-frames")
     c["cmap"] = gr.Dropdown(list(COLOUR_MAPS), value=COLOUR_MAPS[0], label=_label("cmaps"), allow_custom_value=True,
                             elem_id="rd-cmap")
+    strength, strength_option = output_format("stereo").more_option("stereo_strength")
+    with gr.Row():
+        c["stereo"] = gr.Dropdown([NO_STEREO, *LAYOUTS], value=NO_STEREO, label=_label("save_stereo"), scale=1,
+                                  elem_id="rd-stereo")
+        c["strength"] = gr.Slider(0, 10, value=strength, step=0.5, label=strength_option.label, scale=2,
+                                  elem_id="rd-strength")
     c["estimate"] = gr.Markdown("", elem_id="rd-estimate")
     with gr.Row():
         c["run_btn"] = gr.Button("Run", variant="primary", elem_id="rd-run")
@@ -596,6 +676,8 @@ def _results_column() -> dict:
         "frame": gr.Slider(1, 2, value=1, step=1, label="Frame", visible=False, elem_id="rd-frame"),
         "frame_image": gr.Image(label="Depth of one frame", type="numpy", format="png", interactive=False,
                                 visible=False, elem_id="rd-frame-image"),
+        "stereo_image": gr.Image(label="Stereo preview (anaglyph)", type="numpy", format="png", interactive=False,
+                                 visible=False, elem_id="rd-stereo-image"),
         "downloads": gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="rd-downloads"),
     }
 
@@ -617,8 +699,8 @@ def _connect(service: DepthService, p: _Page) -> None:
         return service.estimate(upload, {name: values[getattr(p, name)] for name in _Page.FORM})
 
     def clear(values: dict):
-        return ("", None, gr.update(visible=False, value=1), gr.update(visible=False, value=None), None, None,
-                estimate(values))
+        hidden = gr.update(visible=False, value=None)
+        return "", None, gr.update(visible=False, value=1), hidden, hidden, None, None, estimate(values)
 
     def run(values: dict, request: gr.Request, progress=gr.Progress()):
         def report(stage, done, total):
@@ -627,12 +709,14 @@ def _connect(service: DepthService, p: _Page) -> None:
         form = {name: values[getattr(p, name)] for name in _Page.FORM}
         outcome = service.run(request.session_hash, values[p.upload], form, report)
         if not outcome.ok:
+            hidden = gr.update(visible=False, value=None)
             return (f"**Error:** {outcome.message}" if not outcome.message.startswith("Cancelled") else outcome.message,
-                    None, gr.update(visible=False), gr.update(visible=False, value=None), None, None)
+                    None, gr.update(visible=False), hidden, hidden, None, None)
         state = outcome.view_state()
         return (outcome.message, str(outcome.sbs_video),
                 gr.update(visible=True, minimum=1, maximum=max(outcome.frames, 2), value=1, step=1),
                 gr.update(visible=True, value=service.frame_view(state, 1)),
+                gr.update(visible=outcome.stereo is not None, value=service.stereo_view(state, 1, values[p.strength])),
                 [str(path) for path in outcome.downloads], state)
 
     def cancel(request: gr.Request):
@@ -645,6 +729,9 @@ def _connect(service: DepthService, p: _Page) -> None:
 
     def show_frame(index, state):
         return service.frame_view(state, index)
+
+    def show_stereo(index, strength, state):  # the run's frame at another strength: no model run
+        return service.stereo_view(state, index, strength)
 
     outputs = p.outputs()
     p.sample_btn.click(use_sample, outputs=p.upload, queue=False, api_visibility="private")
@@ -666,6 +753,9 @@ def _connect(service: DepthService, p: _Page) -> None:
                        api_visibility="private")  # queued: its lines stream
     p.frame.change(show_frame, inputs=[p.frame, p.view], outputs=p.frame_image, show_progress="hidden",
                    concurrency_limit=4, concurrency_id="view", api_visibility="private")
+    gr.on([p.frame.change, p.strength.change], show_stereo, inputs=[p.frame, p.strength, p.view],
+          outputs=p.stereo_image, show_progress="hidden", trigger_mode="always_last", concurrency_limit=4,
+          concurrency_id="view", api_visibility="private")
 
 
 def _model_text(pipe) -> str:

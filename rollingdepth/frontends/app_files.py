@@ -18,10 +18,14 @@ import threading
 import time
 import zipfile
 from pathlib import Path
+from typing import Iterable
+
+import numpy as np
 
 from rollingdepth.io.video_io import IMAGE_EXTENSIONS, InputError
 
-__all__ = ["Workspace", "check_not_truncated", "extract_frames", "parse_duration", "zip_folder"]
+__all__ = ["Workspace", "check_not_truncated", "extract_frames", "keep_frames", "kept_frame", "parse_duration",
+           "zip_folder"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -233,3 +237,27 @@ def zip_folder(folder: Path, target: Path) -> Path:
                 zf.write(path, f"{folder.name}/{path.name}")
     os.replace(tmp, target)
     return target
+
+
+# ---------------------------------------------------------------------- frames kept for views
+def keep_frames(frames: Iterable[np.ndarray], folder: Path, edge: int) -> Path:
+    """Store uint8 RGB ``frames`` in ``folder`` as ``000000.jpg`` ..., the longer edge at most
+    ``edge`` pixels (for views after the run's input is gone); returns ``folder``."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames):
+        h, w = frame.shape[:2]
+        scale = min(1.0, edge / max(h, w))
+        if scale < 1.0:
+            frame = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / f"{i:06d}.jpg"), np.ascontiguousarray(frame[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return folder
+
+
+def kept_frame(folder: Path, index: int) -> np.ndarray | None:
+    """Frame ``index`` (from 0) of :func:`keep_frames` as uint8 RGB, or None when it is gone."""
+    import cv2
+
+    image = cv2.imread(str(folder / f"{index:06d}.jpg"), cv2.IMREAD_COLOR)
+    return None if image is None else np.ascontiguousarray(image[..., ::-1])
