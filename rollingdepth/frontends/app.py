@@ -110,9 +110,9 @@ def anaglyph_preview(image, prediction, strength: float, near_range: tuple[float
                      convergence: float = DEFAULT_CONVERGENCE):
     """The red-cyan anaglyph (uint8 ``[H, W, 3]``) of ``image`` (uint8 ``[H, W, 3]``) and its
     ``prediction`` (``[h, w]``), its shot's inverse depth spanning ``near_range``, as the stereo
-    videos render it; on the CPU (the device is the model's)."""
-    frames = StereoFrames(strength, convergence, [near_range], (0,), device="cpu")
-    return pack(*frames.eyes(0, image, prediction), "anaglyph")[0].numpy()
+    videos render it."""
+    frames = StereoFrames(strength, convergence, [near_range], (0,))
+    return pack(*frames.eyes(0, image, prediction), "anaglyph")
 
 
 def find_sample() -> Path | None:
