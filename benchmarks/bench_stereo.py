@@ -9,8 +9,10 @@ The prediction is a float32 ``[N, 432, 768]`` ``.npy`` (the processing size of t
 ``--res 768``), a moving smooth pattern, so every frame has occlusions and holes.
 
 Makes a 1080p H.264 clip (``testsrc2``, 24 fps) of the longest length asked with the bundled
-ffmpeg, then runs each length in a fresh process (its peak RSS is its own) and prints:
-frames, seconds, frames per second, peak RSS.
+ffmpeg, then runs each length in a fresh process and prints: frames, seconds, frames per second,
+the peak of its anonymous memory (the heap: what grows if frames were held; sampled every 50 ms)
+and its peak RSS (which also counts the pages of the prediction file it has read, clean and given
+back to the page cache under pressure).
 
     python benchmarks/bench_stereo.py                      # 100 and 1000 frames, half-sbs
     python benchmarks/bench_stereo.py --frames 240 --layout anaglyph
@@ -35,21 +37,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 PRED_SIZE = (432, 768)
 
 
-def make_inputs(folder: Path, frames: int) -> tuple[Path, Path]:
-    """A 1080p clip of ``frames`` frames and its stand-in prediction."""
+def make_inputs(folder: Path, frames: int) -> Path:
+    """A 1080p clip of ``frames`` frames."""
     import imageio_ffmpeg
 
     clip = folder / "clip.mp4"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
                     f"testsrc2=size=1920x1080:rate=24", "-frames:v", str(frames), "-c:v", "libx264", "-preset",
                     "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", str(clip)], check=True)
+    return clip
+
+
+def make_prediction(path: Path, frames: int) -> Path:
+    """The stand-in prediction ``[frames, 432, 768]``: a moving smooth pattern and a near disc."""
     h, w = PRED_SIZE
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    pred = np.lib.format.open_memmap(folder / "pred.npy", mode="w+", dtype=np.float32, shape=(frames, h, w))
+    pred = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(frames, h, w))
     for i in range(frames):
         pred[i] = 1.0 + np.sin(xx / 40.0 + 0.05 * i) * np.cos(yy / 30.0) + (np.hypot(xx - w / 2, yy - h / 2) < 90)
     pred.flush()
-    return clip, folder / "pred.npy"
+    del pred
+    return path
+
+
+class PeakAnon:
+    """The process's peak anonymous memory (heap, not the file pages it reads), sampled every 50 ms."""
+
+    def __init__(self):
+        import threading
+
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        self.peak = max(self.peak, int(line.split()[1]) / 1024)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
 def write_once(clip: Path, pred_path: Path, frames: int, layout: str, out_dir: Path) -> dict:
@@ -62,14 +93,14 @@ def write_once(clip: Path, pred_path: Path, frames: int, layout: str, out_dir: P
     from rollingdepth.runtime.background import BackgroundQueue, prefetch
     from rollingdepth.runtime.run_config import RunConfig
 
+    anon = PeakAnon()
     source = probe_video(clip)
-    pred = np.load(pred_path, mmap_mode="r")[:frames]
-    np.save(out_dir / "pred.npy", pred)  # the prediction of these frames, as run-video has it
+    pred = np.load(pred_path, mmap_mode="r")  # [frames, h, w], as run-video has it
     cfg = RunConfig.build(None, dict(save_stereo=[layout]))
     out = VideoOutput(out_dir=out_dir, stem="clip", settings=cfg, frames=frames, size=PRED_SIZE,
                       input_size=tuple(source.size), prediction_range=(0.0, 3.0),
                       mapping=VideoMapping((DepthMapping("inverse", 0.0, 3.0),)), fps=source.rate,
-                      sound=lambda: None, prediction_file=lambda: out_dir / "pred.npy", snippet_maps=lambda: [],
+                      sound=lambda: None, prediction_file=lambda: pred_path, snippet_maps=lambda: [],
                       run_settings={})
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -81,7 +112,7 @@ def write_once(clip: Path, pred_path: Path, frames: int, layout: str, out_dir: P
     seconds = time.perf_counter() - started
     written = probe_video(out_dir / name)
     return {"frames": written.frame_count, "size": list(written.size), "seconds": round(seconds, 2),
-            "fps": round(frames / seconds, 2),
+            "fps": round(frames / seconds, 2), "peak_anon_mb": round(anon.stop(), 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
@@ -101,15 +132,17 @@ def main() -> None:
           f"torch {torch.__version__}, layout {args.layout}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        clip, pred = make_inputs(folder, max(args.frames))
-        print(f"{'frames':>7} {'seconds':>8} {'fps':>6} {'peak RSS MB':>12}  size")
+        clip = make_inputs(folder, max(args.frames))
+        print(f"{'frames':>7} {'seconds':>8} {'fps':>6} {'peak anon MB':>13} {'peak RSS MB':>12}  size")
         for n in args.frames:
             out = folder / f"out{n}"
             out.mkdir()
+            pred = make_prediction(folder / f"pred{n}.npy", n)
             done = subprocess.run([sys.executable, __file__, "--frames", str(n), "--layout", args.layout, "--one",
                                    str(clip), str(pred), str(out)], check=True, capture_output=True, text=True)
             r = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"{r['frames']:>7} {r['seconds']:>8} {r['fps']:>6} {r['peak_rss_mb']:>12}  {r['size']}")
+            print(f"{r['frames']:>7} {r['seconds']:>8} {r['fps']:>6} {r['peak_anon_mb']:>13} {r['peak_rss_mb']:>12}  "
+                  f"{r['size']}")
 
 
 if __name__ == "__main__":

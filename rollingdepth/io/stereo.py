@@ -76,49 +76,50 @@ def warp(rgb: np.ndarray, shift: np.ndarray, left_eye: bool) -> np.ndarray:
     import cv2
 
     h, w = shift.shape
-    cols = np.arange(w, dtype=np.int32)
+    cols = _grid(h, w, 1)  # [H, W] each pixel's column
     target = shift + cols  # [H, W] the column each pixel goes to
-    slot = target + (np.arange(h, dtype=np.int32) * w)[:, None]
-    slot[(target < 0) | (target >= w)] = h * w  # off the frame: a spare slot
+    slot = target + _grid(h, w, 0, np.intp, w)  # [H, W] the output pixel it goes to
+    slot[target.view(np.uint32) >= w] = h * w  # off the frame (below 0 is above w unsigned): a spare slot
     empty = w if left_eye else -1
     winner = np.full(h * w + 1, empty, np.int32)  # per output pixel: its source column
     reduce = np.minimum if left_eye else np.maximum  # the leftmost or the rightmost, the nearest either way
-    reduce.at(winner, slot.ravel(), np.broadcast_to(cols, (h, w)).ravel())
+    reduce.at(winner, slot.ravel(), cols.ravel())
     winner = winner[:-1].reshape(h, w)
     _fill_holes(winner, empty, left_eye)
-    return cv2.remap(rgb, winner.astype(np.float32), _rows(h, w), cv2.INTER_NEAREST)
+    return cv2.remap(rgb, winner.astype(np.float32), _grid(h, w, 0, np.float32), cv2.INTER_NEAREST)
 
 
 def _fill_holes(winner: np.ndarray, empty: int, left_eye: bool) -> None:
     """Give each run of unreached columns (``empty`` in ``winner [H, W]``, in place) the source of the
     reached column beside it on the background side (left in the left eye), or at the frame's
-    edge the other side's; a row with nothing reached keeps its own columns. Work in the runs'
+    edge the other side's; a row with nothing reached keeps its own columns. Works in the holes'
     number, not the frame's: they are a few percent of it."""
     h, w = winner.shape
-    hole = np.zeros((h, w + 2), np.int8)  # a reached column of padding on both sides: runs stay in their row
-    hole[:, 1:-1] = winner == empty
-    edges = np.flatnonzero(np.diff(hole.ravel()))
-    if not len(edges):
+    at = np.flatnonzero(winner.ravel() == empty)  # the holes, in order
+    if not len(at):
         return
-    starts, ends = edges[0::2] + 1, edges[1::2] + 1  # [start, end) in the padded frame
-    row, first, stop = starts // (w + 2), starts % (w + 2) - 1, ends % (w + 2) - 1  # columns of the frame
-    before, after = first - 1, stop  # the reached columns beside each run (-1 or w: the frame's edge)
+    row, col = np.divmod(at, w)
+    new_run = np.ones(len(at), bool)
+    new_run[1:] = (np.diff(at) != 1) | (col[1:] == 0)  # a run ends at a reached column or at its row's end
+    starts = np.flatnonzero(new_run)
+    lengths = np.diff(np.append(starts, len(at)))
+    first, rows = col[starts], row[starts]
+    before, after = first - 1, first + lengths  # the reached columns beside each run (-1 or w: the frame's edge)
     side = np.where(before >= 0, before, after) if left_eye else np.where(after < w, after, before)
-    whole_row = (before < 0) & (after >= w)
-    values = np.where(whole_row, -1, winner[row, np.clip(side, 0, w - 1)])
-    lengths = stop - first
-    at = np.repeat(row * w + first - np.cumsum(np.r_[0, lengths[:-1]]), lengths) + np.arange(lengths.sum())
+    values = np.where((before < 0) & (after >= w), -1, winner[rows, np.clip(side, 0, w - 1)])
     fill = np.repeat(values, lengths)
-    fill[fill < 0] = (at % w)[fill < 0]  # nothing reached in the row: its own columns
+    own = fill < 0  # nothing reached in the row: its own columns
+    fill[own] = col[own]
     winner.ravel()[at] = fill
 
 
-@functools.lru_cache(maxsize=4)
-def _rows(h: int, w: int) -> np.ndarray:
-    """float32 ``[H, W]``: each pixel's row (the maps of a horizontal remap); kept per size, read only."""
-    rows = np.ascontiguousarray(np.broadcast_to(np.arange(h, dtype=np.float32)[:, None], (h, w)))
-    rows.flags.writeable = False
-    return rows
+@functools.lru_cache(maxsize=8)
+def _grid(h: int, w: int, axis: int, dtype=np.int32, step: int = 1) -> np.ndarray:
+    """``[H, W]`` of each pixel's row (``axis`` 0) or column (1), times ``step``; kept per size, read only."""
+    line = np.arange(h if axis == 0 else w, dtype=dtype) * step
+    grid = np.ascontiguousarray(np.broadcast_to(line[:, None] if axis == 0 else line, (h, w)))
+    grid.flags.writeable = False
+    return grid
 
 
 def render_eyes(rgb: np.ndarray, near: np.ndarray, strength: float, convergence: float
