@@ -138,7 +138,9 @@ def _silent(stage: Stage, done: int, total: int) -> None:
     pass
 
 
-MIN_LATENT = 3  # latent rows and columns the method needs at least (its subsampled co-alignment: 2 failed)
+# latent rows and columns the method needs at least (its subsampled co-alignment: 2 failed); the real
+# model's SD2 layout runs from there (24 px frames, checked with random weights: benchmarks/check_min_size.py)
+MIN_LATENT = 3
 
 
 def _check_size(input_size: tuple[int, int], size: tuple[int, int], processing_res: int, vae_factor: int) -> None:
