@@ -118,6 +118,21 @@ def test_a_run_resumed_past_its_encoding_decodes_again(tmp_path, capsys, monkeyp
     assert count == FRAMES and reads == []
 
 
+def test_a_video_found_to_have_cuts_decodes_again(tmp_path, capsys, monkeypatch, decoded, reads):
+    """Its frames went by as the run looked for cuts, but its units decode them again: so does the write stage."""
+    from .shot_clips import three_scenes
+
+    frames = three_scenes((8, 8, 8))[0]
+    clip = write_clip(tmp_path / "a.mp4", frames)
+    args = [clip, *BASE, "-d", "1", "--cmap", "Greys_r", "-q"]
+    found, count = _run(args, tmp_path / "found", capsys, decoded)
+    assert reads == [False] and count > 2 * len(frames)  # looking for cuts, the units, the write stage
+    monkeypatch.setattr(kept_frames, "KEEP_BYTES", 0)
+    again, _ = _run(args, tmp_path / "read", capsys, decoded)
+    assert sorted(found) == sorted(again) == ["a_Greys_r.mp4", "a_rgbd.mp4"]
+    assert all(np.array_equal(found[name], again[name]) for name in found)
+
+
 def _frames(n: int, size=(4, 5)) -> list[np.ndarray]:
     return [np.full((*size, 3), i, np.uint8) for i in range(n)]
 
