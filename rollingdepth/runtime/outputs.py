@@ -27,6 +27,7 @@ from rollingdepth.io.output_formats import (RUN_REPORT, OutputFrame, VideoOutput
 from rollingdepth.io.video_io import InputError, VideoSource
 from rollingdepth.runtime.background import BackgroundQueue, prefetch
 from rollingdepth.runtime.checkpoints import OutputsState
+from rollingdepth.runtime.kept_frames import KeptFrames
 from rollingdepth.runtime.run_config import RunConfig
 from rollingdepth.runtime.stores import JOURNAL
 
@@ -120,6 +121,7 @@ class PendingOutputs:
         self.result = None  # the run's RunResult (runtime.passes)
         self.store = None  # its DiskStore
         self.estimate_s = None  # the estimated seconds of the prediction (rollingdepth.runtime.estimate)
+        self.kept: KeptFrames | None = None  # the input's frames as the run decoded them, when kept
         self._write_units = 1  # the write stage's progress total: a unit per frame per file, one for run.json
 
     @property
@@ -131,6 +133,8 @@ class PendingOutputs:
         resume from (outputs are written under temporary names that remove themselves)."""
         import shutil
 
+        if self.kept is not None:  # a resumed run decodes again what it keeps
+            self.kept.discard()
         if self.store is not None:
             self.store.close()
             resumable = bool(self.store.journal.entries)
@@ -275,11 +279,16 @@ class PendingOutputs:
 
     def _feed(self, writers: list[tuple[str, Writer]], needs_rgb: bool, stack: contextlib.ExitStack, progress: Progress,
               cancel) -> None:
-        """Each frame to every writer (:func:`feed`), the input read a second time where a writer needs it."""
-        cfg = self.cfg
-        rgb = self.source.frames(cfg.start_frame, cfg.max_frames) if needs_rgb else None  # re-read
+        """Each frame to every writer (:func:`feed`), with the input's frames where a writer needs them."""
+        rgb = self._input_frames() if needs_rgb else None
         frames = FrameFeed(self._frames_out(), self.mapping, self.size, rgb, str(self.source.path), self.frames)
         feed(writers, frames, stack, progress, self._write_units, cancel)
+
+    def _input_frames(self) -> Iterable[np.ndarray]:
+        """The input's frames: those the run kept as it decoded them when they are all there
+        (:mod:`rollingdepth.runtime.kept_frames`), else the input decoded a second time."""
+        kept = self.kept.read(self.frames) if self.kept is not None else None
+        return kept if kept is not None else self.source.frames(self.cfg.start_frame, self.cfg.max_frames)
 
     def _write_report(self, written: list[Path]) -> Path:
         """``{stem}_run.json``: settings used, timings, work done, memory, versions; written last."""

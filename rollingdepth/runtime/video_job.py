@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from rollingdepth.errors import EmptyVideoError
 from rollingdepth.io.video_io import InputError, VideoSource
@@ -20,6 +20,8 @@ from rollingdepth.runtime.stages import Stage
 __all__ = ["fingerprint", "predict_video", "process_video", "work_folder"]
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from rollingdepth.runtime.shared_units import SharedUnits
     from rollingdepth.io.shots import Shot
     from rollingdepth.method.pipeline import RollingDepthModel
@@ -242,8 +244,11 @@ def predict_video(
             shots = None
             if shared is None and _cuts_while_encoding(cfg, store, expected):
                 try:  # one unit unless the frames show a cut: found as they are encoded, no pass of its own
-                    pending.result = _run_finding_cuts(pipe, source, store, cfg, expected, generator, progress)
+                    pending.result = _run_finding_cuts(pipe, _decoded(source, store, cfg, expected, pending), store, cfg,
+                                                       (expected, generator, progress))
                 except _NeedsUnits as found:  # what was encoded is not used: the units encode their frames
+                    if pending.kept is not None:  # nor what was kept: the units decode again
+                        pending.kept.discard()
                     store.checkpoint(found.state)
                     shots = _shots_of(found.state)
             if pending.result is None:
@@ -286,7 +291,7 @@ def _run_shots(pipe: "RollingDepthModel", source: VideoSource, store, cfg: RunCo
         _check_depth_points(cfg, shots)
     units = _plan_units(shots, cfg)
     if len(units) == 1 and shared is None:  # the video is one unit: one run over the video's own store
-        frames = prefetch(source.frames(cfg.start_frame, cfg.max_frames))
+        frames = prefetch(_decoded(source, store, cfg, expected, pending))
         pending.result = run(pipe, frames, store, cfg.method_settings(), generator=generator, callback=progress,
                              num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
         return True
@@ -305,6 +310,22 @@ def _run_shots(pipe: "RollingDepthModel", source: VideoSource, store, cfg: RunCo
     pending.notes.append(_units_note(source.stem, shots, units))
     pending.notes += [f"{source.stem}: {line}" for shot in pending.result.shots or [] for line in shot.get("warnings", [])]
     return True
+
+
+def _decoded(source: VideoSource, store, cfg: RunConfig, expected: int, pending: PendingOutputs) -> Iterable[np.ndarray]:
+    """The run's frames, decoded once in order from ``cfg.start_frame``; kept on the way in the work
+    folder (``pending.kept``) when an output takes them and that is cheap on disk
+    (:mod:`rollingdepth.runtime.kept_frames`), unless the run resumes past its encoding (it would
+    not decode them)."""
+    from rollingdepth.runtime.checkpoints import EncodeState
+    from rollingdepth.runtime.kept_frames import KEEP_FILE, KeptFrames, worth_keeping
+
+    frames = source.frames(cfg.start_frame, cfg.max_frames)
+    encoded = store.resumed(EncodeState)
+    if (encoded is not None and encoded.complete) or not worth_keeping(cfg, expected, tuple(source.size), pending.workdir):
+        return frames
+    pending.kept = KeptFrames(pending.workdir / KEEP_FILE, tuple(source.size), expected)
+    return pending.kept.wrap(frames)
 
 
 class _NeedsUnits(Exception):
@@ -331,8 +352,7 @@ def _shots_of(state) -> list[Shot]:
     return shots_from_cuts(state.cuts, state.frames, state.found_by)
 
 
-def _run_finding_cuts(pipe: "RollingDepthModel", source: VideoSource, store, cfg: RunConfig, expected: int,
-                      generator, progress: Progress):
+def _run_finding_cuts(pipe: "RollingDepthModel", decoded: Iterable[np.ndarray], store, cfg: RunConfig, run_args: tuple):
     """The video as one run while a thread looks for cuts in the frames it encodes; the cuts are
     known when the last frame has gone by, before any snippet: ``_NeedsUnits`` if the video has
     cuts (or more frames than a segment), else the run goes on and its result is returned.
@@ -342,7 +362,8 @@ def _run_finding_cuts(pipe: "RollingDepthModel", source: VideoSource, store, cfg
     from rollingdepth.runtime.checkpoints import EncodeState, ShotsState
     from rollingdepth.runtime.passes import run
 
-    frames = _CutFinder(source.frames(cfg.start_frame, cfg.max_frames), cfg.segment_frames)
+    expected, generator, progress = run_args
+    frames = _CutFinder(decoded, cfg.segment_frames)
     result = run(pipe, prefetch(frames), store, cfg.method_settings(), generator=generator, callback=progress,
                  num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
     encoded = store.resumed(EncodeState)
