@@ -852,7 +852,11 @@ def test_containers_and_codecs_decode(tmp_path, name, codec):
 
 # ----------------------------------------------------------------------------- the original's command line
 def test_original_argv_becomes_this_commands_forms(tmp_path):
-    o = cli.original_argv
+    import typer.main
+
+    from rollingdepth.frontends.original_cli import original_argv
+
+    o = lambda args: original_argv(args, typer.main.get_command(cli.app))  # noqa: E731
     assert o(["-d", "1", "10", "clip.mp4"]) == ["-d", "1", "-d", "10", "clip.mp4"]  # clip.mp4 stays INPUT
     assert o(["--snippet-lengths", "3", "3", "3", "-i", "v.mp4"]) == ["--snippet-lengths", "3"] * 3 + ["-i", "v.mp4"]
     assert o(["--snip-len", "auto", "v.mp4"]) == ["--snip-len", "auto", "v.mp4"]
