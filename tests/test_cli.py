@@ -240,30 +240,27 @@ def _readme_preset_table() -> dict[str, dict]:
     return table
 
 
-def test_presets_in_configs_match_the_readme_and_the_package():
-    """configs/ holds real files (not a link that breaks on some clones) identical to the
-    package's; every preset the README names loads from configs/ with the README's values."""
+def test_every_preset_loads_and_matches_the_readme():
+    """The presets live in the package only (rollingdepth/configs/, one file per name in PRESETS);
+    each loads by name and by path into valid settings, and the README's table says their values."""
     from rollingdepth.runtime.run_config import PRESET_DIR, PRESETS, RunConfig, load_preset
 
-    top = REPO / "configs"
-    assert top.is_dir() and not top.is_symlink()
-    top_files = sorted(p.name for p in top.iterdir())
-    assert top_files == sorted(p.name for p in PRESET_DIR.glob("*.yaml")) == sorted(f"{n}.yaml" for n in PRESETS)
-    for name in top_files:
-        path = top / name
+    assert not (REPO / "configs").exists(), "the presets are rollingdepth/configs/ only"
+    assert sorted(p.name for p in PRESET_DIR.glob("*.yaml")) == sorted(f"{n}.yaml" for n in PRESETS)
+    for name in PRESETS:
+        path = PRESET_DIR / f"{name}.yaml"
         assert path.is_file() and not path.is_symlink(), name
-        assert path.read_bytes() == (PRESET_DIR / name).read_bytes(), f"configs/{name} differs from the package's copy"
+        assert load_preset(name) == load_preset(path)
+        RunConfig.build(name, {})  # valid settings, as run-video takes them
     table = _readme_preset_table()
     assert set(table) == {"fast", "fast1024", "full", "paper"}
     for name, want in table.items():
-        from_top = load_preset(top / f"{name}.yaml")
-        assert load_preset(name) == from_top
-        got = {key: from_top[key] for key in want}
-        assert got == want, name
-        cfg = RunConfig.build(top / f"{name}.yaml", {})  # valid settings, as run-video takes them
+        got = load_preset(name)
+        assert {key: got[key] for key in want} == want, name
+        cfg = RunConfig.build(REPO / "rollingdepth" / "configs" / f"{name}.yaml", {})  # the path the README gives
         assert {key: getattr(cfg, key) for key in want} == want
     readme = (REPO / "README.md").read_text()
-    assert "| fast (default) |" in readme
+    assert "| fast (default) |" in readme and "`rollingdepth/configs/*.yaml`" in readme
     default = RunConfig.build(None, {})
     assert {key: getattr(default, key) for key in table["fast"]} == table["fast"]
 
@@ -852,7 +849,11 @@ def test_containers_and_codecs_decode(tmp_path, name, codec):
 
 # ----------------------------------------------------------------------------- the original's command line
 def test_original_argv_becomes_this_commands_forms(tmp_path):
-    o = cli.original_argv
+    import typer.main
+
+    from rollingdepth.frontends.original_cli import original_argv
+
+    o = lambda args: original_argv(args, typer.main.get_command(cli.app))  # noqa: E731
     assert o(["-d", "1", "10", "clip.mp4"]) == ["-d", "1", "-d", "10", "clip.mp4"]  # clip.mp4 stays INPUT
     assert o(["--snippet-lengths", "3", "3", "3", "-i", "v.mp4"]) == ["--snippet-lengths", "3"] * 3 + ["-i", "v.mp4"]
     assert o(["--snip-len", "auto", "v.mp4"]) == ["--snip-len", "auto", "v.mp4"]

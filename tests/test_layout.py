@@ -4,6 +4,7 @@ count limits, no import cycle between its modules, and imports only down the lay
 too: a dependency is one of the design however it is imported."""
 
 import ast
+import tomllib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rollingdepth"
@@ -160,3 +161,31 @@ def test_the_layer_check_finds_upward_imports():
 def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def command_modules() -> set[str]:
+    """The modules of the commands: those ``[project.scripts]`` in pyproject.toml points at."""
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    return {target.split(":")[0] for target in project["project"]["scripts"].values()}
+
+
+def imported_commands(graph: dict[str, set[str]], commands: set[str]) -> list[str]:
+    """Every import of a command module by another, as ``importer -> imported``."""
+    return [f"{name} -> {target}" for name in sorted(commands) for target in sorted(graph.get(name, ()))
+            if target in commands]
+
+
+def test_no_command_imports_another():
+    """What the commands share (exit codes, the reporter, run_app, spelling, the original's command
+    line) lives in shared front-end modules (``frontends.command``, ``frontends.original_cli``, ...);
+    a command module (run_video, eval_depth, stereo_video, app) imports none of the others."""
+    trees = modules()
+    graph = {name: imports_of(name, tree, set(trees)) for name, tree in trees.items()}
+    commands = command_modules()
+    assert {"rollingdepth.frontends.run_video", "rollingdepth.frontends.app"} <= commands <= set(graph), commands
+    assert not imported_commands(graph, commands), imported_commands(graph, commands)
+
+
+def test_the_command_check_finds_a_command_importing_another():
+    graph = {"pkg.a": {"pkg.b", "pkg.shared"}, "pkg.b": {"pkg.shared"}, "pkg.shared": set()}
+    assert imported_commands(graph, {"pkg.a", "pkg.b"}) == ["pkg.a -> pkg.b"]

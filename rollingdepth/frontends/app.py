@@ -26,6 +26,7 @@ import typer
 
 from rollingdepth.frontends.app_files import (Workspace, check_not_truncated, extract_frames, keep_frames, kept_frame,
                                               parse_duration, safe_stem, zip_folder)
+from rollingdepth.frontends.command import EXIT_INTERRUPTED, EXIT_USAGE, usage_error
 from rollingdepth.frontends.options import HELP_FLAGS, Param, command_signature, declared
 from rollingdepth.io.output_formats import RUN_REPORT, output_format, output_formats, switches
 from rollingdepth.io.stereo import DEFAULT_CONVERGENCE, LAYOUTS, StereoFrames, pack
@@ -888,21 +889,22 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli(args=args, prog_name="rollingdepth-app", standalone_mode=False)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except ValueError as exc:  # InputError too
         print(f"Error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     except ImportError as exc:
         if (exc.name or "").split(".")[0] == "gradio":  # by the module it names, not by its text
             print('Error: the web page needs Gradio: pip install "rollingdepth[app]" (or pip install ".[app]")',
                   file=sys.stderr)
-            sys.exit(2)
+            sys.exit(EXIT_USAGE)
         raise
     except Exception as exc:
-        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors
-            print(f"Error: {' '.join(exc.format_message().split())}", file=sys.stderr)
-            sys.exit(exc.exit_code or 2)
-        raise
+        usage = usage_error(exc)
+        if usage is None:
+            raise
+        print(f"Error: {usage[0]}", file=sys.stderr)
+        sys.exit(usage[1])
     sys.exit(0)
 
 

@@ -19,6 +19,7 @@ import json
 import time
 import traceback
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -35,10 +36,11 @@ from rollingdepth.evaluation.prediction_files import collect, load_depth, load_m
 from rollingdepth.evaluation.tables import (METRICS, METRICS_BENCH, fmt, markdown, mean_metrics, summary_rows,
                                             write_csv, write_json)
 from rollingdepth.frontends.batch import Batch, BatchItem, failure_message, run_batch
+from rollingdepth.frontends.command import EXIT_FAILED, EXIT_USAGE, make_reporter, run_app, spelling
 from rollingdepth.frontends.options import (COMMAND_OPTIONS, HELP_FLAGS, RUN, Param, command_signature, declared,
                                             reporting_params)
+from rollingdepth.frontends.original_cli import original_argv
 from rollingdepth.frontends.progress import Reporter, start_share
-from rollingdepth.frontends.run_video import _reporter, original_argv, run_app
 from rollingdepth.io.video_io import atomic_path
 from rollingdepth.runtime.run_config import prediction_settings
 
@@ -57,6 +59,8 @@ def _fixed_settings() -> dict:
 PREDICTION_KEYS = tuple(name for name in prediction_settings() if name not in _fixed_settings())
 # the run settings eval-depth takes for --dataset (declared with RunConfig's fields)
 PREDICTION_OPTIONS = ("preset", *PREDICTION_KEYS, "device")
+# the option of any of eval-depth's parameters: its own, the commands' or a setting's
+_spelling = partial(spelling, table={**COMMAND_OPTIONS, **EVAL_OPTIONS})
 
 
 @dataclass
@@ -96,15 +100,6 @@ class Benchmark:
     predictions: Path | None = None
 
 
-def _spelling(name: str) -> str:
-    """The option of any of eval-depth's parameters."""
-    from rollingdepth.runtime.run_config import option_name
-
-    if name in EVAL_OPTIONS:
-        return eval_option(name)
-    return COMMAND_OPTIONS[name].name if name in COMMAND_OPTIONS else option_name(name)
-
-
 def _params() -> list:
     from rollingdepth.runtime.run_config import run_options
 
@@ -131,9 +126,9 @@ def eval_depth(**values) -> None:
 
     v = values
     err = Console(stderr=True, highlight=False)
-    report = _reporter(v["progress"], v["quiet"], v["log_every"], err)
+    report = make_reporter(v["progress"], v["quiet"], v["log_every"], err)
 
-    def fail(message: str, code: int = 2):
+    def fail(message: str, code: int = EXIT_USAGE):
         report.error(message)
         raise typer.Exit(code)
 
@@ -199,7 +194,7 @@ def score_files(ctx: _Context, files: FileInputs, protocol: Protocol, output_dir
         ctx.out.print(f"reports: {output_dir / 'metrics.json'}, {output_dir / 'metrics.csv'}")
     ctx.report.summary(_results([job["stem"] for job in jobs], failures), time.perf_counter() - started, metrics=mean)
     if failures:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _score_jobs(ctx: _Context, jobs: list[dict], gt_scale: float, protocol: Protocol, output_dir: Path):
@@ -275,7 +270,7 @@ def run_benchmark(ctx: _Context, bench: Benchmark, protocol: Protocol, output_di
     mean = _write_benchmark_reports(ctx, bench, protocol, output_dir, predicted, scores, len(sequences))
     ctx.report.summary(_results([seq.name for seq in sequences], failures), time.perf_counter() - started, metrics=mean)
     if failures:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _benchmark_predictions(ctx: _Context, bench: Benchmark, sequences: list, output_dir: Path, run_options: dict):
@@ -288,7 +283,7 @@ def _benchmark_predictions(ctx: _Context, bench: Benchmark, sequences: list, out
     failures, main_rank = _predict_all(ctx, sequences, pred_dir, cfg)
     if not main_rank:  # rank 0 scores; every rank fails when a sequence failed anywhere
         if failures:
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_FAILED)
         return None
     return pred_dir, f"ours: preset {run_options['preset'] or 'fast'}, {cfg.checkpoint}", failures
 
@@ -505,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
         args = original_argv(args, typer.main.get_command(app))
     except ValueError as exc:
         Console(stderr=True, highlight=False, markup=False).print(f"Error: {exc}", soft_wrap=True)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     run_app(app, "eval-depth", args)
 
 

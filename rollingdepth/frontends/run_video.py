@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 import sys
 import time
 import traceback
@@ -21,11 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from rollingdepth.frontends.batch import Batch, BatchItem, load_model, run_batch
+from rollingdepth.frontends.command import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, make_reporter, run_app, spelling
 from rollingdepth.frontends.options import (COMMAND_OPTIONS, HELP_FLAGS, command_signature, declared,
                                             reporting_params)
-from rollingdepth.frontends.progress import Reporter, make_renderer, start_share
+from rollingdepth.frontends.original_cli import original_argv
+from rollingdepth.frontends.progress import Reporter, start_share
 from rollingdepth.io.output_formats import RUN_REPORT, output_settings
-from rollingdepth.option_spec import ListForm
 
 app = typer.Typer(
     add_completion=False,
@@ -33,122 +33,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": HELP_FLAGS},
 )
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-# ----------------------------------------------------------------------------- the original's command line
-# The original run_video.py (argparse) took lists as space-separated values (nargs="+") and
-# its on/off options as words (str2bool: --save-sbs false). main() rewrites such a command line
-# into the forms declared here (repeated options, --no-save-sbs) before Typer parses it; which options
-# take lists, of what (Option.list_form), and which may leave their value out (Option.bare) is declared.
-_TRUE_WORDS = ("yes", "true", "t", "y", "1")
-_FALSE_WORDS = ("no", "false", "f", "n", "0")
-
-
-def _is_int_list(token: str) -> bool:
-    return re.fullmatch(r"-?\d+(,-?\d+)*,?", token) is not None
-
-
-def _is_float_list(token: str) -> bool:
-    parts = [p for p in token.split(",") if p]
-    try:
-        [float(p) for p in parts]
-    except ValueError:
-        return False
-    return bool(parts)
-
-
-def _is_cmap_name(token: str) -> bool:
-    """A matplotlib colour map name (or a comma list of them); an existing path is not one."""
-    if token.startswith("-") or Path(token).exists():
-        return False
-    import matplotlib
-
-    return all(p in matplotlib.colormaps for p in token.split(",") if p)
-
-
-def _option_kinds(command) -> tuple[set[str], dict[str, str]]:
-    """The options that take a value, and ``{on/off option: its off form}`` of the command."""
-    takes_value, switches = set(), {}
-    for param in command.params:
-        if getattr(param, "param_type_name", "") != "option":
-            continue
-        if param.is_flag:
-            if param.secondary_opts:
-                for name in param.opts:
-                    switches[name] = param.secondary_opts[0]
-        else:
-            takes_value.update(param.opts)
-    return takes_value, switches
-
-
-def original_argv(args: list[str], command=None) -> list[str]:
-    """The original run_video.py's command line in this command's forms.
-
-    ``-d 1 10 25`` -> ``-d 1 -d 10 -d 25`` (likewise ``--snippet-lengths``, ``--cmap``,
-    ``--depth-range``); ``--save-sbs false`` -> ``--no-save-sbs`` and ``--save-sbs true`` ->
-    ``--save-sbs`` for every on/off option; ``--save-ply`` without a number -> ``--save-ply 1``.
-    A list stops at the first value that does not fit it, so ``-d 1 10 clip.mp4`` keeps
-    clip.mp4 as INPUT. Raises ``ValueError`` naming the option for an on/off word it does not know.
-    """
-    import typer.main
-
-    takes_value, switches = _option_kinds(command if command is not None else typer.main.get_command(app))
-    from rollingdepth.runtime.run_config import run_options
-
-    declared = run_options().values()
-    tests = {ListForm.INTS: _is_int_list, ListForm.NUMBERS: _is_float_list, ListForm.NAMES: _is_cmap_name}
-    lists = {flag: tests[option.list_form] for option in declared if option.list_form for flag in option.flags}
-    optional = {flag: option.bare for option in declared if option.bare is not None for flag in option.flags}
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        token = args[i]
-        if token == "--":
-            out += args[i:]
-            break
-        name, eq, attached = token.partition("=") if token.startswith("--") else (token, "", "")
-        if name in lists:
-            values = [attached] if eq else args[i + 1 : i + 2]
-            i += 1 if eq else 2
-            while i < len(args) and lists[name](args[i]):
-                values.append(args[i])
-                i += 1
-            out += [part for v in values for part in (name, v)] or [name]
-            continue
-        if name in switches:
-            word = attached if eq else (args[i + 1] if i + 1 < len(args) and args[i + 1].lower() in _TRUE_WORDS + _FALSE_WORDS else None)
-            i += 1 if eq or word is None else 2
-            if word is not None and word.lower() not in _TRUE_WORDS + _FALSE_WORDS:
-                raise ValueError(f"{name}: expected true or false, got {word!r}")
-            out.append(switches[name] if word is not None and word.lower() in _FALSE_WORDS else name)
-            continue
-        if name in optional and not eq:
-            given = i + 1 < len(args) and args[i + 1].isdigit()
-            out += [name, args[i + 1] if given else optional[name]]
-            i += 2 if given else 1
-            continue
-        if name in takes_value and not eq:  # its value is never an option nor INPUT
-            out += args[i : i + 2]
-            i += 2
-            continue
-        out.append(token)
-        i += 1
-    return out
-
-
-def _reporter(progress: str, quiet: bool, log_every: float, err: Console) -> Reporter:
-    """The progress and messages of a command (``--progress``, ``--log-every``, ``--quiet``);
-    an invalid choice ends in one line and exit code 2."""
-    try:
-        return Reporter(make_renderer(progress, quiet, err, log_every=log_every))
-    except ValueError as exc:
-        from rich.markup import escape
-
-        err.print(f"[red]Error:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
 
 
 def _summary(console: Console, results) -> None:
@@ -202,7 +86,7 @@ def run_video(**values) -> None:
     v = values
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False)
-    report = _reporter(v["progress"], v["quiet"], v["log_every"], err)
+    report = make_reporter(v["progress"], v["quiet"], v["log_every"], err)
 
     def fail(message: str, code: int = EXIT_USAGE):
         report.error(message)
@@ -237,7 +121,7 @@ def run_video(**values) -> None:
                     probe.write_text("")
                     probe.unlink()
             except OSError as exc:
-                fail(f"{_spelling(name)} {folder}: cannot write there ({exc.strerror or exc})")
+                fail(f"{spelling(name)} {folder}: cannot write there ({exc.strerror or exc})")
         all_results, interrupted, seconds, show = _run_all(entries, cfg, v, report)
     finally:
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # under a launcher another rank may be writing there
@@ -273,13 +157,6 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
-def _spelling(name: str) -> str:
-    """The option of a setting or of the command itself."""
-    from rollingdepth.runtime.run_config import option_name
-
-    return COMMAND_OPTIONS[name].name if name in COMMAND_OPTIONS else option_name(name)
-
-
 def _config_and_inputs(values: dict, source_spec: str):
     """The RunConfig (preset, then the options given, parsed by their declarations) and the inputs."""
     from rollingdepth.io.video_io import open_source
@@ -289,7 +166,7 @@ def _config_and_inputs(values: dict, source_spec: str):
     overrides = {name: option.value(values[name]) for name, option in settings.items()}
     method = values["resample_method"]
     if method is not None and method.upper() != "BILINEAR":
-        raise ValueError(f"{_spelling('resample_method')}: only BILINEAR (antialiased) is implemented, got {method!r}")
+        raise ValueError(f"{spelling('resample_method')}: only BILINEAR (antialiased) is implemented, got {method!r}")
     cfg = RunConfig.build(values["preset"], overrides)
     if cfg.device is not None:
         from rollingdepth.method.device import resolve_device
@@ -500,31 +377,13 @@ def _my_share(entries: list, dist, cfg, done) -> list[tuple]:
     return [(entries[i], probed[i][1]) for i in spread] + [(entries[whole[k]], None) for k in shards[dist.rank]]
 
 
-def run_app(typer_app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> None:
-    """Run a Typer app; usage errors become one line and exit code 2, Ctrl-C exits 130."""
-    args = sys.argv[1:] if argv is None else argv
-    try:
-        code = typer_app(args=args, prog_name=prog_name, standalone_mode=False)
-    except typer.Abort:
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("[red]Interrupted.[/]")
-        sys.exit(EXIT_INTERRUPTED)
-    except Exception as exc:
-        # click's usage errors (typer vendors its own click in recent releases: match the shape)
-        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            message = " ".join(exc.format_message().split())
-            Console(stderr=True, highlight=False).print(f"[red]Error:[/] {message}", soft_wrap=True)
-            sys.exit(exc.exit_code or EXIT_USAGE)
-        raise
-    sys.exit(code if isinstance(code, int) else 0)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``run-video``; also takes the original run_video.py's command line."""
+    import typer.main
+
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = original_argv(args)
+        args = original_argv(args, typer.main.get_command(app))
     except ValueError as exc:
         Console(stderr=True, highlight=False, markup=False).print(f"Error: {exc}", soft_wrap=True)
         sys.exit(EXIT_USAGE)

@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 
 from rollingdepth.errors import InputError
+from rollingdepth.frontends.command import EXIT_FAILED, EXIT_USAGE, run_app
 from rollingdepth.frontends.options import COMMAND_OPTIONS, HELP_FLAGS, Param, command_signature
-from rollingdepth.frontends.run_video import EXIT_FAILED, EXIT_USAGE, run_app
 from rollingdepth.io.output_formats import RUN_REPORT, output_format
 from rollingdepth.runtime.run_config import RunConfig, run_options
 
