@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -21,6 +22,7 @@ __all__ = ["fingerprint", "predict_video", "process_video", "work_folder"]
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
     from rollingdepth.runtime.shared_units import SharedUnits
     from rollingdepth.io.shots import Shot
@@ -245,7 +247,7 @@ def predict_video(
             if shared is None and _cuts_while_encoding(cfg, store, expected):
                 try:  # one unit unless the frames show a cut: found as they are encoded, no pass of its own
                     pending.result = _run_finding_cuts(pipe, _decoded(source, store, cfg, expected, pending), store, cfg,
-                                                       (expected, generator, progress))
+                                                       RunArgs(expected, generator, progress))
                 except _NeedsUnits as found:  # what was encoded is not used: the units encode their frames
                     if pending.kept is not None:  # nor what was kept: the units decode again
                         pending.kept.discard()
@@ -254,7 +256,7 @@ def predict_video(
             if pending.result is None:
                 if shots is None:
                     shots = video_shots(source, cfg, store, expected, progress) if shared is None else shared.video_shots(store)
-                if not _run_shots(pipe, source, store, cfg, shots, (expected, generator, progress), pending, shared):
+                if not _run_shots(pipe, source, store, cfg, shots, RunArgs(expected, generator, progress), pending, shared):
                     return None  # another rank writes the outputs
         except EmptyVideoError:
             raise EmptyVideoError(f"{source.path}: the video has no frames") from None
@@ -277,7 +279,16 @@ def predict_video(
         raise
 
 
-def _run_shots(pipe: "RollingDepthModel", source: VideoSource, store, cfg: RunConfig, shots: list[Shot], run_args: tuple,
+@dataclass(frozen=True)
+class RunArgs:
+    """What each way of running a video's prediction takes besides the model, the input and the store."""
+
+    expected: int  # frames to process (0: not known)
+    generator: "torch.Generator"  # the seeded initial noise
+    progress: Progress
+
+
+def _run_shots(pipe: "RollingDepthModel", source: VideoSource, store, cfg: RunConfig, shots: list[Shot], args: RunArgs,
                pending: PendingOutputs, shared: "SharedUnits | None") -> bool:
     """The prediction of a video whose shots are known, into ``pending.result``: one run over
     the video's store when it is one unit, else its units (spread over the ranks when
@@ -286,7 +297,7 @@ def _run_shots(pipe: "RollingDepthModel", source: VideoSource, store, cfg: RunCo
     from rollingdepth.runtime.shared_units import run_shared_units
     from rollingdepth.runtime.units import run_units
 
-    expected, generator, progress = run_args
+    expected, generator, progress = args.expected, args.generator, args.progress
     if cfg.depth_points and not cfg.depth_range:
         _check_depth_points(cfg, shots)
     units = _plan_units(shots, cfg)
@@ -299,7 +310,7 @@ def _run_shots(pipe: "RollingDepthModel", source: VideoSource, store, cfg: RunCo
         raise InputError(f"{source.path}: {option_name('save_snippets')} needs the video in one unit; it has "
                          f"{len(shots)} shots in {len(units)} units (add {option_name('shots')} none and "
                          f"{option_name('segment_frames')} 0)")
-    job = _units_job(pipe, source, cfg, (shots, units), progress,
+    job = _units_job(pipe, source, cfg, shots, units, progress,
                      pending.workdir if shared is None else shared.folder(pending.workdir))
     if shared is None:
         pending.result = run_units(pipe, store, cfg.method_settings(), job)
@@ -352,7 +363,7 @@ def _shots_of(state) -> list[Shot]:
     return shots_from_cuts(state.cuts, state.frames, state.found_by)
 
 
-def _run_finding_cuts(pipe: "RollingDepthModel", decoded: Iterable[np.ndarray], store, cfg: RunConfig, run_args: tuple):
+def _run_finding_cuts(pipe: "RollingDepthModel", decoded: Iterable[np.ndarray], store, cfg: RunConfig, args: RunArgs):
     """The video as one run while a thread looks for cuts in the frames it encodes; the cuts are
     known when the last frame has gone by, before any snippet: ``_NeedsUnits`` if the video has
     cuts (or more frames than a segment), else the run goes on and its result is returned.
@@ -362,7 +373,7 @@ def _run_finding_cuts(pipe: "RollingDepthModel", decoded: Iterable[np.ndarray], 
     from rollingdepth.runtime.checkpoints import EncodeState, ShotsState
     from rollingdepth.runtime.passes import run
 
-    expected, generator, progress = run_args
+    expected, generator, progress = args.expected, args.generator, args.progress
     frames = _CutFinder(decoded, cfg.segment_frames)
     result = run(pipe, prefetch(frames), store, cfg.method_settings(), generator=generator, callback=progress,
                  num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
@@ -428,9 +439,9 @@ def _resume_notes(stem: str, store, resuming: bool) -> list[str]:
     return notes + [f"{stem}: a damaged file of stage {stage} in {name} is computed again" for stage in store.journal.rolled_back]
 
 
-def _units_job(pipe: "RollingDepthModel", source: VideoSource, cfg: RunConfig, plan: tuple, progress: Progress,
-               spill_dir: Path):
-    """What ``run_units`` needs of a video of several units (``plan``: its shots and units); the
+def _units_job(pipe: "RollingDepthModel", source: VideoSource, cfg: RunConfig, shots: list[Shot], units: list,
+               progress: Progress, spill_dir: Path):
+    """What ``run_units`` needs of a video of several units (its ``shots`` and ``units``); the
     frames two segments share are kept in ``spill_dir``."""
     import torch
 
@@ -441,7 +452,7 @@ def _units_job(pipe: "RollingDepthModel", source: VideoSource, cfg: RunConfig, p
     skip_limit = 0 if source.images is not None else SEEK_AHEAD if source.seekable else None
     cursor = FrameCursor(lambda first: source.frames(cfg.start_frame + first), spill_dir=spill_dir, skip_limit=skip_limit)
     points = KnownPoints(read_depth_points(Path(cfg.depth_points).expanduser()), cfg.start_frame) if cfg.depth_points else None
-    return UnitsJob(*plan, cursor, lambda: torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed), progress, points)
+    return UnitsJob(shots, units, cursor, lambda: torch.Generator(device=pipe.unet.device).manual_seed(cfg.seed), progress, points)
 
 
 def _open_store(source: VideoSource, cfg: RunConfig, pipe: "RollingDepthModel", workdir: Path):
