@@ -78,12 +78,23 @@ def test_a_short_video_is_decoded_once_and_its_videos_are_the_same(tmp_path, cap
     args = [_clip(tmp_path), *ARGS, "--shots", shots]
     kept, count = _run(args, tmp_path / "kept", capsys, decoded)
     assert count == FRAMES and reads == [True]  # the side-by-side and the stereo video from the kept frames
+    assert _report(tmp_path / "kept")["input_frames"]["for_outputs"] == "kept from the run's decode"
 
     monkeypatch.setattr(kept_frames, "KEEP_BYTES", 0)  # keeping off: the input decoded again
     reads[:] = []
     again, count = _run(args, tmp_path / "read", capsys, decoded)
     _assert_same(again, kept)
     assert count == 2 * FRAMES and reads == []
+    report = _report(tmp_path / "read")
+    assert report["input_frames"]["for_outputs"] == "decoded again"
+    assert report["input_picture"]["bit_depth"] == 8 and report["input_picture"]["hdr"] is None
+
+
+def _report(folder) -> dict:
+    import json
+
+    (path,) = folder.glob("*_run.json")
+    return json.loads(path.read_text())
 
 
 def test_over_the_budget_the_input_is_decoded_again(tmp_path, capsys, monkeypatch, decoded, reads):

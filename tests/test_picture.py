@@ -144,6 +144,12 @@ def test_run_video_says_once_that_an_hdr_source_is_read_as_sdr(tmp_path, capsys)
     assert notes == ["pq: an HDR source (PQ, 10-bit): read as SDR without tone mapping, so its colours look washed "
                      "out in the side-by-side video; depth is computed from it all the same"]
     assert {p.name for p in (tmp_path / "o").glob("*_rgbd.mp4")} == {"pq_rgbd.mp4", "sdr_rgbd.mp4"}
+    import json
+
+    pictures = {stem: json.loads((tmp_path / "o" / f"{stem}_run.json").read_text())["input_picture"]
+                for stem in ("pq", "sdr")}
+    assert pictures["pq"] == {"pix_fmt": "yuv420p10le", "bit_depth": 10, "transfer": "smpte2084", "hdr": "PQ"}
+    assert pictures["sdr"]["bit_depth"] == 8 and pictures["sdr"]["hdr"] is None  # the run report says what was read
 
 
 # ----------------------------------------------------------------------------- colour out

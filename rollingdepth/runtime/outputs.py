@@ -72,6 +72,14 @@ def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=interp) for f in frames])
 
 
+def _picture(source: VideoSource) -> dict | None:
+    """The input's coded picture as its headers say (a video's), for run.json."""
+    picture = getattr(source, "picture", None)
+    if picture is None:
+        return None
+    return {"pix_fmt": picture.pix_fmt, "bit_depth": picture.bit_depth, "transfer": picture.transfer, "hdr": picture.hdr}
+
+
 def _peak_memory() -> dict:
     import torch
 
@@ -122,6 +130,7 @@ class PendingOutputs:
         self.store = None  # its DiskStore
         self.estimate_s = None  # the estimated seconds of the prediction (rollingdepth.runtime.estimate)
         self.kept: KeptFrames | None = None  # the input's frames as the run decoded them, when kept
+        self.frames_for_outputs: str | None = None  # where the outputs' input frames came from (None: not needed)
         self._write_units = 1  # the write stage's progress total: a unit per frame per file, one for run.json
 
     @property
@@ -288,6 +297,7 @@ class PendingOutputs:
         """The input's frames: those the run kept as it decoded them when they are all there
         (:mod:`rollingdepth.runtime.kept_frames`), else the input decoded a second time."""
         kept = self.kept.read(self.frames) if self.kept is not None else None
+        self.frames_for_outputs = "decoded again" if kept is None else "kept from the run's decode"
         return kept if kept is not None else self.source.frames(self.cfg.start_frame, self.cfg.max_frames)
 
     def _write_report(self, written: list[Path]) -> Path:
@@ -299,8 +309,10 @@ class PendingOutputs:
             "input": str(self.source.path),
             "frames": result.num_frames,
             "input_frames": {"decoded": self.source.frame_count,
-                             "container": getattr(self.source, "container_frames", None)},
+                             "container": getattr(self.source, "container_frames", None),
+                             "for_outputs": self.frames_for_outputs},
             "input_fps": self.source.fps,
+            "input_picture": _picture(self.source),
             "output_fps": cfg.output_fps or self.source.fps,
             "output_size": list(self.size),
             "settings": {**cfg.to_dict(), **result.settings, "seed": cfg.seed},
