@@ -465,6 +465,9 @@ def _holding(hold: Path):
         held.unlink(missing_ok=True)
 
 
+STATUS_CHANGE_S = 10  # how long a new job's status may take to replace an earlier job's on the page
+
+
 def _run_and_watch(driver, timeout=120, bars: list | None = None, hold: Path | None = None) -> tuple[str, set[str]]:
     """Press Run; return the final status and the stages the progress bar showed.
     ``bars`` gets, at each look, the panes (element ids) of the progress bars the page shows.
@@ -480,6 +483,7 @@ def _run_and_watch(driver, timeout=120, bars: list | None = None, hold: Path | N
             bars.append(driver.execute_script(BAR_PANES))
         return page
 
+    before = _finished(driver)  # an earlier job's status, still shown until this job's first update
     if hold is not None:
         with _holding(hold) as held:
             _run(driver)
@@ -487,6 +491,9 @@ def _run_and_watch(driver, timeout=120, bars: list | None = None, hold: Path | N
             _wait(lambda: STAGE.search(look()) and (bars is None or bars[-1]), 60, "the progress bar to show a stage")
     else:
         _run(driver)
+    changed = time.time() + STATUS_CHANGE_S
+    while before and _finished(driver) == before and time.time() < changed:  # not the earlier job's (a status
+        time.sleep(0.05)  # the same as the earlier one's is taken after STATUS_CHANGE_S)
     deadline = time.time() + timeout
     while time.time() < deadline:
         look()
