@@ -206,3 +206,35 @@ def test_channels_last_gives_the_same_depth():
     a = pipe(frames, processing_res=0, dilations=[1], generator=torch.Generator().manual_seed(0))
     b = plain(frames, processing_res=0, dilations=[1], generator=torch.Generator().manual_seed(0))
     np.testing.assert_allclose(a.depth, b.depth, atol=1e-4)
+
+
+@pytest.mark.parametrize("with_cuts", [False, True])
+def test_cut_finding_is_a_step_between_the_encoding_and_the_rest(tiny_pipe, tmp_path, with_cuts):
+    """``--shots auto`` on a video of one unit unless it has cuts: the run encodes every frame while
+    the cuts are looked for, then the step says what follows: without a cut, the run's result (what
+    one run of the frames gives); with cuts, the shots (and no result: the shots' units run), the
+    cuts kept in the work folder either way. Nothing is raised from the frames."""
+    from rollingdepth.runtime.checkpoints import ShotsState
+    from rollingdepth.runtime.passes import run
+    from rollingdepth.runtime.run_config import RunConfig
+    from rollingdepth.runtime.stores import DiskStore, MemoryStore
+    from rollingdepth.runtime.video_job import RunArgs, _run_finding_cuts
+
+    from .shot_clips import three_scenes
+
+    frames, cuts = three_scenes()
+    if not with_cuts:
+        frames, cuts = frames[: cuts[0]], []
+    cfg = RunConfig(processing_res=32, dilations=[1, 4], dtype="fp32", shots="auto", refine_step=0).check()
+    (tmp_path / "work").mkdir()
+    store, silent = DiskStore(tmp_path / "work", fingerprint={}), lambda stage, done, total: None
+    result, shots = _run_finding_cuts(tiny_pipe, iter(frames), store, cfg,
+                                      RunArgs(len(frames), torch.Generator().manual_seed(0), silent))
+    assert store.resumed(ShotsState).cuts == cuts
+    if with_cuts:
+        assert result is None and [s.first for s in shots] == [0, *cuts]
+        return
+    assert shots is None
+    want = run(tiny_pipe, iter(frames), MemoryStore(), cfg.method_settings(), generator=torch.Generator().manual_seed(0))
+    result.depth.flush()
+    np.testing.assert_array_equal(result.depth[:], want.depth)

@@ -229,16 +229,25 @@ class VideoRun:
         finally:
             self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
 
-    @torch.no_grad()
     def run(self, frames: Iterable[np.ndarray]) -> RunResult:
         """Predict depth for a stream of uint8 RGB frames ``[H, W, 3]`` into the store."""
-        settings, store = self.settings, self.store
-        self.pipe.prepare()
-        if not settings.auto_num_view and self.num_frames_hint:  # a dilation that cannot fit fails before any work
-            Plan.build(settings, self.num_frames_hint)
+        return self.predict(self.encode_video(frames))
 
-        # 1. Encode every frame once, as the frames stream in (a resumed run reads what was encoded)
-        encoded = self._timed("encode", self.encode, frames)
+    @torch.no_grad()
+    def encode_video(self, frames: Iterable[np.ndarray]) -> Encoded:
+        """The run's first step: every frame encoded once, as the frames stream in (a resumed run
+        reads what was encoded). A caller may look at what went by before :meth:`predict`."""
+        self.pipe.prepare()
+        if not self.settings.auto_num_view and self.num_frames_hint:  # a dilation that cannot fit fails before any work
+            Plan.build(self.settings, self.num_frames_hint)
+
+        # 1. Encode every frame once
+        return self._timed("encode", self.encode, frames)
+
+    @torch.no_grad()
+    def predict(self, encoded: Encoded) -> RunResult:
+        """The rest of the run, from the frames' latents: the depth in the store's output."""
+        store = self.store
         num_frames, size = encoded.num_frames, encoded.size
 
         # 2. The plan (the snippet length chosen here when "auto"), one initial noise for every frame

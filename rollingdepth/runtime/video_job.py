@@ -243,21 +243,22 @@ def predict_video(
             pending.notes += _resume_notes(source.stem, store, resuming)
         pending.estimate_s = _estimate(pipe, expected, source, cfg)
         try:
+            args = RunArgs(expected, generator, progress)
+            # 1. The shots: known before the run (a pass of their own, a cut list, an earlier run's), or looked
+            #    for in the frames as the run encodes them when the video is one unit unless it has cuts
             shots = None
             if shared is None and _cuts_while_encoding(cfg, store, expected):
-                try:  # one unit unless the frames show a cut: found as they are encoded, no pass of its own
-                    pending.result = _run_finding_cuts(pipe, _decoded(source, store, cfg, expected, pending), store, cfg,
-                                                       RunArgs(expected, generator, progress))
-                except _NeedsUnits as found:  # what was encoded is not used: the units encode their frames
-                    if pending.kept is not None:  # nor what was kept: the units decode again
-                        pending.kept.discard()
-                    store.checkpoint(found.state)
-                    shots = _shots_of(found.state)
-            if pending.result is None:
-                if shots is None:
-                    shots = video_shots(source, cfg, store, expected, progress) if shared is None else shared.video_shots(store)
-                if not _run_shots(pipe, source, store, cfg, shots, RunArgs(expected, generator, progress), pending, shared):
-                    return None  # another rank writes the outputs
+                pending.result, shots = _run_finding_cuts(pipe, _decoded(source, store, cfg, expected, pending), store, cfg,
+                                                          args)
+                if shots is not None and pending.kept is not None:  # the units decode their frames again
+                    pending.kept.discard()
+            elif shared is None:
+                shots = video_shots(source, cfg, store, expected, progress)
+            else:
+                shots = shared.video_shots(store)
+            # 2. The prediction of the shots, unless the run that found no cut has made it
+            if pending.result is None and not _run_shots(pipe, source, store, cfg, shots, args, pending, shared):
+                return None  # another rank writes the outputs
         except EmptyVideoError:
             raise EmptyVideoError(f"{source.path}: the video has no frames") from None
         except OSError as exc:
@@ -339,17 +340,9 @@ def _decoded(source: VideoSource, store, cfg: RunConfig, expected: int, pending:
     return pending.kept.wrap(frames)
 
 
-class _NeedsUnits(Exception):
-    """The frames, once all seen, show that the video is not one unit (``state``: its cuts)."""
-
-    def __init__(self, state):
-        super().__init__("the video is not one unit")
-        self.state = state
-
-
 def _cuts_while_encoding(cfg: RunConfig, store, expected: int) -> bool:
     """Whether ``--shots auto`` looks for cuts in the frames as the run encodes them, not in a pass
-    of its own first: the video is one unit unless it has cuts (no segments, no known distances
+    of their own first: the video is one unit unless it has cuts (no segments, no known distances
     to check per shot first) and no earlier run of it found its cuts already."""
     from rollingdepth.runtime.checkpoints import ShotsState
 
@@ -364,32 +357,32 @@ def _shots_of(state) -> list[Shot]:
 
 
 def _run_finding_cuts(pipe: "RollingDepthModel", decoded: Iterable[np.ndarray], store, cfg: RunConfig, args: RunArgs):
-    """The video as one run while a thread looks for cuts in the frames it encodes; the cuts are
-    known when the last frame has gone by, before any snippet: ``_NeedsUnits`` if the video has
-    cuts (or more frames than a segment), else the run goes on and its result is returned.
+    """The video encoded as one run while a thread looks for cuts in the frames (:class:`_CutFinder`),
+    then, with the cuts known: ``(the run's result, None)`` when the video is one unit after all, else
+    ``(None, its shots)``: the encoding is not used, the shots' units encode their frames.
 
     A resumed run whose frames were all encoded before found no cut then (it would have stopped
     there), so it does not look again."""
-    from rollingdepth.runtime.checkpoints import EncodeState, ShotsState
-    from rollingdepth.runtime.passes import run
+    from rollingdepth.runtime.checkpoints import ShotsState
+    from rollingdepth.runtime.passes import VideoRun
 
-    expected, generator, progress = args.expected, args.generator, args.progress
-    frames = _CutFinder(decoded, cfg.segment_frames)
-    result = run(pipe, prefetch(frames), store, cfg.method_settings(), generator=generator, callback=progress,
-                 num_frames_hint=expected or None, keep_snippets=cfg.save_snippets)
-    encoded = store.resumed(EncodeState)
-    state = frames.state or ShotsState([], "auto", encoded.frames if encoded else result.num_frames)
+    video_run = VideoRun(pipe, store, cfg.method_settings(), generator=args.generator, callback=args.progress,
+                         num_frames_hint=args.expected or None, keep_snippets=cfg.save_snippets)
+    finder = _CutFinder(decoded)
+    encoded = video_run.encode_video(prefetch(finder))
+    state = finder.state or ShotsState([], "auto", encoded.num_frames)  # no frame went by: none was encoded now
     store.checkpoint(state)
-    return result
+    if state.cuts or 0 < cfg.segment_frames < state.frames:
+        return None, _shots_of(state)
+    return video_run.predict(encoded), None
 
 
 class _CutFinder:
     """Frames passed on as they come while a thread looks for cuts in them (:func:`detect_cuts`);
-    after the last one, ``state`` holds the cuts, and ``_NeedsUnits`` is raised when the video
-    has cuts or more than ``segment_frames`` frames (0: no limit)."""
+    after the last one, ``state`` holds the cuts (a ``ShotsState``)."""
 
-    def __init__(self, frames, segment_frames: int):
-        self.frames, self.segment_frames, self.state = frames, segment_frames, None
+    def __init__(self, frames):
+        self.frames, self.state = frames, None
 
     def __iter__(self):
         import queue
@@ -427,8 +420,6 @@ class _CutFinder:
         if "error" in found:
             raise found["error"]
         self.state = ShotsState(found["cuts"], "auto", seen)
-        if self.state.cuts or 0 < self.segment_frames < seen:
-            raise _NeedsUnits(self.state)
 
 
 def _resume_notes(stem: str, store, resuming: bool) -> list[str]:
