@@ -42,6 +42,9 @@ def test_disk_store_equals_memory(tiny_pipe, tmp_path, coalign, refine_step):
     assert {k: v for k, v in result.settings.items() if k not in differs} == \
         {k: v for k, v in in_memory.settings.items() if k not in differs}
     assert (result.settings["store"], in_memory.settings["store"]) == ("disk", "memory")
+    from rollingdepth.method.settings import method_fields
+
+    assert set(method_fields()) <= set(result.settings)  # every method setting is reported, as the run used it
 
 
 @pytest.mark.parametrize("refine_step", [0, 2])

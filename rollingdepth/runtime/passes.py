@@ -40,7 +40,7 @@ from rollingdepth.errors import EmptyVideoError
 from rollingdepth.method.coalign import SnippetMerge, problem_from_subsampled, solve, subsample
 from rollingdepth.method.device import flush_denormals, to_device
 from rollingdepth.method.num_view import choose_num_view, motion_score
-from rollingdepth.method.settings import MethodSettings
+from rollingdepth.method.settings import MethodSettings, method_fields
 from rollingdepth.runtime.background import HostWriter, prefetch
 from rollingdepth.runtime.checkpoints import (CoalignState, EncodeState, GroupProgress, MergeState, RefineDecodeState,
                                               RefineState, RenormaliseState, SnippetsState)
@@ -289,23 +289,20 @@ class VideoRun:
         )
 
     def _report(self, encoded: Encoded, plan: Plan, snippets: Snippets, alignment: Alignment) -> dict:
-        """The values this run actually used (after capping), as reported in ``settings``."""
+        """The values this run actually used, as reported in ``settings``: every method setting
+        (:func:`method_fields`), as planned where planning changed it (capped dilations, the
+        snippet lengths chosen), with what the run measured or chose."""
         s = self.settings
         return {
             "num_frames": plan.num_frames,
             "input_size": list(encoded.input_size),
             "processing_size": list(encoded.size),
-            "processing_res": s.processing_res,
+            **{name: getattr(s, name) for name in method_fields()},
             **plan.report(s),
-            "cap_dilation": s.cap_dilation,
-            "refine_step": s.refine_step,
-            "coalign": s.coalign,
             "coalign_iterations": alignment.iterations,
-            "max_vae_bs": s.max_vae_bs,
             "unet_batch_size": snippets.batch_sizes,
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "device": str(self.model.device),
-            "attn_span": s.attn_span,
             "num_view_auto": self.num_view_auto,
             "store": self.store.kind,
             "decoded_maps": "kept" if snippets.decoded else "decoded again",
