@@ -1,12 +1,13 @@
 """How an option is declared: once, beside the setting it sets.
 
-An :class:`Option` holds an option's command-line spellings, metavar, help text, help panel,
-label on the web page, how its typed text becomes the setting's value and, for a setting, what it
-affects (:class:`Affects`: what compares it) and how its list reads when typed apart
-(:class:`ListForm`). Dataclass fields carry
-theirs in ``metadata["option"]`` (:func:`opt`); the front ends generate their Typer options,
-page labels and error names from these declarations, and library code asks
+An :class:`Option` holds an option's command-line spellings, metavar, help text, how its typed
+text becomes the setting's value and, for a setting, what it affects (:class:`Affects`: what
+compares it) and how its list reads when typed apart (:class:`ListForm`). Dataclass fields carry
+theirs in ``metadata["option"]`` (:func:`opt`); the front ends generate their Typer options and
+error names from these declarations, and library code asks
 ``rollingdepth.runtime.run_config.option_name(field)`` for a spelling instead of writing it.
+How a front end presents an option is its own: ``--help`` derives a setting's panel from what it
+affects, the web page names its controls (``rollingdepth.frontends.options``, ``.app``).
 This module holds no spelling itself and imports nothing from the package.
 """
 
@@ -52,10 +53,8 @@ class Option:
     flags: tuple[str, ...]
     help: str = ""
     metavar: str | None = None
-    panel: str | None = None
     kind: type = str
     parse: Callable[[Any, str], Any] | None = None
-    label: str | None = None  # on the web page
     show_default: bool = True
     affects: Affects | None = None  # None: not a setting (a command's own option)
     planned: bool = False

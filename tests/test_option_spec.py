@@ -18,6 +18,12 @@ def test_every_setting_says_what_it_affects():
     assert unclassified(extra) == ["new", "bare"]
 
 
+def test_declarations_carry_no_presentation():
+    """Help panels and page labels are the front ends' (rollingdepth.frontends.options, .app): an option
+    declared below them holds none."""
+    assert not {"panel", "label"} & {f.name for f in dataclasses.fields(Option)}
+
+
 def test_list_options_say_how_their_values_read():
     for name, option in run_options().items():
         assert (option.kind is list) == (option.list_form is not None), name

@@ -1,4 +1,4 @@
-"""Options declared once: spellings, the generated commands, the page's labels, RunConfig's checks."""
+"""Options declared once: spellings, the generated commands, their help panels, the page's labels, RunConfig's checks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import typer.main
 
 from rollingdepth.frontends import eval_depth as eval_cli
 from rollingdepth.frontends import run_video as cli
+from rollingdepth.frontends.options import SETTING_PANELS, CommandOption, help_panel
+from rollingdepth.option_spec import Option
 from rollingdepth.runtime.run_config import RunConfig, option_name, run_options
 
 
@@ -33,7 +35,27 @@ def test_run_video_offers_every_declared_setting_under_its_spellings():
     for name, option in run_options().items():
         flags = [f for flag in option.flags for f in flag.split("/")]
         assert set(flags) <= {*params[name].opts, *params[name].secondary_opts}, name
-        assert params[name].help == option.help and params[name].rich_help_panel == option.panel
+        assert params[name].help == option.help and params[name].rich_help_panel == help_panel(option)
+
+
+def test_run_video_groups_its_help_by_what_each_setting_affects():
+    """The panels are the front end's: a setting's follows from its ``affects``, none is left out of a panel."""
+    params = {p.name: p for p in typer.main.get_command(cli.app).params}
+    for name, option in run_options().items():
+        expected = SETTING_PANELS[option.affects] if option.affects else "Inference"  # the preset: with the method's
+        assert params[name].rich_help_panel == expected, name
+    panels = [params[name].rich_help_panel for name in cli.RUN_VIDEO_OPTIONS]
+    assert None not in panels and list(dict.fromkeys(panels)) == ["Input", "Inference", "Device", "Output", "Run"]
+    with pytest.raises(ValueError, match="--stray: neither a setting nor a command's own option"):
+        help_panel(Option(("--stray",)))  # an option below the front ends brings no panel of its own
+    assert help_panel(CommandOption(("--own",), panel="Run")) == "Run"
+
+
+def test_eval_depth_keeps_its_panels():
+    params = {p.name: p.rich_help_panel for p in typer.main.get_command(eval_cli.app).params}
+    assert list(dict.fromkeys(params.values())) == [eval_cli.FILES, eval_cli.DS, eval_cli.PIPE, eval_cli.PROTO, "Run"]
+    assert params["pred"] == eval_cli.FILES and params["root"] == eval_cli.DS and params["dilations"] == eval_cli.PIPE
+    assert params["protocol"] == eval_cli.PROTO and params["output_dir"] == "Run"
 
 
 def test_attention_span_and_its_old_spelling():
@@ -71,14 +93,16 @@ def test_run_config_passes_the_pipelines_input_check(tiny_pipe):
 
 def test_the_page_names_each_setting_by_its_label():
     """Every message naming a labelled option reads with the page's label, whichever spelling."""
-    from rollingdepth.frontends.app import _page_message
+    from rollingdepth.frontends.app import PAGE_LABELS, _page_message
+
+    assert set(PAGE_LABELS) <= set(run_options()), set(PAGE_LABELS) - set(run_options())  # real settings
 
     cases = {"processing_res": -1, "max_frames": -1, "dilations": [2], "refine_step": -1, "cmaps": ["nope"]}
     for name, value in cases.items():
         with pytest.raises(ValueError) as info:
             RunConfig.build("fast", {name: value})
         assert str(info.value).startswith(option_name(name))
-        assert _page_message(info.value).startswith(run_options()[name].label + ":"), _page_message(info.value)
+        assert _page_message(info.value).startswith(PAGE_LABELS[name] + ":"), _page_message(info.value)
     with pytest.raises(ValueError) as info:
         RunConfig.build("nonsense", {})
     assert _page_message(info.value).startswith("Preset:")

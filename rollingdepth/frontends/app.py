@@ -27,18 +27,22 @@ import typer
 from rollingdepth.frontends.app_files import (Workspace, check_not_truncated, extract_frames, keep_frames, kept_frame,
                                               parse_duration, safe_stem, zip_folder)
 from rollingdepth.frontends.command import EXIT_INTERRUPTED, EXIT_USAGE, usage_error
-from rollingdepth.frontends.options import HELP_FLAGS, Param, command_signature, declared
+from rollingdepth.frontends.options import HELP_FLAGS, CommandOption, Param, command_signature, declared
 from rollingdepth.io.output_formats import RUN_REPORT, output_format, output_formats, switches
 from rollingdepth.io.stereo import DEFAULT_CONVERGENCE, LAYOUTS, StereoFrames, pack
 from rollingdepth.io.video_io import VIDEO_EXTENSIONS, InputError
 from rollingdepth.method.settings import DEFAULT_CHECKPOINT
-from rollingdepth.option_spec import Option
 
 __all__ = ["AppSettings", "DepthService", "JobOutcome", "anaglyph_preview", "build_page", "main"]
 
 PAGE_PRESETS = ("fast", "fast1024", "full", "paper")
 COLOUR_MAPS = ("Spectral_r", "Greys_r", "inferno", "magma", "viridis", "turbo", "plasma")
 SNIPPET_CHOICES = ("2", "3", "4", "auto")
+# the page's controls of settings, by setting, with their labels: a message naming a setting's option names
+# the control instead (_page_message)
+PAGE_LABELS = {"preset": "Preset", "processing_res": "Resolution", "dilations": "Dilations",
+               "snippet_lengths": "Snippet length", "refine_step": "Refinement steps", "max_frames": "Frames",
+               "cmaps": "Colour map", "save_stereo": "Stereo 3D", "stereo_strength": "Stereo strength (% of width)"}
 NO_STEREO = "none"  # the Stereo 3D choice of no stereo video
 PREVIEW_EDGE = 640  # the stereo preview's frames are kept with their longer edge at most this many pixels
 SAMPLE_NAME = "synthetic_scene.mp4"
@@ -154,14 +158,14 @@ def _parse_float(value, name: str) -> float:
 
 
 def _page_message(exc: BaseException) -> str:
-    """One line, with the option that RunConfig's message names replaced by the page's label
-    (both declared with the setting)."""
-    from rollingdepth.runtime.run_config import run_options
+    """One line, with the option that RunConfig's message names replaced by the label of the page's
+    control of that setting (:data:`PAGE_LABELS`)."""
+    from rollingdepth.runtime.run_config import option_name
 
     text = " ".join(str(exc).split()) or type(exc).__name__
-    for option in run_options().values():
-        if option.label and text.startswith(option.name + ":"):
-            return option.label + text[len(option.name):]
+    for name, label in PAGE_LABELS.items():
+        if text.startswith(option_name(name) + ":"):
+            return label + text[len(option_name(name)):]
     return text
 
 
@@ -567,10 +571,8 @@ def _duration_text(seconds: float) -> str:
 
 # ---------------------------------------------------------------------- the page
 def _label(name: str) -> str:
-    """The page's label of a setting: the one declared with its option."""
-    from rollingdepth.runtime.run_config import run_options
-
-    return run_options()[name].label
+    """The label of the page's control of a setting."""
+    return PAGE_LABELS[name]
 
 
 @dataclass
@@ -631,7 +633,7 @@ def build_page(service: DepthService):
 
 
 def _settings_column(service: DepthService) -> dict:
-    """The upload, the settings (labelled as their options declare) and the buttons."""
+    """The upload, the settings (labelled as PAGE_LABELS says) and the buttons."""
     import gradio as gr
 
     settings = service.settings
@@ -652,11 +654,11 @@ def _settings_column(service: DepthService) -> dict:
                                 elem_id="rd-frames")
     c["cmap"] = gr.Dropdown(list(COLOUR_MAPS), value=COLOUR_MAPS[0], label=_label("cmaps"), allow_custom_value=True,
                             elem_id="rd-cmap")
-    strength, strength_option = output_format("stereo").more_option("stereo_strength")
+    strength = output_format("stereo").more_option("stereo_strength")[0]
     with gr.Row():
         c["stereo"] = gr.Dropdown([NO_STEREO, *LAYOUTS], value=NO_STEREO, label=_label("save_stereo"), scale=1,
                                   elem_id="rd-stereo")
-        c["strength"] = gr.Slider(0, 10, value=strength, step=0.5, label=strength_option.label, scale=2,
+        c["strength"] = gr.Slider(0, 10, value=strength, step=0.5, label=_label("stereo_strength"), scale=2,
                                   elem_id="rd-strength")
     c["estimate"] = gr.Markdown("", elem_id="rd-estimate")
     with gr.Row():
@@ -779,15 +781,15 @@ cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": HELP_FLAGS})
 
 
-# the app's own options (its settings' options are RunConfig's)
+# the app's own options (its settings' options are RunConfig's), in --help's Options panel
 APP_OPTIONS = {
-    "host": Option(("--host",), "Address to listen on (0.0.0.0: every interface).", "ADDR"),
-    "port": Option(("--port",), "Port to listen on.", "INT", kind=int),
-    "max_upload_mb": Option(("--max-upload-mb",), "Largest upload accepted.", "MB", kind=float),
-    "max_frames": Option(("--max-frames",), "Most frames one job may process.", "INT", kind=int),
-    "max_res": Option(("--max-res",), "Highest processing resolution offered.", "INT", kind=int),
-    "results_ttl": Option(("--results-ttl",), "How long a user's uploads and results are kept: 600, 30m, 2h, 1d.",
-                          "DURATION"),
+    "host": CommandOption(("--host",), "Address to listen on (0.0.0.0: every interface).", "ADDR"),
+    "port": CommandOption(("--port",), "Port to listen on.", "INT", kind=int),
+    "max_upload_mb": CommandOption(("--max-upload-mb",), "Largest upload accepted.", "MB", kind=float),
+    "max_frames": CommandOption(("--max-frames",), "Most frames one job may process.", "INT", kind=int),
+    "max_res": CommandOption(("--max-res",), "Highest processing resolution offered.", "INT", kind=int),
+    "results_ttl": CommandOption(("--results-ttl",), "How long a user's uploads and results are kept: 600, 30m, 2h, "
+                                 "1d.", "DURATION"),
 }
 
 

@@ -30,7 +30,7 @@ from rich.table import Table
 from rollingdepth.errors import InputError
 from rollingdepth.evaluation.metrics import Protocol
 from rollingdepth.evaluation.protocols import PROTOCOLS, default_max_depth
-from rollingdepth.evaluation.options import EVAL_OPTIONS, PIPE, eval_option
+from rollingdepth.evaluation.options import EVAL_OPTIONS, eval_option
 from rollingdepth.evaluation.plots import plot_per_frame
 from rollingdepth.evaluation.prediction_files import collect, load_depth, load_mask, load_prediction, load_rgb
 from rollingdepth.evaluation.tables import (METRICS, METRICS_BENCH, fmt, markdown, mean_metrics, summary_rows,
@@ -61,6 +61,9 @@ PREDICTION_KEYS = tuple(name for name in prediction_settings() if name not in _f
 PREDICTION_OPTIONS = ("preset", *PREDICTION_KEYS, "device")
 # the option of any of eval-depth's parameters: its own, the commands' or a setting's
 _spelling = partial(spelling, table={**COMMAND_OPTIONS, **EVAL_OPTIONS})
+# eval-depth's help panels (its own options are declared in rollingdepth.evaluation.options, without presentation)
+FILES = f"Files ({eval_option('pred')}, {eval_option('gt')})"
+DS, PIPE, PROTO = f"Benchmark ({eval_option('dataset')})", f"Prediction ({eval_option('dataset')})", "Protocol"
 
 
 @dataclass
@@ -104,11 +107,11 @@ def _params() -> list:
     from rollingdepth.runtime.run_config import run_options
 
     run = run_options()
-    return [*declared(EVAL_OPTIONS, ("pred", "gt", "rgb", "mask", "gt_scale", "dataset", "root", "split",
-                                     "predictions"), gt_scale=1.0),
-            *(Param(name, run[name], panel=PIPE) for name in PREDICTION_OPTIONS),
-            *declared(EVAL_OPTIONS, ("min_depth", "max_depth", "align", "average", "protocol"), align="video",
-                     protocol="rollingdepth"),
+    return [*declared(EVAL_OPTIONS, ("pred", "gt", "rgb", "mask", "gt_scale"), panel=FILES, gt_scale=1.0),
+            *declared(EVAL_OPTIONS, ("dataset", "root", "split", "predictions"), panel=DS),
+            *declared(run, PREDICTION_OPTIONS, panel=PIPE),
+            *declared(EVAL_OPTIONS, ("min_depth", "max_depth", "align", "average", "protocol"), panel=PROTO,
+                      align="video", protocol="rollingdepth"),
             Param("output_dir", COMMAND_OPTIONS["output_dir"], Path("eval"), panel=RUN,
                   help=f"Where metrics, tables, plots (and with {eval_option('dataset')} the predictions) go."),
             *reporting_params()]

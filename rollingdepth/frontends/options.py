@@ -5,24 +5,54 @@ The settings' options are declared with their fields (:class:`~rollingdepth.meth
 here are the options that belong to a command only (input, output folder, progress, ...).
 :func:`command_signature` turns a list of declarations into the signature Typer reads, so a
 command function states which options it takes, in which order, and nothing else.
+
+How ``--help`` groups them is presentation, so it is decided here, not in the declarations: a
+command's own option names its panel (:class:`CommandOption`); a setting's panel follows from what it
+affects (:data:`SETTING_PANELS`, :func:`help_panel`); a command may put a declaration in a panel of
+its own (:class:`Param`).
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
 
 from rollingdepth._version import __version__
-from rollingdepth.option_spec import Option
+from rollingdepth.option_spec import Affects, Option
 from rollingdepth.runtime.run_config import option_name
 
-__all__ = ["COMMAND_OPTIONS", "HELP_FLAGS", "Param", "command_signature", "declared"]
+__all__ = ["COMMAND_OPTIONS", "CommandOption", "HELP_FLAGS", "Param", "SETTING_PANELS", "command_signature", "declared",
+           "help_panel"]
 
-RUN = "Run"  # the help panel of the options that steer a run
+INPUT, INFERENCE, DEVICE, OUTPUT, RUN = "Input", "Inference", "Device", "Output", "Run"  # run-video's help panels
+# a setting's help panel, from what it affects (what compares it): what changes the depth, how it is computed,
+# what the output files are and hold, how a run goes
+SETTING_PANELS = {Affects.PREDICTION: INFERENCE, Affects.COMPUTATION: DEVICE, Affects.OUTPUT: OUTPUT,
+                  Affects.FILES: OUTPUT, Affects.RUN: RUN}
 HELP_FLAGS = ["-h", "--help"]
+
+
+@dataclass(frozen=True)
+class CommandOption(Option):
+    """A command's own option (no setting), with the panel ``--help`` lists it in (None: Typer's "Options")."""
+
+    panel: str | None = None
+
+
+def help_panel(option: Option) -> str | None:
+    """Where ``--help`` lists an option: a command's own option names its panel; a setting's follows from what
+    it affects (:data:`SETTING_PANELS`); the preset, which sets the settings, with those that change the depth."""
+    if isinstance(option, CommandOption):
+        return option.panel
+    if option.affects is not None:
+        return SETTING_PANELS[option.affects]
+    if option.name != option_name("preset"):
+        raise ValueError(f"{option.name}: neither a setting nor a command's own option: give its help panel (Param)")
+    return INFERENCE
 
 
 def _version(value: bool):
@@ -31,27 +61,30 @@ def _version(value: bool):
         raise typer.Exit()
 
 
-COMMAND_OPTIONS: dict[str, Option] = {
-    "input_video": Option(("-i", "--input-video"), "Same as INPUT.", "PATH", "Input"),
-    "output_dir": Option(("-o", "--output-dir"), "Where outputs go.", "DIR", "Output", Path),
-    "skip_existing": Option(("--skip-existing",), "Skip videos whose outputs are complete (resume a batch).",
-                            None, RUN, bool),
-    "list_work": Option(("--list-work",), f"List the work folders of unfinished runs in DIR (an output or "
-                        f"{option_name('work_dir')} folder) with their size and age, and exit.", "DIR", RUN, Path),
-    "clean_work": Option(("--clean-work",), "Remove the work folders of unfinished runs in DIR (only those run-video "
-                         "made), and exit.", "DIR", RUN, Path),
-    "unload_snippet": Option(("--unload-snippet/--no-unload-snippet",), "Accepted for the original run_video.py; no "
-                             "effect (snippets always wait on the host and on disk).", None, "Inference", bool,
-                             show_default=False),
-    "resample_method": Option(("--resample-method",), "Accepted for the original run_video.py: frames are always "
-                              "resized with antialiased bilinear filtering.", "BILINEAR", "Inference"),
-    "quiet": Option(("-q", "--quiet"), "Print only errors.", None, RUN, bool),
-    "progress": Option(("--progress",), "Progress on stderr: live bars, plain lines (for logs), or JSON lines "
-                       "(docs/progress.md); auto: bars on a terminal, else lines.", "auto|bar|lines|json", RUN),
-    "log_every": Option(("--log-every",), "With lines or json: at most one progress line per stage this often "
-                        "(besides its start and end).", "SECONDS", RUN, float),
-    "verbose": Option(("-v", "--verbose"), "Show tracebacks of errors.", None, RUN, bool),
-    "version": Option(("--version",), "Print the version and exit.", None, RUN, bool),
+COMMAND_OPTIONS: dict[str, CommandOption] = {
+    "input_video": CommandOption(("-i", "--input-video"), "Same as INPUT.", "PATH", panel=INPUT),
+    "output_dir": CommandOption(("-o", "--output-dir"), "Where outputs go.", "DIR", Path, panel=OUTPUT),
+    "skip_existing": CommandOption(("--skip-existing",), "Skip videos whose outputs are complete (resume a batch).",
+                                   None, bool, panel=RUN),
+    "list_work": CommandOption(("--list-work",), f"List the work folders of unfinished runs in DIR (an output or "
+                               f"{option_name('work_dir')} folder) with their size and age, and exit.", "DIR", Path,
+                               panel=RUN),
+    "clean_work": CommandOption(("--clean-work",), "Remove the work folders of unfinished runs in DIR (only those "
+                                "run-video made), and exit.", "DIR", Path, panel=RUN),
+    "unload_snippet": CommandOption(("--unload-snippet/--no-unload-snippet",), "Accepted for the original "
+                                    "run_video.py; no effect (snippets always wait on the host and on disk).", None,
+                                    bool, show_default=False, panel=INFERENCE),
+    "resample_method": CommandOption(("--resample-method",), "Accepted for the original run_video.py: frames are "
+                                     "always resized with antialiased bilinear filtering.", "BILINEAR",
+                                     panel=INFERENCE),
+    "quiet": CommandOption(("-q", "--quiet"), "Print only errors.", None, bool, panel=RUN),
+    "progress": CommandOption(("--progress",), "Progress on stderr: live bars, plain lines (for logs), or JSON lines "
+                              "(docs/progress.md); auto: bars on a terminal, else lines.", "auto|bar|lines|json",
+                              panel=RUN),
+    "log_every": CommandOption(("--log-every",), "With lines or json: at most one progress line per stage this often "
+                               "(besides its start and end).", "SECONDS", float, panel=RUN),
+    "verbose": CommandOption(("-v", "--verbose"), "Show tracebacks of errors.", None, bool, panel=RUN),
+    "version": CommandOption(("--version",), "Print the version and exit.", None, bool, panel=RUN),
 }
 # what a command passes to Typer besides the declaration
 _TYPER_EXTRA = {"version": {"callback": _version, "is_eager": True}}
@@ -61,7 +94,7 @@ REPORTING = (("quiet", False), ("progress", "auto"), ("log_every", 30.0), ("verb
 
 class Param:
     """One parameter of a command: a declared option (``name``, ``option``) with this command's
-    default and, where it differs from the declaration, its own help text or panel."""
+    default and, where it differs from the declaration, its own help text or panel (else :func:`help_panel`)."""
 
     def __init__(self, name: str, option: Option, default=None, *, help: str | None = None,
                  panel: str | None = None, **typer_kw):
@@ -74,14 +107,15 @@ class Param:
         annotation = Optional[kind] if self.default is None else kind
         extra = {"show_default": option.show_default, **_TYPER_EXTRA.get(self.name, {}), **self.typer_kw}
         info = typer.Option(*option.flags, metavar=option.metavar, help=self.help or option.help,
-                            rich_help_panel=self.panel or option.panel, **extra)
+                            rich_help_panel=self.panel or help_panel(option), **extra)
         return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=self.default,
                                  annotation=Annotated[annotation, info])
 
 
-def declared(table: dict[str, Option], names, **defaults) -> list[Param]:
-    """Params for ``names`` from a table of declarations, with the defaults given (else None)."""
-    return [Param(name, table[name], defaults.get(name)) for name in names]
+def declared(table: dict[str, Option], names, *, panel: str | None = None, **defaults) -> list[Param]:
+    """Params for ``names`` from a table of declarations, with the defaults given (else None), in ``panel``
+    if given (else :func:`help_panel`'s)."""
+    return [Param(name, table[name], defaults.get(name), panel=panel) for name in names]
 
 
 def command_signature(params: list, argument: inspect.Parameter | None = None) -> Callable:

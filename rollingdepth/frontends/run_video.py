@@ -52,14 +52,15 @@ def _summary(console: Console, results) -> None:
     console.print(table)
 
 
-# run-video's options in the order --help lists them (within their panels)
+# run-video's options in the order --help lists them, panel by panel (each option's panel: options.help_panel;
+# a setting's follows from what it affects): Input, Inference, Device, Output, Run
 RUN_VIDEO_OPTIONS = (
-    "input_video", "strict", "start_frame", "max_frames", "shots", "checkpoint", "dtype", "device", "preset", "processing_res",
-    "dilations", "snippet_lengths", "attn_span", "cap_dilation", "refine_step", "refine_snippet_len",
-    "refine_start_dilation", "coalign", "seed", "max_vae_bs", "unet_batch_size", "compile", "channels_last", "tf32",
-    "output_dir", "work_dir", "segment_frames", "output_fps", "restore_res", *output_settings(), "audio", "depth_out",
-    "depth_range", "depth_points", "fov", "focal", "ply_stride", "unload_snippet", "resample_method", "resume", "list_work",
-    "clean_work", "skip_existing",
+    "input_video", "preset", "start_frame", "max_frames", "shots", "segment_frames", "checkpoint", "dtype",
+    "processing_res", "dilations", "snippet_lengths", "attn_span", "cap_dilation", "refine_step", "refine_snippet_len",
+    "refine_start_dilation", "coalign", "seed", "unload_snippet", "resample_method", "device", "max_vae_bs",
+    "unet_batch_size", "output_dir", "output_fps", "restore_res", *output_settings(), "audio", "depth_out",
+    "depth_range", "depth_points", "fov", "focal", "ply_stride", "strict", "compile", "channels_last", "tf32",
+    "work_dir", "resume", "list_work", "clean_work", "skip_existing",
 )  # the output formats' settings in the order of their declarations (rollingdepth.io.output_formats)
 _INPUT = inspect.Parameter("input_path", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
     Optional[str], typer.Argument(metavar="INPUT", show_default=False, help="A video, a folder of videos, a .txt list "

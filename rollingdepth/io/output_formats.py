@@ -34,11 +34,9 @@ from rollingdepth.io.exports import VideoMapping
 from rollingdepth.io.video_io import atomic_dir, atomic_path, natural_key
 from rollingdepth.option_spec import Affects, ListForm, Option, parse_names
 
-__all__ = ["OUTPUT_PANEL", "RUN_REPORT", "OutputFormat", "OutputFrame", "Uint16Scale", "Uint16Values", "VideoOutput",
+__all__ = ["RUN_REPORT", "OutputFormat", "OutputFrame", "Uint16Scale", "Uint16Values", "VideoOutput",
            "expected_names", "output_format", "output_formats", "output_settings", "prediction_format", "prediction_patterns",
            "read_npy_maps", "readable_formats", "register", "switches"]
-
-OUTPUT_PANEL = "Output"  # the help panel of the output settings
 
 
 @dataclass(frozen=True)
@@ -115,7 +113,7 @@ class OutputFormat:
     def option(self) -> Option:
         """The option of its setting (an on/off option unless a format says otherwise): it says which files
         are written (``outputs_complete`` looks for them), not what they hold."""
-        return Option(self.flags, self.help.format(files=self.files), None, OUTPUT_PANEL, bool, show_default=False,
+        return Option(self.flags, self.help.format(files=self.files), None, bool, show_default=False,
                       affects=Affects.FILES)
 
     def more_option(self, field: str) -> tuple[Any, Option]:
@@ -302,8 +300,8 @@ class ColourVideos(OutputFormat):
 
     @property
     def option(self) -> Option:
-        return Option(self.flags, self.help, "NAME[,NAME..]", OUTPUT_PANEL, list, parse_names, label="Colour map",
-                      affects=Affects.FILES, list_form=ListForm.NAMES)  # a colour map's name is in its file's
+        return Option(self.flags, self.help, "NAME[,NAME..]", list, parse_names, affects=Affects.FILES,
+                      list_form=ListForm.NAMES)  # a colour map's name is in its file's
 
     def names(self, stem, settings):
         return [stem + self.suffix.format(cmap=cmap) for cmap in settings.cmaps]
@@ -513,7 +511,7 @@ class PointClouds(FrameFolder):
     @property
     def option(self) -> Option:
         """Every how many frames: which frames the folder holds (compared), not only whether it is written."""
-        return Option(self.flags, self.help.format(files=self.files), "[EVERY]", OUTPUT_PANEL, int, show_default=False,
+        return Option(self.flags, self.help.format(files=self.files), "[EVERY]", int, show_default=False,
                       affects=Affects.OUTPUT, bare="1")
 
     def every(self, settings):
@@ -647,12 +645,11 @@ def _stereo_settings() -> tuple[tuple[str, Any, Option], ...]:
     return (
         ("stereo_strength", DEFAULT_STRENGTH, Option(
             ("--stereo-strength",), "Largest disparity between the stereo videos' eyes, in percent of the width "
-            f"(0 to 10). (default: {DEFAULT_STRENGTH})", "PERCENT", OUTPUT_PANEL, float, label="Stereo strength (% of width)",
-            affects=Affects.OUTPUT)),
+            f"(0 to 10). (default: {DEFAULT_STRENGTH})", "PERCENT", float, affects=Affects.OUTPUT)),
         ("convergence", DEFAULT_CONVERGENCE, Option(
             ("--convergence",), "The depth on the stereo videos' screen plane: 0 = the farthest (everything comes out "
             f"of the screen), 1 = the nearest (everything lies behind it). (default: {DEFAULT_CONVERGENCE})", "0..1",
-            OUTPUT_PANEL, float, label="Convergence", affects=Affects.OUTPUT)))
+            float, affects=Affects.OUTPUT)))
 
 
 @register("stereo")
@@ -674,8 +671,8 @@ class Stereo(OutputFormat):
 
     @property
     def option(self) -> Option:
-        return Option(self.flags, self.help, "LAYOUT[,LAYOUT..]", OUTPUT_PANEL, list, parse_names, label="Stereo 3D",
-                      affects=Affects.FILES, list_form=ListForm.NAMES)  # a layout's tag is in its file's name
+        return Option(self.flags, self.help, "LAYOUT[,LAYOUT..]", list, parse_names, affects=Affects.FILES,
+                      list_form=ListForm.NAMES)  # a layout's tag is in its file's name
 
     def names(self, stem, settings):
         from rollingdepth.io.stereo import LAYOUT_TAGS

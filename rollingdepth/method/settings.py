@@ -4,7 +4,7 @@
 (``RunConfig`` holds the same fields); both validate through :meth:`MethodSettings.validate`,
 which names the offending parameter the way the caller spells it (``dilations`` for the
 Python API, ``--dilations`` on the command line: the ``option`` of each field, an
-:class:`~rollingdepth.option_spec.Option` with its help text, metavar and help panel).
+:class:`~rollingdepth.option_spec.Option` with its help text and metavar).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ DEFAULT_CHECKPOINT = "prs-eth/rollingdepth-v1-0"  # RollingDepth's checkpoint on
 MAX_REFINE_STEP = 500
 
 
-INFER = "Inference"  # the help panel of the method's options
 PREDICTION, COMPUTATION = Affects.PREDICTION, Affects.COMPUTATION
 
 
@@ -37,37 +36,35 @@ class MethodSettings:
     batch sizes it is computed with; each field's option says which (``affects``)."""
 
     processing_res: int = opt(768, Option(
-        ("--res", "--processing-resolution"), "Longer edge for processing; 0 keeps the size.", "INT", INFER, int,
-        label="Resolution", affects=PREDICTION))
+        ("--res", "--processing-resolution"), "Longer edge for processing; 0 keeps the size.", "INT", int,
+        affects=PREDICTION))
     dilations: list[int] = opt([1, 25], Option(
         ("-d", "--dilations"), "Snippet dilations, e.g. -d 1,10,25 or -d 1 10 25 or -d 1 -d 25; must include 1.",
-        "D[,D..]", INFER, list, parse_numbers, label="Dilations",
-        affects=PREDICTION, planned=True, list_form=ListForm.INTS))
+        "D[,D..]", list, parse_numbers, affects=PREDICTION, planned=True, list_form=ListForm.INTS))
     cap_dilation: bool = opt(True, Option(
-        ("--cap-dilation/--no-cap-dilation",), "Shrink dilations that do not fit short videos.", None, INFER, bool,
+        ("--cap-dilation/--no-cap-dilation",), "Shrink dilations that do not fit short videos.", None, bool,
         show_default=False, affects=PREDICTION))
     snippet_lengths: list[int] | str = opt([3], Option(  # per dilation, or "auto"
         ("--snippet-lengths", "--snip-len"), "Frames per snippet: one value, one per dilation (3,3,3 or 3 3 3), "
-        "or auto (from motion and free memory).", "N[,N..]", INFER, list, parse_lengths, label="Snippet length",
+        "or auto (from motion and free memory).", "N[,N..]", list, parse_lengths,
         affects=PREDICTION, planned=True, list_form=ListForm.INTS))
     refine_step: int = opt(0, Option(
-        ("--refine-step",), "Coarse-to-fine refinement steps (0 = none).", "INT", INFER, int,
-        label="Refinement steps", affects=PREDICTION))
+        ("--refine-step",), "Coarse-to-fine refinement steps (0 = none).", "INT", int, affects=PREDICTION))
     refine_snippet_len: int = opt(3, Option(
-        ("--refine-snippet-len", "--refine-snippet-length"), "Snippet length during refinement.", "INT", INFER, int,
+        ("--refine-snippet-len", "--refine-snippet-length"), "Snippet length during refinement.", "INT", int,
         affects=PREDICTION, planned=True))
     refine_start_dilation: int = opt(6, Option(
-        ("--refine-start-dilation",), "First refinement dilation.", "INT", INFER, int, affects=PREDICTION, planned=True))
+        ("--refine-start-dilation",), "First refinement dilation.", "INT", int, affects=PREDICTION, planned=True))
     coalign: str = opt("fast", Option(
-        ("--coalign",), "Co-alignment solver: fast or reference.", "fast|reference", INFER, str, affects=PREDICTION))
+        ("--coalign",), "Co-alignment solver: fast or reference.", "fast|reference", str, affects=PREDICTION))
     max_vae_bs: int = opt(4, Option(
-        ("--max-vae-bs",), "Frames per VAE call. (default: 4)", "INT", INFER, int, affects=COMPUTATION))
+        ("--max-vae-bs",), "Frames per VAE call. (default: 4)", "INT", int, affects=COMPUTATION))
     unet_batch_size: int | None = opt(None, Option(
-        ("--unet-batch-size",), "Snippets per UNet call. (default: from free memory)", "INT", INFER, int,
+        ("--unet-batch-size",), "Snippets per UNet call. (default: from free memory)", "INT", int,
         affects=COMPUTATION))
     attn_span: dict | None = opt(None, Option(  # experimental
         ("--attention-span", "--num-view-per-level"), "Experimental: attention span per UNet level, e.g. "
-        "coarse=3,medium=3,fine=2 (frames attend to frames less than K apart).", "LEVEL=K,..", INFER, str,
+        "coarse=3,medium=3,fine=2 (frames attend to frames less than K apart).", "LEVEL=K,..", str,
         parse_spans, affects=PREDICTION))
 
     @property

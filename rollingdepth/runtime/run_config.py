@@ -1,7 +1,7 @@
 """Run settings: a validated dataclass built from a preset YAML plus explicit overrides.
 
 Each field is declared once, with its command-line option (:class:`~rollingdepth.option_spec.Option`:
-spellings, help, metavar, panel); :func:`option_name` spells any of them for a message.
+spellings, help, metavar); :func:`option_name` spells any of them for a message.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from rollingdepth.io.output_formats import OUTPUT_PANEL, output_format, output_formats
-from rollingdepth.method.settings import DEFAULT_CHECKPOINT, INFER, MethodSettings, method_fields
+from rollingdepth.io.output_formats import output_format, output_formats
+from rollingdepth.method.settings import DEFAULT_CHECKPOINT, MethodSettings, method_fields
 from rollingdepth.option_spec import Affects, ListForm, Option, affecting, opt, options_of, parse_floats, parse_numbers
 
 __all__ = ["DEFAULT_CHECKPOINT", "PRESET", "PRESETS", "PRESET_DIR", "RunConfig", "load_preset", "option_name",
@@ -25,16 +25,15 @@ PRESETS = ("fast", "fast1024", "full", "paper", "none")
 RENAMED = {"frame_count": "max_frames"}  # settings' former names, still read from preset YAML files
 SHOT_MODES = ("auto", "none")  # or a cut list file
 MIN_SEGMENT_FRAMES = 8  # a segment shares a quarter of itself with the next
-IN, MODEL, OUT, RUN = "Input", "Model", OUTPUT_PANEL, "Run"  # help panels (the method's: INFER)
 PREDICTION, COMPUTATION, OUTPUT, RUNS = (Affects.PREDICTION, Affects.COMPUTATION, Affects.OUTPUT,
                                         Affects.RUN)  # what each setting affects
 
 PRESET = Option(("-p", "--preset"), "fast, fast1024, full, paper, none, or a YAML file; options given here win. "
-                "(default: fast)", "NAME|YAML", INFER, label="Preset")
+                "(default: fast)", "NAME|YAML")
 
 
-def _on_off(flags: tuple[str, ...], help: str, panel: str, affects: Affects) -> Option:
-    return Option(flags, help, None, panel, bool, show_default=False, affects=affects)
+def _on_off(flags: tuple[str, ...], help: str, affects: Affects) -> Option:
+    return Option(flags, help, None, bool, show_default=False, affects=affects)
 
 
 def _output(name: str):
@@ -57,33 +56,33 @@ class RunConfig(MethodSettings):
     in :class:`MethodSettings`) and the run's own, each declared with its option."""
 
     checkpoint: str = opt(DEFAULT_CHECKPOINT, Option(
-        ("-c", "--checkpoint"), f"Hub id or local folder. (default: {DEFAULT_CHECKPOINT})", "ID|PATH", MODEL,
+        ("-c", "--checkpoint"), f"Hub id or local folder. (default: {DEFAULT_CHECKPOINT})", "ID|PATH",
         affects=PREDICTION))
     dtype: str = opt("fp16", Option(
-        ("--dtype", "--data-type"), "fp16, bf16 or fp32 (on a CPU, fp16 runs in bf16 where the CPU computes it natively, else in fp32).", "fp16|bf16|fp32", MODEL,
+        ("--dtype", "--data-type"), "fp16, bf16 or fp32 (on a CPU, fp16 runs in bf16 where the CPU computes it natively, else in fp32).", "fp16|bf16|fp32",
         affects=PREDICTION, planned=True))
     device: str | None = opt(None, Option(
-        ("--device",), "cuda, cuda:1, mps or cpu. (default: best available)", "NAME", MODEL,
+        ("--device",), "cuda, cuda:1, mps or cpu. (default: best available)", "NAME",
         affects=COMPUTATION))
     seed: int = opt(0, Option(
-        ("--seed",), "Seed of the initial noise. (default: 0)", "INT", INFER, int, affects=PREDICTION))
+        ("--seed",), "Seed of the initial noise. (default: 0)", "INT", int, affects=PREDICTION))
     start_frame: int = opt(0, Option(
-        ("--from", "--start-frame"), "Skip this many frames first.", "INT", IN, int, affects=PREDICTION))
+        ("--from", "--start-frame"), "Skip this many frames first.", "INT", int, affects=PREDICTION))
     max_frames: int = opt(0, Option(  # at most this many frames (0 = to the end)
-        ("--frames", "--frame-count"), "Process at most this many frames (0 = to the end).", "INT", IN, int,
-        label="Frames", affects=PREDICTION))
+        ("--frames", "--frame-count"), "Process at most this many frames (0 = to the end).", "INT", int,
+        affects=PREDICTION))
     output_fps: float = opt(0.0, Option(
-        ("--fps", "--output-fps"), "Frame rate of output videos (0 = the input's).", "FPS", OUT, float,
+        ("--fps", "--output-fps"), "Frame rate of output videos (0 = the input's).", "FPS", float,
         affects=OUTPUT))
     restore_res: bool = opt(False, _on_off(
         ("--restore-res/--no-restore-res", "--restore-resolution"),
-        "Outputs at the input's size (also --restore-res true|false).", OUT, OUTPUT))
+        "Outputs at the input's size (also --restore-res true|false).", OUTPUT))
     cmaps: list[str] = _output("colour")
     save_npy: bool = _output("npy")
     save_sbs: bool = _output("sbs")
     audio: bool = opt(True, _on_off(
         ("--audio/--no-audio",), "The source's sound in the colour, side-by-side and stereo videos, cut to the frames "
-        "processed (copied where MP4 holds it, else AAC; none with --fps). (default: on)", OUT, OUTPUT))
+        "processed (copied where MP4 holds it, else AAC; none with --fps). (default: on)", OUTPUT))
     save_snippets: bool = _output("snippets")
     save_png16: bool = _output("png16")
     save_exr: bool = _output("exr")
@@ -95,50 +94,50 @@ class RunConfig(MethodSettings):
     depth_out: str = opt("inverse", Option(  # inverse: the prediction as is; depth: mapped onto depth_range
         ("--depth-out",), "What npy, EXR, PNG16 and PLY hold: inverse = the prediction (affine-invariant inverse "
         "depth, near = large); depth = mapped onto --depth-range, one mapping for the whole video. "
-        "(default: inverse)", "inverse|depth", OUT, affects=OUTPUT))
+        "(default: inverse)", "inverse|depth", affects=OUTPUT))
     depth_range: list[float] | None = opt(None, Option(  # [NEAR, FAR] in the user's units
         ("--depth-range",), "With --depth-out depth: the depth of the nearest and farthest point of the video, in "
-        "your units (e.g. 0.5,20).", "NEAR,FAR", OUT, list, parse_floats,
+        "your units (e.g. 0.5,20).", "NEAR,FAR", list, parse_floats,
         affects=OUTPUT, list_form=ListForm.NUMBERS))
     depth_points: str | None = opt(None, Option(
         ("--depth-points",), "Known distances: a CSV of frame, x, y, depth (input pixels, any unit). Each shot's "
         "inverse depth is fitted to them and npy, EXR, PNG16 and PLY hold depth in that unit; shots without two "
-        "points use --depth-range (docs/outputs.md).", "FILE", OUT, affects=OUTPUT))
+        "points use --depth-range (docs/outputs.md).", "FILE", affects=OUTPUT))
     save_ply: int = _output("ply")  # a point cloud every this many frames (0 = none)
     fov: float | None = opt(None, Option(
-        ("--fov",), "Horizontal field of view of the point clouds' pinhole camera. (default: 60)", "DEG", OUT, float,
+        ("--fov",), "Horizontal field of view of the point clouds' pinhole camera. (default: 60)", "DEG", float,
         affects=OUTPUT))
     focal: float | None = opt(None, Option(
-        ("--focal",), "Or its focal length in pixels of the input video (scaled to the output size).", "PX", OUT,
+        ("--focal",), "Or its focal length in pixels of the input video (scaled to the output size).", "PX",
         float, affects=OUTPUT))
     ply_stride: int = opt(2, Option(
-        ("--ply-stride",), "One point every PX pixels in rows and columns. (default: 2)", "PX", OUT, int,
+        ("--ply-stride",), "One point every PX pixels in rows and columns. (default: 2)", "PX", int,
         affects=OUTPUT))
     compile: bool = opt(False, _on_off(
         ("--compile/--no-compile",), "torch.compile the UNet and VAE (slow start, faster on long runs). "
-        "(default: off)", MODEL, RUNS))
+        "(default: off)", RUNS))
     channels_last: bool = opt(False, _on_off(
         ("--channels-last/--no-channels-last",), "Channels-last memory format for the UNet and VAE. (default: off)",
-        MODEL, RUNS))
+        RUNS))
     tf32: bool = opt(True, _on_off(
-        ("--tf32/--no-tf32",), "TF32 matmuls on Ampere and newer GPUs. (default: on)", MODEL, RUNS))
+        ("--tf32/--no-tf32",), "TF32 matmuls on Ampere and newer GPUs. (default: on)", RUNS))
     work_dir: str | None = opt(None, Option(
         ("--work-dir",), "Where a run keeps its intermediate results (decoded snippets: about 4 MB per frame at "
-        "768x432 in fp16), e.g. a fast local disk. (default: the output folder)", "DIR", RUN, affects=RUNS))
+        "768x432 in fp16), e.g. a fast local disk. (default: the output folder)", "DIR", affects=RUNS))
     resume: bool = opt(True, _on_off(
         ("--resume/--restart",), "Continue an unfinished run of the same video and settings from its work folder, "
-        "or discard that folder and start over. (default: resume)", RUN, RUNS))
+        "or discard that folder and start over. (default: resume)", RUNS))
     shots: str = opt("none", Option(
         ("--shots",), "auto: find hard cuts and process each shot on its own; none: the video is one shot; or a cut "
         "list FILE (frame numbers or timecodes, one per line, or a CMX3600 EDL; docs/shots.md). "
-        "(default: auto; none in the paper preset)", "auto|none|FILE", IN, affects=PREDICTION))
+        "(default: auto; none in the paper preset)", "auto|none|FILE", affects=PREDICTION))
     segment_frames: int = opt(1000, Option(
         ("--segment-frames",), "Process a shot longer than this in overlapping segments of at most this many frames, "
         "aligned on their overlap: host memory then depends on this, not on the video's length (0 = never split). "
-        "(default: 1000)", "K", RUN, int, affects=PREDICTION))
+        "(default: 1000)", "K", int, affects=PREDICTION))
     strict: bool = opt(False, _on_off(
         ("--strict/--no-strict",), "Fail a video whose file decodes fewer frames than its container declares "
-        "(truncated); without it, a warning gives both numbers. (default: off)", IN, RUNS))
+        "(truncated); without it, a warning gives both numbers. (default: off)", RUNS))
 
     def method_settings(self) -> MethodSettings:
         """The method's settings, validated, with command-line names in any error."""
