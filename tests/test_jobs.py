@@ -1,12 +1,13 @@
-"""``--skip-existing`` (``batch.earlier_run``): which changed settings predict a video again, from the declarations."""
+"""The jobs API (``rollingdepth.runtime.jobs``): ``--skip-existing`` (``earlier_run``), which changed settings
+predict a video again, from the declarations; one model loader."""
 
 from __future__ import annotations
 
 import pytest
 
 from rollingdepth.frontends import run_video as cli
-from rollingdepth.frontends.batch import earlier_run
 from rollingdepth.option_spec import Affects, affecting
+from rollingdepth.runtime.jobs import earlier_run
 from rollingdepth.runtime.run_config import RunConfig, option_name, prediction_settings, skip_existing_compared
 
 from .conftest import TINY_CHECKPOINT, make_clip
@@ -78,3 +79,24 @@ def test_fewer_output_files_keep_them(earlier):
     off = {name: [] if run_options()[name].list_form else False  # a list of files (stereo layouts): none
            for name in affecting(RunConfig, Affects.FILES) if name != "cmaps"}
     assert earlier_run(*earlier, RunConfig.build("fast", {**BASE, **off, "cmaps": ["Greys_r"]})) == (True, None)
+
+
+def test_one_loader_for_every_front_end(monkeypatch):
+    """``load_model``: run-video's and eval-depth's (on their rank's device) and the page's (``cfg.device``),
+    through ``runtime.loading`` as it is at call time, its progress bar off."""
+    from rollingdepth.runtime import loading
+    from rollingdepth.runtime.distributed import DistContext
+    from rollingdepth.runtime.jobs import load_model
+
+    class Pipe:
+        bar = None
+
+        def set_progress_bar_config(self, **kwargs):
+            self.bar = kwargs
+
+    calls = []
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: calls.append((a, k)) or Pipe())
+    cfg = RunConfig.build("fast", {**BASE, "device": "cpu", "channels_last": True})
+    assert load_model(cfg).bar == {"disable": True} and load_model(cfg, DistContext()).bar == {"disable": True}
+    assert calls[0] == calls[1] == ((str(TINY_CHECKPOINT), "fp32", "cpu"),
+                                    {"compile": False, "channels_last": True, "tf32": True})
