@@ -58,9 +58,10 @@ RUN_VIDEO_OPTIONS = (
     "dilations", "snippet_lengths", "attn_span", "cap_dilation", "refine_step", "refine_snippet_len",
     "refine_start_dilation", "coalign", "seed", "max_vae_bs", "unet_batch_size", "compile", "channels_last", "tf32",
     "output_dir", "work_dir", "segment_frames", "output_fps", "restore_res", *output_settings(), "audio", "depth_out",
-    "depth_range", "depth_points", "fov", "focal", "ply_stride", "unload_snippet", "resample_method", "resume", "list_work",
+    "depth_range", "depth_points", "unload_snippet", "resample_method", "resume", "list_work",
     "clean_work", "skip_existing",
-)  # the output formats' settings in the order of their declarations (rollingdepth.io.output_formats)
+)  # the output formats' settings (each followed by its further settings) in the order of their declarations
+# (rollingdepth.io.output_formats)
 _INPUT = inspect.Parameter("input_path", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
     Optional[str], typer.Argument(metavar="INPUT", show_default=False, help="A video, a folder of videos, a .txt list "
                                   "of paths, or a folder / glob of images (frames of one video).")])

@@ -280,7 +280,8 @@ def _recorded_settings(report: dict) -> dict:
 def _changed_settings(recorded: dict, cfg) -> list[str]:
     """``--option recorded (now given)`` for each setting of ``cfg`` that ``recorded`` (a run
     report's ``settings``) does not hold: those that change the prediction or what the outputs
-    hold (their declarations say which, and which are compared as the run uses them)."""
+    hold (their declarations say which, and which are compared as the run uses them), an output
+    format's own only when ``cfg`` writes it."""
     import torch
 
     from rollingdepth.method.device import DTYPES, cpu_has_native_bf16
@@ -289,7 +290,7 @@ def _changed_settings(recorded: dict, cfg) -> list[str]:
     from rollingdepth.runtime.run_config import option_name, skip_existing_compared
 
     settings = cfg.method_settings()
-    given = {name: getattr(cfg, name) for name in skip_existing_compared(planned=False)}
+    given = {name: getattr(cfg, name) for name in skip_existing_compared(planned=False, settings=cfg)}
     auto = recorded.get("num_view_auto") is not None  # the earlier run chose its snippet length
     plan = Plan.build(settings, _planned_frames(recorded),
                       recorded["snippet_lengths"][0] if settings.auto_num_view else None)
