@@ -1,6 +1,7 @@
 """``rollingdepth-app``: a web page (Gradio) for video depth.
 
-Thin glue over the code ``run-video`` runs: the page's settings become a
+Thin glue over the code ``run-video`` runs: the model is loaded by the jobs API's loader
+(:func:`~rollingdepth.runtime.jobs.load_model`), the page's settings become a
 :class:`~rollingdepth.runtime.run_config.RunConfig` (``RunConfig.build(preset, overrides)``), the upload
 becomes a :class:`~rollingdepth.io.video_io.VideoSource`, and
 :func:`~rollingdepth.runtime.video_job.process_video` writes the same files as ``run-video`` into the
@@ -832,7 +833,9 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
     if importlib.util.find_spec("gradio") is None:
         raise ImportError("gradio is not installed", name="gradio")
 
-    RunConfig.build("fast", {"dtype": settings.dtype})  # an unknown dtype is one line here, not a traceback
+    # the model's settings as run-video's: an unknown dtype is one line here, not a traceback
+    model = RunConfig.build("fast", {"checkpoint": settings.checkpoint, "dtype": settings.dtype,
+                                     "device": settings.device})
     if settings.device is not None:
         from rollingdepth.method.device import resolve_device
 
@@ -849,11 +852,10 @@ def serve_page(settings: AppSettings, host: str, port: int) -> None:
     service = page = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        from rollingdepth.runtime.loading import load_pipeline
+        from rollingdepth.runtime.jobs import load_model
 
         print(f"rollingdepth-app: loading {settings.checkpoint}", file=sys.stderr, flush=True)
-        pipe = load_pipeline(settings.checkpoint, settings.dtype, settings.device)
-        pipe.set_progress_bar_config(disable=True)
+        pipe = load_model(model)  # run-video's and eval-depth's loader
         service = DepthService(pipe, settings, workspace)
         page = build_page(service)
         page.queue(default_concurrency_limit=1)

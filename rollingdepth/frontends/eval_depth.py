@@ -35,13 +35,13 @@ from rollingdepth.evaluation.plots import plot_per_frame
 from rollingdepth.evaluation.prediction_files import collect, load_depth, load_mask, load_prediction, load_rgb
 from rollingdepth.evaluation.tables import (METRICS, METRICS_BENCH, fmt, markdown, mean_metrics, summary_rows,
                                             write_csv, write_json)
-from rollingdepth.frontends.batch import Batch, BatchItem, failure_message, run_batch
 from rollingdepth.frontends.command import EXIT_FAILED, EXIT_USAGE, make_reporter, run_app, spelling
 from rollingdepth.frontends.options import (COMMAND_OPTIONS, HELP_FLAGS, RUN, Param, command_signature, declared,
                                             reporting_params)
 from rollingdepth.frontends.original_cli import original_argv
 from rollingdepth.frontends.progress import Reporter, start_share
 from rollingdepth.io.video_io import atomic_path
+from rollingdepth.runtime.jobs import Batch, BatchItem, failure_message, run_batch
 from rollingdepth.runtime.run_config import prediction_settings
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False,

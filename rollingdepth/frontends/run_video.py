@@ -19,13 +19,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rollingdepth.frontends.batch import Batch, BatchItem, load_model, run_batch
 from rollingdepth.frontends.command import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, make_reporter, run_app, spelling
 from rollingdepth.frontends.options import (COMMAND_OPTIONS, HELP_FLAGS, command_signature, declared,
                                             reporting_params)
 from rollingdepth.frontends.original_cli import original_argv
 from rollingdepth.frontends.progress import Reporter, start_share
 from rollingdepth.io.output_formats import RUN_REPORT, output_settings
+from rollingdepth.runtime.jobs import Batch, BatchItem, earlier_run, failure_message, load_model, run_batch
 
 app = typer.Typer(
     add_completion=False,
@@ -59,7 +59,7 @@ RUN_VIDEO_OPTIONS = (
     "processing_res", "dilations", "snippet_lengths", "attn_span", "cap_dilation", "refine_step", "refine_snippet_len",
     "refine_start_dilation", "coalign", "seed", "unload_snippet", "resample_method", "device", "max_vae_bs",
     "unet_batch_size", "output_dir", "output_fps", "restore_res", *output_settings(), "audio", "depth_out",
-    "depth_range", "depth_points", "fov", "focal", "ply_stride", "strict", "compile", "channels_last", "tf32",
+    "depth_range", "depth_points", "strict", "compile", "channels_last", "tf32",
     "work_dir", "resume", "list_work", "clean_work", "skip_existing",
 )  # the output formats' settings in the order of their declarations (rollingdepth.io.output_formats)
 _INPUT = inspect.Parameter("input_path", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
@@ -178,7 +178,6 @@ def _config_and_inputs(values: dict, source_spec: str):
 
 def _run_all(entries: list, cfg, v: dict, report: Reporter):
     """This process's share of the videos; returns (every rank's results, interrupted, seconds, show the summary)."""
-    from rollingdepth.frontends.batch import earlier_run
     from rollingdepth.runtime.distributed import init_distributed
 
     output_dir, skip_existing = v["output_dir"], v["skip_existing"]
@@ -236,7 +235,6 @@ def _probe_inputs(entries: list, cfg, report: Reporter, verbose: bool, done) -> 
     (``(entry, None)`` for those ``done(entry)`` says are skipped: not opened), and a failed
     ``VideoResult`` for each other one, which is said at once in one line (unreadable, empty,
     or truncated with ``--strict``; a truncated one otherwise warns here)."""
-    from rollingdepth.frontends.batch import failure_message
     from rollingdepth.runtime.outputs import VideoResult
 
     good, failed = [], []

@@ -492,11 +492,25 @@ class Exr(FrameFolder):
         return read_exr
 
 
+def _ply_settings() -> tuple[tuple[str, Any, Option], ...]:
+    """The point clouds' camera and density."""
+    return (
+        ("fov", None, Option(
+            ("--fov",), "Horizontal field of view of the point clouds' pinhole camera. (default: 60)", "DEG",
+            kind=float, affects=Affects.OUTPUT)),
+        ("focal", None, Option(
+            ("--focal",), "Or its focal length in pixels of the input video (scaled to the output size).", "PX",
+            kind=float, affects=Affects.OUTPUT)),
+        ("ply_stride", 2, Option(
+            ("--ply-stride",), "One point every PX pixels in rows and columns. (default: 2)", "PX",
+            kind=int, affects=Affects.OUTPUT)))
+
+
 @register("ply")
 @dataclass(frozen=True)
 class PointClouds(FrameFolder):
     """Coloured point clouds (binary PLY) of every EVERY-th frame, through the pinhole camera of ``--fov``
-    or ``--focal``."""
+    or ``--focal`` (its further settings, with ``--ply-stride``)."""
 
     suffix: str = "_ply"
     setting: str = "save_ply"
@@ -507,6 +521,7 @@ class PointClouds(FrameFolder):
     needs_rgb: bool = True
     needs_depth: bool = True
     frame_suffix: str = ".ply"
+    more: tuple[tuple[str, Any, Option], ...] = _ply_settings()
 
     @property
     def option(self) -> Option:

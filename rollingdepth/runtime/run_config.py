@@ -104,15 +104,9 @@ class RunConfig(MethodSettings):
         "inverse depth is fitted to them and npy, EXR, PNG16 and PLY hold depth in that unit; shots without two "
         "points use --depth-range (docs/outputs.md).", "FILE", affects=OUTPUT))
     save_ply: int = _output("ply")  # a point cloud every this many frames (0 = none)
-    fov: float | None = opt(None, Option(
-        ("--fov",), "Horizontal field of view of the point clouds' pinhole camera. (default: 60)", "DEG", float,
-        affects=OUTPUT))
-    focal: float | None = opt(None, Option(
-        ("--focal",), "Or its focal length in pixels of the input video (scaled to the output size).", "PX",
-        float, affects=OUTPUT))
-    ply_stride: int = opt(2, Option(
-        ("--ply-stride",), "One point every PX pixels in rows and columns. (default: 2)", "PX", int,
-        affects=OUTPUT))
+    fov: float | None = _more("ply", "fov")
+    focal: float | None = _more("ply", "focal")
+    ply_stride: int = _more("ply", "ply_stride")
     compile: bool = opt(False, _on_off(
         ("--compile/--no-compile",), "torch.compile the UNet and VAE (slow start, faster on long runs). "
         "(default: off)", RUNS))
@@ -284,7 +278,15 @@ def resume_compared() -> tuple[str, ...]:
     return affecting(RunConfig, Affects.PREDICTION, Affects.COMPUTATION)
 
 
-def skip_existing_compared(planned: bool) -> tuple[str, ...]:
+def skip_existing_compared(planned: bool, settings: RunConfig | None = None) -> tuple[str, ...]:
     """The recorded settings ``--skip-existing`` compares: those that change the prediction or what
-    the outputs hold; ``planned``: those compared as the run uses them (else as given)."""
-    return affecting(RunConfig, Affects.PREDICTION, Affects.OUTPUT, planned=planned)
+    the outputs hold; ``planned``: those compared as the run uses them (else as given). With
+    ``settings`` (the new run's), less the settings of the output formats it turns off (a format's
+    further settings, and its own where it says what a written file holds: ``--save-ply EVERY``):
+    they change no file that run keeps."""
+    compared = affecting(RunConfig, Affects.PREDICTION, Affects.OUTPUT, planned=planned)
+    if settings is None:
+        return compared
+    idle = {name for f in output_formats() if f.setting and not f.enabled(settings)
+            for name in (f.setting, *(m[0] for m in f.more))}
+    return tuple(name for name in compared if name not in idle)

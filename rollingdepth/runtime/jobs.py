@@ -1,10 +1,13 @@
-"""One loader and one batch loop for the commands that run the model on many videos.
+"""The jobs API: one model loader and one batch loop for every front end that runs the model.
 
-``run-video`` and ``eval-depth --dataset`` both go through :func:`run_batch`: for each video,
-skip it when its outputs are complete, load the model the first time one is needed, predict,
-write the outputs (in a background thread while the next video is predicted, or right away),
-and report each step to the :class:`~rollingdepth.frontends.progress.Reporter`. One failing
-video does not stop the others; Ctrl-C stops the batch and leaves no partial file.
+``run-video``, ``eval-depth --dataset`` and the web page load their model with :func:`load_model`.
+``run-video`` and ``eval-depth --dataset`` go through :func:`run_batch`: for each video, skip it
+when its outputs are complete (with ``Batch.compare_settings``: made with the same settings,
+:func:`earlier_run`), load the model the first time one is needed, predict, write the outputs
+(in a background thread while the next video is predicted, or right away), and report each step
+to the front end's reporter (``Batch.report``: ``video_start``, ``video_done``, ``callback`` ...,
+as ``frontends.progress.Reporter`` has them). One failing video does not stop the others; Ctrl-C
+stops the batch and leaves no partial file.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from rollingdepth.errors import InputError
 __all__ = ["Batch", "BatchItem", "earlier_run", "failure_message", "load_model", "run_batch"]
 
 
-def load_model(cfg, dist):
-    """The pipeline of ``cfg`` (checkpoint, dtype, accelerator options) on this rank's device.
-    Raises :class:`~rollingdepth.runtime.loading.CheckpointError` when it cannot be loaded."""
+def load_model(cfg, dist=None):
+    """The pipeline of ``cfg`` (a ``RunConfig``: checkpoint, dtype, device, accelerator options) on
+    this rank's device (``dist``: a ``DistContext``; None: ``cfg.device``), its progress bar off.
+    Raises :class:`~rollingdepth.errors.CheckpointError` when it cannot be loaded."""
     from rollingdepth.runtime import loading  # looked up at call time (tests replace it)
 
-    pipe = loading.load_pipeline(cfg.checkpoint, cfg.dtype, dist.device(cfg.device), compile=cfg.compile,
+    device = cfg.device if dist is None else dist.device(cfg.device)
+    pipe = loading.load_pipeline(cfg.checkpoint, cfg.dtype, device, compile=cfg.compile,
                                  channels_last=cfg.channels_last, tf32=cfg.tf32)
     pipe.set_progress_bar_config(disable=True)  # progress goes to the reporter
     return pipe
@@ -275,7 +280,8 @@ def _recorded_settings(report: dict) -> dict:
 def _changed_settings(recorded: dict, cfg) -> list[str]:
     """``--option recorded (now given)`` for each setting of ``cfg`` that ``recorded`` (a run
     report's ``settings``) does not hold: those that change the prediction or what the outputs
-    hold (their declarations say which, and which are compared as the run uses them)."""
+    hold (their declarations say which, and which are compared as the run uses them), an output
+    format's own only when ``cfg`` writes it."""
     import torch
 
     from rollingdepth.method.device import DTYPES, cpu_has_native_bf16
@@ -284,7 +290,7 @@ def _changed_settings(recorded: dict, cfg) -> list[str]:
     from rollingdepth.runtime.run_config import option_name, skip_existing_compared
 
     settings = cfg.method_settings()
-    given = {name: getattr(cfg, name) for name in skip_existing_compared(planned=False)}
+    given = {name: getattr(cfg, name) for name in skip_existing_compared(planned=False, settings=cfg)}
     auto = recorded.get("num_view_auto") is not None  # the earlier run chose its snippet length
     plan = Plan.build(settings, _planned_frames(recorded),
                       recorded["snippet_lengths"][0] if settings.auto_num_view else None)
