@@ -492,6 +492,13 @@ class Exr(FrameFolder):
         return read_exr
 
 
+def _finite(value) -> bool:
+    """A number (not a bool), finite."""
+    import math
+
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def _ply_settings() -> tuple[tuple[str, Any, Option], ...]:
     """The point clouds' camera and density."""
     return (
@@ -533,9 +540,18 @@ class PointClouds(FrameFolder):
         return settings.save_ply
 
     def check(self, settings):
-        every = settings.save_ply
+        every, fov, focal, stride = settings.save_ply, settings.fov, settings.focal, settings.ply_stride
+        name = lambda field: self.more_option(field)[1].name  # noqa: E731
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"{self.option.name}: {every!r} is not a non-negative integer (every how many frames)")
+        if fov is not None and (not _finite(fov) or not 0 < fov < 180):
+            raise ValueError(f"{name('fov')}: {fov!r} must be between 0 and 180 degrees")
+        if focal is not None and (not _finite(focal) or focal <= 0):
+            raise ValueError(f"{name('focal')}: {focal!r} must be > 0 (pixels of the input video)")
+        if fov is not None and focal is not None:
+            raise ValueError(f"{name('focal')}: give {name('fov')} or {name('focal')}, not both")
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"{name('ply_stride')}: {stride!r} must be an integer >= 1")
 
     def camera(self, out: VideoOutput):
         """The pinhole camera at the output size."""

@@ -194,14 +194,6 @@ class RunConfig(MethodSettings):
 
             read_depth_points(Path(self.depth_points).expanduser())  # one line naming the file and line
             self.depth_out = "depth"  # known distances: the outputs hold depth in their unit
-        if self.fov is not None and (not number(self.fov) or not 0 < self.fov < 180):
-            raise ValueError(f"--fov: {self.fov!r} must be between 0 and 180 degrees")
-        if self.focal is not None and (not number(self.focal) or self.focal <= 0):
-            raise ValueError(f"--focal: {self.focal!r} must be > 0 (pixels of the input video)")
-        if self.fov is not None and self.focal is not None:
-            raise ValueError("--focal: give --fov or --focal, not both")
-        if isinstance(self.ply_stride, bool) or not isinstance(self.ply_stride, int) or self.ply_stride < 1:
-            raise ValueError(f"--ply-stride: {self.ply_stride!r} must be an integer >= 1")
 
     def _validate_outputs(self) -> None:
         """Each output format's setting, what it needs (depth) and the libraries it needs."""
