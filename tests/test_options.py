@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import typer.main
 
 from rollingdepth.frontends import eval_depth as eval_cli
 from rollingdepth.frontends import run_video as cli
+from rollingdepth.frontends import stereo_video as stereo_cli
 from rollingdepth.frontends.options import SETTING_PANELS, CommandOption, help_panel
 from rollingdepth.option_spec import Option
 from rollingdepth.runtime.run_config import RunConfig, option_name, run_options
@@ -44,8 +47,9 @@ def test_run_video_groups_its_help_by_what_each_setting_affects():
     for name, option in run_options().items():
         expected = SETTING_PANELS[option.affects] if option.affects else "Inference"  # the preset: with the method's
         assert params[name].rich_help_panel == expected, name
-    panels = [params[name].rich_help_panel for name in cli.RUN_VIDEO_OPTIONS]
-    assert None not in panels and list(dict.fromkeys(panels)) == ["Input", "Inference", "Device", "Output", "Run"]
+    panels = [params[p.name].rich_help_panel for p in cli.run_video_params()]
+    assert None not in panels and list(dict.fromkeys(panels)) == ["Input", "Inference", "Device", "Output", "Run",
+                                                                  "Accepted from the original run_video.py"]
     with pytest.raises(ValueError, match="--stray: neither a setting nor a command's own option"):
         help_panel(Option(("--stray",)))  # an option below the front ends brings no panel of its own
     assert help_panel(CommandOption(("--own",), panel="Run")) == "Run"
@@ -112,3 +116,21 @@ def test_a_preset_file_with_the_former_name_of_max_frames(tmp_path):
     (tmp_path / "old.yaml").write_text("frame_count: 5\ndilations: [1, 4]\n")
     assert RunConfig.build(tmp_path / "old.yaml", {}).max_frames == 5
     assert RunConfig.build(tmp_path / "old.yaml", {"max_frames": 7}).max_frames == 7
+
+
+def test_each_command_takes_its_options_as_a_typed_object():
+    """A command's own options are the fields of its arguments' dataclass, declared once: Typer's parameters come
+    from them, and what Typer parsed comes back as that object (``given``), not as a dict read by key."""
+    from rollingdepth.frontends.options import Reporting, given, params_of
+    from rollingdepth.frontends.stereo_video import StereoVideoArgs
+
+    for command, args in ((cli.app, cli.RunVideoArgs), (eval_cli.app, eval_cli.EvalDepthArgs),
+                          (stereo_cli.app, StereoVideoArgs)):
+        params = {p.name: p for p in typer.main.get_command(command).params}
+        for param in params_of(args):
+            assert params[param.name].opts[-1] in param.option.flags[-1], param.name
+            assert params[param.name].default == param.default, param.name
+    values = {p.name: p.default for p in params_of(cli.RunVideoArgs) + params_of(Reporting)}
+    parsed = given(cli.RunVideoArgs, {**values, "output_dir": Path("out"), "skip_existing": True})
+    assert parsed.output_dir == Path("out") and parsed.skip_existing and parsed.input_video is None
+    assert given(Reporting, {**values, "quiet": True}).quiet

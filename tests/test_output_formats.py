@@ -78,13 +78,14 @@ def test_the_scan_sees_a_suffix_written_twice(tmp_path):
 
 def test_settings_options_and_lists_come_from_the_declarations():
     options, fields = run_options(), {f.name: f for f in dataclasses.fields(RunConfig)}
+    run_video_names = [p.name for p in cli.run_video_params()]
     for fmt in output_formats():
         if fmt.setting is not None:
-            assert options[fmt.setting].flags == fmt.option.flags and fmt.setting in cli.RUN_VIDEO_OPTIONS
+            assert options[fmt.setting].flags == fmt.option.flags and fmt.setting in run_video_names
             default = fields[fmt.setting].default_factory() if callable(fields[fmt.setting].default_factory) \
                 else fields[fmt.setting].default
             assert default == (list(fmt.default) if isinstance(fmt.default, tuple) else fmt.default)
-    assert set(output_settings()) <= set(cli.RUN_VIDEO_OPTIONS)
+    assert set(output_settings()) <= set(run_video_names)
     cfg = RunConfig.build(None, dict(save_png16=True, cmaps=["viridis"]))
     assert expected_names("a", cfg) == ["a_pred.npy", "a_viridis.mp4", "a_rgbd.mp4", "a_depth16", "a_run.json"]
     assert RUN_REPORT.stem_of("my_clip_run.json") == "my_clip" and RUN_REPORT.stem_of("_run.json") is None

@@ -12,7 +12,7 @@ import sys
 import typer
 from rich.console import Console
 
-from rollingdepth.frontends.options import COMMAND_OPTIONS
+from rollingdepth.frontends.options import COMMAND_OPTIONS, Reporting
 from rollingdepth.frontends.progress import Reporter, make_renderer
 from rollingdepth.option_spec import Option
 
@@ -23,11 +23,11 @@ EXIT_USAGE = 2  # a wrong option or value: nothing ran
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
-def make_reporter(progress: str, quiet: bool, log_every: float, err: Console) -> Reporter:
+def make_reporter(reporting: Reporting, err: Console) -> Reporter:
     """The progress and messages of a command (``--progress``, ``--log-every``, ``--quiet``);
     an invalid choice ends in one line and exit code 2."""
     try:
-        return Reporter(make_renderer(progress, quiet, err, log_every=log_every))
+        return Reporter(make_renderer(reporting.progress, reporting.quiet, err, log_every=reporting.log_every))
     except ValueError as exc:
         from rich.markup import escape
 

@@ -36,8 +36,8 @@ from rollingdepth.evaluation.prediction_files import collect, load_depth, load_m
 from rollingdepth.evaluation.tables import (METRICS, METRICS_BENCH, fmt, markdown, mean_metrics, summary_rows,
                                             write_csv, write_json)
 from rollingdepth.frontends.command import EXIT_FAILED, EXIT_USAGE, make_reporter, run_app, spelling
-from rollingdepth.frontends.options import (COMMAND_OPTIONS, HELP_FLAGS, RUN, Param, command_signature, declared,
-                                            reporting_params)
+from rollingdepth.frontends.options import (COMMAND_OPTIONS, HELP_FLAGS, RUN, Param, Reporting, arg,
+                                            command_signature, given, params_of)
 from rollingdepth.frontends.original_cli import original_argv
 from rollingdepth.frontends.progress import Reporter, start_share
 from rollingdepth.io.video_io import atomic_path
@@ -64,6 +64,7 @@ _spelling = partial(spelling, table={**COMMAND_OPTIONS, **EVAL_OPTIONS})
 # eval-depth's help panels (its own options are declared in rollingdepth.evaluation.options, without presentation)
 FILES = f"Files ({eval_option('pred')}, {eval_option('gt')})"
 DS, PIPE, PROTO = f"Benchmark ({eval_option('dataset')})", f"Prediction ({eval_option('dataset')})", "Protocol"
+_PANELS = (FILES, DS, PIPE, PROTO, RUN)
 
 
 @dataclass
@@ -103,18 +104,36 @@ class Benchmark:
     predictions: Path | None = None
 
 
-def _params() -> list:
+@dataclass(frozen=True)
+class EvalDepthArgs:
+    """What eval-depth is given besides the prediction settings of ``--dataset`` and the reporting options."""
+
+    pred: Path | None = arg(EVAL_OPTIONS["pred"], panel=FILES)
+    gt: Path | None = arg(EVAL_OPTIONS["gt"], panel=FILES)
+    rgb: Path | None = arg(EVAL_OPTIONS["rgb"], panel=FILES)
+    mask: Path | None = arg(EVAL_OPTIONS["mask"], panel=FILES)
+    gt_scale: float = arg(EVAL_OPTIONS["gt_scale"], 1.0, panel=FILES)
+    dataset: str | None = arg(EVAL_OPTIONS["dataset"], panel=DS)
+    root: Path | None = arg(EVAL_OPTIONS["root"], panel=DS)
+    split: str | None = arg(EVAL_OPTIONS["split"], panel=DS)
+    predictions: Path | None = arg(EVAL_OPTIONS["predictions"], panel=DS)
+    min_depth: float | None = arg(EVAL_OPTIONS["min_depth"], panel=PROTO)
+    max_depth: float | None = arg(EVAL_OPTIONS["max_depth"], panel=PROTO)
+    align: str = arg(EVAL_OPTIONS["align"], "video", panel=PROTO)
+    average: str | None = arg(EVAL_OPTIONS["average"], panel=PROTO)
+    protocol: str = arg(EVAL_OPTIONS["protocol"], "rollingdepth", panel=PROTO)
+    output_dir: Path = arg(COMMAND_OPTIONS["output_dir"], Path("eval"), panel=RUN,
+                           help=f"Where metrics, tables, plots (and with {eval_option('dataset')} the predictions) go.")
+
+
+def _params() -> list[Param]:
+    """eval-depth's options: its own, with the prediction settings of ``--dataset`` in their panel after the
+    benchmark's, and the reporting options last."""
     from rollingdepth.runtime.run_config import run_options
 
     run = run_options()
-    return [*declared(EVAL_OPTIONS, ("pred", "gt", "rgb", "mask", "gt_scale"), panel=FILES, gt_scale=1.0),
-            *declared(EVAL_OPTIONS, ("dataset", "root", "split", "predictions"), panel=DS),
-            *declared(run, PREDICTION_OPTIONS, panel=PIPE),
-            *declared(EVAL_OPTIONS, ("min_depth", "max_depth", "align", "average", "protocol"), panel=PROTO,
-                      align="video", protocol="rollingdepth"),
-            Param("output_dir", COMMAND_OPTIONS["output_dir"], Path("eval"), panel=RUN,
-                  help=f"Where metrics, tables, plots (and with {eval_option('dataset')} the predictions) go."),
-            *reporting_params()]
+    ordered = [*params_of(EvalDepthArgs), *(Param(name, run[name], panel=PIPE) for name in PREDICTION_OPTIONS)]
+    return sorted(ordered, key=lambda p: _PANELS.index(p.panel)) + params_of(Reporting)
 
 
 @app.command(no_args_is_help=True)
@@ -127,43 +146,43 @@ def eval_depth(**values) -> None:
     """
     from rollingdepth.evaluation.metrics import ALIGN_MODES, AVERAGE_MODES
 
-    v = values
+    args, shown = given(EvalDepthArgs, values), given(Reporting, values)
     err = Console(stderr=True, highlight=False)
-    report = make_reporter(v["progress"], v["quiet"], v["log_every"], err)
+    report = make_reporter(shown, err)
 
     def fail(message: str, code: int = EXIT_USAGE):
         report.error(message)
         raise typer.Exit(code)
 
-    if v["align"] not in ALIGN_MODES:
-        fail(f"{_spelling('align')}: unknown mode {v['align']!r}; expected one of {', '.join(ALIGN_MODES)}")
-    if v["average"] is not None and v["average"] not in AVERAGE_MODES:
-        fail(f"{_spelling('average')}: unknown mode {v['average']!r}; expected one of {', '.join(AVERAGE_MODES)}")
-    if v["protocol"] not in PROTOCOLS:
-        fail(f"{_spelling('protocol')}: unknown protocol {v['protocol']!r}; expected one of {', '.join(PROTOCOLS)}")
-    ctx = _Context(err=err, out=Console(highlight=False), fail=fail, quiet=v["quiet"], verbose=v["verbose"],
+    if args.align not in ALIGN_MODES:
+        fail(f"{_spelling('align')}: unknown mode {args.align!r}; expected one of {', '.join(ALIGN_MODES)}")
+    if args.average is not None and args.average not in AVERAGE_MODES:
+        fail(f"{_spelling('average')}: unknown mode {args.average!r}; expected one of {', '.join(AVERAGE_MODES)}")
+    if args.protocol not in PROTOCOLS:
+        fail(f"{_spelling('protocol')}: unknown protocol {args.protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    ctx = _Context(err=err, out=Console(highlight=False), fail=fail, quiet=shown.quiet, verbose=shown.verbose,
                    report=report)
     files = ("pred", "gt", "rgb", "mask")
-    if v["dataset"] is not None:
-        if any(v[name] is not None for name in files):
+    if args.dataset is not None:
+        if any(getattr(args, name) is not None for name in files):
             fail(f"{_spelling('dataset')} reads ground truth and frames from {_spelling('root')}; "
                  f"{'/'.join(_spelling(n) for n in files)} are for single files")
-        if v["root"] is None:
+        if args.root is None:
             fail(f"{_spelling('dataset')} needs {_spelling('root')} DIR, the folder where the dataset is stored")
-        protocol = Protocol(v["align"], v["average"] or "frames", v["min_depth"], v["max_depth"], v["protocol"])
-        run_benchmark(ctx, Benchmark(v["dataset"], v["root"], v["split"], v["predictions"]), protocol,
-                      v["output_dir"], {name: v[name] for name in PREDICTION_OPTIONS})
+        protocol = Protocol(args.align, args.average or "frames", args.min_depth, args.max_depth, args.protocol)
+        run_benchmark(ctx, Benchmark(args.dataset, args.root, args.split, args.predictions), protocol,
+                      args.output_dir, {name: values[name] for name in PREDICTION_OPTIONS})
         return
-    given = [name for name in ("root", "split", "predictions", *PREDICTION_OPTIONS) if v[name] is not None]
-    if given:
-        fail(f"{_spelling(given[0])} belongs to {_spelling('dataset')}; for single files give "
+    stray = [name for name in ("root", "split", "predictions", *PREDICTION_OPTIONS) if values[name] is not None]
+    if stray:
+        fail(f"{_spelling(stray[0])} belongs to {_spelling('dataset')}; for single files give "
              f"{_spelling('pred')} and {_spelling('gt')}")
-    if v["pred"] is None or v["gt"] is None:
+    if args.pred is None or args.gt is None:
         fail(f"give {_spelling('pred')} and {_spelling('gt')} (files or folders), or {_spelling('dataset')} NAME "
              f"{_spelling('root')} DIR for a benchmark")
-    protocol = Protocol(v["align"], v["average"] or "pixels", 1e-3 if v["min_depth"] is None else v["min_depth"],
-                        80.0 if v["max_depth"] is None else v["max_depth"], v["protocol"])
-    score_files(ctx, FileInputs(v["pred"], v["gt"], v["rgb"], v["mask"], v["gt_scale"]), protocol, v["output_dir"])
+    protocol = Protocol(args.align, args.average or "pixels", 1e-3 if args.min_depth is None else args.min_depth,
+                        80.0 if args.max_depth is None else args.max_depth, args.protocol)
+    score_files(ctx, FileInputs(args.pred, args.gt, args.rgb, args.mask, args.gt_scale), protocol, args.output_dir)
 
 
 # ----------------------------------------------------------------------------- --pred/--gt

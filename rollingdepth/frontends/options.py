@@ -14,10 +14,11 @@ its own (:class:`Param`).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
 
@@ -25,10 +26,12 @@ from rollingdepth._version import __version__
 from rollingdepth.option_spec import Affects, Option
 from rollingdepth.runtime.run_config import option_name
 
-__all__ = ["COMMAND_OPTIONS", "CommandOption", "HELP_FLAGS", "Param", "SETTING_PANELS", "command_signature", "declared",
-           "help_panel"]
+__all__ = ["COMMAND_OPTIONS", "CommandOption", "HELP_FLAGS", "PANELS", "Param", "Reporting", "SETTING_PANELS", "arg",
+           "command_signature", "declared", "given", "help_panel", "params_of"]
 
 INPUT, INFERENCE, DEVICE, OUTPUT, RUN = "Input", "Inference", "Device", "Output", "Run"  # run-video's help panels
+ORIGINAL = "Accepted from the original run_video.py"  # options kept for its command lines, without effect
+PANELS = (INPUT, INFERENCE, DEVICE, OUTPUT, RUN, ORIGINAL)  # in --help's order
 # a setting's help panel, from what it affects (what compares it): what changes the depth, how it is computed,
 # what the output files are and hold, how a run goes
 SETTING_PANELS = {Affects.PREDICTION: INFERENCE, Affects.COMPUTATION: DEVICE, Affects.OUTPUT: OUTPUT,
@@ -73,10 +76,10 @@ COMMAND_OPTIONS: dict[str, CommandOption] = {
                                 "run-video made), and exit.", "DIR", Path, panel=RUN),
     "unload_snippet": CommandOption(("--unload-snippet/--no-unload-snippet",), "Accepted for the original "
                                     "run_video.py; no effect (snippets always wait on the host and on disk).", None,
-                                    bool, show_default=False, panel=INFERENCE),
+                                    bool, show_default=False, panel=ORIGINAL),
     "resample_method": CommandOption(("--resample-method",), "Accepted for the original run_video.py: frames are "
                                      "always resized with antialiased bilinear filtering.", "BILINEAR",
-                                     panel=INFERENCE),
+                                     panel=ORIGINAL),
     "quiet": CommandOption(("-q", "--quiet"), "Print only errors.", None, bool, panel=RUN),
     "progress": CommandOption(("--progress",), "Progress on stderr: live bars, plain lines (for logs), or JSON lines "
                               "(docs/progress.md); auto: bars on a terminal, else lines.", "auto|bar|lines|json",
@@ -88,8 +91,6 @@ COMMAND_OPTIONS: dict[str, CommandOption] = {
 }
 # what a command passes to Typer besides the declaration
 _TYPER_EXTRA = {"version": {"callback": _version, "is_eager": True}}
-# the options every command shows in its Run panel, with their defaults
-REPORTING = (("quiet", False), ("progress", "auto"), ("log_every", 30.0), ("verbose", False), ("version", None))
 
 
 class Param:
@@ -130,6 +131,39 @@ def command_signature(params: list, argument: inspect.Parameter | None = None) -
     return wrap
 
 
-def reporting_params() -> list[Param]:
-    """--quiet, --progress, --log-every, --verbose and --version, as every command takes them."""
-    return [Param(name, COMMAND_OPTIONS[name], default) for name, default in REPORTING]
+# ----------------------------------------------------------------------------- a command's typed arguments
+Args = TypeVar("Args")
+
+
+def arg(option: Option, default=None, **shown):
+    """A field of a command's arguments (a frozen dataclass): the option that gives it, with this command's
+    ``default`` and, in ``shown``, its own help text or panel (:class:`Param`)."""
+    metadata = {"option": option, "shown": shown}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def params_of(cls) -> list[Param]:
+    """The Typer parameters of a command's arguments ``cls``, in field order."""
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        out.append(Param(f.name, f.metadata["option"], default, **f.metadata["shown"]))
+    return out
+
+
+def given(cls: type[Args], values: dict) -> Args:
+    """A command's arguments ``cls`` from the values Typer parsed (each field's by its name)."""
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
+class Reporting:
+    """How a command reports, as every command takes it: --quiet, --progress, --log-every, --verbose, --version."""
+
+    quiet: bool = arg(COMMAND_OPTIONS["quiet"], False)
+    progress: str = arg(COMMAND_OPTIONS["progress"], "auto")
+    log_every: float = arg(COMMAND_OPTIONS["log_every"], 30.0)
+    verbose: bool = arg(COMMAND_OPTIONS["verbose"], False)
+    version: bool | None = arg(COMMAND_OPTIONS["version"])

@@ -12,6 +12,7 @@ import sys
 import time
 import traceback
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,11 +21,11 @@ from rich.console import Console
 from rich.table import Table
 
 from rollingdepth.frontends.command import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, make_reporter, run_app, spelling
-from rollingdepth.frontends.options import (COMMAND_OPTIONS, HELP_FLAGS, command_signature, declared,
-                                            reporting_params)
+from rollingdepth.frontends.options import (COMMAND_OPTIONS, HELP_FLAGS, PANELS, Param, Reporting, arg,
+                                            command_signature, given, help_panel, params_of)
 from rollingdepth.frontends.original_cli import original_argv
 from rollingdepth.frontends.progress import Reporter, start_share
-from rollingdepth.io.output_formats import RUN_REPORT, output_settings
+from rollingdepth.io.output_formats import RUN_REPORT
 from rollingdepth.runtime.jobs import Batch, BatchItem, earlier_run, failure_message, load_model, run_batch
 
 app = typer.Typer(
@@ -52,31 +53,38 @@ def _summary(console: Console, results) -> None:
     console.print(table)
 
 
-# run-video's options in the order --help lists them, panel by panel (each option's panel: options.help_panel;
-# a setting's follows from what it affects): Input, Inference, Device, Output, Run
-RUN_VIDEO_OPTIONS = (
-    "input_video", "preset", "start_frame", "max_frames", "shots", "segment_frames", "checkpoint", "dtype",
-    "processing_res", "dilations", "snippet_lengths", "attn_span", "cap_dilation", "refine_step", "refine_snippet_len",
-    "refine_start_dilation", "coalign", "seed", "unload_snippet", "resample_method", "device", "max_vae_bs",
-    "unet_batch_size", "output_dir", "output_fps", "restore_res", *output_settings(), "audio", "depth_out",
-    "depth_range", "depth_points", "strict", "compile", "channels_last", "tf32",
-    "work_dir", "resume", "list_work", "clean_work", "skip_existing",
-)  # the output formats' settings in the order of their declarations (rollingdepth.io.output_formats)
+@dataclass(frozen=True)
+class RunVideoArgs:
+    """What run-video is given besides INPUT, the settings (a :class:`RunConfig`) and the reporting options."""
+
+    input_video: str | None = arg(COMMAND_OPTIONS["input_video"])
+    output_dir: Path = arg(COMMAND_OPTIONS["output_dir"], Path("output"))
+    skip_existing: bool = arg(COMMAND_OPTIONS["skip_existing"], False)
+    list_work: Path | None = arg(COMMAND_OPTIONS["list_work"])
+    clean_work: Path | None = arg(COMMAND_OPTIONS["clean_work"])
+    unload_snippet: bool | None = arg(COMMAND_OPTIONS["unload_snippet"])
+    resample_method: str | None = arg(COMMAND_OPTIONS["resample_method"])
+
+
 _INPUT = inspect.Parameter("input_path", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
     Optional[str], typer.Argument(metavar="INPUT", show_default=False, help="A video, a folder of videos, a .txt list "
                                   "of paths, or a folder / glob of images (frames of one video).")])
 
 
-def _params() -> list:
+def run_video_params() -> list[Param]:
+    """run-video's options as --help lists them: panel by panel (:data:`PANELS`), in each its own options first,
+    then the preset, then the settings in the order of their declarations; the reporting options last."""
     from rollingdepth.runtime.run_config import run_options
 
-    table = {**run_options(), **COMMAND_OPTIONS}
-    return [*declared(table, RUN_VIDEO_OPTIONS, output_dir=Path("output"), skip_existing=False), *reporting_params()]
+    settings = [Param(name, option) for name, option in run_options().items()]
+    ordered = [*params_of(RunVideoArgs), *(p for p in settings if p.name == "preset"),
+               *(p for p in settings if p.name != "preset")]
+    return sorted(ordered, key=lambda p: PANELS.index(p.panel or help_panel(p.option))) + params_of(Reporting)
 
 
 @app.command(no_args_is_help=True)
-@command_signature(_params(), _INPUT)
-def run_video(**values) -> None:
+@command_signature(run_video_params(), _INPUT)
+def run_video(input_path: str | None = None, **values) -> None:
     """Predict temporally consistent depth (affine-invariant inverse depth) for videos with RollingDepth.
 
     Example: [bold]run-video input.mp4 --snippet-lengths 3 --dtype fp16[/]
@@ -84,10 +92,10 @@ def run_video(**values) -> None:
     from rollingdepth.runtime.heap import limit_heap_growth
 
     limit_heap_growth()
-    v = values
+    args, shown = given(RunVideoArgs, values), given(Reporting, values)
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False)
-    report = make_reporter(v["progress"], v["quiet"], v["log_every"], err)
+    report = make_reporter(shown, err)
 
     def fail(message: str, code: int = EXIT_USAGE):
         report.error(message)
@@ -97,20 +105,20 @@ def run_video(**values) -> None:
         report.warning(str(message))
 
     warnings.showwarning = show_warning
-    if v["list_work"] is not None or v["clean_work"] is not None:
-        _work_folders(v["list_work"] or v["clean_work"], remove=v["clean_work"] is not None, out=out)
+    if args.list_work is not None or args.clean_work is not None:
+        _work_folders(args.list_work or args.clean_work, remove=args.clean_work is not None, out=out)
         return
     _stop_on_sigterm()
-    if v["input_path"] and v["input_video"] and v["input_path"] != v["input_video"]:
+    if input_path and args.input_video and input_path != args.input_video:
         fail(f"give the input once: as INPUT or as {'/'.join(COMMAND_OPTIONS['input_video'].flags)}")
-    source_spec = v["input_path"] or v["input_video"]
+    source_spec = input_path or args.input_video
     if not source_spec:
         fail("no INPUT given (a video, a folder, a .txt list or a glob of images)")
     try:
-        cfg, entries = _config_and_inputs(v, source_spec)
+        cfg, entries = _config_and_inputs(args, values, source_spec)
     except ValueError as exc:  # InputError is a ValueError
         fail(str(exc))
-    output_dir, work_dir = v["output_dir"], cfg.work_dir
+    output_dir, work_dir = args.output_dir, cfg.work_dir
     made: list[list[Path]] = []  # folders this command created: removed again when it wrote nothing there
     try:
         for name, folder in (("output_dir", output_dir), ("work_dir", Path(work_dir).expanduser() if work_dir else None)):
@@ -123,7 +131,7 @@ def run_video(**values) -> None:
                     probe.unlink()
             except OSError as exc:
                 fail(f"{spelling(name)} {folder}: cannot write there ({exc.strerror or exc})")
-        all_results, interrupted, seconds, show = _run_all(entries, cfg, v, report)
+        all_results, interrupted, seconds, show = _run_all(entries, cfg, args, shown, report)
     finally:
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # under a launcher another rank may be writing there
             for chain in made:
@@ -158,14 +166,14 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
-def _config_and_inputs(values: dict, source_spec: str):
-    """The RunConfig (preset, then the options given, parsed by their declarations) and the inputs."""
+def _config_and_inputs(args: RunVideoArgs, values: dict, source_spec: str):
+    """The RunConfig (preset, then the settings given, parsed by their declarations) and the inputs."""
     from rollingdepth.io.video_io import open_source
     from rollingdepth.runtime.run_config import RunConfig, run_options
 
     settings = {name: option for name, option in run_options().items() if name != "preset"}
     overrides = {name: option.value(values[name]) for name, option in settings.items()}
-    method = values["resample_method"]
+    method = args.resample_method
     if method is not None and method.upper() != "BILINEAR":
         raise ValueError(f"{spelling('resample_method')}: only BILINEAR (antialiased) is implemented, got {method!r}")
     cfg = RunConfig.build(values["preset"], overrides)
@@ -176,21 +184,21 @@ def _config_and_inputs(values: dict, source_spec: str):
     return cfg, open_source(source_spec)
 
 
-def _run_all(entries: list, cfg, v: dict, report: Reporter):
+def _run_all(entries: list, cfg, args: RunVideoArgs, shown: Reporting, report: Reporter):
     """This process's share of the videos; returns (every rank's results, interrupted, seconds, show the summary)."""
     from rollingdepth.runtime.distributed import init_distributed
 
-    output_dir, skip_existing = v["output_dir"], v["skip_existing"]
+    output_dir, skip_existing = args.output_dir, args.skip_existing
     dist = init_distributed()
     interrupted, clean = False, False
     try:
         done = (lambda e: earlier_run(output_dir, _entry_stem(e), cfg)[0]) if skip_existing else (lambda e: False)
         share = _my_share(entries, dist, cfg, done)
         spread = {id(e): shots for e, shots in share}  # a video spread over the ranks: its shots
-        mine, failed = _probe_inputs([e for e, _ in share], cfg, report, v["verbose"], done)
+        mine, failed = _probe_inputs([e for e, _ in share], cfg, report, shown.verbose, done)
         if failed and not mine and not dist.enabled:  # every input is bad: no model, no summary
             raise typer.Exit(EXIT_USAGE)
-        show = not v["quiet"] and dist.is_main
+        show = not shown.quiet and dist.is_main
         needed = any(source is not None for _, source in mine)
         started = time.time()
         count_done = None
@@ -199,12 +207,12 @@ def _run_all(entries: list, cfg, v: dict, report: Reporter):
             count_done = lambda: sum(  # noqa: E731
                 1 for st in stems if _finished_since(RUN_REPORT.path(output_dir, st), started))
         start_share(report, dist, len(entries) if dist.enabled else len(mine), len(mine), count_done)
-        pipe = _load_model(cfg, dist, v["verbose"], report) if needed else None  # before any progress bar
+        pipe = _load_model(cfg, dist, shown.verbose, report) if needed else None  # before any progress bar
         if dist.enabled:
             report.info(f"{dist.world_size} processes: {len(entries)} videos, balanced by frame count")
         if pipe is not None:
             _say_estimate(pipe, mine, cfg, report)
-        batch = Batch(output_dir, cfg, dist, report, verbose=v["verbose"], skip_existing=skip_existing, pipe=pipe,
+        batch = Batch(output_dir, cfg, dist, report, verbose=shown.verbose, skip_existing=skip_existing, pipe=pipe,
                       compare_settings=True, results=failed)
         with report:
             interrupted = run_batch([_item(e, source, cfg, spread.get(id(e))) for e, source in mine], batch)
