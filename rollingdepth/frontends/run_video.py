@@ -304,10 +304,9 @@ def _work_folders(folder: Path, remove: bool, out: Console) -> None:
         out.print(f"no work folders of unfinished runs in {folder}")
         return
     for w in found:
-        age = w["age_s"] / 3600
-        line = f"{w['path']}  {w['bytes'] / 2**20:,.1f} MB  {age:.1f} h old  after {w['stage']}  ({w['input']})"
+        line = f"{w.path}  {w.bytes / 2**20:,.1f} MB  {w.age_s / 3600:.1f} h old  after {w.stage}  ({w.input})"
         if remove:
-            shutil.rmtree(w["path"])
+            shutil.rmtree(w.path)
             line = "removed " + line
         out.print(line, soft_wrap=True, highlight=False)
 

@@ -23,6 +23,7 @@ import shutil
 import time
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -33,7 +34,7 @@ from rollingdepth.errors import InputError
 from rollingdepth.runtime.checkpoints import StageState
 
 __all__ = ["DiskStore", "Journal", "MemoryStore", "NpyFile", "ResumeMismatch", "RowLog", "Store", "read_rows",
-           "work_folders"]
+           "WorkFolder", "work_folders"]
 
 State = TypeVar("State", bound=StageState)
 
@@ -428,8 +429,19 @@ class Journal:
             f.write(json.dumps(entry) + "\n")
 
 
-def work_folders(folder: Path) -> list[dict]:
-    """The work folders of run-video in ``folder``: path, bytes, age in seconds, last stage."""
+@dataclass(frozen=True)
+class WorkFolder:
+    """A work folder of an unfinished run, as ``--list-work`` shows it."""
+
+    path: Path
+    bytes: int
+    age_s: float  # since its journal was last written
+    stage: str  # the last stage completed ("started": none)
+    input: str | None  # the video it is of
+
+
+def work_folders(folder: Path) -> list[WorkFolder]:
+    """The work folders of run-video in ``folder``."""
     found = []
     for path in sorted(Path(folder).glob(".*.rollingdepth-work*")):
         journal = path / JOURNAL
@@ -447,8 +459,8 @@ def work_folders(folder: Path) -> list[dict]:
             except (json.JSONDecodeError, KeyError):
                 break
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        found.append({"path": path, "bytes": size, "age_s": time.time() - journal.stat().st_mtime,
-                      "stage": stage or "started", "input": header.get("fingerprint", {}).get("input")})
+        found.append(WorkFolder(path, size, time.time() - journal.stat().st_mtime, stage or "started",
+                                header.get("fingerprint", {}).get("input")))
     return found
 
 
