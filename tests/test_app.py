@@ -140,22 +140,24 @@ def test_zip_of_frames_is_unpacked_flat_and_only_inside_its_folder(tmp_path):
 
 
 def test_page_settings_build_the_config_run_video_builds(tmp_path):
-    from rollingdepth.frontends.app import AppSettings, DepthService, _page_message
+    from dataclasses import replace
+
+    from rollingdepth.frontends.app import AppSettings, DepthService, PageForm, _page_message
     from rollingdepth.frontends.app_files import Workspace
     from rollingdepth.io.output_formats import output_format
     from rollingdepth.runtime.run_config import RunConfig
 
     service = DepthService(None, AppSettings(checkpoint="ckpt", dtype="fp32", max_res=256), Workspace(60, tmp_path))
-    assert service.preset_values("full") == {"res": 256, "dilations": "1,10,25", "snippet": "3", "refine": 10}
-    form = {"preset": "full", "res": 96, "dilations": "1, 4", "snippet": "2", "refine": 2, "cmap": "inferno",
-            "frames": 12, "stereo": "half-sbs", "strength": 5}
+    assert service.preset_values("full") == PageForm("full", res=256, dilations="1,10,25", snippet="3", refine=10)
+    form = PageForm(preset="full", res=96, dilations="1, 4", snippet="2", refine=2, cmap="inferno", frames=12,
+                    stereo="half-sbs", strength=5)
     expected = RunConfig.build("full", dict(checkpoint="ckpt", dtype="fp32", processing_res=96, dilations=[1, 4],
                                             snippet_lengths=[2], refine_step=2, cmaps=["inferno"], max_frames=12,
                                             save_png16=True, save_depth_video=True, save_stereo=["half-sbs"],
                                             stereo_strength=5.0))
     assert service.config(form) == expected
     # No layout: no stereo video; without a strength, the declared default
-    plain = service.config({**form, "stereo": "none", "strength": None})
+    plain = service.config(replace(form, stereo="none", strength=None))
     assert plain.save_stereo == [] and plain.stereo_strength == output_format("stereo").more_option("stereo_strength")[0]
     for change, message in (({"dilations": "2,4"}, "Dilations: must include 1, got [2, 4]"),
                             ({"dilations": "1,x"}, "Dilations: 'x' is not an integer"),
@@ -166,7 +168,7 @@ def test_page_settings_build_the_config_run_video_builds(tmp_path):
                             ({"strength": 11}, "Stereo strength (% of width): 11.0 must be between 0 and 10"),
                             ({"strength": "x"}, "Stereo strength (% of width): 'x' is not a number")):
         with pytest.raises(ValueError) as info:
-            service.config({**form, **change})
+            service.config(replace(form, **change))
         assert _page_message(info.value).startswith(message), _page_message(info.value)
     service.workspace.close()
 

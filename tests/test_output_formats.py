@@ -96,11 +96,11 @@ def test_settings_options_and_lists_come_from_the_declarations():
 
 
 def test_the_page_turns_on_the_formats_it_offers():
-    from rollingdepth.frontends.app import AppSettings, DepthService
+    from rollingdepth.frontends.app import AppSettings, DepthService, PageForm
 
     service = DepthService.__new__(DepthService)
     service.settings = AppSettings(checkpoint=str(TINY_CHECKPOINT), dtype="fp32", device="cpu")
-    cfg = service.config({"res": "32", "dilations": "1,3", "snippet": "3", "cmap": "Greys_r"})
+    cfg = service.config(PageForm(res=32, dilations="1,3", snippet="3", cmap="Greys_r"))
     for fmt in output_formats():
         if fmt.setting is not None and isinstance(fmt.default, bool):
             assert getattr(cfg, fmt.setting) == fmt.download, fmt.name

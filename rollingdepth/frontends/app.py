@@ -12,6 +12,7 @@ Start it with ``rollingdepth-app`` (or ``python -m rollingdepth.frontends.app``)
 options. Needs the ``app`` extra: ``pip install ".[app]"``.
 """
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -141,10 +142,30 @@ def _parse_ints(text: str, name: str) -> list[int]:
     return values
 
 
-def _stereo_overrides(form: dict) -> dict:
+@dataclass(frozen=True)
+class PageForm:
+    """A Run's form as the page's fields hold it, each field a component of the page by the same name (values as
+    typed: :meth:`DepthService.config` checks them and names the field by its label)."""
+
+    preset: str | None = "fast"
+    res: float | None = None
+    dilations: str | None = None
+    snippet: str | None = "3"
+    refine: float | None = 0
+    cmap: str | None = None
+    frames: float | None = 0
+    stereo: str | None = None
+    strength: float | str | None = None
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _stereo_overrides(form: PageForm) -> dict:
     """The stereo settings of the form: a layout or none, and the strength (RunConfig checks them)."""
-    layout = str(form.get("stereo") or NO_STEREO).strip()
-    strength = form.get("strength")
+    layout = str(form.stereo or NO_STEREO).strip()
+    strength = form.strength
     strength = output_format("stereo").more_option("stereo_strength")[0] if strength in (None, "") else strength
     return {"save_stereo": [] if layout == NO_STEREO else [layout],
             "stereo_strength": _parse_float(strength, "stereo_strength")}
@@ -190,28 +211,25 @@ class DepthService:
             shutil.copyfile(settings.sample, self.sample)
 
     # ------------------------------------------------------------------ settings
-    def preset_values(self, preset: str) -> dict:
+    def preset_values(self, preset: str) -> PageForm:
         """The page's fields as a preset sets them (resolution capped at --max-res)."""
         from rollingdepth.runtime.run_config import RunConfig
 
         cfg = RunConfig.build(preset, {})
         lengths = cfg.snippet_lengths
-        return {
-            "res": min(cfg.processing_res or self.settings.max_res, self.settings.max_res),
-            "dilations": ",".join(str(d) for d in cfg.dilations),
-            "snippet": "auto" if lengths == "auto" else str(lengths[0]),
-            "refine": cfg.refine_step,
-        }
+        return PageForm(preset=preset, res=min(cfg.processing_res or self.settings.max_res, self.settings.max_res),
+                        dilations=",".join(str(d) for d in cfg.dilations),
+                        snippet="auto" if lengths == "auto" else str(lengths[0]), refine=cfg.refine_step)
 
-    def config(self, form: dict):
+    def config(self, form: PageForm):
         """The RunConfig of a Run: the preset, then the page's fields, as ``run-video`` builds it."""
         from rollingdepth.runtime.run_config import RunConfig
 
-        res = int(form.get("res") or 0)
+        res = int(form.res or 0)
         if not 1 <= res <= self.settings.max_res:
             raise ValueError(f"{_label('processing_res')}: {res} is outside 1..{self.settings.max_res} (the app's {APP_OPTIONS['max_res'].name})")
-        snippet = str(form.get("snippet") or "3").strip().lower()
-        frames = int(form.get("frames") or 0)
+        snippet = str(form.snippet or "3").strip().lower()
+        frames = int(form.frames or 0)
         if frames < 0:
             raise ValueError(f"{_label('max_frames')}: {frames} must be 0 (the whole video) or more")
         overrides = dict(
@@ -219,15 +237,15 @@ class DepthService:
             dtype=self.settings.dtype,
             device=self.settings.device,
             processing_res=res,
-            dilations=_parse_ints(form.get("dilations"), "dilations"),
+            dilations=_parse_ints(form.dilations, "dilations"),
             snippet_lengths="auto" if snippet == "auto" else _parse_ints(snippet, "snippet_lengths"),
-            refine_step=int(form.get("refine") or 0),
-            cmaps=[str(form.get("cmap") or "Spectral_r").strip()],
+            refine_step=int(form.refine or 0),
+            cmaps=[str(form.cmap or "Spectral_r").strip()],
             max_frames=frames,
             **_stereo_overrides(form),
             **switches(lambda fmt: fmt.download),  # the formats the page offers
         )
-        return RunConfig.build(form.get("preset") or "fast", overrides)
+        return RunConfig.build(form.preset or "fast", overrides)
 
     # ------------------------------------------------------------------ a job
     def cancel(self, session: str, wait_s: float = CANCEL_WAIT_S) -> bool | None:
@@ -242,7 +260,7 @@ class DepthService:
         cancel.set()
         return True if ended.wait(wait_s) else None
 
-    def run(self, session: str, upload: str | Path | None, form: dict,
+    def run(self, session: str, upload: str | Path | None, form: PageForm,
             progress: Callable[[str, int, int], None] | None = None) -> JobOutcome:
         """One press of Run: check the upload, predict, collect the downloads.
 
@@ -384,7 +402,7 @@ class DepthService:
     def first_res(self) -> int:
         """The resolution the page starts at: the fast preset's, or on a CPU the highest that
         runs the sample clip (72 frames of 320x192 without one) in about :data:`CPU_START_S`."""
-        res = self.preset_values("fast")["res"]
+        res = self.preset_values("fast").res
         if self.pipe is None or self.pipe.unet.device.type != "cpu":
             return res
         from rollingdepth.runtime.estimate import Estimate, quick_res
@@ -393,7 +411,7 @@ class DepthService:
         try:
             if self.sample is not None:
                 frames, size = _frames_and_size(self.sample)
-            form = {"preset": "fast", **self.preset_values("fast")}
+            form = self.preset_values("fast")
             estimate = Estimate(self.pipe, frames, size, self.config(form).method_settings())
             found = quick_res([estimate], res + 1, CPU_START_S)
         except Exception as exc:  # a start value must never stop the page
@@ -401,7 +419,7 @@ class DepthService:
             return res
         return found[0] if found else res
 
-    def estimate(self, upload: str | Path | None, form: dict) -> str:
+    def estimate(self, upload: str | Path | None, form: PageForm) -> str:
         """The line ``run-video`` prints before a run with these settings (empty without a
         readable upload); the device's throughput is measured only while no job runs (an
         estimate waits a few seconds for the device)."""
@@ -602,8 +620,7 @@ class _Page:
     downloads: object
     view: object
 
-    # the fields of a Run's form (DepthService.config), by their components' names
-    FORM = ("preset", "res", "dilations", "snippet", "refine", "cmap", "frames", "stereo", "strength")
+    FORM = PageForm.fields()  # the components that hold a Run's form
 
     def outputs(self) -> list:
         return [self.status, self.video, self.frame, self.frame_image, self.stereo_image, self.downloads, self.view]
@@ -638,18 +655,18 @@ def _settings_column(service: DepthService) -> dict:
     import gradio as gr
 
     settings = service.settings
-    first = {**service.preset_values("fast"), "res": service.first_res()}
+    first = dataclasses.replace(service.preset_values("fast"), res=service.first_res())
     c = {"upload": gr.File(label="Video or zip of frames", file_types=[*VIDEO_EXTENSIONS, ".zip"], elem_id="rd-upload")}
     c["sample_btn"] = gr.Button("Use the sample clip", size="sm", elem_id="rd-sample", visible=service.sample is not None)
     c["preset"] = gr.Dropdown(list(PAGE_PRESETS), value="fast", label=_label("preset"), elem_id="rd-preset")
-    c["res"] = gr.Slider(min(16, settings.max_res), settings.max_res, value=first["res"], step=8,
+    c["res"] = gr.Slider(min(16, settings.max_res), settings.max_res, value=first.res, step=8,
                          label=f"{_label('processing_res')} (longer edge)", elem_id="rd-res")
     with gr.Row():
-        c["dilations"] = gr.Textbox(first["dilations"], label=_label("dilations"), elem_id="rd-dilations")
-        c["snippet"] = gr.Dropdown(list(SNIPPET_CHOICES), value=first["snippet"], label=_label("snippet_lengths"),
+        c["dilations"] = gr.Textbox(first.dilations, label=_label("dilations"), elem_id="rd-dilations")
+        c["snippet"] = gr.Dropdown(list(SNIPPET_CHOICES), value=first.snippet, label=_label("snippet_lengths"),
                                    elem_id="rd-snippet")
     with gr.Row():
-        c["refine"] = gr.Number(first["refine"], label=_label("refine_step"), minimum=0, maximum=50, precision=0,
+        c["refine"] = gr.Number(first.refine, label=_label("refine_step"), minimum=0, maximum=50, precision=0,
                                 elem_id="rd-refine")
         c["frames"] = gr.Number(0, label=f"{_label('max_frames')} (first N, 0 = all)", minimum=0, precision=0,
                                 elem_id="rd-frames")
@@ -693,14 +710,17 @@ def _connect(service: DepthService, p: _Page) -> None:
     def use_sample():
         return str(service.sample) if service.sample else None
 
+    def _form(values: dict) -> PageForm:  # the Run's form from the components' values
+        return PageForm(**{name: values[getattr(p, name)] for name in _Page.FORM})
+
     def fill_preset(name):
-        values = service.preset_values(name)
-        return values["res"], values["dilations"], values["snippet"], values["refine"]
+        form = service.preset_values(name)
+        return form.res, form.dilations, form.snippet, form.refine
 
     def estimate(values: dict):
         upload = values[p.upload]  # the file's path, or its raw record (the live estimate skips preprocessing)
         upload = upload.get("path") if isinstance(upload, dict) else upload
-        return service.estimate(upload, {name: values[getattr(p, name)] for name in _Page.FORM})
+        return service.estimate(upload, _form(values))
 
     def clear(values: dict):
         hidden = gr.update(visible=False, value=None)
@@ -710,8 +730,7 @@ def _connect(service: DepthService, p: _Page) -> None:
         def report(stage, done, total):
             progress((done, max(total, 1)), desc=f"{stage} ({done}/{total})", unit="")
 
-        form = {name: values[getattr(p, name)] for name in _Page.FORM}
-        outcome = service.run(request.session_hash, values[p.upload], form, report)
+        outcome = service.run(request.session_hash, values[p.upload], _form(values), report)
         if not outcome.ok:
             hidden = gr.update(visible=False, value=None)
             return (f"**Error:** {outcome.message}" if not outcome.message.startswith("Cancelled") else outcome.message,
