@@ -195,6 +195,27 @@ def test_a_shot_within_the_segment_length_is_unchanged(runs):
         assert affine_error(depth, rows) < 0.05, rows
 
 
+SHOT_KEYS = ["index", "first", "frames", "found_by", "dilations", "settings", "seconds", "coalign_loss", "depth_range"]
+SEGMENTED_KEYS = [*SHOT_KEYS, "segments", "overlap_frames", "scale_first_to_last", "warnings"]
+SEGMENT_KEYS = ["first", "frames", "scale", "shift", "coalign_loss", "overlap_frames", "overlap_rms"]
+
+
+def test_run_json_lists_shots_segments_and_units_as_before(runs):
+    """run.json's shots and units (runtime/reports.py) for shots 1 and 3 in segments of at most 12
+    frames: the keys, in their order, and the places the reports had when they were dicts."""
+    _, report = runs.cuts("--segment-frames", "12")
+    assert [list(s) for s in report["shots"]] == [SEGMENTED_KEYS, SHOT_KEYS, SEGMENTED_KEYS]
+    segments = [seg for s in report["shots"] for seg in s.get("segments", [])]
+    assert [list(seg) for seg in segments] == [SEGMENT_KEYS, [*SEGMENT_KEYS[:-1], "link", "overlap_rms"]] * 2
+    assert [(seg["first"], seg["frames"], seg["overlap_frames"]) for seg in segments] == [
+        (0, 10, 0), (4, 10, 6), (24, 11, 0), (29, 11, 6)]
+    assert [(s.get("overlap_frames"), s.get("warnings")) for s in report["shots"]] == [(6, []), (None, None), (6, [])]
+    assert [list(u) for u in report["units"]] == [["index", "shot", "segment", "first", "frames", "seconds"]] * 5
+    assert [(u["index"], u["shot"], u["segment"], u["first"], u["frames"]) for u in report["units"]] == [
+        (0, 0, 0, 0, 10), (1, 0, 1, 4, 10), (2, 1, 0, 14, 10), (3, 2, 0, 24, 11), (4, 2, 1, 29, 11)]
+    assert sum(u["seconds"] for u in report["units"]) == pytest.approx(sum(s["seconds"] for s in report["shots"]), abs=2e-3)
+
+
 def true_depth(frames: np.ndarray) -> np.ndarray:
     """The scene's depth in metres: its inverse is affine in the stand-in's depth video."""
     return 1.0 / (0.5 * depth_video(torch.from_numpy(frames), *SIZE).numpy() + 0.1)

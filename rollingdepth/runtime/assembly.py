@@ -146,6 +146,11 @@ class Link:
                 "sigma": round(self.sigma, 6), "frames_used": self.frames_used, "frames": self.frames,
                 "rms": self.rms, "structured": self.structured}
 
+    @classmethod
+    def from_json(cls, data: dict) -> "Link":
+        """A link as its report keeps it (:meth:`to_json`): without the means, which only the alignment uses."""
+        return cls(**data)
+
 
 @dataclass
 class OverlapStats:

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from rollingdepth.runtime.reports import ShotReport, UnitReport
+
 __all__ = ["CoalignState", "EncodeState", "GroupProgress", "MergeState", "OutputsState", "RefineDecodeState", "ShotDone", "ShotsState", "UnitDone",
            "RefineState", "RenormaliseState", "SnippetsState", "StageState"]
 
@@ -132,7 +134,14 @@ class UnitDone(StageState):
     checkpoint per unit; a resumed run reads them all (:meth:`Store.resumed_all`)."""
 
     stage: ClassVar[str] = "unit"
-    report: dict
+    report: UnitReport
+
+    def to_json(self) -> dict:
+        return {"report": self.report.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "UnitDone":
+        return cls(UnitReport.from_json(data["report"]))
 
 
 @dataclass
@@ -140,4 +149,11 @@ class ShotDone(StageState):
     """A shot whose rows are in the prediction: its report (``index`` first)."""
 
     stage: ClassVar[str] = "shot"
-    report: dict
+    report: ShotReport
+
+    def to_json(self) -> dict:
+        return {"report": self.report.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ShotDone":
+        return cls(ShotReport.from_json(data["report"]))

@@ -173,11 +173,12 @@ def _spread(item: BatchItem, batch: Batch):
     """How ``item``'s units are spread over the ranks (``SharedUnits``), or None: it runs here whole."""
     if item.shared is None:
         return None
+    from rollingdepth.runtime.reports import UnitReport
     from rollingdepth.runtime.shared_units import SharedUnits
 
-    def unit_done(r: dict) -> None:  # rank 0 hears of the units the others finish
-        batch.report.info(f"unit {r['index'] + 1} (shot {r['shot'] + 1}, frames {r['first']}-{r['first'] + r['frames'] - 1}) "
-                          f"done on rank {r['rank']} in {r['seconds']:.1f} s", video=item.name)
+    def unit_done(r: UnitReport) -> None:  # rank 0 hears of the units the others finish
+        batch.report.info(f"unit {r.index + 1} (shot {r.shot + 1}, frames {r.first}-{r.first + r.frames - 1}) "
+                          f"done on rank {r.rank} in {r.seconds:.1f} s", video=item.name)
 
     return SharedUnits(batch.dist, item.shared, unit_done)
 

@@ -54,6 +54,10 @@ class WorkCounts:
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
 
+    def __add__(self, other: WorkCounts) -> WorkCounts:
+        """The work of two runs together (a video's units)."""
+        return WorkCounts(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
 
 def _free_cached_memory() -> None:
     if torch.cuda.is_available():

@@ -28,6 +28,7 @@ from rollingdepth.io.video_io import InputError, VideoSource
 from rollingdepth.runtime.background import BackgroundQueue, prefetch
 from rollingdepth.runtime.checkpoints import OutputsState
 from rollingdepth.runtime.kept_frames import KeptFrames
+from rollingdepth.runtime.reports import ShotReport
 from rollingdepth.runtime.run_config import RunConfig
 from rollingdepth.runtime.stores import JOURNAL
 
@@ -203,9 +204,9 @@ class PendingOutputs:
         points = read_depth_points(Path(cfg.depth_points).expanduser())
         mappings, self.depth_fits = [], []
         for shot in self._shots():
-            first = cfg.start_frame + shot["first"]
-            idx = points.in_frames(first, first + shot["frames"])
-            lo, hi = shot["depth_range"]
+            first = cfg.start_frame + shot.first
+            idx = points.in_frames(first, first + shot.frames)
+            lo, hi = shot.depth_range
             if len(idx) < 2:  # checked before the run: --depth-range covers these shots
                 mappings.append(DepthMapping("depth", lo, hi, near=near, far=far))
                 continue
@@ -213,10 +214,10 @@ class PendingOutputs:
             try:
                 scale, shift = fit_inverse_depth(pred, points.depth[idx])
             except ValueError as exc:
-                raise InputError(f"{cfg.depth_points}: frames {first}..{first + shot['frames'] - 1}: {exc}") from None
+                raise InputError(f"{cfg.depth_points}: frames {first}..{first + shot.frames - 1}: {exc}") from None
             mapping = DepthMapping("fitted", lo, hi, far=FAR_LIMIT * float(points.depth[idx].max()), scale=scale, shift=shift)
             error = mapping.apply(pred).astype(np.float64) - points.depth[idx]
-            self.depth_fits.append({"first": shot["first"], "frames": shot["frames"], "points": int(len(idx)),
+            self.depth_fits.append({"first": shot.first, "frames": shot.frames, "points": int(len(idx)),
                                     "scale": scale, "shift": shift, "rms": float(np.sqrt(np.mean(error**2))),
                                     "max_abs": float(np.abs(error).max())})
             mappings.append(mapping)
@@ -225,7 +226,7 @@ class PendingOutputs:
             self.notes.append(f"{self.source.stem}: known distances fitted in {len(fits)} shot(s): residual rms "
                               f"{max(f['rms'] for f in fits):.3g} at most, largest error {max(f['max_abs'] for f in fits):.3g} "
                               f"(in the points' unit)")
-        return VideoMapping(tuple(mappings), tuple(s["first"] for s in self._shots()))
+        return VideoMapping(tuple(mappings), tuple(s.first for s in self._shots()))
 
     @functools.cached_property
     def _sound(self):
@@ -235,12 +236,9 @@ class PendingOutputs:
             return None
         return self.source.audio(self.cfg.start_frame, self.frames)
 
-    def _shots(self) -> list[dict]:
+    def _shots(self) -> list[ShotReport]:
         """The shots' reports (one shot for a video run in one piece)."""
-        return self.result.shots or [{"index": 0, "first": 0, "frames": self.result.num_frames, "found_by": "start",
-                                      "dilations": self.result.settings.get("dilations"),
-                                      "coalign_loss": self.result.coalign_loss,
-                                      "depth_range": list(self.result.depth_range)}]
+        return self.result.shots or [ShotReport.whole(self.result)]
 
     def _prediction_at(self, points, idx: np.ndarray) -> np.ndarray:
         """The prediction at the points ``idx`` (input pixels, nearest pixel at the processing size)."""
@@ -258,7 +256,7 @@ class PendingOutputs:
             sound=lambda: self._sound, prediction_file=self._prediction_file, snippet_maps=self._snippet_maps,
             sample_aspect=getattr(self.source, "sample_aspect", None),  # an anamorphic source's pixels, tagged as they are
             frame_times=None if cfg.output_fps else self.source.frame_times_of(cfg.start_frame, self.frames),
-            shots=tuple(s["first"] for s in self._shots()), run_settings=result.settings,
+            shots=tuple(s.first for s in self._shots()), run_settings=result.settings,
             done=frozenset(self._written_before()))
 
     def _prediction_file(self) -> Path:
@@ -318,11 +316,11 @@ class PendingOutputs:
             "settings": {**cfg.to_dict(), **result.settings, "seed": cfg.seed},
             "coalign_loss": result.coalign_loss,
             "depth_range": [vmin, vmax],
-            "shots": self._shots(),
+            "shots": [shot.to_json() for shot in self._shots()],
             "depth_points": getattr(self, "depth_fits", None),
             "depth_output": mapping.to_dict(),
             **{key: value for fmt in output_formats() for key, value in fmt.report(self.video_output).items()},
-            **({"units": result.units} if result.units else {}),
+            **({"units": [unit.to_json() for unit in result.units]} if result.units else {}),
             "counts": dict(result.counts),
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "estimate_s": self.estimate_s,

@@ -47,6 +47,7 @@ from rollingdepth.runtime.checkpoints import (CoalignState, EncodeState, GroupPr
 from rollingdepth.runtime.heap import heap_reuse
 from rollingdepth.runtime.model_steps import DepthModel, ModelSteps
 from rollingdepth.runtime.plan import Plan, SnippetGroup
+from rollingdepth.runtime.reports import ShotReport, UnitPlace
 from rollingdepth.runtime.stages import ProgressCallback, Stage
 from rollingdepth.runtime.stores import Store, read_rows
 
@@ -76,8 +77,8 @@ class RunResult:
     timings: dict = field(default_factory=dict)  # seconds per stage
     counts: dict = field(default_factory=dict)  # vae_encodes, vae_decodes (frames), unet_calls, unet_frames
     num_view_auto: dict | None = None  # the automatic snippet length's choice and reasons, when "auto"
-    shots: list[dict] | None = None  # per shot its report, when the video ran as several units (runtime.units)
-    units: list[dict] | None = None  # per unit: where it is, its seconds (and rank, when spread over ranks)
+    shots: list[ShotReport] | None = None  # per shot its report, when the video ran as several units (runtime.units)
+    units: list[UnitPlace] | None = None  # per unit: where it is, its seconds (and rank, when spread over ranks)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from rollingdepth.runtime.distributed import DistContext, balanced_shards
 from rollingdepth.runtime.model_steps import DepthModel
 from rollingdepth.runtime.passes import RunResult
 from rollingdepth.runtime.plan import Unit
+from rollingdepth.runtime.reports import UnitReport
 from rollingdepth.runtime.run_config import option_name
 from rollingdepth.runtime.stores import JOURNAL, DiskStore, NpyFile
 from rollingdepth.runtime.units import UnitsJob, _name, _UnitRunner, copy_rows, overlap_of, shot_record
@@ -55,7 +56,7 @@ class SharedUnits:
 
     dist: DistContext
     state: ShotsState
-    on_unit: Callable[[dict], None] | None = None  # (unit report) -> None
+    on_unit: Callable[[UnitReport], None] | None = None  # (unit report) -> None
     workdir: Path | None = None
 
     def at(self, workdir: Path) -> "SharedUnits":
@@ -141,8 +142,8 @@ class _SharedRunner(_UnitRunner):
         placed = len(video.resumed_all(ShotDone)) == len(job.shots) if video is not None else False
         self.placed = self.dist.all_gather(placed)[0]  # rank 0's journal says whether the video is done
         if self.placed and video is not None:
-            self.units = {d.report["index"]: d.report for d in video.resumed_all(UnitDone)}
-            self.shots = {d.report["index"]: d.report for d in video.resumed_all(ShotDone)}
+            self.units = {d.report.index: d.report for d in video.resumed_all(UnitDone)}
+            self.shots = {d.report.index: d.report for d in video.resumed_all(ShotDone)}
         self.opened: list[_LazyRows] = []
 
     def run_shared(self) -> RunResult | None:
@@ -201,14 +202,14 @@ class _SharedRunner(_UnitRunner):
     # ------------------------------------------------------------------ the shots, together
     def _rows(self, unit: Unit) -> _LazyRows:
         folder = rank_folder(self.shared.workdir, DistContext(self.owners[unit.index], self.dist.world_size))
-        rows = _LazyRows(folder / _name(unit) / PREDICTION, (unit.count, *self.units[unit.index]["size"]))
+        rows = _LazyRows(folder / _name(unit) / PREDICTION, (unit.count, *self.units[unit.index].size))
         self.opened.append(rows)
         return rows
 
     def _assemble(self) -> None:
         """Write this rank's rows of the video's prediction, shot by shot (see the module's text).
         Each step ends in an exchange that every rank reaches, also when the step failed on one."""
-        shape = (self.num_frames, *next(iter(self.units.values()))["size"])
+        shape = (self.num_frames, *next(iter(self.units.values())).size)
         self.dist.gathered(lambda: self._allocate(shape))
         shots = []  # (shot, its units, their rows)
         for s, shot in enumerate(self.job.shots):
@@ -317,9 +318,9 @@ class _Watcher:
                         entry = json.loads(line)
                     except json.JSONDecodeError:
                         break
-                    report = entry["state"].get("report", {}) if entry["stage"] == UnitDone.stage else {}
-                    if report and report["index"] not in self.seen:
-                        self.seen.add(report["index"])
+                    report = UnitDone.from_json(entry["state"]).report if entry["stage"] == UnitDone.stage else None
+                    if report is not None and report.index not in self.seen:
+                        self.seen.add(report.index)
                         runner.shared.on_unit(report)
             if stopping:
                 return

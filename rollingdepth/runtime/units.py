@@ -35,9 +35,10 @@ from rollingdepth.method.settings import MethodSettings
 from rollingdepth.runtime.assembly import SCALE_BOUNDS, Anchor, OverlapStats, SegmentRows, align_segments, fit_window, write_shot
 from rollingdepth.runtime.background import prefetch
 from rollingdepth.runtime.checkpoints import ShotDone, UnitDone
-from rollingdepth.runtime.model_steps import DepthModel
+from rollingdepth.runtime.model_steps import DepthModel, WorkCounts
 from rollingdepth.runtime.passes import RunResult, run
 from rollingdepth.runtime.plan import Unit
+from rollingdepth.runtime.reports import SegmentReport, ShotReport, UnitReport
 from rollingdepth.runtime.stages import ProgressCallback
 from rollingdepth.runtime.stores import RowLog, Store
 
@@ -193,13 +194,13 @@ class _UnitRunner:
     def __init__(self, pipe: DepthModel, store: Store, settings: MethodSettings, job: UnitsJob):
         self.pipe, self.store, self.job = pipe, store, job
         self.settings = dataclasses.replace(settings, cap_dilation=True)  # dilations capped per unit
-        self.units = {d.report["index"]: d.report for d in store.resumed_all(UnitDone)}  # unit index -> report
-        self.shots = {d.report["index"]: d.report for d in store.resumed_all(ShotDone)}  # shot index -> report
+        self.units = {d.report.index: d.report for d in store.resumed_all(UnitDone)}  # unit index -> report
+        self.shots = {d.report.index: d.report for d in store.resumed_all(ShotDone)}  # shot index -> report
         self.num_frames = sum(s.count for s in job.shots)
         self.output = None
         self.rows: dict[int, Any] = {}  # unit index -> its prediction [count, H, W], for a segmented shot
         self.record_every_unit = False  # UnitDone for a shot of one unit too, as soon as it is run
-        self.unit_extra: dict = {}  # more fields of each unit's report (its rank)
+        self.unit_extra: dict = {}  # more fields of each unit's report (its rank and round)
 
     def run(self) -> RunResult:
         for shot_index, shot in enumerate(self.job.shots):
@@ -242,8 +243,7 @@ class _UnitRunner:
         if result.num_frames != unit.count:
             raise InputError(f"the input gave {result.num_frames} frames for {unit.label(len(self.job.shots))} "
                              f"(frames {unit.first}..{unit.stop - 1}); it was counted with more")
-        self.units[unit.index] = {**_unit_report(unit, result),
-                                  "seconds": round(time.perf_counter() - started, 3), **self.unit_extra}
+        self.units[unit.index] = _unit_report(unit, result, round(time.perf_counter() - started, 3), self.unit_extra)
         if unit.segments > 1 or self.record_every_unit:  # else: a shot of one unit is recorded once placed
             self.store.checkpoint(UnitDone(self.units[unit.index]))
 
@@ -256,13 +256,13 @@ class _UnitRunner:
         """The next segment of the unit's shot, or None."""
         return next((u for u in self.job.units if u.shot == unit.shot and u.segment == unit.segment + 1), None)
 
-    def _report(self, unit: Unit) -> dict:
+    def _report(self, unit: Unit) -> UnitReport:
         return self.units[unit.index]
 
     def _prediction(self, unit: Unit):
         """The finished unit's prediction ``[count, H, W]``, read from its child store."""
         if unit.index not in self.rows:
-            self.rows[unit.index] = self.store.child_output(_name(unit), (unit.count, *self._report(unit)["size"]))
+            self.rows[unit.index] = self.store.child_output(_name(unit), (unit.count, *self._report(unit).size))
         return self.rows[unit.index]
 
     # ------------------------------------------------------------------ one shot's rows
@@ -271,10 +271,10 @@ class _UnitRunner:
             self.output = self.store.output((self.num_frames, *size))
         return self.output
 
-    def _place(self, index: int, shot: Shot, units: list[Unit]) -> dict:
+    def _place(self, index: int, shot: Shot, units: list[Unit]) -> ShotReport:
         """Write the shot's rows into the video's prediction; the shot's report."""
         reports = [self._report(u) for u in units]
-        out = self._out(reports[0]["size"])
+        out = self._out(reports[0].size)
         if len(units) == 1:
             copy_rows(self._prediction(units[0]), shot, lambda rows, values: self.store.write(out, rows, values))
             return shot_record(index, shot, units, reports)
@@ -290,30 +290,27 @@ class _UnitRunner:
         if self.job.points is None:
             return None
         report = self._report(units[0])
-        return self.job.points.anchors(units, segments, (tuple(report["input_size"]), tuple(report["size"])))
+        return self.job.points.anchors(units, segments, (report.input_size, report.size))
 
     # ------------------------------------------------------------------ the video's result
     def _result(self) -> RunResult:
         reports = [self.units[i] for i in sorted(self.units)]
         main = reports[0]
         timings: dict[str, float] = {}
-        counts: dict[str, int] = {}
         for r in reports:
-            for k, v in r["timings"].items():
+            for k, v in r.timings.items():
                 timings[k] = timings.get(k, 0.0) + v
-            for k, v in r["counts"].items():
-                counts[k] = counts.get(k, 0) + v
+        counts = sum((r.counts for r in reports), WorkCounts())
         shots = [self.shots[i] for i in sorted(self.shots)]
-        settings = {**_common_settings([s.get("settings", {}) for s in shots]), "num_frames": self.num_frames,
+        settings = {**_common_settings([s.settings or {} for s in shots]), "num_frames": self.num_frames,
                     "units": len(reports)}
         return RunResult(
-            num_frames=self.num_frames, input_size=tuple(main["input_size"]), size=tuple(main["size"]),
-            depth=self._out(main["size"]), depth_coaligned=self._out(main["size"]), snippets=[],
-            coalign_loss=float(np.average([s["coalign_loss"] for s in shots], weights=[s["frames"] for s in shots])),
-            depth_range=(min(s["depth_range"][0] for s in shots), max(s["depth_range"][1] for s in shots)),
-            settings=settings, timings=timings, counts=counts, num_view_auto=main["num_view_auto"], shots=shots,
-            units=[{k: r[k] for k in ("index", "shot", "segment", "first", "frames", "seconds", "rank", "round") if k in r}
-                   for r in reports])
+            num_frames=self.num_frames, input_size=main.input_size, size=main.size,
+            depth=self._out(main.size), depth_coaligned=self._out(main.size), snippets=[],
+            coalign_loss=float(np.average([s.coalign_loss for s in shots], weights=[s.frames for s in shots])),
+            depth_range=(min(s.depth_range[0] for s in shots), max(s.depth_range[1] for s in shots)),
+            settings=settings, timings=timings, counts=counts.as_dict(), num_view_auto=main.num_view_auto, shots=shots,
+            units=[r.place for r in reports])
 
 
 def copy_rows(rows, shot: Shot, write) -> None:
@@ -336,27 +333,27 @@ def overlap_of(prev: SegmentRows, cur: SegmentRows) -> OverlapStats:
     return OverlapStats.of(cur.rows[lo - cur.first : hi - cur.first], prev.rows[lo - prev.first : hi - prev.first])
 
 
-def shot_record(index: int, shot: Shot, units: list[Unit], reports: list[dict], joined=None) -> dict:
+def shot_record(index: int, shot: Shot, units: list[Unit], reports: list[UnitReport], joined=None) -> ShotReport:
     """A placed shot's report; ``joined``: ``(links, affines, varies)`` of a shot in segments
     (the fit of each overlap, each segment's scale and shift, whether the composed shot varies)."""
-    record = {"index": index, "first": shot.first, "frames": shot.count, "found_by": shot.found_by,
-              "dilations": reports[0]["dilations"],
-              "settings": {k: v for k, v in reports[0]["settings"].items() if k != "num_frames"},
-              "seconds": round(sum(r.get("seconds", 0.0) for r in reports), 3),
-              "coalign_loss": float(np.average([r["coalign_loss"] for r in reports], weights=[u.count for u in units]))}
+    record = ShotReport(
+        index=index, first=shot.first, frames=shot.count, found_by=shot.found_by, dilations=reports[0].dilations,
+        settings={k: v for k, v in reports[0].settings.items() if k != "num_frames"},
+        seconds=round(sum(r.seconds for r in reports), 3),
+        coalign_loss=float(np.average([r.coalign_loss for r in reports], weights=[u.count for u in units])),
+        depth_range=reports[0].depth_range)
     if joined is None:
-        return {**record, "depth_range": reports[0]["depth_range"]}
+        return record
     links, affines, varies = joined
-    record["depth_range"] = [-1.0, 1.0] if varies else [0.0, 0.0]
-    record["segments"] = [
-        {"first": u.first, "frames": u.count, "scale": a, "shift": b, "coalign_loss": r["coalign_loss"],
-         "overlap_frames": (units[j - 1].stop - u.first) if j else 0,
-         **({"link": links[j - 1].to_json(), "overlap_rms": links[j - 1].rms} if j else {"overlap_rms": 0.0})}
-        for j, (u, r, (a, b)) in enumerate(zip(units, reports, affines))]
-    record["overlap_frames"] = sum(s["overlap_frames"] for s in record["segments"])  # frames run twice
-    record["scale_first_to_last"] = affines[-1][0] / affines[0][0]
-    record["warnings"] = _shot_warnings(index, units, links, record["scale_first_to_last"])
-    return record
+    segments = [SegmentReport(first=u.first, frames=u.count, scale=a, shift=b, coalign_loss=r.coalign_loss,
+                              overlap_frames=(units[j - 1].stop - u.first) if j else 0,
+                              link=links[j - 1] if j else None, overlap_rms=links[j - 1].rms if j else 0.0)
+                for j, (u, r, (a, b)) in enumerate(zip(units, reports, affines))]
+    drift = affines[-1][0] / affines[0][0]
+    return dataclasses.replace(
+        record, depth_range=(-1.0, 1.0) if varies else (0.0, 0.0), segments=segments,
+        overlap_frames=sum(s.overlap_frames for s in segments),  # frames run twice
+        scale_first_to_last=drift, warnings=_shot_warnings(index, units, links, drift))
 
 
 def _shot_warnings(index: int, units: list[Unit], links: list, drift: float) -> list[str]:
@@ -375,15 +372,15 @@ def _name(unit: Unit) -> str:
     return f"unit_{unit.index:05d}"
 
 
-def _unit_report(unit: Unit, result: RunResult) -> dict:
+def _unit_report(unit: Unit, result: RunResult, seconds: float, extra: dict) -> UnitReport:
     """What a finished unit's run reported, as its checkpoint keeps it, with the settings it ran
-    with (after capping to the unit)."""
-    report = {"index": unit.index, "shot": unit.shot, "segment": unit.segment, "first": unit.first,
-              "frames": unit.count, "depth_range": [float(v) for v in result.depth_range],
-              "coalign_loss": float(result.coalign_loss), "dilations": result.settings["dilations"],
-              "timings": {k: float(v) for k, v in result.timings.items()}, "counts": dict(result.counts),
-              "num_view_auto": result.num_view_auto, "input_size": list(result.input_size), "size": list(result.size)}
-    return {**report, "settings": result.settings}
+    with (after capping to the unit), its ``seconds`` and ``extra`` (its rank and round)."""
+    return UnitReport(
+        index=unit.index, shot=unit.shot, segment=unit.segment, first=unit.first, frames=unit.count,
+        depth_range=tuple(float(v) for v in result.depth_range), coalign_loss=float(result.coalign_loss),
+        dilations=result.settings["dilations"], timings={k: float(v) for k, v in result.timings.items()},
+        counts=WorkCounts(**result.counts), num_view_auto=result.num_view_auto, input_size=tuple(result.input_size),
+        size=tuple(result.size), settings=result.settings, seconds=seconds, **extra)
 
 
 PER_UNIT = ("num_frames", "unet_batch_size", "coalign_iterations")  # a shot's own, never the video's

@@ -320,7 +320,7 @@ def _run_shots(pipe: "RollingDepthModel", source: VideoSource, store, cfg: RunCo
         if pending.result is None:
             return False
     pending.notes.append(_units_note(source.stem, shots, units))
-    pending.notes += [f"{source.stem}: {line}" for shot in pending.result.shots or [] for line in shot.get("warnings", [])]
+    pending.notes += [f"{source.stem}: {line}" for shot in pending.result.shots or [] for line in shot.warnings or []]
     return True
 
 
