@@ -8,7 +8,7 @@ For each setting, writes the side-by-side video and one colour video the way run
 - ``colour err``: the same for the colour video against ``colorize`` of the depth;
 - ``small err``: the worst frame of the side-by-side's input half on the tests' 7-frame 24x32
   clip (``tests/conftest.make_clip(7, 24, 32, seed=1)`` written with the same setting and read
-  back, as ``tests/test_cli.py`` does; its tolerance is 4.0);
+  back, as ``tests/test_run_video.py`` does; its tolerance is 4.0);
 - the side-by-side file's size.
 
 The depth is a smooth random field (noise at 1/8 resolution, upsampled) drifting a little per

@@ -1,4 +1,4 @@
-"""The package's shape: each option spelled in one module."""
+"""The package's shape (``rollingdepth/`` as a whole): each option spelled in one module."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Co-alignment wired end to end: with snippets that are really misaligned (each an affine copy
+"""Co-alignment wired end to end (rollingdepth/method/coalign.py through runtime/passes.py): with snippets that are really misaligned (each an affine copy
 of one depth video with its own scale and shift, :mod:`tests.stand_ins`), the pipeline and
 run-video (maps kept, maps decoded again, a run killed in the merge and resumed) give exactly
 the stand-alone ``coalign()`` of the same snippets, and a merge without alignment is far off.

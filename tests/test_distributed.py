@@ -14,7 +14,7 @@ import pytest
 from rollingdepth.runtime.distributed import balanced_shards
 
 from .conftest import TINY_CHECKPOINT, kill_group, make_clip, run_group
-from .test_cli import REPO, write_clip
+from .test_run_video import REPO, write_clip
 
 ARGS = ["-c", str(TINY_CHECKPOINT), "--res", "32", "-d", "1,3", "--dtype", "fp32", "--no-save-sbs", "--cmap", "Greys_r"]
 LENGTHS = {"c1": 3, "c2": 9, "c3": 5, "c4": 12, "c5": 7}

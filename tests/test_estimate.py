@@ -12,7 +12,7 @@ from rollingdepth.method.settings import MethodSettings
 from rollingdepth.runtime.plan import Plan
 
 from .conftest import TINY_CHECKPOINT, make_clip
-from .test_cli import write_clip
+from .test_run_video import write_clip
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from rollingdepth.runtime.run_config import RunConfig
 from rollingdepth.io.video_io import load_source
 
 from .conftest import TINY_CHECKPOINT, make_clip, require_module
-from .test_cli import assert_no_partial_files, write_clip
+from .test_run_video import assert_no_partial_files, write_clip
 
 OpenEXR = require_module("OpenEXR")
 plyfile = require_module("plyfile")

@@ -13,7 +13,7 @@ from rollingdepth.runtime.jobs import earlier_run
 from rollingdepth.runtime.run_config import RunConfig, option_name, prediction_settings, skip_existing_compared
 
 from .conftest import TINY_CHECKPOINT, make_clip
-from .test_cli import write_clip
+from .test_run_video import write_clip
 
 BASE = dict(checkpoint=str(TINY_CHECKPOINT), processing_res=32, dtype="fp32", dilations=[1, 4], shots="none")
 # another valid value of each setting (a setting missing here fails the tests: give it one)

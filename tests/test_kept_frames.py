@@ -13,7 +13,7 @@ from rollingdepth.runtime.kept_frames import KeptFrames, worth_keeping
 from rollingdepth.runtime.run_config import RunConfig
 
 from .conftest import make_clip
-from .test_cli import BASE, decode, run, write_clip
+from .test_run_video import BASE, decode, run, write_clip
 
 FRAMES, HEIGHT, WIDTH = 8, 24, 32
 ARGS = [*BASE, "-d", "1,3", "--save-stereo", "half-sbs", "--cmap", "Greys_r", "-q"]

@@ -189,3 +189,35 @@ def test_no_command_imports_another():
 def test_the_command_check_finds_a_command_importing_another():
     graph = {"pkg.a": {"pkg.b", "pkg.shared"}, "pkg.b": {"pkg.shared"}, "pkg.shared": set()}
     assert imported_commands(graph, {"pkg.a", "pkg.b"}) == ["pkg.a -> pkg.b"]
+
+
+# ----------------------------------------------------------------------------- tests named after what they test
+TESTS = Path(__file__).resolve().parent
+
+
+def misnamed_tests(tests: Path = TESTS, package: Path = PACKAGE) -> list[str]:
+    """The test files ``test_X.py`` that are named after no module of the package (``X.py``) and whose
+    docstring names none of the package's files or folders either (a suite over several modules)."""
+    stems = {p.stem for p in package.rglob("*.py")}
+    bad = []
+    for path in sorted(tests.glob("test_*.py")):
+        if path.stem.removeprefix("test_") in stems:
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        named = [word.strip("`.,;:()'\"") for word in doc.replace("(", " ").split() if word.startswith(
+            ("rollingdepth/", "``rollingdepth/", "`rollingdepth/"))]
+        if not any((package.parent / word.strip("`")).exists() for word in named):
+            bad.append(path.name)
+    return bad
+
+
+def test_each_test_file_is_named_after_the_module_it_tests():
+    """``tests/test_X.py`` tests ``X.py`` of the package; a suite over several modules names them in its docstring."""
+    assert not misnamed_tests()
+
+
+def test_the_test_name_check_finds_a_misnamed_test(tmp_path):
+    (tmp_path / "test_driver.py").write_text('"""The passes."""\n')
+    (tmp_path / "test_passes.py").write_text("")
+    (tmp_path / "test_whole_runs.py").write_text('"""Runs (rollingdepth/runtime/passes.py, video_job.py)."""\n')
+    assert misnamed_tests(tmp_path) == ["test_driver.py"]

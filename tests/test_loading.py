@@ -260,7 +260,7 @@ def _assert_said_once(code, out, err, expected: str):
 
 @pytest.fixture
 def a_clip(tmp_path):
-    from .test_cli import write_clip
+    from .test_run_video import write_clip
 
     return write_clip(tmp_path / "clip.mp4", make_clip(4, 24, 32))
 

@@ -132,7 +132,7 @@ def test_documented_example_scores_match_the_measurement():
 def test_auto_in_pipeline_and_cli(tiny_pipe, tmp_path, capsys):
     from rollingdepth.frontends import run_video as cli
 
-    from .test_cli import write_clip
+    from .test_run_video import write_clip
 
     clip = panning_clip(0.0, frames=6, size=(24, 32))
     out = tiny_pipe(clip, processing_res=0, dilations=[1], snippet_lengths="auto", generator=torch.Generator().manual_seed(0))
@@ -201,7 +201,7 @@ def test_out_of_memory_message_names_remedies(tmp_path, capsys, monkeypatch):
     from rollingdepth.frontends import run_video as cli
     from rollingdepth import RollingDepthPipeline
 
-    from .test_cli import write_clip
+    from .test_run_video import write_clip
 
     write_clip(tmp_path / "a.mp4", panning_clip(1.0, frames=4, size=(24, 32)))
 

@@ -22,7 +22,7 @@ from rollingdepth.runtime.run_config import RunConfig, run_options
 
 from .conftest import TINY_CHECKPOINT, make_clip
 from .test_architecture import _docstrings
-from .test_cli import write_clip
+from .test_run_video import write_clip
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rollingdepth"
 BASE = ["-c", TINY_CHECKPOINT, "--res", "32", "--dtype", "fp32", "-d", "1,3", "--no-save-sbs", "--cmap", "Greys_r", "-q"]

@@ -164,7 +164,7 @@ def test_unet_and_vae_out_of_memory_back_off(tiny_pipe, tmp_path, monkeypatch):
 def test_run_video_reports_decodes(tmp_path, capsys):
     from rollingdepth.frontends import run_video as cli
 
-    from .test_cli import write_clip
+    from .test_run_video import write_clip
 
     write_clip(tmp_path / "a.mp4", make_clip(10))
     with pytest.raises(SystemExit) as info:

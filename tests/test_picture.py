@@ -1,4 +1,4 @@
-"""What the picture keeps (issue #42): colour matrices and ranges read and written, a
+"""What the picture keeps (rollingdepth/io/av_video.py, video_io.py; issue #42): colour matrices and ranges read and written, a
 non-square sample aspect, EXIF orientation of images, an image folder's sizes checked at once.
 
 Colour clips are made with the bundled ffmpeg from eight flat patches of known RGB colours,

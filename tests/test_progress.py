@@ -18,7 +18,7 @@ from rollingdepth.frontends.progress import BarRenderer, JsonRenderer, LineRende
 from rollingdepth.runtime.stages import Stage
 
 from .conftest import TINY_CHECKPOINT, make_clip
-from .test_cli import run, write_clip
+from .test_run_video import run, write_clip
 
 ARGS = ["-c", str(TINY_CHECKPOINT), "--dtype", "fp32", "--res", "32", "-d", "1", "--no-save-sbs", "--cmap", "Greys_r"]
 

@@ -1,4 +1,4 @@
-"""Promises of the README and --help that no other test keeps: no resume after the input
+"""Promises of the README and --help (rollingdepth/frontends/run_video.py) that no other test keeps: no resume after the input
 changed, --work-dir, the accelerator options from the command line (a real torch.compile), the
 original's option spellings, `accelerate launch`, and the `full` preset end to end."""
 
@@ -13,7 +13,7 @@ import pytest
 from rollingdepth.frontends import run_video as cli
 
 from .conftest import TINY_CHECKPOINT, held_run, make_clip, require, require_module, run_group, work_folders
-from .test_cli import write_clip
+from .test_run_video import write_clip
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,3", "--dtype", "fp32", "--no-save-sbs",

@@ -156,7 +156,7 @@ def test_eval_depth_protocol_vda_scores_as_their_protocol(tmp_path, capsys):
     :func:`evaluate_video_vda`), and differs from ours where their clipping bites."""
     import json
 
-    from .test_evaluation import _eval
+    from .test_eval_depth import _eval
 
     rng = np.random.default_rng(3)
     gt = rng.uniform(1.0, 9.0, (4, 12, 16))

@@ -1,4 +1,4 @@
-"""Resuming a killed run: kills at moments spread over every stage, changed settings, damaged
+"""Resuming a killed run (rollingdepth/runtime/stores.py, checkpoints.py, video_job.py): kills at moments spread over every stage, changed settings, damaged
 files, a full disk, leftover work folders."""
 
 import errno
@@ -17,7 +17,7 @@ from rollingdepth.method.snippets import snippet_indices
 from rollingdepth.runtime.stores import JOURNAL, DiskStore
 
 from .conftest import TINY_CHECKPOINT, held_run, make_clip, rank_worker, run_group
-from .test_cli import write_clip
+from .test_run_video import write_clip
 
 ARGS = ["-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,4", "--dtype", "fp32", "--refine-step", "2",
         "--max-vae-bs", "2", "--unet-batch-size", "2", "--save-snippets", "--cmap", "Greys_r", "-q"]

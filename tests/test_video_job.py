@@ -33,7 +33,7 @@ def test_work_folder_removed_after_success_kept_for_resuming(tmp_path, capsys, m
     from rollingdepth.frontends import run_video as cli
     from rollingdepth.runtime import passes as driver
 
-    from .test_cli import write_clip
+    from .test_run_video import write_clip
 
     write_clip(tmp_path / "a.mp4", make_clip(6))
     args = [str(tmp_path / "a.mp4"), "-c", str(TINY_CHECKPOINT), "--res", "0", "-d", "1,2", "--dtype", "fp32", "-q"]
@@ -154,7 +154,7 @@ def test_memory_grows_by_less_than_a_frame_per_frame(tmp_path, micro_checkpoint)
     first stages' fixed buffers and hides a later stage's growth at these lengths. Run to run the
     merge's figure varied from 0.55 to 1.55 B/px (2026-12-01, machine otherwise idle): over the
     bound, each length runs once more and each stage's lower peak counts."""
-    from .test_cli import write_clip
+    from .test_run_video import write_clip
 
     require(Path("/proc/self/clear_refs").exists(), "measures the resident set through Linux's /proc")
     h, w = 192, 256
