@@ -134,6 +134,7 @@ def test_a_run_far_from_its_estimate_corrects_the_cached_throughput(tiny_pipe, m
     high until a run measures otherwise: then the cache is scaled by estimated / measured and
     the next estimate is the run's. Within CORRECT_FACTOR, or for a short run, nothing changes."""
     from rollingdepth.runtime import estimate
+    from rollingdepth.runtime.model_steps import WorkCounts
 
     monkeypatch.setattr(estimate, "CORRECT_MIN_S", 0.0)
     settings = MethodSettings(processing_res=0, dilations=[1, 4], snippet_lengths=[3]).validate()
@@ -142,7 +143,7 @@ def test_a_run_far_from_its_estimate_corrects_the_cached_throughput(tiny_pipe, m
     busy = Estimate(tiny_pipe, 20, (30, 44), settings)
     assert busy.seconds == pytest.approx(8 * true.seconds)
     work = Plan.build(settings, 20).work()  # what a run of it counts; it took the true estimate's time
-    counts = {"vae_encodes": work["encode"], "vae_decodes": work["decode"], "unet_frames": 3 * work["unet3"]}
+    counts = WorkCounts(vae_encodes=work["encode"], vae_decodes=work["decode"], unet_frames=3 * work["unet3"])
     timings = {"encode": 0.2 * true.seconds, "snippets": 0.7 * true.seconds, "decode": 0.1 * true.seconds}
     before = cache_file().read_text()
     monkeypatch.setattr(estimate, "CORRECT_MIN_S", 2 * true.seconds)  # a short run corrects nothing

@@ -57,7 +57,7 @@ def test_each_snippet_frame_decoded_once(tiny_pipe, tmp_path, refine_step):
     plan = list(zip(out.settings["dilations"], out.settings["snippet_lengths"]))
     decodes = snippet_frames(17, plan) + (17 if refine_step else 0)
     encodes = 17 * (2 if refine_step else 1)
-    for counts in (out.counts, result.counts):
+    for counts in (out.counts, result.counts.as_dict()):
         assert counts["vae_decodes"] == decodes
         assert counts["vae_encodes"] == encodes
         unet_snippets = sum(len(snippet_indices(17, n, d)) for d, n in plan)
@@ -76,8 +76,8 @@ def test_no_room_for_maps_decodes_again_same_result(tiny_pipe, tmp_path):
         again, b = run_on_disk(tiny_pipe, frames, tmp_path / "b", budget=1000, **kwargs)
     np.testing.assert_allclose(again, kept, atol=1e-6, rtol=0)
     plan = list(zip(a.settings["dilations"], a.settings["snippet_lengths"]))
-    assert a.counts["vae_decodes"] == snippet_frames(12, plan)
-    assert b.counts["vae_decodes"] == 2 * snippet_frames(12, plan)
+    assert a.counts.vae_decodes == snippet_frames(12, plan)
+    assert b.counts.vae_decodes == 2 * snippet_frames(12, plan)
     assert (a.settings["decoded_maps"], b.settings["decoded_maps"]) == ("kept", "decoded again")
     kept_files = {p.name for p in (tmp_path / "a").iterdir()}
     again_files = {p.name for p in (tmp_path / "b").iterdir()}
@@ -158,7 +158,7 @@ def test_unet_and_vae_out_of_memory_back_off(tiny_pipe, tmp_path, monkeypatch):
     # other batches, other float noise (~1e-6 in the snippets), amplified by co-alignment
     np.testing.assert_allclose(out, one.depth, atol=5e-5)
     plan = list(zip(result.settings["dilations"], result.settings["snippet_lengths"]))
-    assert result.counts["vae_decodes"] == snippet_frames(9, plan)  # failed attempts are not counted
+    assert result.counts.vae_decodes == snippet_frames(9, plan)  # failed attempts are not counted
 
 
 def test_run_video_reports_decodes(tmp_path, capsys):

@@ -48,7 +48,7 @@ def _video():
     reports = [_unit_report(u, SimpleNamespace(
         depth_range=(-1.0, 1.0), coalign_loss=0.01 * (u.index + 1), settings={**SETTINGS, "num_frames": u.count},
         timings={"encode": 0.5, "snippets": 1.25}, num_view_auto=None, input_size=(32, 48), size=(32, 48),
-        counts={"vae_encodes": u.count, "vae_decodes": 3 * u.count, "unet_calls": 2, "unet_frames": 12}),
+        counts=WorkCounts(vae_encodes=u.count, vae_decodes=3 * u.count, unet_calls=2, unet_frames=12)),
         1.5, {"rank": u.index % 2, "round": 0}) for u in units]
     links = [Link(1.05, -0.02, 0.9912345678, 5, 6, 0.03, True, 0.0212345678), Link(1.0, 0.01, 0.12, 6, 6, 0.2, False, 0.5)]
     shots = [shot_record(0, Shot(0, 5, "start"), units[:1], reports[:1]),

@@ -34,6 +34,7 @@ from rollingdepth.runtime.plan import Plan
 from rollingdepth.runtime.run_config import option_name
 
 if TYPE_CHECKING:
+    from rollingdepth.runtime.model_steps import WorkCounts
     from rollingdepth.method.pipeline import RollingDepthModel
 
 __all__ = ["Estimate", "correct_throughput", "dtype_name", "estimate_run", "format_duration", "quick_res",
@@ -192,7 +193,7 @@ def _batch_sizes(pipe: "RollingDepthModel", size: tuple[int, int], settings: Met
 
 
 def correct_throughput(pipe: "RollingDepthModel", size: tuple[int, int], settings: MethodSettings,
-                       counts: dict, timings: dict, snippet_lengths: list[int] | None = None) -> float | None:
+                       counts: WorkCounts, timings: dict, snippet_lengths: list[int] | None = None) -> float | None:
     """After a run at processing size ``size``: when its model stages (``timings``: encode,
     snippets, decode, refine) took :data:`CORRECT_FACTOR` times less or more than the cached
     throughput says the work it did (``counts``: VAE encodes and decodes, UNet frames, in
@@ -209,10 +210,10 @@ def correct_throughput(pipe: "RollingDepthModel", size: tuple[int, int], setting
         entries[n] = (_cache_key(pipe, size, n, *batches)[0], throughput(pipe, size, n, *batches))
     flops = {n: unit_flops(pipe, size, n) for n in entries}
     three = entries[3][1]
-    estimated = (counts.get("vae_encodes", 0) * flops[3]["encode"] / three["encode"]
-                 + counts.get("vae_decodes", 0) * flops[3]["decode"] / three["decode"])
+    estimated = (counts.vae_encodes * flops[3]["encode"] / three["encode"]
+                 + counts.vae_decodes * flops[3]["decode"] / three["decode"])
     per_frame = [flops[n][f"unet{n}"] / entries[n][1][f"unet{n}"] / n for n in lengths]  # seconds per UNet frame
-    estimated += counts.get("unet_frames", 0) * sum(per_frame) / len(per_frame)
+    estimated += counts.unet_frames * sum(per_frame) / len(per_frame)
     ratio = estimated / measured
     if estimated <= 0 or 1 / CORRECT_FACTOR <= ratio <= CORRECT_FACTOR:
         return None

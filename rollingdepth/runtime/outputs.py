@@ -321,7 +321,7 @@ class PendingOutputs:
             "depth_output": mapping.to_dict(),
             **{key: value for fmt in output_formats() for key, value in fmt.report(self.video_output).items()},
             **({"units": [unit.to_json() for unit in result.units]} if result.units else {}),
-            "counts": dict(result.counts),
+            "counts": result.counts.as_dict(),
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "estimate_s": self.estimate_s,
             "seconds": round(seconds, 3),

@@ -29,6 +29,7 @@ accelerator does not wait for them.
 from __future__ import annotations
 
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator
@@ -45,7 +46,7 @@ from rollingdepth.runtime.background import HostWriter, prefetch
 from rollingdepth.runtime.checkpoints import (CoalignState, EncodeState, GroupProgress, MergeState, RefineDecodeState,
                                               RefineState, RenormaliseState, SnippetsState)
 from rollingdepth.runtime.heap import heap_reuse
-from rollingdepth.runtime.model_steps import DepthModel, ModelSteps
+from rollingdepth.runtime.model_steps import DepthModel, ModelSteps, WorkCounts
 from rollingdepth.runtime.plan import Plan, SnippetGroup
 from rollingdepth.runtime.reports import ShotReport, UnitPlace
 from rollingdepth.runtime.stages import ProgressCallback, Stage
@@ -75,7 +76,7 @@ class RunResult:
     depth_range: tuple[float, float]  # min and max of the prediction
     settings: dict  # the values actually used (after capping)
     timings: dict = field(default_factory=dict)  # seconds per stage
-    counts: dict = field(default_factory=dict)  # vae_encodes, vae_decodes (frames), unet_calls, unet_frames
+    counts: WorkCounts = field(default_factory=WorkCounts)  # VAE encodes and decodes (frames), UNet calls and frames
     num_view_auto: dict | None = None  # the automatic snippet length's choice and reasons, when "auto"
     shots: list[ShotReport] | None = None  # per shot its report, when the video ran as several units (runtime.units)
     units: list[UnitPlace] | None = None  # per unit: where it is, its seconds (and rank, when spread over ranks)
@@ -286,7 +287,7 @@ class VideoRun:
             depth_coaligned=coaligned, snippets=snippets.sources if snippets.decoded else [None] * len(plan.groups),
             coalign_loss=float(alignment.loss), depth_range=depth_range,
             settings=self._report(encoded, plan, snippets, alignment), timings=self.timings,
-            counts=self.model.counts.as_dict(), num_view_auto=self.num_view_auto,
+            counts=dataclasses.replace(self.model.counts), num_view_auto=self.num_view_auto,
         )
 
     def _report(self, encoded: Encoded, plan: Plan, snippets: Snippets, alignment: Alignment) -> dict:

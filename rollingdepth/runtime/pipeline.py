@@ -115,5 +115,5 @@ class RollingDepthPipeline(RollingDepthModel):
             coalign_loss=result.coalign_loss,
             settings=result.settings,
             timings=result.timings,
-            counts=result.counts,
+            counts=result.counts.as_dict(),
         )

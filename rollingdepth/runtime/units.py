@@ -309,7 +309,7 @@ class _UnitRunner:
             depth=self._out(main.size), depth_coaligned=self._out(main.size), snippets=[],
             coalign_loss=float(np.average([s.coalign_loss for s in shots], weights=[s.frames for s in shots])),
             depth_range=(min(s.depth_range[0] for s in shots), max(s.depth_range[1] for s in shots)),
-            settings=settings, timings=timings, counts=counts.as_dict(), num_view_auto=main.num_view_auto, shots=shots,
+            settings=settings, timings=timings, counts=counts, num_view_auto=main.num_view_auto, shots=shots,
             units=[r.place for r in reports])
 
 
@@ -379,7 +379,7 @@ def _unit_report(unit: Unit, result: RunResult, seconds: float, extra: dict) -> 
         index=unit.index, shot=unit.shot, segment=unit.segment, first=unit.first, frames=unit.count,
         depth_range=tuple(float(v) for v in result.depth_range), coalign_loss=float(result.coalign_loss),
         dilations=result.settings["dilations"], timings={k: float(v) for k, v in result.timings.items()},
-        counts=WorkCounts(**result.counts), num_view_auto=result.num_view_auto, input_size=tuple(result.input_size),
+        counts=result.counts, num_view_auto=result.num_view_auto, input_size=tuple(result.input_size),
         size=tuple(result.size), settings=result.settings, seconds=seconds, **extra)
 
 
