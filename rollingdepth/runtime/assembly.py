@@ -282,7 +282,6 @@ def align_segments(links: list[Link], anchors: dict[int, Anchor] | None = None,
 
 def _chain_solve(steps: list[float], weights: list[float], prior: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """``v [M]`` minimising ``sum_j w_j (v_j - v_{j-1} - step_j)^2 + sum_j prior_j (v_j - target_j)^2``."""
-    m = len(steps) + 1
     lhs = np.diag(np.asarray(prior, np.float64))  # [M, M], tridiagonal
     rhs = np.asarray(prior, np.float64) * np.asarray(targets, np.float64)
     for j, (d, w) in enumerate(zip(steps, weights), start=1):

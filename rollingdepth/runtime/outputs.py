@@ -9,6 +9,7 @@ is written last, so its presence marks a finished video.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import platform
 import sys
@@ -111,6 +112,19 @@ def _versions() -> dict:
     }
 
 
+@dataclass(frozen=True)
+class DepthFit:
+    """A shot's inverse depth fitted to its known distances (``--depth-points``), as run.json reports it."""
+
+    first: int  # the shot's first frame (of those processed)
+    frames: int
+    points: int  # the known distances in it
+    scale: float
+    shift: float
+    rms: float  # the residual, in the points' unit
+    max_abs: float
+
+
 class PendingOutputs:
     """A video whose prediction is done and whose outputs are not written yet.
 
@@ -132,6 +146,7 @@ class PendingOutputs:
         self.estimate_s = None  # the estimated seconds of the prediction (rollingdepth.runtime.estimate)
         self.kept: KeptFrames | None = None  # the input's frames as the run decoded them, when kept
         self.frames_for_outputs: str | None = None  # where the outputs' input frames came from (None: not needed)
+        self.depth_fits: list[DepthFit] | None = None  # the known distances' fit per shot (--depth-points)
         self._write_units = 1  # the write stage's progress total: a unit per frame per file, one for run.json
 
     @property
@@ -217,14 +232,13 @@ class PendingOutputs:
                 raise InputError(f"{cfg.depth_points}: frames {first}..{first + shot.frames - 1}: {exc}") from None
             mapping = DepthMapping("fitted", lo, hi, far=FAR_LIMIT * float(points.depth[idx].max()), scale=scale, shift=shift)
             error = mapping.apply(pred).astype(np.float64) - points.depth[idx]
-            self.depth_fits.append({"first": shot.first, "frames": shot.frames, "points": int(len(idx)),
-                                    "scale": scale, "shift": shift, "rms": float(np.sqrt(np.mean(error**2))),
-                                    "max_abs": float(np.abs(error).max())})
+            self.depth_fits.append(DepthFit(shot.first, shot.frames, int(len(idx)), scale, shift,
+                                            float(np.sqrt(np.mean(error**2))), float(np.abs(error).max())))
             mappings.append(mapping)
         fits = self.depth_fits
         if fits:
             self.notes.append(f"{self.source.stem}: known distances fitted in {len(fits)} shot(s): residual rms "
-                              f"{max(f['rms'] for f in fits):.3g} at most, largest error {max(f['max_abs'] for f in fits):.3g} "
+                              f"{max(f.rms for f in fits):.3g} at most, largest error {max(f.max_abs for f in fits):.3g} "
                               f"(in the points' unit)")
         return VideoMapping(tuple(mappings), tuple(s.first for s in self._shots()))
 
@@ -317,7 +331,7 @@ class PendingOutputs:
             "coalign_loss": result.coalign_loss,
             "depth_range": [vmin, vmax],
             "shots": [shot.to_json() for shot in self._shots()],
-            "depth_points": getattr(self, "depth_fits", None),
+            "depth_points": [dataclasses.asdict(f) for f in self.depth_fits] if self.depth_fits is not None else None,
             "depth_output": mapping.to_dict(),
             **{key: value for fmt in output_formats() for key, value in fmt.report(self.video_output).items()},
             **({"units": [unit.to_json() for unit in result.units]} if result.units else {}),

@@ -471,7 +471,7 @@ def _estimate(pipe: "RollingDepthModel", frames: int, source: VideoSource, cfg: 
         return None
 
 
-def _correct_estimate(pipe: "RollingDepthPipeline", cfg: RunConfig, pending: PendingOutputs) -> None:
+def _correct_estimate(pipe: "RollingDepthModel", cfg: RunConfig, pending: PendingOutputs) -> None:
     """The time estimate's cached throughput corrected by what this run measured, when far off
     (:func:`rollingdepth.runtime.estimate.correct_throughput`); silent, as the estimate is."""
     from rollingdepth.runtime.estimate import correct_throughput
