@@ -47,6 +47,7 @@ def _video():
     units = plan_units([(0, 5), (5, 26)], 12)
     reports = [_unit_report(u, SimpleNamespace(
         depth_range=(-1.0, 1.0), coalign_loss=0.01 * (u.index + 1), settings={**SETTINGS, "num_frames": u.count},
+        plan=SimpleNamespace(dilations=SETTINGS["dilations"]),
         timings={"encode": 0.5, "snippets": 1.25}, num_view_auto=None, input_size=(32, 48), size=(32, 48),
         counts=WorkCounts(vae_encodes=u.count, vae_decodes=3 * u.count, unet_calls=2, unet_frames=12)),
         1.5, {"rank": u.index % 2, "round": 0}) for u in units]
@@ -102,7 +103,7 @@ def test_a_journal_of_the_dict_code_is_read():
 
 
 def test_the_one_shot_of_a_video_run_in_one_piece():
-    result = SimpleNamespace(num_frames=40, settings={"dilations": [1, 10]}, coalign_loss=0.25, depth_range=(-1.0, 1.0))
+    result = SimpleNamespace(num_frames=40, plan=SimpleNamespace(dilations=[1, 10]), coalign_loss=0.25, depth_range=(-1.0, 1.0))
     assert ShotReport.whole(result).to_json() == {"index": 0, "first": 0, "frames": 40, "found_by": "start",
                                                   "dilations": [1, 10], "coalign_loss": 0.25, "depth_range": [-1.0, 1.0]}
 

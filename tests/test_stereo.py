@@ -150,7 +150,7 @@ def _write_stereo(tmp_path, layouts: list[str], strength: float, convergence: fl
                       input_size=tuple(source.size), prediction_range=(1.0, 4.0),
                       mapping=VideoMapping((DepthMapping("inverse", 1.0, 4.0),)), fps=source.rate,
                       sound=lambda: source.audio(0, n), prediction_file=lambda: tmp_path / "pred.npy",
-                      snippet_maps=lambda: [], run_settings={})
+                      snippet_maps=lambda: [], snippet_plan=None)
     fmt = output_format("stereo")
     with contextlib.ExitStack() as stack:
         writers = fmt.open(out, stack)

@@ -69,7 +69,7 @@ class VideoOutput:
     sound: Callable[[], Any]  # the source's AudioSpan for the frames written, or None
     prediction_file: Callable[[], Path]  # the prediction's own float32 .npy, complete
     snippet_maps: Callable[[], list[Path]]  # the decoded snippets' .npy per dilation, complete
-    run_settings: dict  # the values used (dilations, snippet_lengths)
+    snippet_plan: tuple[list[int], list[int]] | None  # each snippet group's dilation and snippet length, run in one piece
     sample_aspect: Any = None  # the source's sample aspect (a Fraction) where its pixels are not square
     frame_times: Any = None  # a variable-rate source's (pts, time base) of the frames written, else None
     shots: tuple[int, ...] = (0,)  # the first frame of each shot
@@ -590,9 +590,9 @@ class Snippets(OutputFormat):
         if name in out.done:
             return []
         with atomic_path(out.out_dir / name) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-            for key in ("dilations", "snippet_lengths"):
+            for key, values in zip(("dilations", "snippet_lengths"), out.snippet_plan):
                 buffer = io.BytesIO()
-                np.save(buffer, np.array(out.run_settings[key]))
+                np.save(buffer, np.array(values))
                 z.writestr(f"{key}.npy", buffer.getvalue())
             for g, path in enumerate(out.snippet_maps()):
                 z.write(path, f"snippets_{g}.npy")  # stored, no copy in memory

@@ -270,8 +270,8 @@ class PendingOutputs:
             sound=lambda: self._sound, prediction_file=self._prediction_file, snippet_maps=self._snippet_maps,
             sample_aspect=getattr(self.source, "sample_aspect", None),  # an anamorphic source's pixels, tagged as they are
             frame_times=None if cfg.output_fps else self.source.frame_times_of(cfg.start_frame, self.frames),
-            shots=tuple(s.first for s in self._shots()), run_settings=result.settings,
-            done=frozenset(self._written_before()))
+            shots=tuple(s.first for s in self._shots()), done=frozenset(self._written_before()),
+            snippet_plan=(result.plan.dilations, result.plan.snippet_lengths) if result.plan else None)
 
     def _prediction_file(self) -> Path:
         self.result.depth.flush()

@@ -74,12 +74,13 @@ class RunResult:
     snippets: list  # per dilation [S, n, H, W] decoded maps, or None where only latents were kept
     coalign_loss: float
     depth_range: tuple[float, float]  # min and max of the prediction
-    settings: dict  # the values actually used (after capping)
+    settings: dict  # the values actually used (after capping), as run.json reports them; code reads ``plan``
     timings: dict = field(default_factory=dict)  # seconds per stage
     counts: WorkCounts = field(default_factory=WorkCounts)  # VAE encodes and decodes (frames), UNet calls and frames
     num_view_auto: dict | None = None  # the automatic snippet length's choice and reasons, when "auto"
     shots: list[ShotReport] | None = None  # per shot its report, when the video ran as several units (runtime.units)
     units: list[UnitPlace] | None = None  # per unit: where it is, its seconds (and rank, when spread over ranks)
+    plan: Plan | None = None  # the snippet groups and refinement it ran (None: several units, each its own)
 
 
 @dataclass
@@ -287,7 +288,7 @@ class VideoRun:
             depth_coaligned=coaligned, snippets=snippets.sources if snippets.decoded else [None] * len(plan.groups),
             coalign_loss=float(alignment.loss), depth_range=depth_range,
             settings=self._report(encoded, plan, snippets, alignment), timings=self.timings,
-            counts=dataclasses.replace(self.model.counts), num_view_auto=self.num_view_auto,
+            counts=dataclasses.replace(self.model.counts), num_view_auto=self.num_view_auto, plan=plan,
         )
 
     def _report(self, encoded: Encoded, plan: Plan, snippets: Snippets, alignment: Alignment) -> dict:

@@ -74,6 +74,16 @@ class Plan:
         return cls(num_frames, groups, refine)
 
     @property
+    def dilations(self) -> list[int]:
+        """Each group's dilation (after capping)."""
+        return [g.dilation for g in self.groups]
+
+    @property
+    def snippet_lengths(self) -> list[int]:
+        """Each group's snippet length (the automatic one where chosen)."""
+        return [g.snippet_len for g in self.groups]
+
+    @property
     def snippet_frames(self) -> int:
         """Snippet frames over every group: the decoder's work before refinement."""
         return sum(g.frames for g in self.groups)
@@ -100,8 +110,8 @@ class Plan:
         """The plan's part of the run report (values after capping)."""
         refine = self.refine
         return {
-            "dilations": [g.dilation for g in self.groups],
-            "snippet_lengths": [g.snippet_len for g in self.groups],
+            "dilations": self.dilations,
+            "snippet_lengths": self.snippet_lengths,
             "snippets_per_dilation": [g.count for g in self.groups],
             "refine_snippet_len": refine.snippet_len if refine else settings.refine_snippet_len,
             "refine_start_dilation": refine.start_dilation if refine else settings.refine_start_dilation,

@@ -156,5 +156,5 @@ class ShotReport:
     def whole(cls, result) -> ShotReport:
         """The one shot of a video run in one piece: a ``RunResult`` without shots."""
         return cls(index=0, first=0, frames=result.num_frames, found_by="start",
-                   dilations=result.settings.get("dilations"), coalign_loss=result.coalign_loss,
+                   dilations=result.plan.dilations if result.plan else None, coalign_loss=result.coalign_loss,
                    depth_range=tuple(result.depth_range))

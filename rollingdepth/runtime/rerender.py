@@ -53,7 +53,7 @@ class FinishedRun:
             input_size=tuple(source.size), prediction_range=(lo, hi),
             mapping=VideoMapping((DepthMapping("inverse", lo, hi),)),
             fps=getattr(source, "rate", None) or source.fps, sound=lambda: _sound(source, cfg, self.start, n),
-            prediction_file=lambda: self.prediction, snippet_maps=lambda: [], run_settings=self.report["settings"],
+            prediction_file=lambda: self.prediction, snippet_maps=lambda: [], snippet_plan=None,
             sample_aspect=getattr(source, "sample_aspect", None), frame_times=source.frame_times_of(self.start, n),
             shots=tuple(int(s["first"]) for s in self.report.get("shots") or [{"first": 0}]))
 

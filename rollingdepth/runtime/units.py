@@ -378,7 +378,7 @@ def _unit_report(unit: Unit, result: RunResult, seconds: float, extra: dict) -> 
     return UnitReport(
         index=unit.index, shot=unit.shot, segment=unit.segment, first=unit.first, frames=unit.count,
         depth_range=tuple(float(v) for v in result.depth_range), coalign_loss=float(result.coalign_loss),
-        dilations=result.settings["dilations"], timings={k: float(v) for k, v in result.timings.items()},
+        dilations=result.plan.dilations, timings={k: float(v) for k, v in result.timings.items()},
         counts=result.counts, num_view_auto=result.num_view_auto, input_size=tuple(result.input_size),
         size=tuple(result.size), settings=result.settings, seconds=seconds, **extra)
 

@@ -479,7 +479,8 @@ def _correct_estimate(pipe: "RollingDepthModel", cfg: RunConfig, pending: Pendin
     result = pending.result
     try:
         settings = cfg.method_settings()
-        lengths = result.settings.get("snippet_lengths") or (None if settings.auto_num_view else settings.snippet_lengths)
+        # the lengths it ran: one piece's plan, else (units, each its own) the ones given, or the estimate's default
+        lengths = result.plan.snippet_lengths if result.plan else (None if settings.auto_num_view else settings.snippet_lengths)
         correct_throughput(pipe, tuple(result.size), settings, result.counts, result.timings, lengths)
     except Exception:  # an estimate must never stop a run
         pass
