@@ -152,6 +152,30 @@ def test_run_video_says_once_that_an_hdr_source_is_read_as_sdr(tmp_path, capsys)
     assert pictures["sdr"]["bit_depth"] == 8 and pictures["sdr"]["hdr"] is None  # the run report says what was read
 
 
+def test_the_page_says_that_an_hdr_source_is_read_as_sdr(tmp_path, tiny_pipe):
+    """The web page's Done message carries run-video's HDR note for the PQ clip, and none for the SDR one."""
+    from rollingdepth.frontends.app import AppSettings, DepthService, PageForm
+    from rollingdepth.frontends.app_files import Workspace
+
+    from .conftest import TINY_CHECKPOINT
+
+    service = DepthService(tiny_pipe, AppSettings(checkpoint=str(TINY_CHECKPOINT), dtype="fp32", device="cpu",
+                                                  max_res=64), Workspace(60, tmp_path))
+    form = PageForm(res=64, dilations="1,2", snippet="3", refine=0, cmap="Greys_r", frames=3)
+    uploads = service.workspace.root / "uploads"  # where the page's uploads land
+    uploads.mkdir()
+    try:
+        pq = service.run("s", hdr_clip(uploads / "pq.mp4", "smpte2084", X265), form)
+        sdr = service.run("s", make(uploads / "sdr.mp4", 64, 256, "bt709", "tv"), form)
+    finally:
+        service.workspace.close()
+    assert pq.ok and sdr.ok, (pq.message, sdr.message)
+    assert pq.message.endswith(" Note: pq: an HDR source (PQ, 10-bit): read as SDR without tone mapping, so its "
+                               "colours look washed out in the side-by-side video; depth is computed from it all the "
+                               "same."), pq.message
+    assert "HDR" not in sdr.message
+
+
 # ----------------------------------------------------------------------------- colour out
 @pytest.mark.parametrize("size, tag, matrix", [((64, 1544), 1, "bt709"),  # the default side-by-side's width
                                                ((720, 1280), 1, "bt709"), ((48, 64), 6, "bt601")])

@@ -28,7 +28,7 @@ import typer
 
 from rollingdepth.frontends.app_files import (Workspace, check_not_truncated, extract_frames, keep_frames, kept_frame,
                                               parse_duration, safe_stem, zip_folder)
-from rollingdepth.frontends.command import EXIT_INTERRUPTED, EXIT_USAGE, usage_error
+from rollingdepth.frontends.command import EXIT_INTERRUPTED, EXIT_USAGE, hdr_note, usage_error
 from rollingdepth.frontends.options import HELP_FLAGS, CommandOption, Param, command_signature, declared
 from rollingdepth.io.output_formats import RUN_REPORT, output_format, output_formats, switches
 from rollingdepth.io.stereo import DEFAULT_CONVERGENCE, LAYOUTS, StereoFrames, pack
@@ -394,6 +394,8 @@ class DepthService:
         h, w = report["output_size"]
         message = (f"Done: {shown}, {result.frames} frames at {w}x{h} in {result.seconds:.1f} s. "
                    f"Files are kept for {_duration_text(self.settings.ttl_s)}.")
+        if (note := hdr_note(source)) is not None:  # as run-video says it
+            message += f" Note: {note}."
         return JobOutcome(message, ok=True, run_dir=run_dir, stem=stem, frames=result.frames, size=(h, w),
                           depth_range=tuple(report["depth_range"]), cmap=cmap, downloads=downloads,
                           sbs_video=output_format("sbs").path(run_dir, stem), stereo=stereo)

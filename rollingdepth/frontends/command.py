@@ -16,7 +16,7 @@ from rollingdepth.frontends.options import COMMAND_OPTIONS, Reporting
 from rollingdepth.frontends.progress import Reporter, make_renderer
 from rollingdepth.option_spec import Option
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "make_reporter", "run_app", "spelling", "usage_error"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USAGE", "hdr_note", "make_reporter", "run_app", "spelling", "usage_error"]
 
 EXIT_FAILED = 1  # an input or a video failed
 EXIT_USAGE = 2  # a wrong option or value: nothing ran
@@ -69,3 +69,12 @@ def run_app(typer_app: typer.Typer, prog_name: str, argv: list[str] | None = Non
         Console(stderr=True, highlight=False).print(f"[red]Error:[/] {usage[0]}", soft_wrap=True)
         sys.exit(usage[1])
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def hdr_note(source) -> str | None:
+    """The one line said of an HDR source (PQ or HLG, from its headers), else None."""
+    picture = getattr(source, "picture", None)
+    if picture is None or picture.hdr is None:
+        return None
+    return (f"{source.stem}: an HDR source ({picture.hdr}, {picture.bit_depth}-bit): read as SDR without tone mapping, "
+            f"so its colours look washed out in the side-by-side video; depth is computed from it all the same")

@@ -20,7 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rollingdepth.frontends.command import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, make_reporter, run_app, spelling
+from rollingdepth.frontends.command import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, hdr_note, make_reporter, run_app,
+                                            spelling)
 from rollingdepth.frontends.options import (COMMAND_OPTIONS, HELP_FLAGS, PANELS, Param, Reporting, arg,
                                             command_signature, given, help_panel, params_of)
 from rollingdepth.frontends.original_cli import original_argv
@@ -256,15 +257,6 @@ def _probe_inputs(entries: list, cfg, report: Reporter, verbose: bool, done) -> 
             report.video_failed(_entry_name(entry), message, traceback.format_exc() if verbose else None)
             failed.append(VideoResult(name=_entry_name(entry), error=message))
     return good, failed
-
-
-def hdr_note(source) -> str | None:
-    """The one line said of an HDR source (PQ or HLG, from its headers), else None."""
-    picture = getattr(source, "picture", None)
-    if picture is None or picture.hdr is None:
-        return None
-    return (f"{source.stem}: an HDR source ({picture.hdr}, {picture.bit_depth}-bit): read as SDR without tone mapping, "
-            f"so its colours look washed out in the side-by-side video; depth is computed from it all the same")
 
 
 def _opened(entry, cfg):
