@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rollingdepth.runtime.reports import ShotReport, UnitReport
 
@@ -129,31 +129,34 @@ class ShotsState(StageState):
 
 
 @dataclass
-class UnitDone(StageState):
+class _ReportState(StageState):
+    """A checkpoint that holds one typed report (``report_type``: its ``to_json`` and ``from_json``)."""
+
+    report_type: ClassVar[type]
+    report: Any
+
+    def to_json(self) -> dict:
+        return {"report": self.report.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "_ReportState":
+        return cls(cls.report_type.from_json(data["report"]))
+
+
+@dataclass
+class UnitDone(_ReportState):
     """A unit (a shot or a segment) whose run is complete: its report (``index`` first). One
     checkpoint per unit; a resumed run reads them all (:meth:`Store.resumed_all`)."""
 
     stage: ClassVar[str] = "unit"
+    report_type: ClassVar[type] = UnitReport
     report: UnitReport
-
-    def to_json(self) -> dict:
-        return {"report": self.report.to_json()}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "UnitDone":
-        return cls(UnitReport.from_json(data["report"]))
 
 
 @dataclass
-class ShotDone(StageState):
+class ShotDone(_ReportState):
     """A shot whose rows are in the prediction: its report (``index`` first)."""
 
     stage: ClassVar[str] = "shot"
+    report_type: ClassVar[type] = ShotReport
     report: ShotReport
-
-    def to_json(self) -> dict:
-        return {"report": self.report.to_json()}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "ShotDone":
-        return cls(ShotReport.from_json(data["report"]))
